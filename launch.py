@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Sfumato's one entry point and composition root.
+
+``python3 launch.py`` creates ``.venv`` on first run, installs the project into it, then serves the studio.
+``python3 launch.py --test`` does the same set-up and runs the test suite. Everything after set-up happens in
+``main``: command line -> AppConfig -> services -> UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+DEFAULT_TORCH = "torch==2.13.0"
+# The CLIP BPE vocabulary ships in open_clip_torch; its own dependencies (torchvision) are not needed to read it.
+OPEN_CLIP = "open_clip_torch==3.3.0"
+DEFAULT_MODEL_NAME = "sfumato-tiny-random"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="launch.py", description="Sfumato, a Stable Diffusion studio.")
+    serve = parser.add_argument_group("serving")
+    serve.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    serve.add_argument("--listen", action="store_true", help="serve on all network interfaces, not only localhost")
+    serve.add_argument("--share", action="store_true", help="make a public Gradio link (needs --gradio-auth)")
+    serve.add_argument("--gradio-auth", metavar="USER:PASS[,USER:PASS]", help="require a login for the UI")
+    serve.add_argument("--share-without-auth", action="store_true",
+                       help="accept sharing the studio publicly with no login (not recommended)")
+    paths = parser.add_argument_group("paths")
+    paths.add_argument("--models-dir", type=Path, default=ROOT / "models",
+                       help="models folder with A1111 sub-folders (Stable-diffusion, VAE, Lora, ...)")
+    paths.add_argument("--ckpt-dir", type=Path, action="append", default=[],
+                       help="an extra folder of checkpoints (repeatable)")
+    paths.add_argument("--ckpt", help="checkpoint to use by default (title, name or hash)")
+    paths.add_argument("--outdir", type=Path, default=ROOT / "outputs", help="where images are saved")
+    paths.add_argument("--data-dir", type=Path, default=ROOT / "data", help="settings, styles and caches")
+    device = parser.add_argument_group("device and memory")
+    device.add_argument("--device", help="torch device to use, e.g. cpu, cuda:1, mps (default: best available)")
+    device.add_argument("--precision", choices=["auto", "full", "half", "bf16"], default="auto",
+                        help="weights precision (auto: fp16 on GPUs, fp32 on CPU)")
+    device.add_argument("--no-half", action="store_true", help="never use fp16 weights")
+    device.add_argument("--medvram", action="store_true", help="model CPU offload: keep only the active part on GPU")
+    device.add_argument("--lowvram", action="store_true", help="sequential CPU offload: least VRAM, slowest")
+    device.add_argument("--attention-slicing", action="store_true", help="compute attention in slices")
+    device.add_argument("--vae-slicing", action="store_true", help="decode batches one image at a time")
+    device.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest width*height a request may ask")
+    limits.add_argument("--max-batch-size", type=int, default=8)
+    run = parser.add_argument_group("run modes")
+    run.add_argument("--exit", action="store_true", help="set up the environment, then exit without serving")
+    run.add_argument("--test", nargs=argparse.REMAINDER, metavar="PYTEST_ARGS",
+                     help="set up, then run the test suite (remaining arguments go to pytest)")
+    run.add_argument("--skip-install", action="store_true", help="do not check or install dependencies")
+    return parser.parse_args(argv)
+
+
+# -- the virtual environment --------------------------------------------------------------------------------------
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def in_project_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def ensure_environment(with_tests: bool) -> None:
+    """Create .venv and install what pyproject.toml names, once per change of pyproject.toml."""
+    python = venv_python()
+    if not python.exists():
+        print(f"Creating the virtual environment in {VENV} …", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    extras = ".[test]" if with_tests else "."
+    torch_command = os.environ.get("TORCH_COMMAND", f"pip install {DEFAULT_TORCH}")
+    fingerprint = hashlib.sha256(
+        ((ROOT / "pyproject.toml").read_bytes() + extras.encode() + torch_command.encode())
+    ).hexdigest()
+    marker = VENV / f".sfumato-installed-{'test' if with_tests else 'app'}"
+    if marker.exists() and marker.read_text() == fingerprint:
+        return
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check", "-q"]
+    steps = [_torch_step(python, torch_command), [*pip, "install", "-e", extras], [*pip, "install", "--no-deps", OPEN_CLIP]]
+    for step in steps:
+        print("Installing:", " ".join(step[1:] if step[0] == str(python) else step), flush=True)
+        completed = subprocess.run(step, cwd=ROOT)
+        if completed.returncode != 0:
+            raise SystemExit(f"Installation step failed (exit {completed.returncode}): {' '.join(step)}")
+    marker.write_text(fingerprint)
+
+
+def _torch_step(python: Path, command: str) -> list[str]:
+    """TORCH_COMMAND is A1111's variable: a pip command line ("pip install torch==… --index-url …")."""
+    words = shlex.split(command)
+    if words and words[0] in ("pip", "pip3"):
+        return [str(python), "-m", "pip", "--disable-pip-version-check", "-q", *words[1:]]
+    return words
+
+
+def relaunch_in_venv(argv: list[str]) -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    os.execve(str(venv_python()), [str(venv_python()), str(ROOT / "launch.py"), *argv], env)
+
+
+# -- composition ---------------------------------------------------------------------------------------------------
+def build_config(args: argparse.Namespace):
+    from modules.config import AppConfig, parse_auth
+    from modules.request import Limits
+
+    try:
+        auth = parse_auth(args.gradio_auth)
+    except ValueError as error:
+        raise SystemExit(f"--gradio-auth: {error}") from None
+    return AppConfig(
+        models_dir=args.models_dir.resolve(),
+        ckpt_dirs=tuple(path.resolve() for path in args.ckpt_dir),
+        outdir=args.outdir.resolve(),
+        data_dir=args.data_dir.resolve(),
+        default_ckpt=args.ckpt,
+        device=args.device,
+        precision=args.precision,
+        no_half=args.no_half,
+        medvram=args.medvram,
+        lowvram=args.lowvram,
+        attention_slicing=args.attention_slicing,
+        vae_slicing=args.vae_slicing,
+        vae_tiling=args.vae_tiling,
+        limits=Limits(max_pixels=args.max_pixels, max_batch_size=args.max_batch_size),
+        port=args.port,
+        listen=args.listen,
+        share=args.share,
+        gradio_auth=auth,
+        share_without_auth=args.share_without_auth,
+    )
+
+
+def ensure_default_model(config) -> None:
+    """Until the trained embedded model ships, make sure a small model exists so the studio works offline."""
+    from modules.model_registry import ModelRegistry
+
+    registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
+    if registry.list():
+        return
+    from modules.tiny_model import save_tiny_model
+
+    target = config.checkpoint_dir / DEFAULT_MODEL_NAME
+    print(f"No checkpoint found: creating the small built-in model in {target} …", flush=True)
+    save_tiny_model(target)
+
+
+def run_tests(pytest_args: list[str]) -> int:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=ROOT, env=env)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    testing = args.test is not None
+    if not args.skip_install:
+        if not in_project_venv():
+            ensure_environment(with_tests=testing)
+            relaunch_in_venv(argv)
+        ensure_environment(with_tests=testing)
+    if testing:
+        return run_tests(args.test)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = build_config(args)
+    if config.share and not config.gradio_auth and not config.share_without_auth:
+        raise SystemExit("--share would put this studio on the internet with no login. "
+                         "Add --gradio-auth user:password, or --share-without-auth to accept the risk.")
+    ensure_default_model(config)
+    if args.exit:
+        print("Environment ready.")
+        return 0
+    from app.server import serve
+    from modules.services import build_services
+
+    serve(build_services(config), config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,45 @@
+"""Shared fixtures: small models the tests build themselves, and services wired to temporary folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_store(tmp_path_factory) -> Path:
+    """A models folder in A1111 layout with a tiny SD 1.x model and a tiny inpainting model (built once)."""
+    from modules.tiny_model import save_tiny_model
+
+    root = tmp_path_factory.mktemp("model-store")
+    save_tiny_model(root / "Stable-diffusion" / "tiny-sd1", family="sd1", seed=0)
+    save_tiny_model(root / "Stable-diffusion" / "tiny-sd1-inpainting", family="sd1", seed=0, inpainting=True)
+    return root
+
+
+@pytest.fixture
+def app_config(tmp_path, tiny_model_store):
+    """An AppConfig whose models, outputs and data live under tmp_path (models copied from the session store)."""
+    from modules.config import AppConfig
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_model_store, models)
+    return AppConfig(models_dir=models, outdir=tmp_path / "outputs", data_dir=tmp_path / "data",
+                     default_ckpt="tiny-sd1", preview_interval=2)
+
+
+@pytest.fixture
+def services(app_config):
+    """Running services (worker thread started) on the tiny models; stopped after the test."""
+    from modules.services import build_services
+
+    built = build_services(app_config)
+    built.start()
+    yield built
+    built.stop()

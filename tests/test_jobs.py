@@ -1,0 +1,84 @@
+"""The queue's own behaviour (ordering, cancel, failures), with a runner that records calls instead of a model."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from modules.jobs import JobCancelled, JobQueue
+from modules.request import GenerationRequest, RequestError
+from modules.results import GenerationResult
+
+
+def make_queue(block: threading.Event | None = None):
+    ran: list[str] = []
+
+    def runner(request, control):
+        if block is not None:
+            block.wait(10)
+        if request.prompt == "boom":
+            raise RuntimeError("the model exploded")
+        if request.prompt == "bad":
+            raise RequestError("width", "must be a multiple of 8")
+        ran.append(request.prompt)
+        return GenerationResult(images=[], grid=None, info={"prompt": request.prompt})
+
+    return JobQueue(runner), ran
+
+
+def test_jobs_run_in_submission_order():
+    queue, ran = make_queue()
+    jobs = [queue.submit(GenerationRequest(prompt=str(i))) for i in range(5)]
+    queue.start()
+    try:
+        for job in jobs:
+            queue.wait(job, timeout=10)
+    finally:
+        queue.stop()
+    assert ran == ["0", "1", "2", "3", "4"]
+    assert [job.number for job in jobs] == [1, 2, 3, 4, 5]
+
+
+def test_failures_are_recorded_and_the_worker_survives():
+    queue, ran = make_queue()
+    queue.start()
+    try:
+        crash = queue.submit(GenerationRequest(prompt="boom"))
+        bad = queue.submit(GenerationRequest(prompt="bad"))
+        good = queue.submit(GenerationRequest(prompt="fine"))
+        with pytest.raises(RuntimeError, match="the model exploded"):
+            queue.wait(crash, timeout=10)
+        with pytest.raises(RequestError) as caught:
+            queue.wait(bad, timeout=10)
+        assert caught.value.field == "width"
+        assert queue.wait(good, timeout=10).info["prompt"] == "fine"
+    finally:
+        queue.stop()
+    assert crash.state == bad.state == "failed" and good.state == "done"
+    assert ran == ["fine"]
+
+
+def test_cancel_a_queued_job_and_interrupt_the_running_one():
+    gate = threading.Event()
+    queue, ran = make_queue(block=gate)
+    queue.start()
+    try:
+        running = queue.submit(GenerationRequest(prompt="first"))
+        waiting = queue.submit(GenerationRequest(prompt="second"))
+        deadline = time.time() + 10
+        while running.state != "running" and time.time() < deadline:
+            time.sleep(0.01)
+        assert queue.cancel(waiting.id)
+        assert waiting.state == "cancelled"
+        with pytest.raises(JobCancelled):
+            queue.wait(waiting, timeout=1)
+        assert queue.cancel(running.id)  # running: interrupt flag set
+        assert running.control.interrupted.is_set()
+        gate.set()
+        queue.wait(running, timeout=10)
+        assert not queue.cancel(running.id)  # already finished
+    finally:
+        queue.stop()
+    assert ran == ["first"]
