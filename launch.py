@@ -81,13 +81,17 @@ def ensure_environment(with_tests: bool) -> None:
     extras = ".[test]" if with_tests else "."
     torch_command = os.environ.get("TORCH_COMMAND", f"pip install {DEFAULT_TORCH}")
     fingerprint = hashlib.sha256(
-        ((ROOT / "pyproject.toml").read_bytes() + extras.encode() + torch_command.encode())
+        (ROOT / "pyproject.toml").read_bytes() + extras.encode() + torch_command.encode()
     ).hexdigest()
     marker = VENV / f".sfumato-installed-{'test' if with_tests else 'app'}"
     if marker.exists() and marker.read_text() == fingerprint:
         return
     pip = [str(python), "-m", "pip", "--disable-pip-version-check", "-q"]
-    steps = [_torch_step(python, torch_command), [*pip, "install", "-e", extras], [*pip, "install", "--no-deps", OPEN_CLIP]]
+    steps = [
+        _torch_step(python, torch_command),
+        [*pip, "install", "-e", extras],
+        [*pip, "install", "--no-deps", OPEN_CLIP],
+    ]
     for step in steps:
         print("Installing:", " ".join(step[1:] if step[0] == str(python) else step), flush=True)
         completed = subprocess.run(step, cwd=ROOT)

@@ -58,7 +58,7 @@ class Engine:
             raise RequestError("model", str(error)) from None
         models = self.registry.list()
         if not models:
-            raise RequestError("model", f"no checkpoint found; put one in {self.registry.checkpoint_dir}")
+            raise RequestError("model", f"no checkpoint found; put one in {self.registry.checkpoint_roots[0]}")
         return models[0]
 
 
@@ -146,7 +146,9 @@ class _Run:
     @property
     def total_steps(self) -> int:
         request = self.request
-        steps = _effective_steps(request.steps, request.denoising_strength) if request.uses_init_image else request.steps
+        steps = request.steps
+        if request.uses_init_image:
+            steps = _effective_steps(request.steps, request.denoising_strength)
         if self.hires_size:
             hires_steps = request.hires.steps or request.steps
             steps += _effective_steps(hires_steps, request.hires.denoising_strength)

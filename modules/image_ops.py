@@ -158,7 +158,9 @@ def _box_blur(array: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def outpaint_canvas(image: Image.Image, left: int, right: int, top: int, bottom: int) -> tuple[Image.Image, Image.Image]:
+def outpaint_canvas(
+    image: Image.Image, left: int, right: int, top: int, bottom: int
+) -> tuple[Image.Image, Image.Image]:
     """Enlarge the canvas, rounding the added margins up so the new size is a multiple of 8.
 
     Returns the canvas (new area pre-filled by stretching the edge pixels) and the mask of the new area."""

@@ -13,7 +13,7 @@ from modules.config import AppConfig
 from modules.generation import Engine, generate
 from modules.jobs import JobQueue
 from modules.request import GenerationRequest
-from modules.results import GenerationResult, JobControl
+from modules.results import GenerationResult
 
 
 @dataclass
@@ -57,7 +57,7 @@ def build_services(config: AppConfig) -> Services:
     registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
     pipelines = PipelineManager(
         loader=lambda info: load_pipeline(info, torch_dtype=dtype, cache_dir=config.config_cache_dir),
-        prepare=lambda pipe: apply_memory_options(pipe, memory, device),
+        prepare=lambda pipe: apply_memory_options(pipe, memory, device, dtype),
         max_loaded=config.max_loaded_models,
     )
     settings = SettingsStore(config.settings_file)
