@@ -89,6 +89,11 @@ class PipelineManager:
         with self._lock:
             return [item.info.title for item in self._loaded.values()]
 
+    def memory_report(self) -> dict[str, list[str]]:
+        """What was applied to each loaded model (device placement, slicing, offload), for the Settings tab."""
+        with self._lock:
+            return {item.info.title: list(item.memory_report) for item in self._loaded.values()}
+
     def unload_all(self) -> None:
         with self._lock:
             self._loaded.clear()

@@ -1,0 +1,96 @@
+"""The Gradio studio: one tab per task, all of them front ends of the same job queue.
+
+``build_ui(services)`` only lays out components and registers handlers; nothing runs until the server launches
+the Blocks. ``build_layout`` returns the same Blocks with every tab's named components, which tests and
+extensions use to reach a control by name instead of by position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import gradio as gr
+
+from app.ui.controls import GenerationTab
+from app.ui.form import Form
+from app.ui.img2img import build_img2img
+from app.ui.inpaint import build_inpaint
+from app.ui.pnginfo import build_pnginfo
+from app.ui.send import send_image, send_parameters
+from app.ui.settings_tab import build_settings
+from app.ui.txt2img import build_txt2img
+
+TITLE = "Sfumato"
+CSS = """
+.sf-error { color: var(--error-text-color, #b91c1c); border: 1px solid currentColor; border-radius: 6px;
+            padding: 6px 10px; }
+.sf-progress { position: relative; height: 22px; border-radius: 4px; background: var(--block-background-fill); }
+.sf-progress-bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft); border-radius: 4px; }
+.sf-progress-text { position: relative; padding-left: 8px; font-size: 0.9em; }
+"""
+
+
+@dataclass
+class Ui:
+    """The built Blocks and its named parts."""
+
+    blocks: gr.Blocks
+    tabs: Any
+    generation: dict[str, GenerationTab]
+    pnginfo: Form
+    settings: Form
+
+    def joined(self) -> Form:
+        """Every tab's components under "<tab>.<name>", plus "tabs": the namespace of cross-tab handlers."""
+        form = Form({"tabs": self.tabs})
+        for task, tab in self.generation.items():
+            form = form | tab.form.prefixed(task)
+        return form | self.pnginfo.prefixed("pnginfo") | self.settings.prefixed("settings")
+
+
+def build_ui(services: Any) -> gr.Blocks:
+    """The studio's Blocks, ready to launch."""
+    return build_layout(services).blocks
+
+
+def build_layout(services: Any) -> Ui:
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
+        with gr.Tabs() as tabs:
+            generation: dict[str, GenerationTab] = {}
+            for task, build in (("txt2img", build_txt2img), ("img2img", build_img2img),
+                                ("inpaint", build_inpaint)):
+                with gr.Tab(task, id=task):
+                    generation[task] = build(services)
+            with gr.Tab("PNG info", id="pnginfo"):
+                pnginfo = build_pnginfo(services)
+            with gr.Tab("Settings", id="settings"):
+                settings = build_settings(services)
+        ui = Ui(blocks=blocks, tabs=tabs, generation=generation, pnginfo=pnginfo, settings=settings)
+        _wire_sending(services, ui)
+    return ui
+
+
+def _wire_sending(services: Any, ui: Ui) -> None:
+    joined = ui.joined()
+    for source, tab in ui.generation.items():
+        for target in ("img2img", "inpaint"):
+            button = f"send_{target}"
+            if button not in tab.form:
+                continue
+            target_image = "inpaint.inpaint_editor" if target == "inpaint" else f"{target}.init_image"
+            fields = [f"{source}.{name}" for name in ("result", "prompt", "negative_prompt", "styles")]
+            outputs = ["tabs", target_image, *(f"{target}.{name}" for name in ("prompt", "negative_prompt",
+                                                                                  "styles"))]
+            joined.connect(tab.form[button].click, partial(send_image, source=source, target=target), fields,
+                           outputs, api_name=False, queue=False)
+    for target in ("txt2img", "img2img"):
+        tab = ui.generation[target]
+        names = [name for name in tab.inputs if name not in ("init_image", "inpaint_editor", "mask_upload")]
+        outputs = ["tabs", *(f"{target}.{name}" for name in names)]
+        if target == "img2img":
+            outputs.append("img2img.init_image")
+        joined.connect(ui.pnginfo[f"send_{target}"].click,
+                       partial(send_parameters, services, target=target, target_names=names),
+                       ["pnginfo.infotext", "pnginfo.image"], outputs, api_name=False)

@@ -1,0 +1,84 @@
+"""The lists dropdowns offer (models, samplers, schedule types, styles), read from the engine when asked.
+
+Functions, not constants: a new checkpoint or style appears after a refresh or a page load without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+UPSCALERS = ("Latent", "Latent (bicubic)", "Latent (nearest-exact)", "Lanczos", "Bicubic", "Nearest")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+
+
+def model_titles(services: Any) -> list[str]:
+    try:
+        return [info.title for info in services.engine.registry.list()]
+    except Exception:  # a broken models folder must not stop the UI from building
+        log.exception("cannot list checkpoints")
+        return []
+
+
+def default_model(services: Any) -> str | None:
+    """The settings' default checkpoint if it is installed (by title or name), else the first one."""
+    titles = model_titles(services)
+    wanted = services.settings.get("sd_model_checkpoint") or getattr(services.engine, "default_model", None)
+    if wanted:
+        for info in _infos(services):
+            if wanted in (info.title, info.name):
+                return info.title
+    return titles[0] if titles else None
+
+
+def _infos(services: Any) -> list[Any]:
+    try:
+        return list(services.engine.registry.list())
+    except Exception:
+        return []
+
+
+def sampler_names() -> list[str]:
+    from modules.samplers import list_samplers
+
+    return [item["name"] for item in list_samplers()]
+
+
+def schedule_labels() -> list[str]:
+    from modules.samplers import list_schedulers
+
+    return [item["label"] for item in list_schedulers()]
+
+
+def style_names(services: Any) -> list[str]:
+    try:
+        return [style.name for style in services.engine.styles.list()]
+    except Exception:
+        log.exception("cannot list styles")
+        return []
+
+
+def pick(value: Any, choices: list[str]) -> str | None:
+    """``value`` as one of ``choices`` (case-insensitive), or None when it is not offered."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    for choice in choices:
+        if choice.lower() == text:
+            return choice
+    return None
+
+
+def find_model_title(services: Any, *queries: Any) -> str | None:
+    """The installed checkpoint an infotext names (by hash, then name), or None when it is not installed."""
+    registry = services.engine.registry
+    for query in queries:
+        if not query:
+            continue
+        try:
+            return registry.find(str(query)).title
+        except Exception:  # unknown model: leave the dropdown as it is
+            continue
+    return None

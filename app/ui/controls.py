@@ -1,0 +1,159 @@
+"""The controls every generation tab shares, built once per tab, and the events that tie them to the engine.
+
+A tab module (txt2img, img2img, inpaint) builds its own image controls and calls these builders; each control
+is registered in the tab's ``Form`` under its request field name and listed in ``GenerationTab.inputs`` when its
+value belongs in the request. Defaults are read from the persisted settings when a page loads (Gradio calls a
+callable ``value`` on load), so a saved default reaches the next browser tab without a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import gradio as gr
+
+from app.ui import choices
+from app.ui.form import Form, Values
+from app.ui.generate import generation_events, interrupt, skip
+from app.ui.paste import paste_prompt
+from app.ui.results import empty_state, random_seed, random_subseed, reuse_seed, select_image
+
+OUTPUT_NAMES = ("job", "progress", "preview", "gallery", "infotext", "status", "result")
+
+
+@dataclass
+class GenerationTab:
+    """One generation tab: its task, its named components, and which of them make up the request."""
+
+    task: str
+    form: Form = field(default_factory=Form)
+    inputs: list[str] = field(default_factory=list)
+
+    def add(self, name: str, component: Any, request_field: bool = True) -> Any:
+        self.form[name] = component
+        if request_field:
+            self.inputs.append(name)
+        return component
+
+
+def setting(services: Any, key: str) -> Callable[[], Any]:
+    """A page-load default read from the settings store."""
+    return lambda: services.settings.get(key)
+
+
+def model_row(services: Any, tab: GenerationTab) -> None:
+    with gr.Row(equal_height=True):
+        tab.add("model", gr.Dropdown(label="Checkpoint", choices=choices.model_titles(services),
+                                     value=partial(choices.default_model, services), scale=4,
+                                     allow_custom_value=True))
+        tab.add("refresh_models", gr.Button("🔄", size="sm", scale=0, min_width=40), request_field=False)
+
+
+def prompt_row(services: Any, tab: GenerationTab) -> None:
+    with gr.Row():
+        with gr.Column(scale=5):
+            tab.add("prompt", gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (or paste an infotext and "
+                                                                            "press ↙️ to read its parameters)"))
+            tab.add("negative_prompt", gr.Textbox(label="Negative prompt", lines=2))
+        with gr.Column(scale=1, min_width=180):
+            tab.add("generate", gr.Button("Generate", variant="primary"), request_field=False)
+            with gr.Row():
+                tab.add("interrupt", gr.Button("Interrupt", variant="stop", size="sm"), request_field=False)
+                tab.add("skip", gr.Button("Skip", size="sm"), request_field=False)
+            tab.add("paste", gr.Button("↙️ Read parameters", size="sm"), request_field=False)
+            tab.add("styles", gr.Dropdown(label="Styles", choices=choices.style_names(services), multiselect=True,
+                                          value=[]))
+
+
+def sampling_controls(services: Any, tab: GenerationTab, size_note: str) -> None:
+    limits = services.config.limits
+    with gr.Row():
+        tab.add("sampler_name", gr.Dropdown(label="Sampling method", choices=choices.sampler_names(),
+                                            value=setting(services, "sampler")))
+        tab.add("scheduler", gr.Dropdown(label="Schedule type", choices=choices.schedule_labels(),
+                                         value=setting(services, "scheduler")))
+    tab.add("steps", gr.Slider(1, limits.max_steps, step=1, precision=0, label="Sampling steps",
+                               value=setting(services, "steps")))
+    with gr.Row():
+        with gr.Column(scale=3):
+            tab.add("width", gr.Slider(0, limits.max_side, step=8, precision=0, label="Width", info=size_note,
+                                       value=setting(services, "width")))
+            tab.add("height", gr.Slider(0, limits.max_side, step=8, precision=0, label="Height",
+                                        value=setting(services, "height")))
+        with gr.Column(scale=1, min_width=160):
+            tab.add("n_iter", gr.Slider(1, limits.max_batch_count, step=1, precision=0, label="Batch count",
+                                        value=setting(services, "n_iter")))
+            tab.add("batch_size", gr.Slider(1, limits.max_batch_size, step=1, precision=0, label="Batch size",
+                                            value=setting(services, "batch_size")))
+    tab.add("cfg_scale", gr.Slider(0, limits.max_cfg, step=0.5, label="CFG scale",
+                                   value=setting(services, "cfg_scale")))
+    with gr.Row(equal_height=True):
+        tab.add("seed", gr.Number(label="Seed", value=-1, precision=0, info="-1 = random", scale=4))
+        tab.add("seed_random", gr.Button("🎲", size="sm", scale=0, min_width=40), request_field=False)
+        tab.add("seed_reuse", gr.Button("♻️", size="sm", scale=0, min_width=40), request_field=False)
+    with gr.Accordion("Variation seed", open=False):
+        with gr.Row(equal_height=True):
+            tab.add("subseed", gr.Number(label="Variation seed", value=-1, precision=0, scale=4))
+            tab.add("subseed_random", gr.Button("🎲", size="sm", scale=0, min_width=40), request_field=False)
+        tab.add("subseed_strength", gr.Slider(0, 1, step=0.01, value=0, label="Variation strength"))
+    tab.add("clip_skip", gr.Slider(1, 12, step=1, precision=0, value=1, label="Clip skip"))
+
+
+def output_panel(tab: GenerationTab, send_targets: tuple[str, ...]) -> None:
+    tab.add("job", gr.State(None), request_field=False)
+    tab.add("result", gr.State(empty_state()), request_field=False)
+    tab.add("progress", gr.HTML(""), request_field=False)
+    tab.add("preview", gr.Image(label="Preview", interactive=False, visible=True, height=256), request_field=False)
+    tab.add("gallery", gr.Gallery(label="Output", columns=4, height=512, format="png", interactive=False,
+                                  object_fit="contain"), request_field=False)
+    with gr.Row():
+        for target in send_targets:
+            tab.add(f"send_{target}", gr.Button(f"Send to {target}", size="sm"), request_field=False)
+    tab.add("infotext", gr.Textbox(label="Generation parameters", lines=4, interactive=False, buttons=["copy"]),
+            request_field=False)
+    tab.add("status", gr.HTML(""), request_field=False)
+
+
+def wire(services: Any, tab: GenerationTab) -> None:
+    """The events every generation tab has: generate, interrupt, skip, paste, seeds, gallery, model refresh."""
+    form = tab.form
+    task = tab.task
+    form.connect(form["generate"].click, partial(run_tab, services, task), tab.inputs, OUTPUT_NAMES,
+                 api_name=f"{task}_generate", concurrency_limit=None)
+    form.connect(form["interrupt"].click, partial(interrupt, services), ["job"], [], api_name=False, queue=False)
+    form.connect(form["skip"].click, partial(skip, services), ["job"], [], api_name=False, queue=False)
+    pasted = [name for name in tab.inputs if name not in ("init_image", "inpaint_editor", "mask_upload")]
+    form.connect(form["paste"].click, partial(paste_tab, services, pasted), ["prompt"], pasted, api_name=False)
+    form.connect(form["seed_random"].click, random_seed, ["seed"], ["seed"], api_name=False, queue=False)
+    form.connect(form["subseed_random"].click, random_subseed, ["subseed"], ["subseed"], api_name=False,
+                 queue=False)
+    form.connect(form["seed_reuse"].click, reuse_seed, ["result"], ["seed"], api_name=False, queue=False)
+    form.connect(form["refresh_models"].click, partial(refresh_models, services), ["model"], ["model"],
+                 api_name=False)
+
+    def on_select(data: dict, event: gr.SelectData) -> dict:
+        return form.by_component(select_image(form.by_name(data), event.index))
+
+    form["gallery"].select(on_select, inputs={form["result"]}, outputs=[form["result"], form["infotext"]],
+                           api_name=False, queue=False)
+
+
+def run_tab(services: Any, task: str, values: Values):
+    """A tab's Generate: the tab's task goes with its values."""
+    yield from generation_events(services, {**values, "task": task})
+
+
+def paste_tab(services: Any, names: list[str], values: Values) -> Values:
+    return paste_prompt(services, values, names)
+
+
+def refresh_models(services: Any, values: Values) -> Values:
+    """🔄: rescan the checkpoint folders; keep the selection when it is still installed."""
+    services.engine.registry.refresh()
+    titles = choices.model_titles(services)
+    current = values.get("model")
+    value = current if current in titles else choices.default_model(services)
+    return {"model": gr.update(choices=titles, value=value)}

@@ -1,0 +1,154 @@
+"""The Generate button: form -> request -> job queue, then live progress until the job ends, then the gallery.
+
+The handler is a plain generator over dicts (names -> values) so tests drive it without a browser. It polls the
+job rather than blocking on it, so the page shows the step, the batch, an ETA and a live preview while the
+single worker runs; a job that fails or a form that cannot become a request ends with a visible message naming
+the field, never with an exception escaping into Gradio, so the next Generate always works.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from app.ui.form import WARNING, Values
+from app.ui.request_form import request_from_form
+from app.ui.results import result_state
+from modules.request import RequestError, validate_request
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2
+# Form values that come from the persisted settings rather than from a tab's controls.
+SETTINGS_FIELDS = ("output_format", "save_images", "make_grid")
+
+
+def generation_events(services: Any, values: Values, poll: float = POLL_SECONDS) -> Iterator[Values]:
+    """Yield UI updates for one Generate click: progress (and previews) while the job runs, then the results.
+
+    Updates use the names ``job``, ``progress``, ``preview``, ``gallery``, ``infotext``, ``status`` and ``result``.
+    """
+    try:
+        yield from _events(services, values, poll)
+    except Exception as error:  # a bug here must still leave a usable page
+        log.exception("generation handler failed")
+        yield failure("", f"{type(error).__name__}: {error}")
+
+
+def _events(services: Any, values: Values, poll: float) -> Iterator[Values]:
+    form = {name: services.settings.get(name) for name in SETTINGS_FIELDS}
+    form.update(values)
+    try:
+        request = request_from_form(form)
+        validate_request(request, services.engine.limits)
+    except RequestError as error:
+        yield failure(error.field, error.message)
+        return
+    job = services.queue.submit(request)
+    if services.settings.has("preview_interval"):  # a saved choice overrides the launch flag
+        interval = services.settings.get("preview_interval")
+        if isinstance(interval, int) and interval >= 0:
+            job.control.preview_interval = interval
+    yield {"job": job.id, "progress": progress_html(services, job), "preview": None, "status": ""}
+    shown = None
+    while not job.done_event.wait(poll):
+        update: Values = {"progress": progress_html(services, job)}
+        preview = job.progress.preview
+        if preview is not None and preview is not shown:
+            update["preview"] = shown = preview
+        yield update
+    yield finished(job)
+
+
+def finished(job: Any) -> Values:
+    """The final update for an ended job: its images, or the reason it has none."""
+    if job.state == "failed":
+        update = failure(job.error_field or "", job.error or "the job failed")
+        update["job"] = None
+        return update
+    if job.state == "cancelled" or job.result is None:
+        return {"job": None, "progress": "", "preview": None, "status": status_html("Cancelled before it started.")}
+    result = job.result
+    state = result_state(result)
+    seconds = (job.finished or time.time()) - (job.started or job.created)
+    count = len(result.images)
+    note = f"{count} image{'s' if count != 1 else ''} in {seconds:.1f} s"
+    if result.images:
+        seeds = result.seeds
+        note += f" · seed {seeds[0]}" if len(seeds) == 1 else f" · seeds {seeds[0]}–{seeds[-1]}"
+    if result.interrupted:
+        note += " · interrupted"
+    first = state["items"][state["selected"]]["infotext"] if state["items"] else ""
+    return {
+        "job": None,
+        "progress": "",
+        "preview": None,
+        "gallery": [item["image"] for item in state["items"]],
+        "infotext": first,
+        "status": status_html(note),
+        "result": state,
+    }
+
+
+def failure(field_name: str, message: str) -> Values:
+    """A visible error: an HTML block in the status area and a toast, both naming the field."""
+    text = f"{field_name}: {message}" if field_name else message
+    return {"progress": "", "preview": None, "status": error_html(field_name, message), WARNING: text}
+
+
+def error_html(field_name: str, message: str) -> str:
+    label = f"<b>{html.escape(field_name)}</b>: " if field_name else ""
+    return f'<div class="sf-error" role="alert">{label}{html.escape(message)}</div>'
+
+
+def status_html(text: str) -> str:
+    return f'<div class="sf-status">{html.escape(text)}</div>'
+
+
+def progress_text(services: Any, job: Any) -> str:
+    """"step 5/20 · batch 1/2 · ETA 3s" while running; the queue position while waiting."""
+    if job.state == "queued":
+        ahead = sum(1 for other in services.queue.pending() if other.number < job.number)
+        running = 1 if services.queue.current is not None else 0
+        return f"waiting in queue · {ahead + running} ahead" if ahead + running else "starting…"
+    progress = job.progress
+    parts = [f"step {progress.step}/{progress.steps}"]
+    if progress.job_count > 1:
+        parts.append(f"batch {progress.job_no + 1}/{progress.job_count}")
+    eta = job.eta()
+    if eta is not None:
+        parts.append(f"ETA {eta:.0f}s")
+    return " · ".join(parts)
+
+
+def progress_html(services: Any, job: Any) -> str:
+    percent = round(100 * job.progress.fraction) if job.state == "running" else 0
+    return (
+        f'<div class="sf-progress"><div class="sf-progress-bar" style="width:{percent}%"></div>'
+        f'<span class="sf-progress-text">{html.escape(progress_text(services, job))}</span></div>'
+    )
+
+
+def interrupt(services: Any, values: Values) -> Values:
+    """End this tab's job (or cancel it while queued); with no job known, the one running now."""
+    job_id = values.get("job")
+    if job_id:
+        services.queue.cancel(job_id)
+    else:
+        services.queue.interrupt_current()
+    return {}
+
+
+def skip(services: Any, values: Values) -> Values:
+    """End the current batch of this tab's job and go on with the next one."""
+    job_id = values.get("job")
+    job = services.queue.get(job_id) if job_id else None
+    if job is not None:
+        if job.state == "running":
+            job.control.skip()
+    elif not job_id:
+        services.queue.skip_current()
+    return {}

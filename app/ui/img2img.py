@@ -1,0 +1,31 @@
+"""The img2img tab: repaint a whole input image, keeping as much of it as the denoising strength says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from app.ui import controls
+from app.ui.controls import GenerationTab
+from modules.request import RESIZE_MODES
+
+RESIZE_LABELS = [mode.capitalize() for mode in RESIZE_MODES]
+
+
+def build_img2img(services: Any) -> GenerationTab:
+    """Lay out and wire the tab (call inside a ``gr.Tab``); the returned tab names every component."""
+    tab = GenerationTab(task="img2img")
+    controls.model_row(services, tab)
+    controls.prompt_row(services, tab)
+    with gr.Row():
+        with gr.Column(scale=1):
+            tab.add("init_image", gr.Image(label="Image", type="pil", image_mode="RGB",
+                                           sources=["upload", "clipboard"], height=320))
+            tab.add("resize_mode", gr.Radio(RESIZE_LABELS, value=RESIZE_LABELS[0], label="Resize mode"))
+            tab.add("denoising_strength", gr.Slider(0, 1, step=0.01, value=0.75, label="Denoising strength"))
+            controls.sampling_controls(services, tab, size_note="0 = the image's size")
+        with gr.Column(scale=1):
+            controls.output_panel(tab, send_targets=("img2img", "inpaint"))
+    controls.wire(services, tab)
+    return tab

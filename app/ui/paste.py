@@ -1,0 +1,66 @@
+"""↙️ "Read generation parameters": an infotext (pasted in the prompt box, or read from a PNG) -> form fields.
+
+Only values the form can take are set: a sampler, schedule or upscaler this studio does not offer, or a model
+that is not installed, leaves that control as it is (and says so) instead of putting an invalid value in a
+dropdown. Fields an infotext leaves out because they were off (variation seed, hires fix) are reset, so the
+pasted form reproduces the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import MappingProxyType
+from typing import Any
+
+from app.ui import choices
+from app.ui.form import INFO, WARNING, Values
+
+# Request fields that go into a control of the same name unchanged.
+DIRECT_FIELDS = (
+    "prompt", "negative_prompt", "steps", "cfg_scale", "seed", "width", "height", "subseed", "subseed_strength",
+    "clip_skip", "denoising_strength", "mask_blur", "hr_scale", "hr_second_pass_steps", "hr_resize_x",
+    "hr_resize_y", "enable_hr",
+)
+# What an infotext's silence means for these fields.
+RESET_WHEN_ABSENT = MappingProxyType({"subseed": -1, "subseed_strength": 0.0, "enable_hr": False})
+
+
+def parameters_from_infotext(services: Any, text: str, names: Iterable[str]) -> Values:
+    """Updates (by form name, restricted to ``names``) that put the infotext's parameters into a tab."""
+    from modules.infotext import infotext_to_request_fields, parse_infotext
+
+    wanted = set(names)
+    text = (text or "").strip()
+    parsed = parse_infotext(text) if text else {}
+    if len(parsed) <= 2:  # only "Prompt" and "Negative prompt": no parameter line
+        return {WARNING: "No generation parameters found: paste an infotext whose last line starts with 'Steps:'."}
+    fields = infotext_to_request_fields(parsed)
+    updates: Values = {name: fields[name] for name in DIRECT_FIELDS if name in fields}
+    for name, value in RESET_WHEN_ABSENT.items():
+        updates.setdefault(name, value)
+    skipped = []
+    for name, options in (("sampler_name", choices.sampler_names), ("scheduler", choices.schedule_labels),
+                          ("hr_upscaler", lambda: list(choices.UPSCALERS))):
+        if name in fields:
+            value = choices.pick(fields[name], options())
+            if value is None:
+                skipped.append(f"{name} {fields[name]!r}")
+            else:
+                updates[name] = value
+    if "model_hash" in fields or "model_name" in fields:
+        title = choices.find_model_title(services, fields.get("model_hash"), fields.get("model_name"))
+        if title is None:
+            skipped.append(f"model {fields.get('model_name') or fields.get('model_hash')!r} (not installed)")
+        else:
+            updates["model"] = title
+    updates = {name: value for name, value in updates.items() if name in wanted}
+    if skipped:
+        updates[WARNING] = "Kept the current value for " + "; ".join(skipped) + "."
+    else:
+        updates[INFO] = f"Read {len(updates)} parameters."
+    return updates
+
+
+def paste_prompt(services: Any, values: Values, names: Iterable[str]) -> Values:
+    """The ↙️ button: parse the prompt box's text as an infotext and fill the tab."""
+    return parameters_from_infotext(services, values.get("prompt") or "", names)

@@ -1,0 +1,53 @@
+"""The PNG info tab: what an image says about how it was made, and "send these parameters" to a generation tab.
+
+The upload is taken as the original file (``type="filepath"``, no mode conversion), because re-encoding it the
+way an image component normally does would drop the text chunks and EXIF this tab exists to read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from app.ui.form import Form, Values
+from app.ui.generate import error_html, status_html
+from app.ui.request_form import load_image
+from modules.request import RequestError
+
+
+def build_pnginfo(services: Any) -> Form:
+    """Lay out and wire the tab (call inside a ``gr.Tab``); the send buttons are wired by ``build_ui``."""
+    form = Form()
+    with gr.Row():
+        with gr.Column():
+            form["image"] = gr.Image(label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                     height=420)
+        with gr.Column():
+            form["infotext"] = gr.Textbox(label="Parameters", lines=8, interactive=False, buttons=["copy"])
+            with gr.Row():
+                form["send_txt2img"] = gr.Button("Send to txt2img", size="sm")
+                form["send_img2img"] = gr.Button("Send to img2img", size="sm")
+            form["status"] = gr.HTML("")
+            form["parameters"] = gr.JSON(label="Parsed parameters")
+            form["items"] = gr.JSON(label="Other text in the file")
+    form.connect(form["image"].change, read_png_info, ["image"], ["infotext", "parameters", "items", "status"],
+                 api_name=False)
+    return form
+
+
+def read_png_info(values: Values) -> Values:
+    """The image's infotext, its parsed parameters, and any other text chunks (e.g. a workflow, a comment)."""
+    from modules.infotext import parse_infotext, read_image_info
+
+    empty = {"infotext": "", "parameters": None, "items": None}
+    try:
+        image = load_image(values.get("image"), "image")
+    except RequestError as error:
+        return {**empty, "status": error_html(error.field, error.message)}
+    if image is None:
+        return {**empty, "status": ""}
+    infotext, items = read_image_info(image)
+    if not infotext:
+        return {**empty, "items": items or None, "status": status_html("This image holds no generation parameters.")}
+    return {"infotext": infotext, "parameters": parse_infotext(infotext), "items": items or None, "status": ""}

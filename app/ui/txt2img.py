@@ -1,0 +1,41 @@
+"""The txt2img tab: a new picture from a prompt, with A1111's hires fix (upscale, then denoise again)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from app.ui import choices, controls
+from app.ui.controls import GenerationTab
+
+
+def build_txt2img(services: Any) -> GenerationTab:
+    """Lay out and wire the tab (call inside a ``gr.Tab``); the returned tab names every component."""
+    tab = GenerationTab(task="txt2img")
+    limits = services.config.limits
+    controls.model_row(services, tab)
+    controls.prompt_row(services, tab)
+    with gr.Row():
+        with gr.Column(scale=1):
+            controls.sampling_controls(services, tab, size_note="0 = the model's default size")
+            with gr.Accordion("Hires. fix", open=False):
+                tab.add("enable_hr", gr.Checkbox(label="Enable hires fix", value=False))
+                with gr.Row():
+                    tab.add("hr_upscaler", gr.Dropdown(label="Upscaler", choices=list(choices.UPSCALERS),
+                                                       value="Latent"))
+                    tab.add("hr_scale", gr.Slider(1, 4, step=0.05, value=2.0, label="Upscale by"))
+                with gr.Row():
+                    tab.add("hr_second_pass_steps", gr.Slider(0, limits.max_steps, step=1, precision=0, value=0,
+                                                              label="Hires steps", info="0 = same as sampling"))
+                    tab.add("denoising_strength", gr.Slider(0, 1, step=0.01, value=0.7,
+                                                            label="Denoising strength"))
+                with gr.Row():
+                    tab.add("hr_resize_x", gr.Slider(0, limits.max_side, step=8, precision=0, value=0,
+                                                     label="Resize width to", info="0 = use 'Upscale by'"))
+                    tab.add("hr_resize_y", gr.Slider(0, limits.max_side, step=8, precision=0, value=0,
+                                                     label="Resize height to"))
+        with gr.Column(scale=1):
+            controls.output_panel(tab, send_targets=("img2img", "inpaint"))
+    controls.wire(services, tab)
+    return tab

@@ -1,0 +1,353 @@
+"""The Gradio studio's handlers, driven with form values by name on the real engine and a tiny model (no browser).
+
+One set of services serves the whole module (building the UI and loading the model once keeps it fast); every
+test asserts what a user would see: the gallery, the saved files and their infotext, the error next to the field,
+the pixels outside a mask.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from app.ui import build_layout
+from app.ui.form import INFO, WARNING
+from app.ui.generate import generation_events, interrupt
+from app.ui.paste import paste_prompt
+from app.ui.pnginfo import read_png_info
+from app.ui.request_form import request_from_form
+from app.ui.results import reuse_seed, select_image
+from app.ui.send import send_image, send_parameters
+from app.ui.settings_tab import save_settings
+from modules.request import RequestError
+from modules.settings import SettingsStore
+
+BASE = {"prompt": "a red circle on a blue background", "negative_prompt": "blurry", "steps": 3, "width": 64,
+        "height": 64, "seed": 1234, "sampler_name": "Euler", "scheduler": "Automatic", "cfg_scale": 7.0,
+        "batch_size": 1, "n_iter": 1, "styles": []}
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory, tiny_model_store):
+    from modules.config import AppConfig
+    from modules.services import build_services
+
+    root = tmp_path_factory.mktemp("ui")
+    shutil.copytree(tiny_model_store, root / "models")
+    config = AppConfig(models_dir=root / "models", outdir=root / "outputs", data_dir=root / "data",
+                       default_ckpt="tiny-sd1", preview_interval=1)
+    built = build_services(config)
+    built.start()
+    yield built
+    built.stop()
+
+
+@pytest.fixture(scope="module")
+def ui(services):
+    return build_layout(services)
+
+
+def run(services, **values):
+    """All updates of one Generate click, and the final one."""
+    updates = list(generation_events(services, {**BASE, "task": "txt2img", **values}, poll=0.02))
+    return updates, updates[-1]
+
+
+def pixels(image) -> np.ndarray:
+    if not isinstance(image, Image.Image):
+        image = Image.open(image)
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def square(size: int = 64, mode: str = "RGB") -> Image.Image:
+    image = Image.new(mode, (size, size), (30, 60, 200, 255)[: len(mode)])
+    ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill=(220, 40, 40, 255)[: len(mode)])
+    return image
+
+
+def test_ui_builds_with_every_tab_and_names_its_controls(ui):
+    assert set(ui.generation) == {"txt2img", "img2img", "inpaint"}
+    for tab in ui.generation.values():
+        assert {"prompt", "seed", "sampler_name", "scheduler", "steps", "model"} <= set(tab.inputs)
+        assert "generate" not in tab.inputs and "gallery" in tab.form
+    assert "enable_hr" in ui.generation["txt2img"].inputs
+    assert {"inpaint_editor", "mask_upload", "outpaint_mode", "inpainting_fill"} <= set(ui.generation["inpaint"].inputs)
+    model = ui.generation["txt2img"].form["model"]
+    assert any(choice[0].startswith("tiny-sd1") for choice in model.choices)
+
+
+def test_request_from_form_maps_names_to_request_fields():
+    request = request_from_form({**BASE, "task": "txt2img", "seed": 7.0, "styles": ["a"], "enable_hr": True,
+                                 "hr_scale": 1.5, "hr_upscaler": "Lanczos", "hr_second_pass_steps": 2,
+                                 "denoising_strength": 0.4, "model": "", "n_iter": 3.0})
+    assert (request.seed, request.n_iter, request.styles, request.model) == (7, 3, ("a",), None)
+    assert request.hires.scale == 1.5 and request.hires.upscaler == "Lanczos" and request.hires.steps == 2
+    assert request.hires.denoising_strength == 0.4
+
+    image = square()
+    mask = Image.new("L", (64, 64), 0)
+    request = request_from_form({**BASE, "task": "inpaint", "init_image": image, "mask_upload": mask.copy(),
+                                 "inpaint_editor": None, "mask_mode": "Inpaint not masked",
+                                 "inpainting_fill": "Latent noise", "inpaint_area": "Only masked",
+                                 "resize_mode": "Crop and resize", "seed": -5})
+    assert request.task == "inpaint" and request.inpainting_mask_invert and request.inpaint_full_res
+    assert (request.inpainting_fill, request.resize_mode, request.seed) == (2, 1, -1)
+
+    outpaint = request_from_form({**BASE, "task": "inpaint", "outpaint_mode": True, "outpaint_left": 16,
+                                  "inpaint_editor": {"background": image, "layers": [], "composite": image}})
+    assert outpaint.task == "outpaint" and outpaint.outpaint.left == 16
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "words"),
+    [
+        ({"task": "img2img", "init_image": None}, "init_image", "needs an input image"),
+        ({"task": "inpaint", "init_image": square(), "mask_upload": Image.new("L", (32, 32))}, "mask", "must match"),
+        ({"task": "inpaint", "init_image": square()}, "mask", "draw a mask"),
+        ({"task": "txt2img", "steps": "many"}, "steps", "not a valid value"),
+    ],
+)
+def test_request_from_form_names_the_bad_field(values, field, words):
+    with pytest.raises(RequestError) as caught:
+        request_from_form({**BASE, **values})
+    assert caught.value.field == field and words in caught.value.message
+
+
+def test_a_corrupt_upload_is_reported_against_its_field(services, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+    updates, last = run(services, task="img2img", init_image=str(broken))
+    assert len(updates) == 1
+    assert "init_image" in last["status"] and "not a readable image" in last["status"]
+    assert "init_image" in last[WARNING]
+
+
+def test_txt2img_yields_progress_then_the_grid_and_saved_images(services):
+    updates, last = run(services, batch_size=2, n_iter=2, seed=500, steps=12)
+    assert updates[0]["job"] and "progress" in updates[0]
+    assert any("step " in update.get("progress", "") for update in updates[1:-1])
+    assert any(update.get("preview") is not None for update in updates[:-1])  # preview_interval=1
+    gallery = last["gallery"]
+    assert len(gallery) == 2 * 2 + 1  # the grid first, then batch_size x n_iter images
+    grid, images = Image.open(gallery[0]), gallery[1:]
+    assert grid.size == (128, 128)
+    outdir = services.config.outdir.resolve()
+    infotexts = [Image.open(path).info["parameters"] for path in images]
+    for path, infotext, seed in zip(images, infotexts, (500, 501, 502, 503), strict=True):
+        assert str(path).startswith(str(outdir)) and f"Seed: {seed}," in infotext
+        assert Image.open(path).size == (64, 64)
+    assert last["infotext"] == infotexts[0]  # the first image is selected, not the grid
+    assert "Negative prompt: blurry" in last["infotext"] and "seeds 500–503" in last["status"]
+    assert last["result"]["selected"] == 1 and last["job"] is None
+
+    chosen = select_image({"result": last["result"]}, 3)
+    assert chosen["infotext"] == infotexts[2]
+    assert reuse_seed({"result": chosen["result"]}) == {"seed": 502}
+
+
+def test_same_seed_gives_the_same_pixels(services):
+    _, first = run(services, seed=77)
+    _, again = run(services, seed=77)
+    _, other = run(services, seed=78)
+    assert np.array_equal(pixels(first["gallery"][0]), pixels(again["gallery"][0]))
+    assert not np.array_equal(pixels(first["gallery"][0]), pixels(other["gallery"][0]))
+
+
+def test_an_invalid_request_shows_its_error_and_the_next_one_works(services):
+    updates, bad = run(services, width=100)
+    assert len(updates) == 1 and "gallery" not in bad
+    assert "<b>width</b>" in bad["status"] and "multiple of 8" in bad["status"]
+    assert bad[WARNING].startswith("width: must be a multiple of 8")
+
+    _, failed = run(services, sampler_name="No Such Sampler")  # passes the form, fails in the worker
+    assert "sampler_name" in failed["status"] and "gallery" not in failed
+
+    _, good = run(services)
+    assert len(good["gallery"]) == 1 and "sf-error" not in good["status"]
+
+
+def test_img2img_returns_images_of_the_input_size(services):
+    init = square().resize((64, 48))
+    _, last = run(services, task="img2img", init_image=init, width=0, height=0, denoising_strength=0.5,
+                  resize_mode="Just resize", batch_size=2)
+    assert len(last["gallery"]) == 3
+    grid, *images = (Image.open(path) for path in last["gallery"])
+    assert grid.size == (128, 48) and [image.size for image in images] == [(64, 48), (64, 48)]
+    assert "Denoising strength: 0.5" in last["infotext"]
+
+
+def test_inpaint_with_a_painted_mask_keeps_unmasked_pixels(services):
+    image = square(mode="RGBA")
+    layer = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    ImageDraw.Draw(layer).rectangle((8, 8, 31, 31), fill=(255, 255, 255, 255))
+    editor = {"background": image, "layers": [layer], "composite": image}
+    _, last = run(services, task="inpaint", inpaint_editor=editor, mask_blur=0, inpainting_fill="Latent noise",
+                  denoising_strength=1.0, width=0, height=0)
+    assert "gallery" in last, last["status"]
+    result = pixels(last["gallery"][0])
+    assert result.shape == (64, 64, 3)
+    painted = np.zeros((64, 64), bool)
+    painted[8:32, 8:32] = True
+    original = pixels(image)
+    assert np.array_equal(result[~painted], original[~painted])
+    assert np.abs(result[painted] - original[painted]).mean() > 1.0
+
+
+def test_inpaint_uses_transparency_when_no_mask_is_given_and_outpaint_grows_the_canvas(services):
+    image = square(mode="RGBA")
+    ImageDraw.Draw(image).rectangle((40, 0, 63, 63), fill=(0, 0, 0, 0))
+    _, last = run(services, task="inpaint", inpaint_editor={"background": image, "layers": [], "composite": image},
+                  mask_blur=0, width=0, height=0)
+    result = pixels(last["gallery"][0])
+    assert np.array_equal(result[:, :40], pixels(image)[:, :40])
+
+    _, grown = run(services, task="inpaint", outpaint_mode=True, outpaint_left=16, outpaint_bottom=8,
+                   inpaint_editor={"background": square(), "layers": [], "composite": square()}, width=0, height=0)
+    assert Image.open(grown["gallery"][0]).size == (80, 72)
+
+
+def test_pasting_an_infotext_fills_the_fields(services, ui):
+    _, last = run(services, seed=4242)
+    text = last["infotext"].replace("Sampler: Euler", "Sampler: DPM++ 2M Karras").replace("Steps: 3", "Steps: 9")
+    names = ui.generation["txt2img"].inputs
+    updates = paste_prompt(services, {"prompt": text}, names)
+    assert updates["prompt"] == BASE["prompt"] and updates["negative_prompt"] == "blurry"
+    assert (updates["steps"], updates["seed"], updates["width"], updates["height"]) == (9, 4242, 64, 64)
+    assert (updates["sampler_name"], updates["scheduler"], updates["cfg_scale"]) == ("DPM++ 2M", "Karras", 7.0)
+    assert updates["model"].startswith("tiny-sd1") and updates["enable_hr"] is False and INFO in updates
+    assert set(updates) - {INFO} <= set(names)
+
+    nothing = paste_prompt(services, {"prompt": "just a prompt"}, names)
+    assert set(nothing) == {WARNING}
+
+
+def test_png_info_reads_a_saved_image_and_sends_it(services, ui):
+    _, last = run(services, seed=31)
+    path = last["gallery"][0]
+    info = read_png_info({"image": path})
+    assert info["infotext"] == last["infotext"] and info["parameters"]["Seed"] == "31"
+
+    sent = send_parameters(services, {"pnginfo.infotext": info["infotext"], "pnginfo.image": path}, "img2img",
+                           ui.generation["img2img"].inputs)
+    assert sent["tabs"]["selected"] == "img2img" and sent["img2img.init_image"] == path
+    assert sent["img2img.seed"] == 31 and sent["img2img.prompt"] == BASE["prompt"]
+
+    plain = Image.new("RGB", (8, 8))
+    assert read_png_info({"image": plain})["infotext"] == ""
+
+
+def test_send_to_inpaint_moves_the_selected_image_and_prompt(services):
+    _, last = run(services)
+    values = {"txt2img.result": last["result"], "txt2img.prompt": "p", "txt2img.negative_prompt": "n",
+              "txt2img.styles": []}
+    sent = send_image(values, source="txt2img", target="inpaint")
+    assert sent["tabs"]["selected"] == "inpaint"
+    assert sent["inpaint.inpaint_editor"]["background"] == last["gallery"][0]
+    assert (sent["inpaint.prompt"], sent["inpaint.negative_prompt"]) == ("p", "n")
+    assert WARNING in send_image({"txt2img.result": None}, source="txt2img", target="img2img")
+
+
+def test_generate_through_the_registered_gradio_handler(services, ui):
+    """The real wiring: component-keyed dict in (Gradio's set inputs), component-keyed updates out."""
+    tab = ui.generation["txt2img"]
+    block_fn = next(fn for fn in ui.blocks.fns.values() if fn.api_name == "txt2img_generate")
+    values = {**{name: None for name in tab.inputs}, **{k: v for k, v in BASE.items() if k in tab.inputs}}
+    values.update(enable_hr=False, subseed=-1, subseed_strength=0, clip_skip=1, seed=9)
+    data = {tab.form[name]: value for name, value in values.items()}
+    assert set(data) == set(block_fn.inputs)
+    *_, last = list(block_fn.fn(data))
+    gallery = last[tab.form["gallery"]]
+    assert len(gallery) == 1 and "Seed: 9," in last[tab.form["infotext"]]
+
+
+def test_interrupt_stops_a_long_job_early(services):
+    events = generation_events(services, {**BASE, "task": "txt2img", "steps": 150}, poll=0.02)
+    first = next(events)
+    job = services.queue.get(first["job"])
+    started = threading.Event()
+
+    def stop_after_first_step() -> None:
+        while job.progress.step < 1 and not job.done_event.is_set():
+            job.done_event.wait(0.01)
+        started.set()
+        interrupt(services, {"job": job.id})
+
+    stopper = threading.Thread(target=stop_after_first_step)
+    stopper.start()
+    *_, last = list(events)
+    stopper.join()
+    assert started.is_set()
+    assert "interrupted" in last["status"]
+    assert job.progress.step < 150
+
+
+def test_settings_save_persists_and_a_new_store_reads_them(tmp_path, caplog):
+    path = tmp_path / "settings.json"
+    store = SettingsStore(path)
+    assert store.get("steps") == 20 and store.get("sd_model_checkpoint") is None
+    update = save_settings(store, {"steps": 33.0, "cfg_scale": 5, "sampler": "Euler a", "width": 512,
+                                   "height": 0, "output_format": "webp", "save_images": False, "make_grid": True,
+                                   "preview_interval": 0, "sd_model_checkpoint": "tiny-sd1"})
+    assert INFO in update and "Saved" in update["status"]
+    again = SettingsStore(path)
+    assert (again.get("steps"), again.get("cfg_scale"), again.get("sampler")) == (33, 5.0, "Euler a")
+    assert again.get("save_images") is False and again.get("output_format") == "webp"
+    assert again.all()["batch_size"] == 1  # an unsaved key keeps its default
+
+    refused = save_settings(again, {"width": 100})
+    assert WARNING in refused and SettingsStore(path).get("width") == 512
+
+    path.write_text("{ not json", encoding="utf-8")
+    with caplog.at_level(logging.ERROR, logger="modules.settings"):
+        broken = SettingsStore(path)
+    assert broken.get("steps") == 20 and "corrupt" in caplog.text
+
+
+def test_settings_writes_are_atomic_and_thread_safe(tmp_path):
+    store = SettingsStore(tmp_path / "s.json")
+    threads = [threading.Thread(target=store.set, args=(f"key{i}", i)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {f"key{i}": i for i in range(8)}.items() <= SettingsStore(tmp_path / "s.json").all().items()
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temporary file left behind
+    with pytest.raises(ValueError, match="cannot be saved"):
+        store.set("bad", object())
+
+
+def test_share_needs_a_login_and_a_failed_link_keeps_serving_locally(capsys):
+    from app.server import _launch, check_share
+    from modules.config import AppConfig
+
+    assert check_share(AppConfig()) is False
+    with pytest.raises(SystemExit, match="without a login"):
+        check_share(AppConfig(share=True))
+    assert check_share(AppConfig(share=True, gradio_auth=(("u", "p"),)))
+    assert check_share(AppConfig(share=True, share_without_auth=True))
+
+    class Blocks:  # stands in for gr.Blocks: the subject is the fallback, not Gradio
+        def __init__(self, raise_on_share: bool) -> None:
+            self.calls, self.raise_on_share = [], raise_on_share
+
+        def launch(self, share: bool, **options):
+            self.calls.append(share)
+            if share and self.raise_on_share:
+                raise RuntimeError("no network")
+            return None, "http://127.0.0.1:7860/", None
+
+        def close(self) -> None:
+            self.calls.append("closed")
+
+    raising = Blocks(raise_on_share=True)
+    _launch(raising, {}, share=True)
+    assert raising.calls == [True, "closed", False]
+    quiet = Blocks(raise_on_share=False)
+    _launch(quiet, {}, share=True)
+    assert quiet.calls == [True]
+    assert capsys.readouterr().out.count("Still serving locally at http://127.0.0.1:7860/") == 2
