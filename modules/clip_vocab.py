@@ -49,7 +49,8 @@ def _byte_alphabet() -> list[str]:
 
 def read_merges(path: Path | None = None) -> list[str]:
     """The CLIP merges, one "a b" pair per entry, in rank order."""
-    lines = gzip.open(path or bpe_merges_path(), "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(path or bpe_merges_path(), "rt", encoding="utf-8") as stream:
+        lines = stream.read().split("\n")
     return lines[1 : _MERGE_COUNT + 1]
 
 

@@ -121,5 +121,7 @@ def device_markdown(services: Any) -> str:
 def memory_markdown(services: Any) -> str:
     """Each loaded checkpoint and what was applied to fit it in memory (read-only)."""
     report = services.engine.pipelines.memory_report()
-    lines = [f"- **{html.escape(title)}**: {html.escape('; '.join(items)) or 'defaults'}" for title, items in report.items()]
+    lines = [
+        f"- **{html.escape(title)}**: {html.escape('; '.join(items)) or 'defaults'}" for title, items in report.items()
+    ]
     return "\n".join(lines) or "No model loaded yet."
