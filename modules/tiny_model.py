@@ -29,7 +29,7 @@ SCHEDULER_CONFIG = {
 }
 
 
-def _text_encoder(seed: int, hidden: int, projection: bool = False):
+def _text_encoder(seed: int, hidden: int, projection: bool = False, activation: str = "quick_gelu"):
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -42,7 +42,7 @@ def _text_encoder(seed: int, hidden: int, projection: bool = False):
         num_hidden_layers=2,
         num_attention_heads=max(1, hidden // 64),
         max_position_embeddings=77,
-        hidden_act="quick_gelu",
+        hidden_act=activation,
         projection_dim=hidden,
         bos_token_id=49406,
         eos_token_id=49407,
@@ -53,7 +53,7 @@ def _text_encoder(seed: int, hidden: int, projection: bool = False):
     return model_class(config).eval()
 
 
-def _vae(seed: int):
+def _vae(seed: int, scaling_factor: float = 0.18215):
     import torch
     from diffusers import AutoencoderKL
 
@@ -68,6 +68,7 @@ def _vae(seed: int):
         latent_channels=4,
         norm_num_groups=4,
         sample_size=64,
+        scaling_factor=scaling_factor,
     ).eval()
 
 
@@ -118,9 +119,10 @@ def build_tiny_pipeline(family: Family = "sd1", seed: int = 0, inpainting: bool 
     in_channels = 9 if inpainting else 4
     if family == "sdxl":
         return StableDiffusionXLPipeline(
-            vae=_vae(seed),
+            # As real SDXL: an OpenCLIP second encoder (gelu) and SDXL's VAE scaling factor.
+            vae=_vae(seed, scaling_factor=0.13025),
             text_encoder=_text_encoder(seed + 1, TEXT_HIDDEN),
-            text_encoder_2=_text_encoder(seed + 2, TEXT_HIDDEN, projection=True),
+            text_encoder_2=_text_encoder(seed + 2, TEXT_HIDDEN, projection=True, activation="gelu"),
             tokenizer=load_clip_tokenizer(),
             tokenizer_2=load_clip_tokenizer(pad_token="!"),
             unet=_unet(seed + 3, "sdxl", in_channels),
