@@ -134,7 +134,7 @@ class _Run:
         self.width, self.height = width, height
         self.sampler = sampler
         self._make_scheduler = make_scheduler
-        self._base_scheduler_config = dict(loaded.base.scheduler.config)
+        self._base_scheduler_config = loaded.scheduler_config
         self.hires_size = request.hires.target_size(width, height) if self._hires_enabled else None
         if self.hires_size:
             check_size(*self.hires_size, engine.limits)

@@ -29,6 +29,8 @@ class LoadedModel:
     family: str
     memory_report: list[str] = field(default_factory=list)
     derived: dict[str, Any] = field(default_factory=dict)
+    # The checkpoint's own scheduler settings, kept apart because each request swaps in its own sampler.
+    scheduler_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_inpainting_model(self) -> bool:
@@ -68,7 +70,8 @@ class PipelineManager:
             _free_accelerator_memory()
         base = self._loader(info)
         report = self._prepare(base)
-        loaded = LoadedModel(info=info, base=base, family=_family_of(base), memory_report=report)
+        loaded = LoadedModel(info=info, base=base, family=_family_of(base), memory_report=report,
+                             scheduler_config=dict(base.scheduler.config))
         with self._lock:
             self._loaded[key] = loaded
             self.load_count += 1

@@ -1,0 +1,309 @@
+"""A1111 sampler and schedule-type names, resolved to diffusers schedulers.
+
+Users, their saved infotexts and their API scripts name samplers the AUTOMATIC1111 way ("DPM++ 2M Karras",
+"k_euler_a", ``scheduler: "karras"``), so those names are the interface; diffusers' scheduler classes are the
+implementation. A scheduler is always rebuilt from the loaded model's own scheduler config, because that config
+carries what the checkpoint was trained with (beta schedule, prediction type, steps offset); the sampler only
+adds its solver settings and the schedule type only its sigma / spacing flags.
+
+A schedule type that a scheduler class cannot honour (Karras sigmas on DDIM, say) is ignored with a logged note,
+as A1111 does, so that any sampler × schedule pair a user picks in the UI runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SAMPLER = "Euler"
+AUTOMATIC = "Automatic"
+
+# Config key under which a built scheduler remembers the model's own spacing and sigma flags. The pipeline's
+# scheduler is swapped per request and its config is the next request's base, so without this one request's
+# "Karras" or "SGM Uniform" would become the model's own schedule for every later request.
+MODEL_SCHEDULE_KEY = "_sfumato_model_schedule"
+_SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+_MODEL_SCHEDULE_FIELDS = ("timestep_spacing", *_SIGMA_FLAGS)
+# Solver settings of one sampler that must not leak into another built from the same base config.
+_SOLVER_FIELDS = (
+    "algorithm_type",
+    "solver_order",
+    "solver_type",
+    "lower_order_final",
+    "euler_at_final",
+    "final_sigmas_type",
+    "skip_prk_steps",
+    "use_flow_sigmas",
+    "flow_shift",
+)
+
+
+class UnknownSamplerError(ValueError):
+    """A sampler name that is neither an A1111 name nor an alias (or whose needs are not installed)."""
+
+
+class UnknownScheduleError(ValueError):
+    """A schedule type that is not one of A1111's (or whose needs are not installed)."""
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One A1111 sampler: its diffusers class, the settings that make the class behave as that sampler."""
+
+    name: str
+    aliases: tuple[str, ...]
+    scheduler_class: str
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    automatic_schedule: str | None = None  # the schedule "Automatic" means; None = the model's own
+    stochastic: bool = False  # draws fresh noise every step, so needs the per-image generators
+    second_order: bool = False  # two model evaluations per step (A1111's "second_order" option)
+    needs_scipy: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """One A1111 schedule type: its API name, display label and the diffusers flags it sets."""
+
+    name: str
+    label: str
+    aliases: tuple[str, ...] = ()
+    sigmas: str | None = None  # which use_*_sigmas flag it turns on
+    spacing: str | None = None  # timestep_spacing it sets; None = the model's own
+    default_rho: float = -1.0
+    need_inner_model: bool = False
+    needs_scipy: bool = False
+
+
+SAMPLERS: tuple[SamplerSpec, ...] = (
+    SamplerSpec("DPM++ 2M", ("k_dpmpp_2m",), "DPMSolverMultistepScheduler",
+                (("algorithm_type", "dpmsolver++"), ("solver_order", 2)), automatic_schedule="Karras"),
+    SamplerSpec("DPM++ SDE", ("k_dpmpp_sde",), "DPMSolverSinglestepScheduler",
+                (("algorithm_type", "sde-dpmsolver++"), ("solver_order", 2), ("lower_order_final", True)),
+                automatic_schedule="Karras", stochastic=True, second_order=True),
+    SamplerSpec("DPM++ 2M SDE", ("k_dpmpp_2m_sde",), "DPMSolverMultistepScheduler",
+                (("algorithm_type", "sde-dpmsolver++"), ("solver_order", 2)), automatic_schedule="Exponential",
+                stochastic=True),
+    SamplerSpec("Euler a", ("k_euler_a", "k_euler_ancestral"), "EulerAncestralDiscreteScheduler", stochastic=True),
+    SamplerSpec("Euler", ("k_euler",), "EulerDiscreteScheduler"),
+    SamplerSpec("LMS", ("k_lms",), "LMSDiscreteScheduler", needs_scipy=True),
+    SamplerSpec("Heun", ("k_heun",), "HeunDiscreteScheduler", second_order=True),
+    SamplerSpec("DPM2", ("k_dpm_2",), "KDPM2DiscreteScheduler", automatic_schedule="Karras", second_order=True),
+    SamplerSpec("DPM2 a", ("k_dpm_2_a",), "KDPM2AncestralDiscreteScheduler", automatic_schedule="Karras",
+                stochastic=True, second_order=True),
+    SamplerSpec("DDIM", ("ddim",), "DDIMScheduler"),
+    SamplerSpec("PLMS", ("plms",), "PNDMScheduler", (("skip_prk_steps", True),)),
+    SamplerSpec("UniPC", ("unipc",), "UniPCMultistepScheduler"),
+    SamplerSpec("LCM", ("lcm", "k_lcm"), "LCMScheduler", stochastic=True),
+    SamplerSpec("DEIS", ("deis",), "DEISMultistepScheduler"),
+)
+
+SCHEDULES: tuple[ScheduleSpec, ...] = (
+    ScheduleSpec("automatic", AUTOMATIC),
+    ScheduleSpec("uniform", "Uniform", need_inner_model=True),
+    ScheduleSpec("karras", "Karras", sigmas="use_karras_sigmas", default_rho=7.0),
+    ScheduleSpec("exponential", "Exponential", sigmas="use_exponential_sigmas"),
+    ScheduleSpec("beta", "Beta", sigmas="use_beta_sigmas", need_inner_model=True, needs_scipy=True),
+    ScheduleSpec("sgm_uniform", "SGM Uniform", aliases=("SGMUniform",), spacing="trailing", need_inner_model=True),
+    ScheduleSpec("simple", "Simple", spacing="trailing", need_inner_model=True),
+)
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """A resolved request: the A1111 sampler name and schedule label (both canonical spelling)."""
+
+    sampler: str = DEFAULT_SAMPLER
+    schedule: str = AUTOMATIC
+
+
+def _key(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _scipy_available() -> bool:
+    """Whether scipy can be imported; LMS and Beta sigmas need it inside diffusers."""
+    return importlib.util.find_spec("scipy") is not None
+
+
+def sampler_spec(name: str) -> SamplerSpec:
+    """The table row of a sampler name or alias (case-insensitive)."""
+    wanted = _key(name)
+    for spec in SAMPLERS:
+        if wanted == _key(spec.name) or any(wanted == _key(alias) for alias in spec.aliases):
+            return spec
+    names = ", ".join(spec.name for spec in SAMPLERS)
+    aliases = ", ".join(alias for spec in SAMPLERS for alias in spec.aliases)
+    raise UnknownSamplerError(f"unknown sampler {name!r}; valid names: {names} (aliases: {aliases})")
+
+
+def schedule_spec(name: str) -> ScheduleSpec:
+    """The table row of a schedule type by API name, label or alias (case-insensitive)."""
+    wanted = _key(name)
+    for spec in SCHEDULES:
+        if wanted in {_key(spec.name), _key(spec.label), *(_key(alias) for alias in spec.aliases)}:
+            return spec
+    labels = ", ".join(spec.label for spec in SCHEDULES)
+    raise UnknownScheduleError(f"unknown schedule type {name!r}; valid: {labels} (or their API names, e.g. 'karras')")
+
+
+def _split_combined(name: str) -> tuple[SamplerSpec, ScheduleSpec] | None:
+    """Split "DPM++ 2M Karras" into (DPM++ 2M, Karras); None when the name has no schedule suffix."""
+    key = _key(name)
+    for schedule in SCHEDULES:
+        for suffix in (schedule.label, *schedule.aliases):
+            tail = " " + _key(suffix)
+            if key.endswith(tail) and len(key) > len(tail):
+                try:
+                    return sampler_spec(key[: -len(tail)]), schedule
+                except UnknownSamplerError:
+                    continue
+    return None
+
+
+def resolve_sampler(sampler_name: str | None, scheduler: str | None = None) -> SamplerChoice:
+    """Canonical sampler + schedule from what a user or client sent.
+
+    A whole sampler name ("Euler a") is matched first, so a sampler whose name ends like a schedule is never
+    split. A combined name ("DPM++ 2M Karras") is split, and its suffix wins over ``scheduler`` as in A1111.
+    """
+    schedule = schedule_spec(scheduler) if scheduler and scheduler.strip() else schedule_spec(AUTOMATIC)
+    if not sampler_name or not sampler_name.strip():
+        spec = sampler_spec(DEFAULT_SAMPLER)
+    else:
+        try:
+            spec = sampler_spec(sampler_name)
+        except UnknownSamplerError:
+            combined = _split_combined(sampler_name)
+            if combined is None:
+                raise
+            spec, schedule = combined
+    choice = SamplerChoice(spec.name, schedule.label)
+    _check_installed(choice)
+    return choice
+
+
+def _check_installed(choice: SamplerChoice) -> None:
+    if sampler_spec(choice.sampler).needs_scipy and not _scipy_available():
+        raise UnknownSamplerError(f"sampler {choice.sampler!r} needs the scipy package, which is not installed "
+                                  "(pip install scipy)")
+    if schedule_spec(effective_schedule(choice)).needs_scipy and not _scipy_available():
+        raise UnknownScheduleError(f"schedule type {choice.schedule!r} needs the scipy package, which is not "
+                                   "installed (pip install scipy)")
+
+
+def effective_schedule(choice: SamplerChoice) -> str:
+    """The schedule label that "Automatic" stands for with this sampler ("Automatic" = the model's own)."""
+    if _key(choice.schedule) != _key(AUTOMATIC):
+        return schedule_spec(choice.schedule).label
+    return sampler_spec(choice.sampler).automatic_schedule or AUTOMATIC
+
+
+def needs_generator(choice: SamplerChoice) -> bool:
+    """Whether the sampler draws noise every step (ancestral / SDE / LCM), so the per-image generators matter."""
+    return sampler_spec(choice.sampler).stochastic
+
+
+def _model_config(base_config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The base config with earlier samplers' settings removed, and the model's own spacing / sigma flags."""
+    config = dict(base_config)
+    remembered = config.pop(MODEL_SCHEDULE_KEY, None)
+    if remembered is None:
+        remembered = {field: config[field] for field in _MODEL_SCHEDULE_FIELDS if field in config}
+    for field in _MODEL_SCHEDULE_FIELDS:
+        if field in remembered:
+            config[field] = remembered[field]
+        else:
+            config.pop(field, None)
+    for field in _SOLVER_FIELDS:
+        config.pop(field, None)
+    return config, dict(remembered)
+
+
+def _init_parameters(cls: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def _schedule_settings(schedule: ScheduleSpec, sampler: str, accepted: set[str]) -> dict[str, Any]:
+    """The config entries a schedule type sets, limited to what the scheduler class accepts."""
+    settings: dict[str, Any] = {}
+    if schedule.label == AUTOMATIC:
+        return settings
+    wanted = schedule.sigmas or schedule.spacing
+    if schedule.sigmas and schedule.sigmas not in accepted:
+        logger.info("%s has no %s schedule in diffusers; using the model's own", sampler, schedule.label)
+        return settings
+    if schedule.spacing and "timestep_spacing" not in accepted:
+        logger.info("%s has no %s schedule in diffusers; using the model's own", sampler, schedule.label)
+        return settings
+    for flag in _SIGMA_FLAGS:
+        if flag in accepted:
+            settings[flag] = flag == wanted
+    if schedule.spacing:
+        settings["timestep_spacing"] = schedule.spacing
+    return settings
+
+
+def make_scheduler(choice: SamplerChoice, base_config: dict[str, Any]) -> SchedulerMixin:
+    """A fresh diffusers scheduler for ``choice``, built on the loaded model's scheduler config.
+
+    ``base_config`` may be the config of a scheduler this function built earlier: the model's own spacing and
+    sigma flags are recovered from it and the previous sampler's solver settings dropped, so building is
+    independent of what ran before. Unsupported sampler × schedule pairs run with the model's own schedule.
+    """
+    import diffusers
+
+    _check_installed(choice)
+    spec = sampler_spec(choice.sampler)
+    schedule = schedule_spec(effective_schedule(choice))
+    cls = getattr(diffusers, spec.scheduler_class)
+    accepted = _init_parameters(cls)
+    config, remembered = _model_config(base_config)
+    for field in _MODEL_SCHEDULE_FIELDS:
+        if field not in accepted:
+            config.pop(field, None)  # kept in MODEL_SCHEDULE_KEY; passing it would only draw diffusers' warning
+    settings = {**dict(spec.kwargs), **_schedule_settings(schedule, spec.name, accepted)}
+    config.update(settings)
+    defaults = config.get("_use_default_values")
+    if defaults:
+        config["_use_default_values"] = [field for field in defaults if field not in settings]
+    scheduler = cls.from_config(config)
+    scheduler.register_to_config(**{MODEL_SCHEDULE_KEY: remembered})
+    return scheduler
+
+
+def list_samplers() -> list[dict[str, Any]]:
+    """The samplers in the shape of A1111's ``GET /sdapi/v1/samplers``."""
+    result = []
+    for spec in SAMPLERS:
+        options: dict[str, str] = {}
+        if spec.automatic_schedule:
+            options["scheduler"] = schedule_spec(spec.automatic_schedule).name
+        if spec.second_order:
+            options["second_order"] = "True"
+        if spec.stochastic:
+            options["uses_ensd"] = "True"
+        result.append({"name": spec.name, "aliases": list(spec.aliases), "options": options})
+    return result
+
+
+def list_schedulers() -> list[dict[str, Any]]:
+    """The schedule types in the shape of A1111 v1.10's ``GET /sdapi/v1/schedulers``."""
+    return [
+        {
+            "name": spec.name,
+            "label": spec.label,
+            "aliases": list(spec.aliases) or None,
+            "default_rho": spec.default_rho,
+            "need_inner_model": spec.need_inner_model,
+        }
+        for spec in SCHEDULES
+    ]
