@@ -204,3 +204,10 @@ def test_interrupt_ends_a_long_job_early(services):
     result = services.queue.wait(job, timeout=60)
     assert result.interrupted
     assert len(result.images) == 1  # the running batch finishes early, the others never start
+
+
+def test_a_sampler_choice_never_leaks_into_the_next_request(services):
+    plain = services.run(txt2img(seed=11)).images[0]
+    services.run(txt2img(seed=11, sampler_name="DPM++ 2M SDE", scheduler="Karras"))
+    again = services.run(txt2img(seed=11)).images[0]
+    assert np.array_equal(pixels(plain.image), pixels(again.image))
