@@ -277,7 +277,7 @@ def load_ckpt_state_dict(path: Path) -> dict[str, torch.Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         reason = _unpickling_reason(error)
-        if reason.startswith("Unsupported global"):
+        if "global" in reason.lower():
             raise CheckpointLoadError(
                 f"{path.name} was refused: besides tensors it holds pickled Python objects ({reason}), and loading "
                 "those could run code, so the file may contain code. If you trust its source, convert it to "
@@ -297,9 +297,15 @@ def load_ckpt_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _unpickling_reason(error: Exception) -> str:
-    """The one line of torch's long weights-only error that says what was found (e.g. "Unsupported global: ...")."""
+    """The one line of torch's long weights-only error that says what was found.
+
+    Torch words it "Unsupported global: GLOBAL x.y was not an allowed global" (2.4-2.5) or "Trying to load
+    unsupported GLOBAL x.y whose module x is blocked" (newer); a line naming a global is preferred.
+    """
     text = str(error).split("WeightsUnpickler error:", 1)[-1]
-    line = next((line.strip() for line in text.splitlines() if line.strip()), "unreadable pickle")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = next((line for line in lines if "GLOBAL" in line or "global:" in line.lower()),
+                lines[0] if lines else "unreadable pickle")
     return line.split(" was not an allowed global")[0][:200]
 
 

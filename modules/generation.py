@@ -20,7 +20,7 @@ from modules.request import GenerationRequest, Limits, RequestError, check_size,
 from modules.results import GeneratedImage, GenerationResult, JobControl, Progress
 
 if TYPE_CHECKING:
-    from modules.model_registry import CheckpointInfo, ModelRegistry
+    from modules.model_registry import CheckpointInfo, ModelRegistry, VaeInfo
     from modules.pipeline_manager import LoadedModel, PipelineManager
     from modules.storage import OutputStore
     from modules.styles import StyleStore
@@ -118,7 +118,8 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
     if request.save_images:
         images = [_saved(engine.store, request.task, item, request.output_format) for item in images]
     grid = _grid(images, request, engine) if request.make_grid and len(images) > 1 else None
-    info_fields = _info(request, info, prompt, negative, width, height, sampler, images, grid, engine.version)
+    info_fields = _info(request, info, prompt, negative, width, height, sampler, images, grid, engine.version,
+                        run.vae)
     return GenerationResult(images=images, grid=grid, info=info_fields, interrupted=interrupted)
 
 
@@ -135,6 +136,7 @@ class _Run:
         self.sampler = sampler
         self._make_scheduler = make_scheduler
         self._base_scheduler_config = loaded.scheduler_config
+        self.vae = _resolve_vae(engine, loaded, request.vae)
         self.hires_size = request.hires.target_size(width, height) if self._hires_enabled else None
         if self.hires_size:
             check_size(*self.hires_size, engine.limits)
@@ -156,7 +158,7 @@ class _Run:
 
     # -- the pipeline call ---------------------------------------------------------------------------------
     def _pipe(self, kind: str) -> Any:
-        pipe = self.engine.pipelines.pipeline(self.loaded, kind)
+        pipe = self.engine.pipelines.pipeline(self.loaded, kind, vae=self.vae)
         pipe.scheduler = self._make_scheduler(self.sampler, self._base_scheduler_config)
         return pipe
 
@@ -326,7 +328,8 @@ class _Run:
             "Size": f"{self.width}x{self.height}",  # the first pass; hires adds its own keys
             "Model hash": info.short_hash,
             "Model": info.name,
-            "VAE": request.vae,
+            "VAE hash": self.vae.short_hash if self.vae else None,
+            "VAE": self.vae.filename if self.vae else None,
         }
         if request.subseed_strength > 0:
             params["Variation seed"] = subseed
@@ -357,6 +360,20 @@ class _Run:
             params["Styles array"] = list(request.styles)
         params["Version"] = f"sfumato {self.engine.version}"
         return format_infotext(self.prompt, self.negative, params)
+
+
+def _resolve_vae(engine: Engine, loaded: LoadedModel, query: str | None) -> VaeInfo | None:
+    """The request's VAE (None: the checkpoint's own), loaded now so that a bad one fails before any step runs."""
+    from modules.checkpoint_loading import CheckpointLoadError
+    from modules.model_registry import UnknownModelError
+
+    try:
+        vae = engine.registry.find_vae(query)
+        if vae is not None:
+            engine.pipelines.vae(loaded, vae)
+    except (UnknownModelError, CheckpointLoadError) as error:
+        raise RequestError("vae", str(error)) from None
+    return vae
 
 
 def _effective_steps(steps: int, strength: float) -> int:
@@ -424,7 +441,8 @@ def _grid(images: list[GeneratedImage], request: GenerationRequest, engine: Engi
     return GeneratedImage(grid, first.seed, first.subseed, first.prompt, first.negative_prompt, first.infotext, path)
 
 
-def _info(request, info, prompt, negative, width, height, sampler, images, grid, version) -> dict[str, Any]:
+def _info(request, info, prompt, negative, width, height, sampler, images, grid, version,
+          vae=None) -> dict[str, Any]:
     """The A1111 ``info`` object (REFERENCE §1) that API responses carry as a JSON string."""
     first = images[0] if images else None
     return {
@@ -448,7 +466,8 @@ def _info(request, info, prompt, negative, width, height, sampler, images, grid,
         "restore_faces": False,
         "sd_model_name": info.name,
         "sd_model_hash": info.short_hash,
-        "sd_vae_name": request.vae,
+        "sd_vae_name": vae.filename if vae else None,
+        "sd_vae_hash": vae.short_hash if vae else None,
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
         "denoising_strength": request.denoising_strength if request.uses_init_image else None,

@@ -28,7 +28,9 @@ CONTROLNET_DIR = "ControlNet"
 EMBEDDINGS_DIR = "embeddings"
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
-VAE_SUFFIXES = (".safetensors", ".pt")
+VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt")
+# The VAE choices that mean "the checkpoint's own VAE" (A1111's dropdown offers both; we do not apply sidecars).
+OWN_VAE_CHOICES = ("automatic", "none")
 # A1111 keeps "<model>.vae.safetensors" sidecars next to checkpoints; they are VAEs, not checkpoints.
 SIDECAR_VAE_SUFFIXES = (".vae.safetensors", ".vae.ckpt", ".vae.pt")
 # What makes up a diffusers folder's identity: its weights, not its JSON (configs get reformatted harmlessly).
@@ -65,11 +67,26 @@ class CheckpointInfo:
 
 @dataclass(frozen=True)
 class VaeInfo:
-    """A VAE the user can pick instead of the checkpoint's own."""
+    """A VAE the user can pick instead of the checkpoint's own.
+
+    ``name`` is the path under the VAE folder (with extension for files); ``kind`` "pt" covers .pt and .ckpt,
+    both pickles that are only ever read weights-only.
+    """
 
     name: str
     path: Path
     kind: Literal["diffusers", "safetensors", "pt"]
+    sha256: str | None = None
+
+    @property
+    def short_hash(self) -> str | None:
+        """The first 10 hex digits of the hash, which A1111 writes as ``VAE hash`` in infotexts."""
+        return self.sha256[:SHORT_HASH_LEN] if self.sha256 else None
+
+    @property
+    def filename(self) -> str:
+        """The file (or folder) name without its folders: what A1111 writes as ``VAE`` and lists in its dropdown."""
+        return self.name.rsplit("/", 1)[-1]
 
 
 def sha256_file(path: Path) -> str:
@@ -283,14 +300,19 @@ class ModelRegistry:
     def _describe(self, root: Path, path: Path, kind: Kind, compute: bool) -> CheckpointInfo:
         relative = path.relative_to(root).as_posix()
         name = relative if kind == "diffusers" else relative.rsplit(".", 1)[0]
+        sha256 = self._hash(path, compute)
+        short = sha256[:SHORT_HASH_LEN] if sha256 else None
+        title = f"{relative} [{short}]" if short else relative
+        return CheckpointInfo(name, title, path, kind, sha256, short, _family(path, kind))
+
+    def _hash(self, path: Path, compute: bool) -> str | None:
+        """The cached hash of a file or folder, computed (and cached) when missing or stale if ``compute``."""
         stamp = _stamp(path)
         sha256 = self.cache.get(path, stamp)
         if sha256 is None and compute:
             sha256 = hash_path(path)
             self.cache.put(path, stamp, sha256)
-        short = sha256[:SHORT_HASH_LEN] if sha256 else None
-        title = f"{relative} [{short}]" if short else relative
-        return CheckpointInfo(name, title, path, kind, sha256, short, _family(path, kind))
+        return sha256
 
     def list(self) -> list[CheckpointInfo]:
         """All checkpoints, sorted by title (as the A1111 API's /sdapi/v1/sd-models lists them)."""
@@ -339,7 +361,11 @@ class ModelRegistry:
         raise UnknownModelError(f"Checkpoint {query!r} not found. Available: {available}")
 
     def list_vaes(self) -> list[VaeInfo]:
-        """VAE files (.safetensors, .pt) and diffusers VAE folders under ``VAE``, sorted by name."""
+        """VAE files (.safetensors, .pt, .ckpt) and diffusers VAE folders under ``VAE``, sorted by name.
+
+        The folder is scanned on every call (it is small, and users drop VAEs in while the app runs); hashes come
+        from the shared cache, and are computed here only when the registry computes hashes at all.
+        """
         root = self.models_dir / VAE_DIR
         found: list[VaeInfo] = []
         if not root.is_dir():
@@ -348,15 +374,63 @@ class ModelRegistry:
             here = Path(folder)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             if here != root and (here / "config.json").is_file() and _has_diffusers_weights(here):
-                found.append(VaeInfo(here.relative_to(root).as_posix(), here, "diffusers"))
+                found.append(self._vae_info(root, here, "diffusers", self.compute_hashes))
                 dirnames[:] = []
                 continue
             for filename in filenames:
                 lowered = filename.lower()
                 if lowered.endswith(VAE_SUFFIXES) and not filename.startswith("."):
                     kind = "safetensors" if lowered.endswith(".safetensors") else "pt"
-                    found.append(VaeInfo((here / filename).relative_to(root).as_posix(), here / filename, kind))
+                    found.append(self._vae_info(root, here / filename, kind, self.compute_hashes))
+        self.cache.save()
         return sorted(found, key=lambda v: v.name.lower())
+
+    def _vae_info(self, root: Path, path: Path, kind: Literal["diffusers", "safetensors", "pt"],
+                  compute: bool) -> VaeInfo:
+        try:
+            sha256 = self._hash(path, compute)
+        except OSError as error:  # unreadable now; it still shows up, and loading it will say why
+            logger.warning("Could not hash the VAE %s: %s", path, error)
+            sha256 = None
+        return VaeInfo(path.relative_to(root).as_posix(), path, kind, sha256)
+
+    def find_vae(self, query: str | None) -> VaeInfo | None:
+        """The VAE a request names, or None for the checkpoint's own ("Automatic", "None" or nothing).
+
+        Accepts the name under the VAE folder, the bare file name, either without extension, or a short or full
+        hash, so that both A1111's dropdown values and an infotext's ``VAE``/``VAE hash`` resolve. The match is
+        hashed if it was not yet, since the infotext records its hash.
+        """
+        wanted = (query or "").strip().replace("\\", "/")
+        if not wanted or wanted.lower() in OWN_VAE_CHOICES:
+            return None
+        vaes = self.list_vaes()
+        lowered = wanted.lower()
+
+        def stem(name: str) -> str:
+            return name.rsplit(".", 1)[0] if name.lower().endswith(VAE_SUFFIXES) else name
+
+        checks = (
+            lambda v: v.name == wanted,
+            lambda v: stem(v.name) == wanted,
+            lambda v: v.sha256 is not None and lowered in (v.short_hash, v.sha256),
+            lambda v: v.filename == wanted or stem(v.filename) == wanted,
+            lambda v: lowered in (v.name.lower(), stem(v.name).lower(), v.filename.lower(), stem(v.filename).lower()),
+        )
+        for check in checks:
+            matches = [v for v in vaes if check(v)]
+            if len(matches) > 1:
+                choices = ", ".join(v.name for v in matches)
+                raise UnknownModelError(f"VAE {query!r} is ambiguous; it matches: {choices}")
+            if matches:
+                found = matches[0]
+                if found.sha256 is None:
+                    found = self._vae_info(self.models_dir / VAE_DIR, found.path, found.kind, compute=True)
+                    self.cache.save()
+                return found
+        names = ", ".join(["Automatic", "None", *(v.name for v in vaes)])
+        hint = "" if vaes else f" (put VAEs in {self.models_dir / VAE_DIR})"
+        raise UnknownModelError(f"VAE {query!r} not found. Available: {names}{hint}")
 
 
 def _has_diffusers_weights(folder: Path) -> bool:

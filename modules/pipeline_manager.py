@@ -3,7 +3,12 @@
 Loading a checkpoint costs seconds to minutes, so loaded ones are kept (least recently used first out, up to
 ``max_loaded``), and the task pipelines are made with ``from_pipe`` so txt2img, img2img and inpaint never hold
 a second copy of the weights. The worker thread is the only caller that runs a pipeline (diffusers pipelines
-are not thread-safe); the lock only protects the cache itself.
+are not thread-safe); the lock only protects the caches themselves.
+
+A request may decode with a user VAE instead of the checkpoint's own. The task pipelines share components but
+each holds its own ``vae`` attribute, so ``pipeline`` sets the wanted VAE on the pipeline it hands out every time
+(the checkpoint's own, kept on ``LoadedModel``, when none is asked for): an override never outlives its request.
+Loaded user VAEs are kept too (a few; they are small next to a checkpoint).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from modules.model_registry import CheckpointInfo
+    from modules.model_registry import CheckpointInfo, VaeInfo
 
 PipelineKind = Literal["txt2img", "img2img", "inpaint"]
 
@@ -31,6 +36,12 @@ class LoadedModel:
     derived: dict[str, Any] = field(default_factory=dict)
     # The checkpoint's own scheduler settings, kept apart because each request swaps in its own sampler.
     scheduler_config: dict[str, Any] = field(default_factory=dict)
+    # The checkpoint's own VAE, kept apart because a request may swap in a user VAE (put back when none is asked).
+    own_vae: Any = None
+
+    def __post_init__(self) -> None:
+        if self.own_vae is None:
+            self.own_vae = getattr(self.base, "vae", None)
 
     @property
     def is_inpainting_model(self) -> bool:
@@ -49,13 +60,19 @@ class PipelineManager:
         loader: Callable[[CheckpointInfo], Any],
         prepare: Callable[[Any], list[str]],
         max_loaded: int = 1,
+        vae_loader: Callable[[VaeInfo, str, float], Any] | None = None,
+        max_vaes: int = 2,
     ) -> None:
         """``loader`` reads a checkpoint into a pipeline; ``prepare`` moves it to the device and applies memory
-        options, returning the report lines (both are injected so tests and launch.py choose them)."""
+        options, returning the report lines (both are injected so tests and launch.py choose them).
+        ``vae_loader(info, family, scaling_factor)`` reads a user VAE on the CPU (default: ``load_vae``)."""
         self._loader = loader
         self._prepare = prepare
         self._max_loaded = max(1, max_loaded)
+        self._vae_loader = vae_loader or _load_vae
+        self._max_vaes = max(1, max_vaes)
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._vaes: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.load_count = 0
 
@@ -77,16 +94,48 @@ class PipelineManager:
             self.load_count += 1
         return loaded
 
-    def pipeline(self, loaded: LoadedModel, kind: PipelineKind) -> Any:
-        """The task pipeline of a loaded model, built once with ``from_pipe`` (shared weights)."""
+    def pipeline(self, loaded: LoadedModel, kind: PipelineKind, vae: VaeInfo | None = None) -> Any:
+        """The task pipeline of a loaded model, built once with ``from_pipe`` (shared weights), decoding with
+        ``vae`` or, when None, the checkpoint's own VAE. Only the worker thread may call this (it sets
+        ``pipe.vae``)."""
         if kind == "txt2img":
-            return loaded.base
-        if kind not in loaded.derived:
-            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+            pipe = loaded.base
+        else:
+            if kind not in loaded.derived:
+                from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
-            factory = AutoPipelineForImage2Image if kind == "img2img" else AutoPipelineForInpainting
-            loaded.derived[kind] = factory.from_pipe(loaded.base)
-        return loaded.derived[kind]
+                factory = AutoPipelineForImage2Image if kind == "img2img" else AutoPipelineForInpainting
+                loaded.derived[kind] = factory.from_pipe(loaded.base)
+            pipe = loaded.derived[kind]
+        wanted = loaded.own_vae if vae is None else self.vae(loaded, vae)
+        if wanted is not None and pipe.vae is not wanted:
+            if vae is not None:
+                _place_vae(wanted, pipe, loaded.own_vae)
+            pipe.vae = wanted
+        return pipe
+
+    def vae(self, loaded: LoadedModel, info: VaeInfo) -> Any:
+        """A user VAE for a loaded checkpoint, loaded once (with the checkpoint's scaling factor) and kept.
+
+        Raises ``CheckpointLoadError`` when the VAE cannot be loaded or does not fit the checkpoint.
+        """
+        from modules.vae_loading import check_vae_fits
+
+        scaling = float(loaded.own_vae.config.scaling_factor)
+        key = (str(info.path), info.sha256, loaded.family, scaling)
+        with self._lock:
+            if key in self._vaes:
+                self._vaes.move_to_end(key)
+                vae = self._vaes[key]
+                check_vae_fits(vae, loaded.own_vae, info.name)
+                return vae
+        vae = self._vae_loader(info, loaded.family, scaling)
+        check_vae_fits(vae, loaded.own_vae, info.name)
+        with self._lock:
+            self._vaes[key] = vae
+            while len(self._vaes) > self._max_vaes:
+                self._vaes.popitem(last=False)
+        return vae
 
     def loaded_titles(self) -> list[str]:
         with self._lock:
@@ -100,7 +149,31 @@ class PipelineManager:
     def unload_all(self) -> None:
         with self._lock:
             self._loaded.clear()
+            self._vaes.clear()
         _free_accelerator_memory()
+
+
+def _load_vae(info: VaeInfo, family: str, scaling_factor: float) -> Any:
+    from modules.vae_loading import load_vae
+
+    return load_vae(info, family=family, scaling_factor=scaling_factor)
+
+
+def _place_vae(vae: Any, pipe: Any, own: Any) -> None:
+    """Put a user VAE where the pipeline computes, in its dtype, with the same slicing/tiling as the own VAE.
+
+    With CPU offload (the own VAE carries accelerate hooks) the UNet's weights sit on the CPU between uses, so
+    the VAE goes to the execution device instead and simply stays there: it is small, and unhooked it needs no
+    help to run where the latents are.
+    """
+    unet = pipe.unet
+    offloaded = own is not None and hasattr(own, "_hf_hook")
+    device = pipe._execution_device if offloaded or unet.device.type == "meta" else unet.device
+    vae.to(device=device, dtype=unet.dtype)
+    for flag, enable, disable in (("use_slicing", "enable_slicing", "disable_slicing"),
+                                  ("use_tiling", "enable_tiling", "disable_tiling")):
+        if own is not None and hasattr(own, flag) and hasattr(vae, enable):
+            getattr(vae, enable if getattr(own, flag) else disable)()
 
 
 def _family_of(pipe: Any) -> str:

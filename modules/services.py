@@ -44,6 +44,7 @@ def build_services(config: AppConfig) -> Services:
     from modules.settings import SettingsStore
     from modules.storage import OutputStore
     from modules.styles import StyleStore
+    from modules.vae_loading import load_vae
 
     device = detect_device(config.device)
     dtype = choose_dtype(device, config.precision, config.no_half)
@@ -59,6 +60,9 @@ def build_services(config: AppConfig) -> Services:
         loader=lambda info: load_pipeline(info, torch_dtype=dtype, cache_dir=config.config_cache_dir),
         prepare=lambda pipe: apply_memory_options(pipe, memory, device, dtype),
         max_loaded=config.max_loaded_models,
+        vae_loader=lambda info, family, scaling: load_vae(
+            info, family=family, scaling_factor=scaling, cache_dir=config.config_cache_dir
+        ),
     )
     settings = SettingsStore(config.settings_file)
     engine = Engine(

@@ -167,3 +167,19 @@ def save_single_file(pipe, path: Path) -> Path:
     else:
         torch.save({"state_dict": state, "global_step": 0}, path)
     return path
+
+
+def save_vae_file(vae, path: Path, prefix: str = "") -> Path:
+    """A VAE alone in the original layout, as A1111 users keep them in ``models/VAE`` (bare ``encoder.*`` keys,
+    or ``first_stage_model.*`` when cut out of a checkpoint): .safetensors, or a weights-only .pt/.ckpt."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {prefix + key.removeprefix("first_stage_model."): value.detach().clone().contiguous()
+             for key, value in vae_to_ldm(vae).items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state}, path)
+    return path
