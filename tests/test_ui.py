@@ -351,3 +351,26 @@ def test_share_needs_a_login_and_a_failed_link_keeps_serving_locally(capsys):
     _launch(quiet, {}, share=True)
     assert quiet.calls == [True]
     assert capsys.readouterr().out.count("Still serving locally at http://127.0.0.1:7860/") == 2
+
+
+def test_vae_dropdown_lists_models_vae_and_a_pasted_vae_is_selected(services, ui, tmp_path):
+    from app.ui.controls import refresh_models
+    from modules.tiny_model import _vae
+
+    vae_dir = services.config.models_dir / "VAE" / "tiny-vae"
+    _vae(seed=42).save_pretrained(vae_dir, safe_serialization=True)
+    updates = refresh_models(services, {"model": None, "vae": "Automatic"})
+    assert updates["vae"]["choices"][0] in ("Automatic", ("Automatic", "Automatic"))
+    names = [choice[0] if isinstance(choice, tuple) else choice for choice in updates["vae"]["choices"]]
+    assert "tiny-vae" in names
+
+    _, own = run(services)
+    _, swapped = run(services, vae="tiny-vae")
+    own_image, swapped_image = own["gallery"][0], swapped["gallery"][0]
+    assert not np.array_equal(pixels(own_image), pixels(swapped_image))
+    assert "VAE: tiny-vae" in swapped["infotext"]
+
+    names = list(ui.generation["txt2img"].inputs)
+    filled = paste_prompt(services, {"prompt": swapped["infotext"]}, names)
+    assert filled["vae"] == "tiny-vae"
+    assert paste_prompt(services, {"prompt": own["infotext"]}, names)["vae"] == "Automatic"

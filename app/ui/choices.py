@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 UPSCALERS = ("Latent", "Latent (bicubic)", "Latent (nearest-exact)", "Lanczos", "Bicubic", "Nearest")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
+AUTOMATIC_VAE = "Automatic"  # the checkpoint's own VAE
 
 
 def model_titles(services: Any) -> list[str]:
@@ -31,6 +32,24 @@ def default_model(services: Any) -> str | None:
             if wanted in (info.title, info.name):
                 return info.title
     return titles[0] if titles else None
+
+
+def vae_names(services: Any) -> list[str]:
+    """"Automatic" (the checkpoint's own VAE) followed by the files and folders in models/VAE."""
+    try:
+        return [AUTOMATIC_VAE, *(info.name for info in services.engine.registry.list_vaes())]
+    except Exception:
+        log.exception("cannot list VAEs")
+        return [AUTOMATIC_VAE]
+
+
+def find_vae_name(services: Any, query: Any) -> str | None:
+    """The installed VAE an infotext names, as the dropdown shows it, or None when it is not installed."""
+    try:
+        info = services.engine.registry.find_vae(str(query))
+    except Exception:
+        return None
+    return AUTOMATIC_VAE if info is None else info.name
 
 
 def _infos(services: Any) -> list[Any]:

@@ -49,6 +49,8 @@ def model_row(services: Any, tab: GenerationTab) -> None:
         tab.add("model", gr.Dropdown(label="Checkpoint", choices=choices.model_titles(services),
                                      value=partial(choices.default_model, services), scale=4,
                                      allow_custom_value=True))
+        tab.add("vae", gr.Dropdown(label="SD VAE", choices=choices.vae_names(services), value=choices.AUTOMATIC_VAE,
+                                   scale=2))
         tab.add("refresh_models", gr.Button("🔄", size="sm", scale=0, min_width=40), request_field=False)
 
 
@@ -131,8 +133,8 @@ def wire(services: Any, tab: GenerationTab) -> None:
     form.connect(form["subseed_random"].click, random_subseed, ["subseed"], ["subseed"], api_name=False,
                  queue=False)
     form.connect(form["seed_reuse"].click, reuse_seed, ["result"], ["seed"], api_name=False, queue=False)
-    form.connect(form["refresh_models"].click, partial(refresh_models, services), ["model"], ["model"],
-                 api_name=False)
+    form.connect(form["refresh_models"].click, partial(refresh_models, services), ["model", "vae"],
+                 ["model", "vae"], api_name=False)
 
     def on_select(data: dict, event: gr.SelectData) -> dict:
         return form.by_component(select_image(form.by_name(data), event.index))
@@ -156,4 +158,6 @@ def refresh_models(services: Any, values: Values) -> Values:
     titles = choices.model_titles(services)
     current = values.get("model")
     value = current if current in titles else choices.default_model(services)
-    return {"model": gr.update(choices=titles, value=value)}
+    vaes = choices.vae_names(services)
+    vae = values.get("vae") if values.get("vae") in vaes else choices.AUTOMATIC_VAE
+    return {"model": gr.update(choices=titles, value=value), "vae": gr.update(choices=vaes, value=vae)}

@@ -53,6 +53,14 @@ def parameters_from_infotext(services: Any, text: str, names: Iterable[str]) -> 
             skipped.append(f"model {fields.get('model_name') or fields.get('model_hash')!r} (not installed)")
         else:
             updates["model"] = title
+    if fields.get("vae_name") or fields.get("vae_hash"):
+        vae = choices.find_vae_name(services, fields.get("vae_hash") or fields.get("vae_name"))
+        if vae is None:
+            skipped.append(f"VAE {fields.get('vae_name') or fields.get('vae_hash')!r} (not installed)")
+        else:
+            updates["vae"] = vae
+    elif "vae" in wanted:
+        updates["vae"] = choices.AUTOMATIC_VAE
     updates = {name: value for name, value in updates.items() if name in wanted}
     if skipped:
         updates[WARNING] = "Kept the current value for " + "; ".join(skipped) + "."

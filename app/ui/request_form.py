@@ -37,6 +37,7 @@ def request_from_form(values: Mapping[str, Any]) -> GenerationRequest:
         "negative_prompt": str(values.get("negative_prompt") or ""),
         "styles": tuple(values.get("styles") or ()),
         "model": values.get("model") or None,
+        "vae": None if values.get("vae") in (None, "", "Automatic", "None") else str(values["vae"]),
     }
     _copy(fields, values, ("sampler_name", "scheduler"), str)
     _copy(fields, values, ("steps", "width", "height", "batch_size", "n_iter", "clip_skip", "mask_blur",
