@@ -44,7 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     paths.add_argument("--data-dir", type=Path, default=ROOT / "data", help="settings, styles and caches")
     device = parser.add_argument_group("device and memory")
     device.add_argument("--device", help="torch device to use, e.g. cpu, cuda:1, mps (default: best available)")
-    device.add_argument("--precision", choices=["auto", "full", "half", "bf16"], default="auto",
+    device.add_argument("--precision", choices=["auto", "full", "half", "bf16", "autocast"], default="auto",
                         help="weights precision (auto: fp16 on GPUs, fp32 on CPU)")
     device.add_argument("--no-half", action="store_true", help="never use fp16 weights")
     device.add_argument("--medvram", action="store_true", help="model CPU offload: keep only the active part on GPU")
@@ -77,7 +77,11 @@ def ensure_environment(with_tests: bool) -> None:
     python = venv_python()
     if not python.exists():
         print(f"Creating the virtual environment in {VENV} …", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
+        try:
+            venv.EnvBuilder(with_pip=True).create(VENV)
+        except (OSError, subprocess.CalledProcessError) as error:
+            raise SystemExit(f"Could not create {VENV} ({error}). On Debian/Ubuntu install the venv module first: "
+                             "sudo apt install python3-venv") from None
     extras = ".[test]" if with_tests else "."
     torch_command = os.environ.get("TORCH_COMMAND", f"pip install {DEFAULT_TORCH}")
     fingerprint = hashlib.sha256(

@@ -111,12 +111,13 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
         pictures = run.batch(seeds, subseeds, progress)
         for index, picture in enumerate(pictures):
             infotext = run.infotext(seeds[index], subseeds[index])
-            images.append(GeneratedImage(picture, seeds[index], subseeds[index], prompt, negative, infotext))
+            item = GeneratedImage(picture, seeds[index], subseeds[index], prompt, negative, infotext)
+            # Saved as soon as it exists, so a later failing batch or a crash loses nothing already made.
+            images.append(_saved(engine.store, request.task, item, request.output_format) if request.save_images
+                          else item)
         interrupted = interrupted or control.interrupted.is_set()
 
-    # 5. save, grid, info
-    if request.save_images:
-        images = [_saved(engine.store, request.task, item, request.output_format) for item in images]
+    # 5. grid, info
     grid = _grid(images, request, engine) if request.make_grid and len(images) > 1 else None
     info_fields = _info(request, info, prompt, negative, width, height, sampler, images, grid, engine.version,
                         run.vae)
@@ -142,8 +143,15 @@ class _Run:
             check_size(*self.hires_size, engine.limits)
 
     @property
+    def variation_applies(self) -> bool:
+        """Variation seeds shape the initial noise of a txt2img first pass; other tasks draw noise inside the
+        pipeline, so there they are not applied (and not written to the infotext)."""
+        return self.request.task == "txt2img" and not self.loaded.is_inpainting_model
+
+    @property
     def _hires_enabled(self) -> bool:
-        return self.request.task == "txt2img" and self.request.hires is not None
+        # An inpainting checkpoint's txt2img is one inpaint pass over a blank canvas: no second pass there.
+        return self.request.task == "txt2img" and self.request.hires is not None and not self.loaded.is_inpainting_model
 
     @property
     def total_steps(self) -> int:
@@ -331,7 +339,7 @@ class _Run:
             "VAE hash": self.vae.short_hash if self.vae else None,
             "VAE": self.vae.filename if self.vae else None,
         }
-        if request.subseed_strength > 0:
+        if request.subseed_strength > 0 and self.variation_applies:
             params["Variation seed"] = subseed
             params["Variation seed strength"] = request.subseed_strength
         if request.uses_init_image:
@@ -382,8 +390,11 @@ def _effective_steps(steps: int, strength: float) -> int:
 
 
 def _working_size(request: GenerationRequest, loaded: LoadedModel, limits: Limits) -> tuple[int, int]:
-    """Explicit size, else the init image's size (multiples of 8), else the model family's default."""
-    if request.width and request.height:
+    """Explicit size, else the init image's size (multiples of 8), else the model family's default.
+
+    Outpaint always works on the enlarged canvas, whatever width and height say, and that canvas is checked
+    against the limits like any size."""
+    if request.width and request.height and request.task != "outpaint":
         return request.width, request.height
     if request.uses_init_image and request.init_image is not None:
         width, height = request.init_image.size

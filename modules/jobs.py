@@ -125,14 +125,17 @@ class JobQueue:
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued job, or interrupt it if it is running. False if it had already ended."""
         job = self.get(job_id)
-        if job is None or job.state in ("done", "failed", "cancelled"):
+        if job is None:
             return False
-        if job.state == "queued":
-            job.state = "cancelled"
-            job.finished = time.time()
-            job.done_event.set()
-        else:
-            job.control.interrupt()
+        with self._lock:
+            if job.state in ("done", "failed", "cancelled"):
+                return False
+            if job.state == "queued":
+                job.state = "cancelled"
+                job.finished = time.time()
+                job.done_event.set()
+                return True
+        job.control.interrupt()
         return True
 
     def interrupt_current(self) -> bool:
@@ -156,13 +159,19 @@ class JobQueue:
             if job_id is None:
                 return
             job = self.get(job_id)
-            if job is None or job.state != "queued":
-                continue
-            self._run(job)
+            if job is not None and self._claim(job):
+                self._run(job)
+
+    def _claim(self, job: Job) -> bool:
+        """Queued -> running under the lock, so a cancel racing the worker either wins or finds it running."""
+        with self._lock:
+            if job.state != "queued":
+                return False
+            job.state, job.started = "running", time.time()
+            self.current = job
+            return True
 
     def _run(self, job: Job) -> None:
-        job.state, job.started = "running", time.time()
-        self.current = job
         try:
             job.result = self._runner(job.request, job.control)
             job.state = "done"

@@ -211,3 +211,35 @@ def test_a_sampler_choice_never_leaks_into_the_next_request(services):
     services.run(txt2img(seed=11, sampler_name="DPM++ 2M SDE", scheduler="Karras"))
     again = services.run(txt2img(seed=11)).images[0]
     assert np.array_equal(pixels(plain.image), pixels(again.image))
+
+
+def test_outpaint_ignores_an_explicit_size_and_checks_the_canvas_against_the_limits(services):
+    request = GenerationRequest(task="outpaint", init_image=_picture(), width=64, height=64, steps=2, seed=2,
+                                outpaint=Outpaint(left=32))
+    item = services.run(request).images[0]
+    assert item.image.size == (96, 64) and "Size: 96x64" in item.infotext
+    huge = GenerationRequest(task="outpaint", init_image=_picture(), steps=2, outpaint=Outpaint(left=4000, right=4000))
+    with pytest.raises(RequestError) as caught:
+        services.run(huge)
+    assert caught.value.field == "width"
+
+
+def test_variation_seed_is_only_claimed_where_it_is_applied(services):
+    request = GenerationRequest(task="img2img", init_image=_picture(), steps=4, seed=5, subseed=6,
+                                subseed_strength=1.0)
+    assert "Variation seed" not in services.run(request).images[0].infotext
+
+
+def test_images_of_finished_batches_are_on_disk_when_a_later_batch_is_interrupted(services, app_config):
+    job = services.queue.submit(txt2img(steps=60, n_iter=3, seed=40))
+    original = job.control.on_progress
+
+    def stop_in_second_batch(progress):
+        original(progress)
+        if progress.job_no == 1 and progress.step >= 1:
+            job.control.interrupt()
+
+    job.control.on_progress = stop_in_second_batch
+    result = services.queue.wait(job, timeout=120)
+    assert [item.seed for item in result.images] == [40, 41]
+    assert all(item.path is not None and item.path.is_file() for item in result.images)

@@ -82,3 +82,17 @@ def test_cancel_a_queued_job_and_interrupt_the_running_one():
     finally:
         queue.stop()
     assert ran == ["first"]
+
+
+def test_a_job_cancelled_while_the_worker_picks_it_up_never_runs():
+    queue, ran = make_queue()
+    jobs = [queue.submit(GenerationRequest(prompt=str(i))) for i in range(50)]
+    cancelled = [job for job in jobs[::2] if queue.cancel(job.id)]
+    queue.start()
+    try:
+        for job in jobs:
+            job.done_event.wait(10)
+    finally:
+        queue.stop()
+    assert all(job.state == "cancelled" for job in cancelled)
+    assert sorted(ran, key=int) == [job.request.prompt for job in jobs if job not in cancelled]

@@ -374,3 +374,14 @@ def test_vae_dropdown_lists_models_vae_and_a_pasted_vae_is_selected(services, ui
     filled = paste_prompt(services, {"prompt": swapped["infotext"]}, names)
     assert filled["vae"] == "tiny-vae"
     assert paste_prompt(services, {"prompt": own["infotext"]}, names)["vae"] == "Automatic"
+
+
+def test_interrupt_without_a_job_of_this_tab_leaves_other_jobs_alone(services):
+    from app.ui.generate import skip
+
+    job = services.queue.submit(request_from_form({**BASE, "task": "txt2img", "steps": 150}))
+    interrupt(services, {"job": None})
+    skip(services, {"job": None})
+    assert not job.control.interrupted.is_set() and not job.control.skipped.is_set()
+    assert services.queue.cancel(job.id)
+    assert job.done_event.wait(60)

@@ -133,12 +133,11 @@ def progress_html(services: Any, job: Any) -> str:
 
 
 def interrupt(services: Any, values: Values) -> Values:
-    """End this tab's job (or cancel it while queued); with no job known, the one running now."""
+    """End this tab's job (or cancel it while queued). Without a job of this tab, nothing: on a shared studio
+    the running job may be someone else's."""
     job_id = values.get("job")
     if job_id:
         services.queue.cancel(job_id)
-    else:
-        services.queue.interrupt_current()
     return {}
 
 
@@ -146,9 +145,6 @@ def skip(services: Any, values: Values) -> Values:
     """End the current batch of this tab's job and go on with the next one."""
     job_id = values.get("job")
     job = services.queue.get(job_id) if job_id else None
-    if job is not None:
-        if job.state == "running":
-            job.control.skip()
-    elif not job_id:
-        services.queue.skip_current()
+    if job is not None and job.state == "running":
+        job.control.skip()
     return {}
