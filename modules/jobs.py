@@ -41,6 +41,9 @@ class Job:
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
+    source: str = "ui"  # which front end submitted it: ui, a1111, native, openai, stability
+    owner: str | None = None  # the API key (or user) it counts against, for rate limits and listing
+    webhook: str | None = None  # URL told when the job ends (native API)
     done_event: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -71,6 +74,7 @@ class JobQueue:
         self._history_limit = history_limit
         self._preview_interval = preview_interval
         self._worker: threading.Thread | None = None
+        self._listeners: list[Callable[[Job], None]] = []
         self.current: Job | None = None
 
     # -- life cycle --------------------------------------------------------------------------------------------
@@ -88,9 +92,11 @@ class JobQueue:
             self._worker.join(timeout)
 
     # -- submitting and watching -------------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest) -> Job:
+    def submit(self, request: GenerationRequest, *, source: str = "ui", owner: str | None = None,
+               webhook: str | None = None) -> Job:
         job = Job(id=uuid.uuid4().hex, number=next(self._numbers), request=request,
-                  control=JobControl(preview_interval=self._preview_interval))
+                  control=JobControl(preview_interval=self._preview_interval), source=source, owner=owner,
+                  webhook=webhook)
         job.progress = Progress(job_count=request.n_iter, steps=request.steps)
         job.control.on_progress = lambda progress, job=job: setattr(job, "progress", progress)
         with self._lock:
@@ -109,6 +115,17 @@ class JobQueue:
 
     def pending(self) -> list[Job]:
         return [job for job in self.jobs() if job.state == "queued"]
+
+    def history(self, limit: int = 20, offset: int = 0, state: str | None = None,
+                owner: str | None = None) -> tuple[list[Job], int]:
+        """A page of jobs, newest first, optionally only one state or one owner's; and how many match in all."""
+        matching = [job for job in reversed(self.jobs())
+                    if (state is None or job.state == state) and (owner is None or job.owner == owner)]
+        return matching[offset: offset + limit], len(matching)
+
+    def add_listener(self, callback: Callable[[Job], None]) -> None:
+        """Call ``callback(job)`` on the worker thread after each job ends (done, failed or cancelled)."""
+        self._listeners.append(callback)
 
     def wait(self, job: Job, timeout: float | None = None) -> GenerationResult:
         """Block until the job ends; re-raise its error so a caller sees the same message as the queue."""
@@ -134,7 +151,12 @@ class JobQueue:
                 job.state = "cancelled"
                 job.finished = time.time()
                 job.done_event.set()
-                return True
+                cancelled = True
+            else:
+                cancelled = False
+        if cancelled:
+            self._notify(job)
+            return True
         job.control.interrupt()
         return True
 
@@ -184,6 +206,14 @@ class JobQueue:
             job.finished = time.time()
             self.current = None
             job.done_event.set()
+            self._notify(job)
+
+    def _notify(self, job: Job) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(job)
+            except Exception:  # a listener (webhook, extension) must never take the worker down
+                log.exception("job listener failed for %s", job.id)
 
     def _trim_history(self) -> None:
         finished = [key for key, job in self._jobs.items() if job.done_event.is_set()]
