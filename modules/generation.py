@@ -413,11 +413,21 @@ def _working_size(request: GenerationRequest, loaded: LoadedModel, limits: Limit
 
 
 def _decode(pipe: Any, latents: Any) -> list[Image.Image]:
+    """Latents -> images; a VAE marked ``force_upcast`` (SDXL's overflows in fp16 into black/NaN images) decodes in
+    float32 and goes back to its dtype afterwards."""
     import torch
 
-    with torch.inference_mode():
-        decoded = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor).sample
-    return pipe.image_processor.postprocess(decoded, output_type="pil")
+    vae = pipe.vae
+    upcast = vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        with torch.inference_mode():
+            decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    finally:
+        if upcast:
+            vae.to(torch.float16)
+    return pipe.image_processor.postprocess(decoded.float(), output_type="pil")
 
 
 def _preview(pipe: Any, latents: Any) -> Image.Image | None:

@@ -50,16 +50,26 @@ class OutputStore:
         fmt: str = "png",
         suffix: str = "",
     ) -> Path:
-        """Write one image with its infotext and return its path."""
+        """Write one image with its infotext and return its path.
+
+        The finished file is linked to its numbered name with ``os.link``, which fails rather than overwrite, so two
+        studios sharing one output folder (or a second process) never replace each other's images.
+        """
         folder = self.folder(task)
         folder.mkdir(parents=True, exist_ok=True)
         ext = _EXTENSIONS[fmt]
-        with self._lock:
-            number = self._next_number(folder)
-            name = f"{number:05d}-{seed}-{prompt_slug(prompt)}{suffix}.{ext}"
-            path = folder / name
-            save_image_with_infotext(image, path, infotext, fmt)
-        return path
+        staging = folder / f".staging-{os.getpid()}-{threading.get_ident()}.{ext}"
+        save_image_with_infotext(image, staging, infotext, fmt)
+        try:
+            with self._lock:
+                number = self._next_number(folder)
+                while True:
+                    path = folder / f"{number:05d}-{seed}-{prompt_slug(prompt)}{suffix}.{ext}"
+                    if _claim_name(staging, path):
+                        return path
+                    number += 1
+        finally:
+            staging.unlink(missing_ok=True)
 
     @staticmethod
     def _next_number(folder: Path) -> int:
@@ -69,3 +79,16 @@ class OutputStore:
             if head.isdigit():
                 highest = max(highest, int(head))
         return highest + 1
+
+
+def _claim_name(staging: Path, path: Path) -> bool:
+    """Give the staged file its final name unless that name exists; False when it does."""
+    try:
+        os.link(staging, path)
+    except FileExistsError:
+        return False
+    except OSError:  # a filesystem without hard links: fall back to an existence check and a rename
+        if path.exists():
+            return False
+        os.replace(staging, path)
+    return True

@@ -33,3 +33,16 @@ def test_seeds_and_noise_are_reproducible_and_device_independent():
     blended = initial_latents([1], (4, 8, 8), "cpu", torch.float32, subseeds=[2], subseed_strength=1.0)
     assert np.allclose(blended[0].numpy(), single[0].numpy(), atol=1e-5)
     assert abs(float(initial_latents([1], (4, 32, 32), "cpu", torch.float32, [2], 0.5).std()) - 1.0) < 0.1
+
+
+def test_two_stores_on_one_folder_never_overwrite_each_other(tmp_path):
+    # Two studios (or two processes) writing to the same outputs folder: each keeps its own file.
+    first, second = OutputStore(tmp_path), OutputStore(tmp_path)
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    paths = [first.save(red, "txt2img", "a", 1, "same prompt"), second.save(blue, "txt2img", "b", 1, "same prompt")]
+    second._next_number = lambda folder: 0  # as if it had listed the folder before the other one wrote
+    paths.append(second.save(blue, "txt2img", "c", 1, "same prompt"))
+    assert len(set(paths)) == 3
+    colours = [Image.open(path).convert("RGB").getpixel((0, 0)) for path in paths]
+    assert colours == [(255, 0, 0), (0, 0, 255), (0, 0, 255)]
+    assert not [p for p in paths[0].parent.iterdir() if p.name.startswith(".")]
