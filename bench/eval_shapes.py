@@ -1,0 +1,115 @@
+"""How well a shapes-world model follows prompts, measured from the pixels on held-out prompts.
+
+Loads a model folder offline with ``StableDiffusionPipeline.from_pretrained``, generates held-out prompts
+(attribute combinations the training never drew; see ``modules/shapes_dataset.py``) with fixed seeds, and scores
+background colour, foreground colour, shape, size and position with ``modules/shapes_metrics.py``. Usage:
+
+    python bench/eval_shapes.py MODEL_DIR [--prompts 256] [--steps 20] [--guidance 5 7.5] [--sampler Euler "DPM++ 2M"]
+                                [--card] [--markdown FILE] [--grid FILE.png] [--device cpu|cuda] [--threads 2]
+
+Without ``--sampler`` / ``--steps`` / ``--guidance`` it uses the defaults recorded in the model's
+``training_config.json``. ``--card`` replaces the accuracy table in the model's README.md with this run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+TABLE_START = "| | background |"
+
+
+def recorded_defaults(model: Path) -> dict:
+    """Sampler, steps and guidance the model's card recommends (the trainer records them)."""
+    path = model / "training_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    recommended = config.get("recommended", {})
+    return {"sampler": recommended.get("sampler", "Euler"), "steps": recommended.get("steps", 20),
+            "guidance": recommended.get("guidance", 3.0), "rows": config.get("rows", 3)}
+
+
+def replace_table(card: Path, table: str) -> None:
+    """Swap the first accuracy table of a model card (or append one) for ``table``."""
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    lines = text.split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith(TABLE_START)), None)
+    if start is None:
+        card.write_text(text.rstrip("\n") + "\n\n" + table + "\n", encoding="utf-8")
+        return
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    card.write_text("\n".join(lines[:start] + table.split("\n") + lines[end:]), encoding="utf-8")
+
+
+def save_grid(images: list, path: Path, columns: int = 16) -> None:
+    """The first rows of generated images side by side, for a look by eye."""
+    import numpy as np
+    from PIL import Image
+
+    rows = [np.concatenate([np.asarray(im) for im in images[r:r + columns]], axis=1)
+            for r in range(0, len(images) - columns + 1, columns)][:8]
+    if rows:
+        Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--prompts", type=int, default=256)
+    parser.add_argument("--steps", type=int, nargs="+")
+    parser.add_argument("--guidance", type=float, nargs="+")
+    parser.add_argument("--sampler", nargs="+")
+    parser.add_argument("--seed", type=int, default=1234, help="picks the prompts' order and their seeds")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--card", action="store_true", help="write the table into MODEL/README.md")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--grid", type=Path, help="save the first run's images as one PNG")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from modules import shapes_metrics as metrics
+
+    torch.set_num_threads(args.threads)
+    defaults = recorded_defaults(args.model)
+    pipe = StableDiffusionPipeline.from_pretrained(str(args.model), torch_dtype=torch.float32,
+                                                   local_files_only=True).to(args.device)
+    pipe.set_progress_bar_config(disable=True)
+    rows, first_images = {}, None
+    for sampler in args.sampler or [defaults["sampler"]]:
+        for steps in args.steps or [defaults["steps"]]:
+            for guidance in args.guidance or [defaults["guidance"]]:
+                started = time.perf_counter()
+                result, images = metrics.evaluate(pipe, args.prompts, steps=steps, guidance=guidance,
+                                                  sampler=sampler, batch_size=args.batch_size, seed=args.seed,
+                                                  rows=defaults["rows"])
+                seconds = time.perf_counter() - started
+                name = f"{sampler}, {steps} steps, CFG {guidance:g}"
+                rows[name] = result
+                first_images = first_images or images
+                print(f"{name}: {seconds / args.prompts * 1000:.0f} ms per image (batches of {args.batch_size})",
+                      flush=True)
+    table = metrics.markdown_table(rows)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table + "\n", encoding="utf-8")
+    if args.card:
+        replace_table(args.model / "README.md", table)
+    if args.grid and first_images:
+        save_grid(first_images, args.grid)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""A procedurally generated world of coloured shapes, with captions, deterministic from a seed.
+
+The embedded default model is trained on this world, so that it follows prompts offline and so that tests and the
+evaluator can check from the pixels that an image shows what was asked. Each image is one shape on a flat
+background; everything that varies is named by the caption.
+
+Caption grammar (words in the vocabulary below; ``[...]`` is optional, each optional part is dropped in training
+with probability ``OMIT_PROBABILITY`` so that short prompts such as "a green circle" also work)::
+
+    caption    := article [size] colour shape [where] ["," "on" article colour "background"]
+    article    := "a" | "an"                       ("an" before a vowel: "an orange star")
+    size       := "small" | "large"
+    colour     := "red" | "green" | "blue" | "yellow" | "white" | "black" | "purple" | "orange"
+    shape      := "circle" | "square" | "triangle" | "star"
+    where      := "on the left" | "in the centre" | "on the right"                  (middle row)
+                | "at the top left" | "at the top" | "at the top right"           (top row; 3-row world only)
+                | "at the bottom left" | "at the bottom" | "at the bottom right"    (bottom row; 3-row world only)
+
+"center" is accepted for "centre" (training uses either, half the time each). The two colours always differ.
+A world has 1 row (shapes vertically centred; left / centre / right) or 3 rows (a 3 x 3 grid): the ``rows``
+argument of the functions below, recorded in the model's training config.
+
+Geometry (at 64 x 64; everything scales with ``size``): every shape fills a square box -- the circle and the square
+exactly, the triangle points up with its base on the box's bottom edge, the five-pointed star points up and is
+stretched to touch all four sides. "small" boxes are 16-20 px wide, "large" 30-36 px. The box centre sits at
+the left / centre / right (top / middle / bottom) anchor of its size, jittered by up to 2 px. Images are drawn at
+4x and box-filtered down, so edges are antialiased.
+
+Held-out split: an attribute combination (shape, colour, background, size, position) is held out when the CRC-32 of
+its name is divisible by ``heldout_modulus(rows)`` (so that about ``HELDOUT_COMBINATIONS`` are). Training examples
+are drawn only from the other combinations, so no training seed can produce a held-out combination; the evaluator
+prompts only held-out ones (compositional generalisation, not memorisation).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+IMAGE_SIZE = 64
+SUPERSAMPLE = 4
+PALETTE: dict[str, tuple[int, int, int]] = {
+    # Chosen far apart in RGB (closest pairs, orange-yellow and red-orange, are still more than 100 apart).
+    "red": (220, 30, 30),
+    "green": (30, 170, 50),
+    "blue": (35, 70, 225),
+    "yellow": (250, 225, 40),
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
+    "purple": (135, 45, 185),
+    "orange": (245, 120, 10),
+}
+COLOURS: tuple[str, ...] = tuple(PALETTE)
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
+SIZES: tuple[str, ...] = ("small", "large")
+SIZE_RANGES: dict[str, tuple[int, int]] = {"small": (16, 20), "large": (30, 36)}  # box side in px at 64, inclusive
+COLUMNS: tuple[str, ...] = ("left", "centre", "right")
+ROWS: tuple[str, ...] = ("top", "middle", "bottom")
+POSITIONS: tuple[str, ...] = tuple(f"{row} {column}" for row in ROWS for column in COLUMNS)
+JITTER = 2  # px at 64
+MARGIN = 2  # px at 64 between the box and the image edge at the outer anchors
+STAR_INNER_RATIO = 0.5  # fatter than the regular star (0.38), so that small stars survive the autoencoder
+HELDOUT_COMBINATIONS = 224
+OMIT_PROBABILITY = 0.15
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """What one image shows: the attributes a caption names (position is "<row> <column>", e.g. "top left")."""
+
+    shape: str
+    colour: str
+    background: str
+    size: str
+    position: str
+
+    @property
+    def row(self) -> str:
+        return self.position.split()[0]
+
+    @property
+    def column(self) -> str:
+        return self.position.split()[1]
+
+    @property
+    def key(self) -> str:
+        return f"{self.shape}|{self.colour}|{self.background}|{self.size}|{self.position}"
+
+    def caption(self, *, size: bool = True, where: bool = True, background: bool = True,
+                center_spelling: bool = False) -> str:
+        """The caption in the documented grammar; the flags drop optional parts (training's caption variety)."""
+        words = [self.size] if size else []
+        words += [self.colour, self.shape]
+        words.insert(0, article(words[0]))
+        if where:
+            words.append(where_phrase(self.position, center_spelling))
+        text = " ".join(words)
+        if background:
+            text += f", on {article(self.background)} {self.background} background"
+        return text
+
+
+def article(word: str) -> str:
+    """ "an" before a vowel ("an orange star"), else "a"."""
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def where_phrase(position: str, center_spelling: bool = False) -> str:
+    """The words for a "<row> <column>" position: "on the left", "at the top right", "in the centre" ..."""
+    row, column = position.split()
+    if row == "middle":
+        if column == "centre":
+            return "in the center" if center_spelling else "in the centre"
+        return f"on the {column}"
+    return f"at the {row}" if column == "centre" else f"at the {row} {column}"
+
+
+def positions(rows: int = 3) -> tuple[str, ...]:
+    """The "<row> <column>" positions of a world with 1 row (middle only) or 3 rows."""
+    if rows not in (1, 3):
+        raise ValueError(f"a shapes world has 1 or 3 rows, not {rows}")
+    return POSITIONS if rows == 3 else tuple(p for p in POSITIONS if p.startswith("middle "))
+
+
+def all_specs(rows: int = 3) -> list[ShapeSpec]:
+    """Every attribute combination (the two colours differ), in a fixed order."""
+    return [
+        ShapeSpec(shape, colour, background, size, position)
+        for shape in SHAPES
+        for colour in COLOURS
+        for background in COLOURS
+        if background != colour
+        for size in SIZES
+        for position in positions(rows)
+    ]
+
+
+@lru_cache(maxsize=2)
+def heldout_modulus(rows: int = 3) -> int:
+    """1 in this many combinations is held out (so that about ``HELDOUT_COMBINATIONS`` are)."""
+    return max(2, len(all_specs(rows)) // HELDOUT_COMBINATIONS)
+
+
+def is_heldout(spec: ShapeSpec, rows: int = 3) -> bool:
+    """Whether a combination belongs to the evaluation split of a world (never drawn for training)."""
+    return zlib.crc32(spec.key.encode("utf-8")) % heldout_modulus(rows) == 0
+
+
+@lru_cache(maxsize=2)
+def _split(rows: int) -> tuple[tuple[ShapeSpec, ...], tuple[ShapeSpec, ...]]:
+    specs = all_specs(rows)
+    return tuple(s for s in specs if not is_heldout(s, rows)), tuple(s for s in specs if is_heldout(s, rows))
+
+
+def training_specs(rows: int = 3) -> tuple[ShapeSpec, ...]:
+    """The combinations training draws from."""
+    return _split(rows)[0]
+
+
+def heldout_specs(rows: int = 3) -> tuple[ShapeSpec, ...]:
+    """The combinations kept for evaluation."""
+    return _split(rows)[1]
+
+
+def evaluation_cases(count: int, seed: int = 1234, rows: int = 3) -> list[tuple[ShapeSpec, int]]:
+    """``count`` held-out (spec, generation seed) pairs, spread over the held-out combinations in a fixed order."""
+    specs = heldout_specs(rows)
+    order = np.random.default_rng(seed).permutation(len(specs))
+    return [(specs[order[i % len(specs)]], seed * 100_003 + i) for i in range(count)]
+
+
+def validation_cases(count: int, seed: int = 4321, rows: int = 3) -> list[tuple[ShapeSpec, int]]:
+    """``count`` (spec, seed) pairs over training combinations: for choosing sampler settings without touching the
+    held-out split."""
+    specs = training_specs(rows)
+    order = np.random.default_rng(seed).permutation(len(specs))
+    return [(specs[order[i % len(specs)]], seed * 100_003 + i) for i in range(count)]
+
+
+def _unit_polygon(shape: str) -> list[tuple[float, float]]:
+    """The shape's outline in its unit box (x right, y down), touching all four sides."""
+    if shape == "square":
+        return [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
+    if shape == "triangle":
+        return [(0.5, 0.0), (1.0, 1.0), (0.0, 1.0)]
+    if shape == "star":
+        points = []
+        for k in range(10):
+            radius = 1.0 if k % 2 == 0 else STAR_INNER_RATIO
+            angle = -math.pi / 2 + k * math.pi / 5
+            points.append((radius * math.cos(angle), radius * math.sin(angle)))
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        x0, y0, w, h = min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+        return [((x - x0) / w, (y - y0) / h) for x, y in points]
+    raise ValueError(f"no polygon for {shape!r}")
+
+
+def anchor(axis_name: str, side: float, image_size: int = IMAGE_SIZE) -> float:
+    """Box centre (px) for a column or row name, for a box of the given side: outer anchors keep a margin."""
+    scale = image_size / IMAGE_SIZE
+    low = side / 2 + MARGIN * scale + JITTER * scale
+    if axis_name in ("left", "top"):
+        return low
+    if axis_name in ("right", "bottom"):
+        return image_size - low
+    return image_size / 2
+
+
+def draw_mask(shape: str, box: tuple[float, float, float, float], image_size: int = IMAGE_SIZE,
+              supersample: int = SUPERSAMPLE) -> np.ndarray:
+    """Coverage (0..1, float32, image_size square) of ``shape`` filling ``box`` = (left, top, right, bottom) px."""
+    from PIL import Image, ImageDraw
+
+    big = image_size * supersample
+    canvas = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(canvas)
+    left, top, right, bottom = (v * supersample for v in box)
+    if shape == "circle":
+        draw.ellipse([left, top, right - 1, bottom - 1], fill=255)
+    else:
+        width, height = right - left, bottom - top
+        polygon = [(left + x * width, top + y * height) for x, y in _unit_polygon(shape)]
+        draw.polygon(polygon, fill=255)
+    small = canvas.resize((image_size, image_size), Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.float32) / 255.0
+
+
+def box_for(spec: ShapeSpec, side: float, dx: float = 0.0, dy: float = 0.0,
+            image_size: int = IMAGE_SIZE) -> tuple[float, float, float, float]:
+    """The (left, top, right, bottom) box of a spec's shape with the given side and jitter (px)."""
+    cx = anchor(spec.column, side, image_size) + dx
+    cy = anchor(spec.row, side, image_size) + dy
+    return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+
+
+def render(spec: ShapeSpec, rng: np.random.Generator | None = None, image_size: int = IMAGE_SIZE) -> np.ndarray:
+    """The image (uint8, HxWx3) of a spec; ``rng`` draws size and position jitter (None: the nominal geometry)."""
+    scale = image_size / IMAGE_SIZE
+    low, high = SIZE_RANGES[spec.size]
+    if rng is None:
+        side, dx, dy = (low + high) / 2 * scale, 0.0, 0.0
+    else:
+        side = float(rng.integers(low, high + 1)) * scale
+        dx, dy = (rng.uniform(-JITTER, JITTER, size=2) * scale).tolist()
+    coverage = draw_mask(spec.shape, box_for(spec, side, dx, dy, image_size), image_size)[..., None]
+    background = np.asarray(PALETTE[spec.background], dtype=np.float32)
+    foreground = np.asarray(PALETTE[spec.colour], dtype=np.float32)
+    image = background + coverage * (foreground - background)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def caption_for(spec: ShapeSpec, rng: np.random.Generator) -> str:
+    """A training caption: optional parts dropped at random, either spelling of centre."""
+    keep = rng.random(3) >= OMIT_PROBABILITY
+    return spec.caption(size=bool(keep[0]), where=bool(keep[1]), background=bool(keep[2]),
+                        center_spelling=bool(rng.random() < 0.5))
+
+
+def example_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator behind training example ``index`` of dataset ``seed`` (independent of any other example)."""
+    return np.random.default_rng([seed, index])
+
+
+def training_example(seed: int, index: int, rows: int = 3) -> tuple[np.ndarray, str, ShapeSpec]:
+    """Training example ``index`` of dataset ``seed``: (image uint8 HxWx3, caption, spec); always the same."""
+    rng = example_rng(seed, index)
+    specs = training_specs(rows)
+    spec = specs[int(rng.integers(len(specs)))]
+    image = render(spec, rng)
+    return image, caption_for(spec, rng), spec
+
+
+def training_batch(seed: int, start: int, count: int, rows: int = 3) -> tuple[np.ndarray, list[str], list[ShapeSpec]]:
+    """Examples ``start .. start+count-1``: images (uint8, Nx64x64x3), captions and specs."""
+    images, captions, specs = [], [], []
+    for index in range(start, start + count):
+        image, caption, spec = training_example(seed, index, rows)
+        images.append(image)
+        captions.append(caption)
+        specs.append(spec)
+    return np.stack(images), captions, specs

@@ -1,0 +1,104 @@
+"""The embedded default model follows prompts: what the image shows is measured from its pixels.
+
+These run the committed model (models/Stable-diffusion/sfumato-shapes) through the same engine and queue the UI
+uses, on the CPU, and check what a user would look at: the background colour, the shape's colour and kind. The
+checks are tolerant (a colour is the nearest palette entry; a shape is the best-fitting outline), never pixel
+hashes, so they survive harmless numeric changes but fail when the model stops following the prompt.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from modules import shapes_metrics as metrics
+from modules.config import ROOT, AppConfig
+from modules.request import GenerationRequest
+
+MODEL_NAME = "sfumato-shapes"
+MODEL_DIR = ROOT / "models" / "Stable-diffusion" / MODEL_NAME
+
+pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model_index.json").is_file(),
+                                reason="the trained default model is not in models/ yet")
+
+PROMPTS = [
+    # (prompt, seed, background, foreground, shape)
+    ("a large red circle on the left, on a blue background", 11, "blue", "red", "circle"),
+    ("a large yellow square in the centre, on a black background", 12, "black", "yellow", "square"),
+    ("a large white triangle on the right, on a green background", 13, "green", "white", "triangle"),
+    ("a large orange star in the centre, on a purple background", 14, "purple", "orange", "star"),
+]
+
+
+@pytest.fixture(scope="module")
+def shapes_services(tmp_path_factory):
+    """Services whose only checkpoint is the committed default model (copied, so nothing writes into the repo)."""
+    from modules.services import build_services
+
+    root = tmp_path_factory.mktemp("shapes")
+    models = root / "models"
+    shutil.copytree(MODEL_DIR, models / "Stable-diffusion" / MODEL_NAME,
+                    ignore=shutil.ignore_patterns(".train-state", "samples.png"))
+    config = AppConfig(models_dir=models, outdir=root / "outputs", data_dir=root / "data")
+    services = build_services(config)
+    services.start()
+    yield services
+    services.stop()
+
+
+def recommended() -> dict:
+    import json
+
+    record = json.loads((MODEL_DIR / "training_config.json").read_text(encoding="utf-8"))
+    return record["recommended"]
+
+
+def test_default_size_is_the_models_own(shapes_services):
+    result = shapes_services.run(GenerationRequest(prompt=PROMPTS[0][0], steps=2, seed=1))
+    assert result.images[0].image.size == (64, 64)
+
+
+@pytest.mark.parametrize(("prompt", "seed", "background", "foreground", "shape"), PROMPTS)
+def test_image_shows_what_the_prompt_asks(shapes_services, prompt, seed, background, foreground, shape):
+    wanted = recommended()
+    request = GenerationRequest(prompt=prompt, seed=seed, steps=wanted["steps"], cfg_scale=wanted["guidance"],
+                                sampler_name=wanted["sampler"])
+    reading = metrics.measure(shapes_services.run(request).images[0].image)
+    assert (reading.background, reading.foreground, reading.shape) == (background, foreground, shape), reading
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_inpainting_a_square_puts_a_green_circle_there_and_keeps_the_rest(shapes_services, seed):
+    wanted = recommended()
+    first = shapes_services.run(GenerationRequest(
+        prompt="a small red square on the left, on a blue background", seed=5, steps=wanted["steps"],
+        cfg_scale=wanted["guidance"], sampler_name=wanted["sampler"])).images[0].image
+    from PIL import Image, ImageDraw
+
+    mask = Image.new("L", first.size, 0)
+    ImageDraw.Draw(mask).rectangle((28, 14, 63, 49), fill=255)
+    result = shapes_services.run(GenerationRequest(
+        task="inpaint", prompt="a large green circle on the right, on a blue background", init_image=first, mask=mask,
+        seed=seed, steps=wanted["steps"], cfg_scale=wanted["guidance"], sampler_name=wanted["sampler"],
+        denoising_strength=1.0, inpainting_fill=1, mask_blur=0)).images[0].image
+    before, after = np.asarray(first, dtype=np.int16), np.asarray(result, dtype=np.int16)
+    outside = np.asarray(mask) == 0
+    assert np.abs(before - after)[outside].max() <= 1
+    crop = result.crop((28, 14, 64, 50))
+    reading = metrics.measure(crop)
+    assert reading.foreground == "green" and reading.shape == "circle", reading
+
+
+def test_img2img_turns_the_shape_into_what_the_prompt_asks(shapes_services):
+    wanted = recommended()
+    common = dict(steps=wanted["steps"], cfg_scale=wanted["guidance"], sampler_name=wanted["sampler"])
+    source = shapes_services.run(GenerationRequest(
+        prompt="a large red circle in the centre, on a yellow background", seed=21, **common)).images[0].image
+    assert metrics.measure(source).foreground == "red"
+    result = shapes_services.run(GenerationRequest(
+        task="img2img", prompt="a large blue square in the centre, on a yellow background", init_image=source,
+        denoising_strength=0.8, seed=22, **common)).images[0].image
+    reading = metrics.measure(result)
+    assert (reading.background, reading.foreground, reading.shape) == ("yellow", "blue", "square"), reading

@@ -1,0 +1,155 @@
+"""The shapes world behind the embedded model: its generator, its pixel metrics and its training script."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from modules import shapes_dataset as world
+from modules import shapes_metrics as metrics
+
+COLOUR = "|".join(world.COLOURS)
+CAPTION = re.compile(
+    rf"^an? (?:(?P<size>small|large) )?(?P<colour>{COLOUR}) (?P<shape>{'|'.join(world.SHAPES)})"
+    r"(?: (?P<where>on the (?:left|right)|in the cent(?:re|er)|at the (?:top|bottom)(?: (?:left|right))?))?"
+    rf"(?:, on an? (?P<background>{COLOUR}) background)?$"
+)
+
+
+def test_generator_is_deterministic():
+    first_images, first_captions, _ = world.training_batch(seed=3, start=100, count=16)
+    again_images, again_captions, _ = world.training_batch(seed=3, start=100, count=16)
+    assert np.array_equal(first_images, again_images) and first_captions == again_captions
+    single, caption, _ = world.training_example(3, 107)
+    assert np.array_equal(single, first_images[7]) and caption == first_captions[7]  # an index stands alone
+    other_images, _, _ = world.training_batch(seed=4, start=100, count=16)
+    assert not np.array_equal(first_images, other_images)
+    assert first_images.shape == (16, 64, 64, 3) and first_images.dtype == np.uint8
+
+
+def test_captions_follow_the_grammar_and_cover_the_vocabulary():
+    _, captions, specs = world.training_batch(seed=0, start=0, count=1500)
+    seen: dict[str, set[str]] = {"size": set(), "colour": set(), "shape": set(), "where": set(), "background": set()}
+    for caption, spec in zip(captions, specs, strict=True):
+        match = CAPTION.match(caption)
+        assert match, caption
+        assert match["colour"] == spec.colour and match["shape"] == spec.shape
+        assert match["size"] in (None, spec.size) and match["background"] in (None, spec.background)
+        for name in seen:
+            if match[name]:
+                seen[name].add(match[name])
+    assert seen["size"] == set(world.SIZES) and seen["shape"] == set(world.SHAPES)
+    assert seen["colour"] == set(world.COLOURS) == seen["background"]
+    assert len(seen["where"]) == len(world.POSITIONS) + 1  # both spellings of centre
+    assert sum(c == s.caption() for c, s in zip(captions, specs, strict=True)) > len(captions) // 2  # mostly full
+    assert any(c == f"{world.article(s.colour)} {s.colour} {s.shape}" for c, s in zip(captions, specs, strict=True))
+
+
+def test_full_caption_example():
+    spec = world.ShapeSpec("star", "yellow", "purple", "small", "middle right")
+    assert spec.caption() == "a small yellow star on the right, on a purple background"
+    assert world.ShapeSpec("circle", "orange", "red", "large", "top left").caption() == (
+        "a large orange circle at the top left, on a red background")
+    assert world.ShapeSpec("square", "red", "orange", "small", "middle centre").caption(size=False) == (
+        "a red square in the centre, on an orange background")
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_heldout_combinations_never_appear_in_training(rows):
+    heldout = set(world.heldout_specs(rows))
+    assert len(heldout) >= 200
+    assert heldout.isdisjoint(world.training_specs(rows))
+    assert len(heldout) + len(world.training_specs(rows)) == len(world.all_specs(rows))
+    _, _, specs = world.training_batch(seed=11, start=0, count=2000, rows=rows)
+    assert not heldout.intersection(specs)
+    assert {spec.position for spec in specs} == set(world.positions(rows))
+    cases = world.evaluation_cases(256, rows=rows)
+    assert len({spec for spec, _ in cases}) >= 200 and all(spec in heldout for spec, _ in cases)
+    assert cases == world.evaluation_cases(256, rows=rows)
+    assert not heldout.intersection(spec for spec, _ in world.validation_cases(256, rows=rows))
+
+
+def test_metrics_read_every_dataset_image_correctly():
+    images, _, specs = world.training_batch(seed=5, start=0, count=400)
+    counts = metrics.tally(images, specs)
+    nominal = [world.render(spec) for spec in world.heldout_specs()]
+    counts_heldout = metrics.tally(nominal, world.heldout_specs())
+    for result in (counts, counts_heldout):
+        assert result.accuracy() == dict.fromkeys((*metrics.ATTRIBUTES, "all"), 1.0), metrics.markdown_table(
+            {"dataset": result})
+
+
+def test_metrics_work_at_other_sizes_and_from_pil():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for spec in world.heldout_specs()[:12]:
+        image = Image.fromarray(world.render(spec, rng, image_size=128))
+        assert metrics.score(image, spec)["all"], spec
+
+
+def test_metrics_notice_what_is_wrong():
+    asked = world.ShapeSpec("square", "blue", "white", "large", "top left")
+    shown = world.ShapeSpec("circle", "red", "white", "small", "bottom right")
+    result = metrics.score(world.render(shown), asked)
+    assert result == {"background": True, "foreground": False, "shape": False, "size": False, "position": False,
+                      "all": False}
+    blank = np.full((64, 64, 3), world.PALETTE["green"], dtype=np.uint8)
+    reading = metrics.measure(blank)
+    assert reading.background == "green" and not reading.found
+    assert not metrics.score(blank, asked)["foreground"]
+
+
+def test_shapes_are_told_apart_by_the_metric():
+    for shape in world.SHAPES:
+        spec = world.ShapeSpec(shape, "black", "white", "small", "middle centre")
+        scores = metrics.measure(world.render(spec)).shape_scores
+        assert max(scores, key=scores.get) == shape
+        runner_up = sorted(scores.values())[-2]
+        assert scores[shape] > 0.8 and scores[shape] - runner_up > 0.2, scores
+
+
+@pytest.mark.slow
+def test_training_smoke_run_saves_a_loadable_model_and_resumes_exactly(tmp_path):
+    import json
+    import shutil
+
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    from modules import train_shapes
+
+    config = train_shapes.make_config("tiny")
+    whole = train_shapes.train(tmp_path / "whole", config, threads=1, checkpoint_every=2, eval_prompts=0,
+                               keep_state=True, progress=False)
+    assert (whole / ".train-state" / "denoiser.pt").is_file()  # saved at step 2 of 3
+    card = (whole / "README.md").read_text(encoding="utf-8")
+    assert "Caption grammar" in card and "python -m modules.train_shapes" in card
+    recorded = json.loads((whole / "training_config.json").read_text(encoding="utf-8"))
+    assert recorded["rows"] == config.rows and recorded["recommended"]["sampler"] == config.samplers[0]
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(whole), torch_dtype=torch.float32, local_files_only=True)
+    assert pipe.unet.dtype == torch.float32 and pipe.vae.config.scaling_factor != 0.18215
+    image = pipe("a small red circle on the left, on a blue background", num_inference_steps=2, guidance_scale=5.0,
+                 generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all()
+    inpaint = StableDiffusionInpaintPipeline.from_pretrained(str(whole), local_files_only=True)
+    assert inpaint.unet.config.in_channels == 4
+
+    weights = whole / "unet" / "diffusion_pytorch_model.safetensors"
+    assert all(t.dtype == torch.float16 for t in load_file(str(weights)).values())
+
+    # An interrupted run: the checkpoint of step 2, then --resume, must give the uninterrupted run's weights.
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(whole / ".train-state", resumed_dir / ".train-state")
+    resumed = train_shapes.train(resumed_dir, config, resume=True, threads=1, eval_prompts=0, progress=False)
+    assert not (resumed / ".train-state").exists()
+    for part in ("unet/diffusion_pytorch_model", "text_encoder/model", "vae/diffusion_pytorch_model"):
+        expected = load_file(str(whole / f"{part}.safetensors"))
+        actual = load_file(str(resumed / f"{part}.safetensors"))
+        assert expected.keys() == actual.keys()
+        assert all(torch.equal(expected[k], actual[k]) for k in expected), part
