@@ -3,28 +3,40 @@
 The worker is the only thread that touches pipelines (they are not thread-safe), so the UI and the APIs never
 block one another: they submit, then watch a job's progress or wait for its result. A request that fails
 validation fails its own job with the message; the worker carries on with the next.
+
+Given a ``JobStore`` the queue is persistent: a job is recorded before ``submit`` returns, every state change,
+its progress (at most every ``progress_interval`` seconds) and its result are written as they happen, and
+``start`` first takes back what a killed server left: jobs that were running run again, queued ones run in their
+order, finished ones keep their results. Memory holds the unfinished jobs and the most recent finished ones;
+older ones are read back from the store on demand.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from modules.request import GenerationRequest, RequestError
 from modules.results import GenerationResult, JobControl, Progress
+
+if TYPE_CHECKING:
+    from modules.job_store import JobStore, StoredJob
 
 log = logging.getLogger(__name__)
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 Runner = Callable[[GenerationRequest, JobControl], GenerationResult]
+FINISHED_STATES = ("done", "failed", "cancelled")
+_PROGRESS_FIELDS = ("job_no", "job_count", "step", "steps", "text")
 
 
 @dataclass
@@ -45,6 +57,7 @@ class Job:
     owner: str | None = None  # the API key (or user) it counts against, for rate limits and listing
     webhook: str | None = None  # URL told when the job ends (native API)
     done_event: threading.Event = field(default_factory=threading.Event)
+    attempts: int = 0  # runs cut short by the server stopping (a persistent queue runs the job again)
 
     @property
     def finished_ok(self) -> bool:
@@ -63,53 +76,100 @@ class JobCancelled(Exception):
 
 
 class JobQueue:
-    """FIFO queue with one worker. ``start()`` launches the worker; nothing runs at construction."""
+    """FIFO queue with one worker. ``start()`` launches the worker; nothing runs at construction.
 
-    def __init__(self, runner: Runner, history_limit: int = 200, preview_interval: int = 5) -> None:
+    ``store`` (optional) makes the queue survive restarts; without one it lives in memory only.
+    """
+
+    def __init__(self, runner: Runner, history_limit: int = 200, preview_interval: int = 5, *,
+                 store: JobStore | None = None, progress_interval: float = 0.5, max_attempts: int = 3,
+                 loaded_limit: int = 64) -> None:
         self._runner = runner
+        self._store = store
         self._pending: queue.Queue[str | None] = queue.Queue()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._loaded: OrderedDict[str, Job] = OrderedDict()  # finished jobs read back from the store (LRU)
         self._lock = threading.Lock()
+        self._submit_lock = threading.Lock()  # number, row and queue position are given in one order
+        self._recover_lock = threading.Lock()
+        self._recovered = store is None
         self._numbers = itertools.count(1)
         self._history_limit = history_limit
+        self._loaded_limit = loaded_limit
         self._preview_interval = preview_interval
+        self._progress_interval = progress_interval
+        self._max_attempts = max_attempts
         self._worker: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._user_interrupts: set[str] = set()
         self._listeners: list[Callable[[Job], None]] = []
+        self.extras: dict[str, Any] = {}  # per-queue services front ends attach (e.g. the webhook sender)
+        self.extras_lock = threading.Lock()
+        self._ended = 0  # without a store: jobs ended in this process, and the latest run times, for ``stats``
+        self._run_times: deque[float] = deque(maxlen=100)
         self.current: Job | None = None
+
+    @property
+    def store(self) -> JobStore | None:
+        return self._store
 
     # -- life cycle --------------------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
+        """Recover what the store holds (once), then launch the worker on every queued job, oldest first."""
+        self._recover()
+        with self._lock:
+            if self._worker is not None and self._worker.is_alive():
+                return
+            self._stopping.clear()
+            self._pending = queue.Queue()  # rebuilt: a stop may have left a stale sentinel or taken a job out
+            for job in sorted((job for job in self._jobs.values() if job.state == "queued"),
+                              key=lambda job: job.number):
+                self._pending.put(job.id)
             self._worker = threading.Thread(target=self._work, name="sfumato-worker", daemon=True)
             self._worker.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Let the running job be interrupted and the worker exit (used by tests and shutdown)."""
-        if self.current is not None:
-            self.current.control.interrupt()
+        """Interrupt the running job and let the worker exit; queued jobs stay queued (in the store, for the
+        next start). A job cut short here runs again after a restart rather than counting as finished."""
+        self._stopping.set()
+        current = self.current
+        if current is not None:
+            current.control.interrupt()
         self._pending.put(None)
         if self._worker is not None:
             self._worker.join(timeout)
+        if self._store is not None and (self._worker is None or not self._worker.is_alive()):
+            self._store.close()
 
     # -- submitting and watching -------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, *, source: str = "ui", owner: str | None = None,
                webhook: str | None = None) -> Job:
-        job = Job(id=uuid.uuid4().hex, number=next(self._numbers), request=request,
-                  control=JobControl(preview_interval=self._preview_interval), source=source, owner=owner,
-                  webhook=webhook)
-        job.progress = Progress(job_count=request.n_iter, steps=request.steps)
-        job.control.on_progress = lambda progress, job=job: setattr(job, "progress", progress)
-        with self._lock:
-            self._jobs[job.id] = job
-            self._trim_history()
-        self._pending.put(job.id)
+        """Queue a request; with a store the job is on disk before this returns."""
+        self._recover()
+        with self._submit_lock:
+            job = Job(id=uuid.uuid4().hex, number=next(self._numbers), request=request, source=source,
+                      owner=owner, webhook=webhook)
+            job.progress = Progress(job_count=request.n_iter, steps=request.steps)
+            self._prepare(job)
+            if self._store is not None:
+                self._store.insert(job)
+            with self._lock:
+                self._jobs[job.id] = job
+                self._trim_history()
+                self._pending.put(job.id)
         return job
 
     def get(self, job_id: str) -> Job | None:
+        """A job by id: from memory, else (with a store) read back, results and all, from the store."""
         with self._lock:
-            return self._jobs.get(job_id)
+            job = self._jobs.get(job_id) or self._loaded.get(job_id)
+        if job is not None or self._store is None:
+            return job
+        record = self._store.get(job_id)
+        return self._remember(self._job_from_record(record, strict=False)) if record is not None else None
 
     def jobs(self) -> list[Job]:
+        """The jobs held in memory: every unfinished one and the most recent finished ones."""
         with self._lock:
             return list(self._jobs.values())
 
@@ -119,9 +179,24 @@ class JobQueue:
     def history(self, limit: int = 20, offset: int = 0, state: str | None = None,
                 owner: str | None = None) -> tuple[list[Job], int]:
         """A page of jobs, newest first, optionally only one state or one owner's; and how many match in all."""
+        if self._store is not None:
+            records, total = self._store.page(limit, offset, state, owner)
+            return [self._live_or_loaded(record) for record in records], total
         matching = [job for job in reversed(self.jobs())
                     if (state is None or job.state == state) and (owner is None or job.owner == owner)]
         return matching[offset: offset + limit], len(matching)
+
+    def stats(self, window: int = 20) -> dict[str, Any]:
+        """What a status line needs: ``queued`` (count), ``running`` (job id or None), ``average_seconds`` (of the
+        last ``window`` jobs that finished well, None before the first) and ``finished`` (ended jobs in all)."""
+        current = self.current
+        if self._store is not None:
+            stored = self._store.stats(window)
+        else:
+            with self._lock:
+                times = list(self._run_times)[-window:]
+                stored = {"finished": self._ended, "average_seconds": sum(times) / len(times) if times else None}
+        return {"queued": len(self.pending()), "running": current.id if current is not None else None, **stored}
 
     def add_listener(self, callback: Callable[[Job], None]) -> None:
         """Call ``callback(job)`` on the worker thread after each job ends (done, failed or cancelled)."""
@@ -145,16 +220,19 @@ class JobQueue:
         if job is None:
             return False
         with self._lock:
-            if job.state in ("done", "failed", "cancelled"):
+            if job.state in FINISHED_STATES:
                 return False
             if job.state == "queued":
                 job.state = "cancelled"
                 job.finished = time.time()
-                job.done_event.set()
+                self._ended += 1
                 cancelled = True
             else:
+                self._user_interrupts.add(job.id)
                 cancelled = False
         if cancelled:
+            self._save("save_state", job)
+            job.done_event.set()
             self._notify(job)
             return True
         job.control.interrupt()
@@ -164,6 +242,7 @@ class JobQueue:
         job = self.current
         if job is None:
             return False
+        self._user_interrupts.add(job.id)
         job.control.interrupt()
         return True
 
@@ -178,9 +257,10 @@ class JobQueue:
     def _work(self) -> None:
         while True:
             job_id = self._pending.get()
-            if job_id is None:
+            if job_id is None or self._stopping.is_set():
                 return
-            job = self.get(job_id)
+            with self._lock:
+                job = self._jobs.get(job_id)
             if job is not None and self._claim(job):
                 self._run(job)
 
@@ -191,7 +271,8 @@ class JobQueue:
                 return False
             job.state, job.started = "running", time.time()
             self.current = job
-            return True
+        self._save("save_state", job)
+        return True
 
     def _run(self, job: Job) -> None:
         try:
@@ -205,8 +286,23 @@ class JobQueue:
         finally:
             job.finished = time.time()
             self.current = None
+            self._record_end(job)
             job.done_event.set()
+            with self._lock:
+                self._ended += 1
+                if job.state == "done":
+                    self._run_times.append(job.finished - job.started)
+                self._trim_history()
             self._notify(job)
+
+    def _record_end(self, job: Job) -> None:
+        """Written before anyone is told the job ended, so whoever looks next finds the row final."""
+        cut_by_stop = self._stopping.is_set() and job.control.interrupted.is_set()
+        if cut_by_stop and job.id not in self._user_interrupts:
+            self._save("requeue", job)
+        else:
+            self._save("finish", job)
+        self._user_interrupts.discard(job.id)
 
     def _notify(self, job: Job) -> None:
         for callback in list(self._listeners):
@@ -215,7 +311,101 @@ class JobQueue:
             except Exception:  # a listener (webhook, extension) must never take the worker down
                 log.exception("job listener failed for %s", job.id)
 
+    # -- progress and persistence ------------------------------------------------------------------------------
+    def _prepare(self, job: Job) -> None:
+        """A fresh control whose progress reports update the job (and the store, throttled)."""
+        job.control = JobControl(preview_interval=self._preview_interval)
+        last_saved = [-math.inf]
+
+        def on_progress(progress: Progress) -> None:
+            job.progress = progress
+            now = time.monotonic()
+            if self._store is not None and now - last_saved[0] >= self._progress_interval:
+                last_saved[0] = now
+                self._save("save_progress", job)
+
+        job.control.on_progress = on_progress
+
+    def _save(self, method: str, job: Job) -> None:
+        """One write to the store; a failing disk is logged, never allowed to stop the worker or a cancel."""
+        if self._store is None:
+            return
+        try:
+            getattr(self._store, method)(job)
+        except Exception:
+            log.exception("could not record job %s (%s) in %s", job.id, method, self._store.path)
+
+    def _recover(self) -> None:
+        """Once, before the first job is queued or run: take back the store's unfinished jobs, in order."""
+        if self._recovered:
+            return
+        with self._recover_lock:
+            if self._recovered or self._store is None:
+                return
+            records = self._store.recover(self._max_attempts)
+            self._numbers = itertools.count(self._store.max_number() + 1)
+            for record in records:
+                job = self._job_from_record(record, strict=True)
+                if job.state == "failed":  # its request could not be read back
+                    self._save("save_state", job)
+                with self._lock:
+                    self._jobs[job.id] = job
+            if records:
+                log.info("recovered %d queued job(s) from %s", len(records), self._store.path)
+            self._recovered = True
+
+    def _job_from_record(self, record: StoredJob, *, strict: bool) -> Job:
+        """A stored row as a ``Job``. ``strict`` (a job about to run): a request that cannot be read back fails
+        the job. Result images that are missing or damaged are left out and named in ``error``."""
+        job = Job(id=record.id, number=record.number, request=GenerationRequest(), state=record.state,
+                  error=record.error, error_field=record.error_field, created=record.created,
+                  started=record.started, finished=record.finished, source=record.source, owner=record.owner,
+                  webhook=record.webhook, attempts=record.attempts)
+        job.progress = Progress(**{key: value for key, value in record.progress.items() if key in _PROGRESS_FIELDS})
+        self._prepare(job)
+        problem = self._restore_request(job, record, strict)
+        if problem is not None and strict:
+            job.state, job.finished = "failed", time.time()
+            job.error_field, job.error = problem
+        job.result, missing = self._store.load_result(record)
+        if missing:
+            log.warning("job %s: result files missing or damaged: %s", job.id, "; ".join(missing))
+            note = "result files missing or damaged: " + "; ".join(missing)
+            job.error = f"{job.error}; {note}" if job.error else note
+        if job.state in FINISHED_STATES:
+            job.done_event.set()
+        return job
+
+    def _restore_request(self, job: Job, record: StoredJob, strict: bool) -> tuple[str, str] | None:
+        from modules.request_codec import request_from_dict
+
+        if record.request is None:
+            return "request", "the stored request is damaged and cannot be read"
+        try:
+            job.request = request_from_dict(record.request, self._store.job_dir(record.id), strict=strict)
+        except RequestError as error:
+            return error.field, error.message
+        except (TypeError, ValueError) as error:
+            return "request", f"the stored request cannot be read: {error}"
+        return None
+
+    def _live_or_loaded(self, record: StoredJob) -> Job:
+        with self._lock:
+            job = self._jobs.get(record.id) or self._loaded.get(record.id)
+        return job if job is not None else self._remember(self._job_from_record(record, strict=False))
+
+    def _remember(self, job: Job) -> Job:
+        """Keep a finished job read back from the store, so paging back and forth does not reread its images."""
+        if job.state in FINISHED_STATES:
+            with self._lock:
+                self._loaded[job.id] = job
+                self._loaded.move_to_end(job.id)
+                while len(self._loaded) > self._loaded_limit:
+                    self._loaded.popitem(last=False)
+        return job
+
     def _trim_history(self) -> None:
         finished = [key for key, job in self._jobs.items() if job.done_event.is_set()]
         for key in finished[: max(0, len(self._jobs) - self._history_limit)]:
             del self._jobs[key]
+

@@ -96,3 +96,35 @@ def test_a_job_cancelled_while_the_worker_picks_it_up_never_runs():
         queue.stop()
     assert all(job.state == "cancelled" for job in cancelled)
     assert sorted(ran, key=int) == [job.request.prompt for job in jobs if job not in cancelled]
+
+
+def test_stop_leaves_queued_jobs_for_the_next_start_and_memory_stays_bounded():
+    gate = threading.Event()
+    ran: list[str] = []
+
+    def runner(request, control):
+        ran.append(request.prompt)
+        while request.prompt == "long" and not gate.is_set() and not control.interrupted.is_set():
+            time.sleep(0.005)
+        return GenerationResult(images=[], grid=None, info={}, interrupted=control.interrupted.is_set())
+
+    queue = JobQueue(runner, history_limit=2)
+    queue.start()
+    long = queue.submit(GenerationRequest(prompt="long"))
+    rest = [queue.submit(GenerationRequest(prompt=str(i))) for i in range(4)]
+    deadline = time.time() + 10
+    while long.state != "running" and time.time() < deadline:
+        time.sleep(0.01)
+    queue.stop()
+    assert long.state == "done" and long.result.interrupted
+    assert [job.state for job in rest] == ["queued"] * 4 and ran == ["long"]
+    queue.start()
+    try:
+        for job in rest:
+            queue.wait(job, timeout=10)
+    finally:
+        queue.stop()
+    assert ran == ["long", "0", "1", "2", "3"]
+    assert len(queue.jobs()) == 2  # only the most recent finished jobs stay in memory
+    stats = queue.stats()
+    assert (stats["finished"], stats["queued"], stats["running"]) == (5, 0, None) and stats["average_seconds"] >= 0

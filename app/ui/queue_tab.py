@@ -1,0 +1,208 @@
+"""The Queue tab: what is waiting or running (with a way to cancel it) and the history of past jobs.
+
+Every front end shares one queue, so this is where a user sees why their job has not started, cancels one they
+no longer want, and finds the images of an earlier job, including one that finished before a restart (the queue
+reads it back from its store). Handlers are plain functions over values by name, so tests call them directly.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import gradio as gr
+
+from app.ui.form import INFO, WARNING, Form, Values
+from app.ui.generate import error_html, progress_text, status_html
+from app.ui.results import result_state
+
+PAGE_SIZE = 20
+REFRESH_SECONDS = 2.0
+PENDING_HEADERS = ["#", "Task", "Prompt", "State", "Progress"]
+HISTORY_HEADERS = ["Time", "#", "Task", "State", "Prompt", "Seconds", "Images", "Error"]
+STATE_FILTERS = ("all", "done", "failed", "cancelled")
+PROMPT_CHARS = 60
+
+
+def build_queue(services: Any) -> Form:
+    """Lay out and wire the tab (call inside a ``gr.Tab``)."""
+    form = Form()
+    with gr.Row(equal_height=True):
+        form["stats"] = gr.Markdown(lambda: stats_markdown(services))
+        form["refresh"] = gr.Button("Refresh", size="sm", scale=0, min_width=100)
+    form["pending"] = gr.Dataframe(headers=PENDING_HEADERS, value=lambda: pending_rows(services), interactive=False,
+                                   label="Waiting and running", wrap=True)
+    with gr.Row(equal_height=True):
+        form["cancel_job"] = gr.Dropdown(label="Job", choices=[], value=None, scale=4)
+        form["cancel"] = gr.Button("Cancel job", variant="stop", size="sm", scale=1)
+    form["status"] = gr.HTML("")
+    gr.Markdown("### History")
+    with gr.Row(equal_height=True):
+        form["state_filter"] = gr.Dropdown(list(STATE_FILTERS), value="all", label="State", scale=2)
+        form["previous"] = gr.Button("◀", size="sm", scale=0, min_width=40)
+        form["page"] = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=1)
+        form["next"] = gr.Button("▶", size="sm", scale=0, min_width=40)
+        form["page_info"] = gr.Markdown("", scale=2)
+    form["history"] = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, label="Past jobs (select one to "
+                                   "see its images)", wrap=True)
+    form["history_ids"] = gr.State([])
+    form["seen_finished"] = gr.State(-1)
+    form["gallery"] = gr.Gallery(label="Images of the selected job", columns=4, height=384, format="png",
+                                 interactive=False, object_fit="contain")
+    form["job_info"] = gr.Textbox(label="Job", lines=4, interactive=False, buttons=["copy"])
+    form["timer"] = gr.Timer(REFRESH_SECONDS)
+    _wire(services, form)
+    return form
+
+
+def _wire(services: Any, form: Form) -> None:
+    queue_outputs = ["pending", "cancel_job", "stats", "seen_finished"]
+    history_inputs = ["page", "state_filter"]
+    history_outputs = ["history", "history_ids", "page", "page_info"]
+    every = {"api_name": False, "show_progress": "hidden"}
+    form.connect(form["timer"].tick, lambda values: tick(services, values),
+                 ["cancel_job", "seen_finished", *history_inputs], [*queue_outputs, *history_outputs],
+                 queue=False, **every)
+    form.connect(form["refresh"].click, lambda values: refresh(services, values),
+                 ["cancel_job", *history_inputs], [*queue_outputs, *history_outputs], **every)
+    form.connect(form["cancel"].click, lambda values: cancel_job(services, values),
+                 ["cancel_job", *history_inputs], ["status", *queue_outputs, *history_outputs], **every)
+    for trigger in (form["state_filter"].change, form["page"].submit):
+        form.connect(trigger, lambda values: history_view(services, values), history_inputs, history_outputs,
+                     **every)
+    for button, step in (("previous", -1), ("next", 1)):
+        form.connect(form[button].click, lambda values, step=step: change_page(services, values, step),
+                     history_inputs, history_outputs, **every)
+
+    def on_select(data: dict, event: gr.SelectData) -> dict:
+        row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        return form.by_component(show_job(services, form.by_name(data), row))
+
+    form["history"].select(on_select, inputs={form["history_ids"]},
+                           outputs=[form["gallery"], form["job_info"], form["status"]], api_name=False)
+
+
+# -- the queue ---------------------------------------------------------------------------------------------------
+def waiting_jobs(services: Any) -> list[Any]:
+    """The running job first, then the queued ones in the order they will run."""
+    queue = services.queue
+    running = [queue.current] if queue.current is not None else []
+    queued = sorted(queue.pending(), key=lambda job: job.number)
+    return running + [job for job in queued if job not in running]
+
+
+def pending_rows(services: Any) -> list[list[Any]]:
+    return [[job.number, job.request.task, _prompt(job), job.state, progress_text(services, job)]
+            for job in waiting_jobs(services)]
+
+
+def job_label(job: Any) -> str:
+    return f"#{job.number} {job.request.task} · {_prompt(job)}"
+
+
+def stats_markdown(services: Any, stats: dict[str, Any] | None = None) -> str:
+    stats = stats if stats is not None else services.queue.stats()
+    average = stats["average_seconds"]
+    parts = [f"**{stats['queued']}** waiting", "**1** running" if stats["running"] else "nothing running",
+             f"**{stats['finished']}** finished"]
+    if average is not None:
+        parts.append(f"about **{average:.1f} s** per job")
+    return " · ".join(parts)
+
+
+def queue_view(services: Any, values: Values) -> Values:
+    """The waiting jobs, the cancel choices (keeping the selection while that job still waits), the stats line."""
+    jobs = waiting_jobs(services)
+    choices = [(job_label(job), job.id) for job in jobs]
+    selected = values.get("cancel_job")
+    value = selected if selected in {job.id for job in jobs} else None
+    stats = services.queue.stats()
+    return {"pending": pending_rows(services), "cancel_job": gr.update(choices=choices, value=value),
+            "stats": stats_markdown(services, stats), "seen_finished": stats["finished"]}
+
+
+def cancel_job(services: Any, values: Values) -> Values:
+    """Cancel the chosen job if it waits, interrupt it if it runs; say which happened."""
+    job_id = values.get("cancel_job")
+    job = services.queue.get(job_id) if job_id else None
+    if job is None:
+        update = {"status": error_html("cancel_job", "choose a waiting or running job first"),
+                  WARNING: "Choose a job to cancel."}
+    else:
+        was = job.state
+        if services.queue.cancel(job.id):
+            verb = "Interrupted" if was == "running" else "Cancelled"
+            update = {"status": status_html(f"{verb} job #{job.number}."), INFO: f"{verb} job #{job.number}."}
+        else:
+            update = {"status": status_html(f"Job #{job.number} had already ended ({job.state}).")}
+    return {**update, **refresh(services, {**values, "cancel_job": None})}
+
+
+# -- the history -------------------------------------------------------------------------------------------------
+def history_view(services: Any, values: Values) -> Values:
+    """One page of past jobs, newest first; the ids go to a state so a selected row finds its job."""
+    state = values.get("state_filter") or "all"
+    page = max(1, int(_number(values.get("page"), 1)))
+    jobs, total = services.queue.history(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
+                                         state=None if state == "all" else state)
+    pages = max(1, -(-total // PAGE_SIZE))
+    if page > pages:  # the filter shrank the history under the page shown: go to its last page
+        return history_view(services, {**values, "page": pages})
+    return {"history": [history_row(job) for job in jobs], "history_ids": [job.id for job in jobs], "page": page,
+            "page_info": f"page {page} of {pages} · {total} job{'s' if total != 1 else ''}"}
+
+
+def history_row(job: Any) -> list[Any]:
+    when = _dt.datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M:%S")
+    seconds = round(job.finished - job.started, 1) if job.started and job.finished else None
+    images = len(job.result.images) if job.result is not None else 0
+    return [when, job.number, job.request.task, job.state, _prompt(job), seconds, images, job.error or ""]
+
+
+def change_page(services: Any, values: Values, step: int) -> Values:
+    page = max(1, int(_number(values.get("page"), 1)) + step)
+    return history_view(services, {**values, "page": page})
+
+
+def show_job(services: Any, values: Values, row: Any) -> Values:
+    """A history row's images (grid first, like the generation tabs) and what the job was."""
+    ids = values.get("history_ids") or []
+    index = int(_number(row, -1))
+    job = services.queue.get(ids[index]) if 0 <= index < len(ids) else None
+    if job is None:
+        return {"gallery": [], "job_info": "", "status": error_html("history", "that job is no longer listed")}
+    items = result_state(job.result)["items"] if job.result is not None else []
+    lines = [f"#{job.number} · {job.request.task} · {job.state} · from {job.source}", f"id {job.id}"]
+    if items:
+        lines.append(items[1 if len(items) > 1 and items[0]["grid"] else 0]["infotext"])
+    else:
+        lines.append(f"Prompt: {job.request.prompt}")
+    status = error_html(job.error_field or "", job.error) if job.error else ""
+    return {"gallery": [item["image"] for item in items], "job_info": "\n".join(lines), "status": status}
+
+
+# -- refreshing --------------------------------------------------------------------------------------------------
+def refresh(services: Any, values: Values) -> Values:
+    return {**queue_view(services, values), **history_view(services, values)}
+
+
+def tick(services: Any, values: Values) -> Values:
+    """The timer: the queue every tick; the history only when a job has ended since, so a row being looked at
+    does not jump around for nothing."""
+    update = queue_view(services, values)
+    if update["seen_finished"] != values.get("seen_finished"):
+        update.update(history_view(services, values))
+    return update
+
+
+def _prompt(job: Any) -> str:
+    text = " ".join(job.request.prompt.split())
+    return text if len(text) <= PROMPT_CHARS else text[: PROMPT_CHARS - 1] + "…"
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+

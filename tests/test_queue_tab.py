@@ -1,0 +1,147 @@
+"""The Queue tab's handlers, driven with values by name over a real persistent queue (a painting runner stands in
+for the model: the subject is what the tab shows and does, not the images)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from app.ui.form import INFO, WARNING
+from app.ui.queue_tab import (
+    HISTORY_HEADERS,
+    PAGE_SIZE,
+    build_queue,
+    cancel_job,
+    change_page,
+    history_view,
+    queue_view,
+    show_job,
+    tick,
+)
+from modules.job_store import JobStore
+from modules.jobs import JobQueue
+from modules.request import GenerationRequest, RequestError
+from modules.results import GeneratedImage, GenerationResult, Progress
+
+
+@pytest.fixture
+def gate():
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+@pytest.fixture
+def services(tmp_path, gate):
+    def runner(request, control):
+        if request.prompt.startswith("bad"):
+            raise RequestError("steps", "must be between 1 and 150, got 0")
+        if request.prompt.startswith("slow"):
+            control.report(Progress(step=3, steps=request.steps))
+            while not gate.is_set() and not control.interrupted.is_set():
+                time.sleep(0.005)
+        images = [GeneratedImage(Image.new("RGB", (8, 8), (index * 60, 0, 0)), 40 + index, -1, request.prompt, "",
+                                 f"{request.prompt}\nSeed: {40 + index}") for index in range(request.batch_size)]
+        grid = images[0] if request.batch_size > 1 else None
+        return GenerationResult(images=images, grid=grid, info={}, interrupted=control.interrupted.is_set())
+
+    queue = JobQueue(runner, store=JobStore(tmp_path / "jobs.sqlite3"))
+    queue.start()
+    yield SimpleNamespace(queue=queue)
+    queue.stop()
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_the_queue_shows_the_running_job_first_and_cancels_the_chosen_one(services):
+    running = services.queue.submit(GenerationRequest(prompt="slow  painting\nof a lighthouse", steps=10))
+    wait_for(lambda: running.state == "running")
+    waiting = [services.queue.submit(GenerationRequest(task="txt2img", prompt=f"next {i}")) for i in range(2)]
+    view = queue_view(services, {})
+    assert [row[0] for row in view["pending"]] == [running.number, *(job.number for job in waiting)]
+    assert view["pending"][0][2] == "slow painting of a lighthouse" and view["pending"][0][3] == "running"
+    assert "step 3/10" in view["pending"][0][4] and "waiting in queue · 2 ahead" in view["pending"][2][4]
+    choices = view["cancel_job"]["choices"]
+    assert [value for _label, value in choices] == [running.id, *(job.id for job in waiting)]
+    assert choices[1][0].startswith(f"#{waiting[0].number} txt2img · next 0")
+    assert "**2** waiting" in view["stats"] and "**1** running" in view["stats"]
+
+    kept = queue_view(services, {"cancel_job": waiting[1].id})
+    assert kept["cancel_job"]["value"] == waiting[1].id
+
+    cancelled = cancel_job(services, {"cancel_job": waiting[0].id})
+    assert waiting[0].state == "cancelled" and f"Cancelled job #{waiting[0].number}" in cancelled["status"]
+    assert INFO in cancelled and waiting[0].id not in [value for _l, value in cancelled["cancel_job"]["choices"]]
+    states = {row[1]: row[3] for row in cancelled["history"]}
+    assert states[waiting[0].number] == "cancelled" and states[waiting[1].number] == "queued"  # shown at once
+
+    interrupted = cancel_job(services, {"cancel_job": running.id})
+    assert "Interrupted" in interrupted["status"] and running.control.interrupted.is_set()
+    services.queue.wait(running, timeout=30)
+    again = cancel_job(services, {"cancel_job": running.id})
+    assert "already ended (done)" in again["status"]
+    nothing = cancel_job(services, {"cancel_job": None})
+    assert WARNING in nothing and "cancel_job" in nothing["status"]
+
+
+def test_history_pages_filters_and_shows_a_jobs_images(services, tmp_path):
+    jobs = [services.queue.submit(GenerationRequest(prompt=f"bad {i}" if i % 4 == 1 else f"good {i}",
+                                                    batch_size=2)) for i in range(PAGE_SIZE + 5)]
+    for job in jobs:
+        job.done_event.wait(30)
+    first = history_view(services, {"page": 1, "state_filter": "all"})
+    assert len(first["history"]) == PAGE_SIZE and first["page_info"] == "page 1 of 2 · 25 jobs"
+    newest = first["history"][0]
+    assert len(newest) == len(HISTORY_HEADERS) and newest[1] == jobs[-1].number
+    assert newest[3] == "done" and newest[6] == 2 and newest[5] is not None and newest[7] == ""
+    second = change_page(services, {"page": 1, "state_filter": "all"}, +1)
+    assert second["page"] == 2 and [row[1] for row in second["history"]] == [job.number for job in jobs[4::-1]]
+    failed = history_view(services, {"page": 2, "state_filter": "failed"})  # past the end: its last page
+    assert failed["page"] == 1 and len(failed["history"]) == 6
+    assert {row[7] for row in failed["history"]} == {"must be between 1 and 150, got 0"}
+    assert change_page(services, {"page": 1}, -1)["page"] == 1
+
+    shown = show_job(services, {"history_ids": first["history_ids"]}, 0)
+    assert len(shown["gallery"]) == 3 and "Seed: 40" in shown["job_info"] and shown["status"] == ""
+    assert show_job(services, {"history_ids": []}, 0)["gallery"] == []
+
+    restarted = SimpleNamespace(queue=JobQueue(lambda request, control: None,
+                                               store=JobStore(tmp_path / "jobs.sqlite3")))
+    page = history_view(restarted, {"page": 1, "state_filter": "done"})
+    shown = show_job(restarted, page, 0)
+    assert len(shown["gallery"]) == 3 and all(isinstance(item, str) for item in shown["gallery"])
+    assert Image.open(shown["gallery"][1]).size == (8, 8)
+
+
+def test_the_timer_refreshes_the_history_only_when_a_job_ended(services):
+    job = services.queue.submit(GenerationRequest(prompt="one"))
+    services.queue.wait(job, timeout=30)
+    first = tick(services, {"seen_finished": -1, "page": 1, "state_filter": "all"})
+    assert first["seen_finished"] == 1 and first["history"][0][1] == job.number
+    quiet = tick(services, {"seen_finished": 1, "page": 1, "state_filter": "all"})
+    assert "history" not in quiet and quiet["pending"] == []
+
+
+def test_the_tab_builds_and_its_registered_handlers_answer_gradio(services):
+    with gr.Blocks() as blocks:
+        form = build_queue(services)
+    job = services.queue.submit(GenerationRequest(prompt="shown"))
+    services.queue.wait(job, timeout=30)
+    click = next(fn for fn in blocks.fns.values()
+                 if any(target[0] == form["refresh"]._id for target in fn.targets))
+    data = {form[name]: value for name, value in {"cancel_job": None, "page": 1, "state_filter": "all"}.items()}
+    updates = click.fn(data)
+    rows = updates[form["history"]]
+    assert rows[0][1] == job.number
+    assert form["history"].postprocess(rows).headers == HISTORY_HEADERS
+    assert form["pending"].postprocess(updates[form["pending"]]).data == []
