@@ -149,3 +149,62 @@ def apply_memory_options(
         lines.append("model CPU offload: on (--medvram)")
     lines.append(f"device: {info.torch_device}{_dtype_text(dtype)} (weights kept on the CPU between uses)")
     return lines
+
+
+# --- usage ------------------------------------------------------------------------------------------------------
+
+
+def memory_usage() -> dict[str, dict[str, Any]]:
+    """RAM and CUDA memory in the shape of A1111's ``GET /sdapi/v1/memory``, which monitoring scripts read.
+
+    Either half is ``{"error": ...}`` when it cannot be measured; measuring never raises.
+    """
+    return {"ram": _ram_usage(), "cuda": _cuda_usage()}
+
+
+def _ram_usage() -> dict[str, Any]:
+    """This process's resident memory against the machine's total (A1111 reports ``free`` as total - used)."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        used = _resident_bytes()
+    except (AttributeError, ValueError, OSError) as error:
+        return {"error": str(error)}
+    return {"free": total - used, "used": used, "total": total}
+
+
+def _resident_bytes() -> int:
+    try:
+        import psutil
+    except ImportError:
+        import os
+
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return int(psutil.Process().memory_info().rss)
+
+
+def _cuda_usage() -> dict[str, Any]:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return {"error": "unavailable"}
+        free, total = torch.cuda.mem_get_info()
+        stats = torch.cuda.memory_stats()
+    except Exception as error:  # a driver hiccup must not fail a monitoring call
+        return {"error": str(error)}
+
+    def pair(name: str) -> dict[str, int]:
+        return {"current": int(stats.get(f"{name}_bytes.all.current", 0)),
+                "peak": int(stats.get(f"{name}_bytes.all.peak", 0))}
+
+    return {
+        "system": {"free": int(free), "used": int(total - free), "total": int(total)},
+        "active": pair("active"),
+        "allocated": pair("allocated"),
+        "reserved": pair("reserved"),
+        "inactive": pair("inactive_split"),
+        "events": {"retries": int(stats.get("num_alloc_retries", 0)), "oom": int(stats.get("num_ooms", 0))},
+    }

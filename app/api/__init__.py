@@ -21,6 +21,7 @@ def attach_api(app: FastAPI, services: Any, context: ApiContext | None = None) -
     """Add every dialect's routes, the error handlers and the access rules to ``app``."""
     from app.api import a1111, native, openai_images, stability
     from app.api.access import install_access
+    from app.api.webhooks import install_webhooks
 
     context = context or ApiContext.from_services(services)
     app.state.sfumato = context
@@ -28,6 +29,10 @@ def attach_api(app: FastAPI, services: Any, context: ApiContext | None = None) -
     install_access(app, context)
     for module in (a1111, native, openai_images, stability):
         app.include_router(module.router)
+    install_webhooks(services.queue)  # jobs resumed after a restart still call their webhook
+    manager = getattr(services, "extensions", None)
+    for name, router in manager.routers() if manager else []:
+        app.include_router(router, prefix=f"/extensions/{name}", tags=[f"extension: {name}"])
     return app
 
 

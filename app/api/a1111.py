@@ -1,7 +1,398 @@
-"""Placeholder: routes of the a1111 dialect (being written)."""
+"""The AUTOMATIC1111 dialect (``/sdapi/v1/*``), spoken exactly so that existing scripts and ``webuiapi`` work.
+
+Generation routes translate the A1111 body into a ``GenerationRequest``, check it, queue it like any other job
+and block until it ends, as A1111 clients expect; they are plain ``def`` routes, so FastAPI runs each in a worker
+thread and a long generation never stalls the event loop (or the progress endpoint polled meanwhile). Options
+are the studio's saved settings: ``sd_model_checkpoint`` there is the default model of later requests, while
+``override_settings`` only fills fields of the one request it comes with.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import dataclasses
+import time
+from pathlib import Path
+from typing import Annotated, Any
 
-router = APIRouter()
+from fastapi import APIRouter, Body, Depends, Response
+
+from app.api import a1111_models as wire
+from app.api.context import get_owner, get_services
+from app.api.errors import ApiError
+from app.api.images import decode_image, encode_png_base64
+from modules.generation import IMAGE_UPSCALERS, LATENT_UPSCALERS
+from modules.jobs import Job, JobCancelled
+from modules.request import GenerationRequest, RequestError, validate_request
+
+router = APIRouter(prefix="/sdapi/v1", tags=["A1111"])
+Services = Annotated[Any, Depends(get_services)]
+Owner = Annotated[str | None, Depends(get_owner)]
+
+LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+
+
+# -- generation -----------------------------------------------------------------------------------------------
+
+
+@router.post("/txt2img")
+def txt2img(body: wire.Txt2ImgBody, response: Response, services: Services, owner: Owner) -> dict[str, Any]:
+    request = _with_scripts(services, wire.txt2img_request(body, request_defaults(services)), body)
+    return _generate(services, request, body, response, owner)
+
+
+@router.post("/img2img")
+def img2img(body: wire.Img2ImgBody, response: Response, services: Services, owner: Owner) -> dict[str, Any]:
+    request = _with_scripts(services, wire.img2img_request(body, request_defaults(services)), body)
+    return _generate(services, request, body, response, owner)
+
+
+def _with_scripts(services: Any, request: GenerationRequest, body: wire.GenerationBody) -> GenerationRequest:
+    """A1111's ``script_name`` + positional ``script_args`` (and ``alwayson_scripts`` naming one of our scripts)
+    become the extension's settings by name inside the request; an unknown script is a 4xx naming the field."""
+    from modules.extensions import request_with_settings
+
+    manager = getattr(services, "extensions", None)
+    if manager is None:
+        return request
+    selected: list[tuple[str | None, list[Any]]] = []
+    if body.script_name:
+        selected.append((body.script_name, list(body.script_args or [])))
+    known = manager.scripts()
+    for title, entry in (body.alwayson_scripts or {}).items():
+        if str(title).strip().lower() in known:
+            args = entry.get("args", []) if isinstance(entry, dict) else entry
+            selected.append((title, list(args or [])))
+    for title, args in selected:
+        try:
+            name, settings = manager.script_settings(title, args)
+        except RequestError as error:
+            raise ApiError(422, error.message, error.field) from None
+        request = request_with_settings(request, name, settings)
+    return request
+
+
+def _generate(services: Any, request: GenerationRequest, body: wire.GenerationBody, response: Response,
+              owner: str | None) -> dict[str, Any]:
+    """Check, queue, wait; the job's id goes back in a header so a client can find it in the job history (and
+    the job counts against the caller's key like one submitted through the native API)."""
+    try:
+        check_request(request, services.engine)
+    except RequestError as error:
+        raise wire.wire_error(error, body) from None
+    job = services.queue.submit(request, source="a1111", owner=owner)
+    response.headers["X-Job-Id"] = job.id
+    try:
+        result = services.queue.wait(job)
+    except RequestError as error:
+        raise wire.wire_error(error, body) from None
+    except JobCancelled:
+        raise ApiError(409, "the job was cancelled before it ran") from None
+    except RuntimeError as error:
+        raise ApiError(500, f"generation failed: {error}") from None
+    return wire.generation_response(body, result)
+
+
+def check_request(request: GenerationRequest, engine: Any) -> None:
+    """Everything a request names must exist before it is queued, so a typo is answered at once with the field
+    to blame instead of failing behind other users' jobs (the worker checks again; this only answers sooner)."""
+    from modules.model_registry import UnknownModelError
+    from modules.samplers import UnknownSamplerError, UnknownScheduleError, resolve_sampler
+
+    validate_request(request, engine.limits)
+    try:
+        resolve_sampler(request.sampler_name, request.scheduler)
+    except UnknownSamplerError as error:
+        raise RequestError("sampler_name", str(error)) from None
+    except UnknownScheduleError as error:
+        raise RequestError("scheduler", str(error)) from None
+    engine.resolve_model(request.model)
+    try:
+        engine.registry.find_vae(request.vae)
+    except UnknownModelError as error:
+        raise RequestError("vae", str(error)) from None
+    try:
+        engine.styles.apply(request.prompt, request.negative_prompt, request.styles)
+    except ValueError as error:
+        raise RequestError("styles", str(error)) from None
+    if request.hires is not None and request.hires.upscaler not in {**LATENT_UPSCALERS, **IMAGE_UPSCALERS}:
+        known = ", ".join([*LATENT_UPSCALERS, *IMAGE_UPSCALERS])
+        raise RequestError("hires.upscaler", f"unknown upscaler {request.hires.upscaler!r}; choose one of {known}")
+
+
+def request_defaults(services: Any) -> wire.Defaults:
+    """The saved options a request falls back on, read at submit time so the queued request carries them."""
+    settings = services.settings
+    model = current_model(services)
+    clip_skip = settings.get("CLIP_stop_at_last_layers") or 1
+    return wire.Defaults(
+        model=model.title if model is not None else None,
+        vae=wire.own_vae_as_none(settings.get("sd_vae")),
+        clip_skip=int(clip_skip),
+        make_grid=bool(settings.get("make_grid", True)),
+        output_format=settings.get("output_format") or "png",
+    )
+
+
+def current_model(services: Any) -> Any:
+    """The default checkpoint as the Settings tab shows it: the saved choice, else the launch default, else the
+    first installed; a saved choice whose file is gone falls through rather than failing every request."""
+    from modules.model_registry import UnknownModelError
+
+    registry = services.engine.registry
+    for wanted in (services.settings.get("sd_model_checkpoint"), services.engine.default_model):
+        if wanted:
+            try:
+                return registry.find(wanted)
+            except UnknownModelError:
+                continue
+    models = registry.list()
+    return models[0] if models else None
+
+
+# -- watching and stopping ------------------------------------------------------------------------------------
+
+
+@router.get("/progress")
+def progress(services: Services, skip_current_image: bool = False) -> dict[str, Any]:
+    """The running job's progress in A1111's shape; idle (``job_count`` 0) when nothing runs."""
+    job = services.queue.current
+    if job is None:
+        return {"progress": 0.0, "eta_relative": 0.0, "state": _idle_state(), "current_image": None,
+                "textinfo": None, "current_task": None}
+    return _job_progress(job, skip_current_image)
+
+
+def _idle_state() -> dict[str, Any]:
+    return {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "", "job_count": 0,
+            "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
+
+
+def _job_progress(job: Job, skip_image: bool) -> dict[str, Any]:
+    snapshot = job.progress
+    started = time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or job.created))
+    state = {
+        "skipped": job.control.skipped.is_set(),
+        "interrupted": job.control.interrupted.is_set(),
+        "stopping_generation": False,
+        "job": snapshot.text,
+        "job_count": snapshot.job_count,
+        "job_timestamp": started,
+        "job_no": snapshot.job_no,
+        "sampling_step": snapshot.step,
+        "sampling_steps": snapshot.steps,
+    }
+    preview = snapshot.preview
+    image = encode_png_base64(preview) if preview is not None and not skip_image else None
+    return {"progress": snapshot.fraction, "eta_relative": job.eta() or 0.0, "state": state,
+            "current_image": image, "textinfo": snapshot.text or None, "current_task": job.id}
+
+
+@router.post("/interrupt")
+def interrupt(services: Services) -> dict[str, Any]:
+    services.queue.interrupt_current()
+    return {}
+
+
+@router.post("/skip")
+def skip(services: Services) -> None:
+    services.queue.skip_current()
+
+
+# -- options --------------------------------------------------------------------------------------------------
+
+
+@router.get("/options")
+def get_options(services: Services) -> dict[str, Any]:
+    return wire.read_options(services.settings.all(), current_model(services), str(services.config.outdir))
+
+
+@router.post("/options")
+def set_options(values: Annotated[dict[str, Any], Body()], services: Services) -> None:
+    """Save the options; a new ``sd_model_checkpoint`` also becomes the engine's default for later requests."""
+    cleaned = wire.clean_options(values)
+    engine = services.engine
+    if "sd_model_checkpoint" in cleaned:
+        cleaned["sd_model_checkpoint"] = _find_model(engine, cleaned["sd_model_checkpoint"]).title
+    if "sd_vae" in cleaned:
+        cleaned["sd_vae"] = _find_vae_name(engine, cleaned["sd_vae"])
+    services.settings.update(cleaned)
+    if "sd_model_checkpoint" in cleaned:
+        engine.default_model = cleaned["sd_model_checkpoint"]
+
+
+def _find_model(engine: Any, name: str) -> Any:
+    from modules.model_registry import UnknownModelError
+
+    try:
+        return engine.registry.find(name)
+    except UnknownModelError as error:
+        raise ApiError(400, str(error), "sd_model_checkpoint") from None
+
+
+def _find_vae_name(engine: Any, name: str) -> str:
+    from modules.model_registry import UnknownModelError
+
+    try:
+        vae = engine.registry.find_vae(wire.own_vae_as_none(name))
+    except UnknownModelError as error:
+        raise ApiError(400, str(error), "sd_vae") from None
+    return vae.name if vae is not None else wire.AUTOMATIC_VAE
+
+
+@router.get("/cmd-flags")
+def cmd_flags(services: Services) -> dict[str, Any]:
+    """The launch configuration, with credentials replaced by a marker (a script may print this)."""
+    flags = dataclasses.asdict(services.config)
+    for key in [key for key in flags if key.endswith("_auth")]:
+        flags[key] = "<hidden>" if flags[key] else None
+    return _plain(flags)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly: paths as strings, tuples as lists."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+# -- listings -------------------------------------------------------------------------------------------------
+
+
+@router.get("/sd-models")
+def sd_models(services: Services) -> list[dict[str, Any]]:
+    return [{"title": info.title, "model_name": info.name, "hash": info.short_hash, "sha256": info.sha256,
+             "filename": str(info.path), "config": None} for info in services.engine.registry.list()]
+
+
+@router.post("/refresh-checkpoints")
+def refresh_checkpoints(services: Services) -> None:
+    services.engine.registry.refresh()
+
+
+@router.get("/sd-vae")
+def sd_vae(services: Services) -> list[dict[str, Any]]:
+    return [{"model_name": info.name, "filename": str(info.path)} for info in services.engine.registry.list_vaes()]
+
+
+@router.get("/samplers")
+def samplers() -> list[dict[str, Any]]:
+    from modules.samplers import list_samplers
+
+    return list_samplers()
+
+
+@router.get("/schedulers")
+def schedulers() -> list[dict[str, Any]]:
+    from modules.samplers import list_schedulers
+
+    return list_schedulers()
+
+
+@router.get("/upscalers")
+def upscalers() -> list[dict[str, Any]]:
+    """The upscalers the hires fix can use: pixel-space resamplers and latent interpolation modes."""
+    return [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": None}
+            for name in [*IMAGE_UPSCALERS, *LATENT_UPSCALERS]]
+
+
+@router.get("/latent-upscale-modes")
+def latent_upscale_modes() -> list[dict[str, str]]:
+    return [{"name": name} for name in LATENT_UPSCALERS]
+
+
+@router.get("/loras")
+def loras(services: Services) -> list[dict[str, Any]]:
+    from modules.model_registry import LORA_DIR
+
+    return [{"name": path.stem, "alias": path.stem, "path": str(path), "metadata": {}}
+            for path in _files(services.engine.registry.models_dir / LORA_DIR, LORA_SUFFIXES)]
+
+
+@router.get("/embeddings")
+def embeddings(services: Services) -> dict[str, dict[str, Any]]:
+    """Textual-inversion files found; none is loaded yet, so all are listed as skipped (A1111's word for it)."""
+    from modules.model_registry import EMBEDDINGS_DIR
+
+    skipped = {path.stem: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": None,
+                           "vectors": 0}
+               for path in _files(services.engine.registry.models_dir / EMBEDDINGS_DIR, EMBEDDING_SUFFIXES)}
+    return {"loaded": {}, "skipped": skipped}
+
+
+def _files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(path for path in root.rglob("*")
+                  if path.is_file() and path.name.lower().endswith(suffixes) and not path.name.startswith("."))
+
+
+@router.get("/prompt-styles")
+def prompt_styles(services: Services) -> list[dict[str, str]]:
+    return [{"name": style.name, "prompt": style.prompt, "negative_prompt": style.negative_prompt}
+            for style in services.engine.styles.list()]
+
+
+@router.get("/memory")
+def memory() -> dict[str, Any]:
+    from modules.memory import memory_usage
+
+    return memory_usage()
+
+
+@router.get("/scripts")
+def scripts(services: Services) -> dict[str, list[str]]:
+    """The selectable scripts (extensions that answer to ``script_name``), by lower-case title like A1111."""
+    titles = sorted(_script_titles(services))
+    return {"txt2img": titles, "img2img": titles}
+
+
+@router.get("/script-info")
+def script_info(services: Services) -> list[dict[str, Any]]:
+    """Each script's title and its positional arguments' names (what ``script_args`` must hold, in order)."""
+    info = []
+    for title, (_name, arg_names) in _script_titles(services).items():
+        args = [{"label": arg, "value": None, "minimum": None, "maximum": None, "step": None, "choices": None}
+                for arg in arg_names]
+        for is_img2img in (False, True):
+            info.append({"name": title, "is_alwayson": False, "is_img2img": is_img2img, "args": args})
+    return info
+
+
+@router.get("/extensions")
+def extensions(services: Services) -> list[dict[str, Any]]:
+    """Installed extensions in A1111's shape, plus Sfumato's status and error."""
+    manager = getattr(services, "extensions", None)
+    rows = []
+    for item in manager.list() if manager else []:
+        info = item.describe()
+        rows.append({"name": info["name"], "remote": info["remote"] or "", "branch": "", "commit_hash": "",
+                     "commit_date": 0, "version": info["version"], "enabled": info["enabled"],
+                     "status": info["status"], "error": info["error"], "source": info["source"]})
+    return rows
+
+
+def _script_titles(services: Any) -> dict[str, tuple[str, list[str]]]:
+    manager = getattr(services, "extensions", None)
+    return manager.scripts() if manager else {}
+
+
+@router.get("/face-restorers")
+def face_restorers() -> list[dict[str, Any]]:
+    return []
+
+
+# -- images -------------------------------------------------------------------------------------------------
+
+
+@router.post("/png-info")
+def png_info(body: wire.PngInfoBody) -> dict[str, Any]:
+    """The infotext, the image's other text chunks, and the infotext parsed into A1111's key/value form."""
+    from modules.infotext import parse_infotext, read_image_info
+
+    if not body.image.strip():
+        return {"info": "", "items": {}, "parameters": {}}
+    infotext, items = read_image_info(decode_image(body.image, "image"))
+    return {"info": infotext or "", "items": items, "parameters": parse_infotext(infotext) if infotext else {}}

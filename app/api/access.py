@@ -1,11 +1,385 @@
-"""Placeholder: authentication, API keys with tiers, rate limits and the Origin/Host check (being written)."""
+"""Who may call the API, how often, and from where: one ASGI middleware in front of every API route.
+
+The rules, in the order they are applied to a request under ``/sdapi``, ``/api/v1``, ``/v1`` or ``/v2beta``
+(``/docs`` and ``/openapi.json`` stay open):
+
+1. Bound to localhost, the ``Host`` header must name localhost: a web page cannot reach the studio by making
+   its own domain resolve to 127.0.0.1 (DNS rebinding).
+2. A state-changing request (POST, PUT, PATCH, DELETE, or a WebSocket) that carries an ``Origin`` must come from
+   the server's own origin or one allowed with ``--cors-allow-origins``: a page on another site cannot make the
+   studio generate. Scripts send no ``Origin`` and pass.
+3. With ``--api-auth`` and/or ``--api-keys`` the caller must present HTTP Basic credentials or an API key
+   (``Authorization: Bearer <key>`` or ``x-api-key``): 401 otherwise, with ``WWW-Authenticate``. With neither,
+   the API is open on localhost and refused at start-up when exposed (``--listen``, ``--share``).
+4. Each identity has a tier: requests per minute (``X-RateLimit-*`` on every admitted response, 429 with
+   ``Retry-After`` over it), and on generation routes at most so many queued or running jobs and so many images
+   per calendar month.
+
+The admitted identity is left on ``request.state.api_owner`` for the dialects to pass as the job's owner.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.context import ApiContext
+from app.api.errors import error_body
+from app.api.keys import KeyRing, KeysFileError, Tier, digest_of, load_keys
+from app.api.ratelimit import MonthlyUsage, RateLimiter, month_key, seconds_to_next_month
+
+API_PREFIXES = ("/sdapi/", "/api/v1/", "/v1/", "/v2beta/")
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# POST routes that submit generation work: the job and monthly-image limits apply to these only.
+GENERATION_ROUTES = re.compile(
+    r"^(/sdapi/v1/(txt2img|img2img)|/api/v1/jobs|/v1/images/(generations|edits|variations)"
+    r"|/v2beta/stable-image/.+)/?$"
+)
+ACTIVE_STATES = ("queued", "running")
+REALM = 'realm="Sfumato API"'
+EXPOSED_WITHOUT_CREDENTIALS = (
+    "Refusing to serve the API on a network address (--listen) or a public link (--share) without credentials: "
+    "anyone who can reach it could use this machine. Set --api-auth user:password and/or --api-keys FILE."
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
-def install_access(app: FastAPI, context: Any) -> None:
-    """Install the access middleware on ``app`` (no rules yet)."""
+class AccessConfigError(RuntimeError):
+    """The access settings cannot be served safely (or the keys file is unusable); the message says why."""
+
+
+def check_access_settings(context: ApiContext) -> KeyRing:
+    """Fail before serving anything: exposed without credentials, a bad keys file, a malformed origin."""
+    if context.exposed and not context.has_credentials:
+        raise AccessConfigError(EXPOSED_WITHOUT_CREDENTIALS)
+    for origin in context.allowed_origins:
+        if origin != "*" and _normal_origin(origin) is None:
+            raise AccessConfigError(f"--cors-allow-origins: {origin!r} is not an origin like https://example.com")
+    try:
+        return load_keys(context.keys_file)
+    except KeysFileError as error:
+        raise AccessConfigError(f"--api-keys: {error}") from None
+
+
+def install_access(app: FastAPI, context: ApiContext) -> AccessPolicy:
+    """Put the access middleware in front of ``app``'s API routes; ``AccessConfigError`` if unsafe to serve.
+
+    Works on an app that is already serving (the Gradio server after ``launch``): Starlette builds its
+    middleware stack on the first request and then refuses additions, so the stack is dropped here and rebuilt,
+    with this middleware and every handler added so far, on the next request.
+    """
+    policy = AccessPolicy(context, check_access_settings(context), RateLimiter(), MonthlyUsage(context.usage_file))
+    add_listener = getattr(getattr(context.services, "queue", None), "add_listener", None)
+    if add_listener is not None:
+        add_listener(policy.on_job_end)
+    app.state.sfumato_access = policy
+    app.middleware_stack = None
+    app.add_middleware(AccessMiddleware, policy=policy)
+    return policy
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES)
+
+
+# -- the decisions -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Identity:
+    """Who a request counts against: ``key`` for counters, ``owner`` for jobs (None: anonymous local client)."""
+
+    key: str
+    owner: str | None
+    label: str
+    tier: Tier
+
+
+@dataclass(eq=False)
+class Refusal(Exception):
+    """A request turned away, as the JSON error every dialect uses."""
+
+    status: int
+    message: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def add_missing(self, headers: dict[str, str]) -> None:
+        present = {name.lower() for name, _ in self.headers}
+        self.headers.extend(item for item in headers.items() if item[0].lower() not in present)
+
+    def response(self) -> Response:
+        response = JSONResponse(error_body(self.status, self.message, None), status_code=self.status)
+        for name, value in self.headers:
+            response.headers.append(name, value)
+        return response
+
+
+class AccessPolicy:
+    """The access rules of one API app, with its own counters (so apps and tests never share them)."""
+
+    def __init__(self, context: ApiContext, keys: KeyRing, limiter: RateLimiter, usage: MonthlyUsage) -> None:
+        self.context = context
+        self.keys = keys
+        self.limiter = limiter
+        self.usage = usage
+
+    def admit(self, conn: HTTPConnection) -> tuple[Identity, dict[str, str]]:
+        """The caller and the headers for its response, or ``Refusal`` (carrying the same headers)."""
+        self.check_host(conn)
+        headers = self.cors_headers(conn)
+        try:
+            self.check_origin(conn)
+            identity = self.authenticate(conn)
+            headers.update(self.count_request(identity))
+            if _submits_generation(conn):
+                self.check_jobs(identity)
+                self.check_quota(identity)
+        except Refusal as refusal:
+            refusal.add_missing(headers)
+            raise
+        return identity, headers
+
+    # Host and Origin
+    def check_host(self, conn: HTTPConnection) -> None:
+        """While bound to localhost, only a localhost ``Host`` is served (DNS-rebinding protection)."""
+        host = conn.headers.get("host")
+        if self.context.exposed or host is None:
+            return
+        name = _split_authority(host)[0]
+        if name not in self.context.local_hosts:
+            raise Refusal(403, f"Host {host!r} is not this studio's address; it serves localhost only "
+                               "(use --listen to serve other names)")
+
+    def check_origin(self, conn: HTTPConnection) -> None:
+        """A state-changing call from a page on another origin is refused."""
+        origin = conn.headers.get("origin")
+        unsafe = conn.scope["type"] == "websocket" or conn.scope.get("method") in STATE_CHANGING
+        if origin is None or not unsafe or self.same_origin(conn, origin) or self.allowed_origin(origin):
+            return
+        raise Refusal(403, f"cross-origin request from {origin} refused; allow it with --cors-allow-origins")
+
+    def same_origin(self, conn: HTTPConnection, origin: str) -> bool:
+        normal = _normal_origin(origin)
+        host = conn.headers.get("host")
+        return normal is not None and host is not None and normal[1] == _authority(*_split_authority(host))
+
+    def allowed_origin(self, origin: str) -> bool:
+        allowed = self.context.allowed_origins
+        normal = _normal_origin(origin)
+        return "*" in allowed or (normal is not None and normal in {_normal_origin(item) for item in allowed})
+
+    def cors_headers(self, conn: HTTPConnection) -> dict[str, str]:
+        """Headers that let a browser page on an allowed origin read the response."""
+        origin = conn.headers.get("origin")
+        if origin is None or self.same_origin(conn, origin) or not self.allowed_origin(origin):
+            return {}
+        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true",
+                "Access-Control-Expose-Headers": "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, "
+                                                 "Retry-After", "Vary": "Origin"}
+
+    def preflight(self, conn: HTTPConnection) -> Response:
+        """Answer a browser's CORS preflight: allowed origins may send any method and header."""
+        self.check_host(conn)
+        origin = conn.headers.get("origin", "")
+        if not self.allowed_origin(origin):
+            raise Refusal(403, f"cross-origin request from {origin} refused; allow it with --cors-allow-origins")
+        headers = {**self.cors_headers(conn), "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+                   "Access-Control-Max-Age": "600"}
+        requested = conn.headers.get("access-control-request-headers")
+        if requested:
+            headers["Access-Control-Allow-Headers"] = requested
+        return Response(status_code=204, headers=headers)
+
+    # who is calling
+    def authenticate(self, conn: HTTPConnection) -> Identity:
+        """Basic credentials or an API key when any are configured; otherwise the anonymous local client."""
+        if not self.context.has_credentials:
+            client = conn.client.host if conn.client else "unknown"
+            return Identity(f"ip:{client}", None, f"client {client}", self.keys.default_tier)
+        scheme, _, value = conn.headers.get("authorization", "").partition(" ")
+        scheme, value = scheme.lower(), value.strip()
+        if scheme == "basic" and self.context.api_auth:
+            return self._basic_user(value)
+        token = value if scheme == "bearer" else conn.headers.get("x-api-key", "").strip()
+        if token and self.keys.keys:
+            key = self.keys.find(token)
+            if key is None:
+                raise self._unauthorized("unknown API key")
+            return Identity(f"key:{key.name}", f"key:{key.name}", f"API key {key.name!r}", key.tier)
+        raise self._unauthorized("this API needs credentials: " + self._accepted())
+
+    def _basic_user(self, value: str) -> Identity:
+        try:
+            user, sep, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise self._unauthorized("malformed Basic credentials") from None
+        if not sep:
+            raise self._unauthorized("malformed Basic credentials")
+        matched = None
+        for known_user, known_password in self.context.api_auth:  # compare every pair, digests of equal length
+            user_ok = hmac.compare_digest(digest_of(user), digest_of(known_user))
+            password_ok = hmac.compare_digest(digest_of(password), digest_of(known_password))
+            if user_ok and password_ok:
+                matched = known_user
+        if matched is None:
+            raise self._unauthorized("wrong user name or password")
+        return Identity(f"user:{matched}", f"user:{matched}", f"user {matched!r}", self.keys.default_tier)
+
+    def _accepted(self) -> str:
+        ways = []
+        if self.context.api_auth:
+            ways.append("HTTP Basic (user:password)")
+        if self.keys.keys:
+            ways.append("an API key as 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
+        return " or ".join(ways)
+
+    def _unauthorized(self, message: str) -> Refusal:
+        challenges = []
+        if self.context.api_auth:
+            challenges.append(("WWW-Authenticate", f"Basic {REALM}"))
+        if self.keys.keys:
+            challenges.append(("WWW-Authenticate", f"Bearer {REALM}"))
+        return Refusal(401, message, challenges)
+
+    # what it may do
+    def count_request(self, identity: Identity) -> dict[str, str]:
+        decision = self.limiter.hit(identity.key, identity.tier.requests_per_minute)
+        headers = decision.headers()
+        if not decision.allowed:
+            raise Refusal(429, f"{identity.label} made more than {decision.limit} requests this minute "
+                               f"(tier {identity.tier.name!r}); retry in {decision.reset_after} s",
+                          [*headers.items(), ("Retry-After", str(decision.reset_after))])
+        return headers
+
+    def active_jobs(self, owner: str | None) -> list[Any]:
+        queue = getattr(self.context.services, "queue", None)
+        if owner is None or queue is None:
+            return []
+        return [job for job in queue.jobs() if job.owner == owner and job.state in ACTIVE_STATES]
+
+    def check_jobs(self, identity: Identity) -> None:
+        limit = identity.tier.concurrent_jobs
+        if limit is None:
+            return
+        active = len(self.active_jobs(identity.owner))
+        if active >= limit:
+            raise Refusal(429, f"{identity.label} already has {active} job(s) queued or running; tier "
+                               f"{identity.tier.name!r} allows {limit} at once. Wait for one to finish.")
+
+    def check_quota(self, identity: Identity) -> None:
+        """Images made this month plus those its queued and running jobs will make must stay under the quota."""
+        limit = identity.tier.monthly_images
+        if limit is None:
+            return
+        pending = sum(_images_of(job) for job in self.active_jobs(identity.owner))
+        used = self.usage.used(identity.key) + pending
+        if used >= limit:
+            wait = seconds_to_next_month()
+            raise Refusal(429, f"{identity.label} has used its {limit} images for {month_key()} (tier "
+                               f"{identity.tier.name!r}, {pending} of them still being made); the quota starts "
+                               f"over next month", [("Retry-After", str(wait))])
+
+    def on_job_end(self, job: Any) -> None:
+        """Queue listener: count an owned job's images against its owner's month."""
+        result = getattr(job, "result", None)
+        if job.owner and result is not None:
+            self.usage.add(job.owner, len(result.images))
+
+
+def _submits_generation(conn: HTTPConnection) -> bool:
+    return conn.scope["type"] == "http" and conn.scope["method"] == "POST" and bool(
+        GENERATION_ROUTES.match(conn.scope["path"]))
+
+
+def _images_of(job: Any) -> int:
+    request = job.request
+    return max(1, getattr(request, "batch_size", 1)) * max(1, getattr(request, "n_iter", 1))
+
+
+# -- origins and hosts ---------------------------------------------------------------------------------------------
+def _split_authority(authority: str) -> tuple[str, int | None]:
+    """``Host`` header -> (lower-case host name without IPv6 brackets, port or None)."""
+    try:
+        parts = urlsplit("//" + authority.strip())
+        return (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return authority.strip().lower(), None
+
+
+def _authority(host: str, port: int | None, scheme: str | None = None) -> str:
+    """``host[:port]`` with a default port (80/443, or the scheme's) left out, so equal addresses compare equal."""
+    defaults = {_DEFAULT_PORTS[scheme]} if scheme in _DEFAULT_PORTS else {80, 443}
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None or port in defaults else f"{shown}:{port}"
+
+
+def _normal_origin(origin: str) -> tuple[str, str] | None:
+    """``scheme://host[:port]`` -> (scheme, authority); None for ``null`` or anything that is not an origin."""
+    try:
+        parts = urlsplit(origin.strip().rstrip("/"))
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path or parts.query:
+        return None
+    return scheme, _authority(parts.hostname.lower(), port, scheme)
+
+
+# -- the middleware --------------------------------------------------------------------------------------------------
+class AccessMiddleware:
+    """Pure ASGI (no body buffering): refuses early, or adds the rate-limit headers to the route's answer."""
+
+    def __init__(self, app: ASGIApp, policy: AccessPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not is_api_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        try:
+            if _is_preflight(conn):
+                await self.policy.preflight(conn)(scope, receive, send)
+                return
+            identity, headers = self.policy.admit(conn)
+        except Refusal as refusal:
+            await _refuse(refusal, scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["api_owner"], state["api_identity"] = identity.owner, identity.key
+        await self.app(scope, receive, _adding_headers(send, headers))
+
+
+def _is_preflight(conn: HTTPConnection) -> bool:
+    return (conn.scope["type"] == "http" and conn.scope["method"] == "OPTIONS" and "origin" in conn.headers
+            and "access-control-request-method" in conn.headers)
+
+
+async def _refuse(refusal: Refusal, scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "websocket":  # closing before accepting answers the handshake with 403
+        await send({"type": "websocket.close", "code": 1008, "reason": refusal.message[:120]})
+        return
+    await refusal.response()(scope, receive, send)
+
+
+def _adding_headers(send: Send, headers: dict[str, str]) -> Callable[[Message], Awaitable[None]]:
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            response_headers = MutableHeaders(scope=message)
+            for name, value in headers.items():
+                response_headers[name] = value
+        await send(message)
+
+    return send_with_headers

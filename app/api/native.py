@@ -1,7 +1,340 @@
-"""Placeholder: routes of the native dialect (being written)."""
+"""Sfumato's own API under ``/api/v1``: asynchronous jobs instead of one blocking call per image.
+
+Submit a request and get a job id at once; poll or stream its progress; fetch its images later; cancel it; page
+through history; optionally be called back at a webhook URL. This answers the A1111 API's known complaints
+(blocking calls, no job ids, one global progress). The body is the ``GenerationRequest`` fields by name; unknown
+fields are refused (422 naming them) so a typo never silently falls back to a default.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import json
+import time
+from typing import Annotated, Any, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+
+from app.api.errors import ApiError
+from app.api.images import decode_image, encode_png_base64
+from app.api.requests_common import ENDED_STATES, ServicesDep, encode_image, owner_of, submit_checked, visible_to
+from app.api.webhooks import check_webhook_url, install_webhooks
+from modules.jobs import Job
+from modules.request import GenerationRequest, HiresFix, Outpaint
+
+router = APIRouter(prefix="/api/v1", tags=["native"])
+
+HISTORY_PAGE_MAX = 500
+SSE_POLL_SECONDS = 0.1
+SSE_KEEPALIVE_SECONDS = 15.0
+AVERAGE_OVER_JOBS = 20
+
+
+class OutpaintBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    left: int = 0
+    right: int = 0
+    top: int = 0
+    bottom: int = 0
+
+
+class HiresBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scale: float = 2.0
+    upscaler: str = "Latent"
+    steps: int = 0
+    denoising_strength: float = 0.7
+    resize_x: int = 0
+    resize_y: int = 0
+
+
+class JobBody(BaseModel):
+    """A ``GenerationRequest`` on the wire; a field left out (or null) takes the request type's own default."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: Literal["txt2img", "img2img", "inpaint", "outpaint"] | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    styles: list[str] | None = None
+    model: str | None = None
+    vae: str | None = None
+    sampler_name: str | None = None
+    scheduler: str | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    subseed: int | None = None
+    subseed_strength: float | None = None
+    batch_size: int | None = None
+    n_iter: int | None = None
+    clip_skip: int | None = None
+    init_image: str | None = None
+    mask: str | None = None
+    denoising_strength: float | None = None
+    resize_mode: int | None = None
+    mask_blur: int | None = None
+    inpainting_fill: int | None = None
+    inpaint_full_res: bool | None = None
+    inpaint_full_res_padding: int | None = None
+    inpainting_mask_invert: bool | None = None
+    outpaint: OutpaintBody | None = None
+    hires: HiresBody | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    save_images: bool | None = None
+    make_grid: bool | None = None
+    extensions: dict[str, dict[str, Any]] | None = None
+    webhook_url: str | None = None
+
+
+def to_request(body: JobBody) -> GenerationRequest:
+    """Wire body -> the one request type; images decoded here so a corrupt one names its field."""
+    fields = body.model_dump(exclude_none=True, exclude={"webhook_url", "init_image", "mask", "outpaint", "hires"})
+    if "styles" in fields:
+        fields["styles"] = tuple(fields["styles"])
+    if body.init_image is not None:
+        fields["init_image"] = decode_image(body.init_image, "init_image")
+    if body.mask is not None:
+        fields["mask"] = decode_image(body.mask, "mask")
+    if body.outpaint is not None:
+        fields["outpaint"] = Outpaint(**body.outpaint.model_dump())
+    if body.hires is not None:
+        fields["hires"] = HiresFix(**body.hires.model_dump())
+    fields.setdefault("make_grid", False)  # API clients get the single images; a grid only costs disk
+    fields["task"] = body.task or _implied_task(body)
+    return GenerationRequest(**fields)
+
+
+def _implied_task(body: JobBody) -> str:
+    """Leaving ``task`` out is fine: an init image with a mask is inpaint, with margins outpaint, else img2img."""
+    if body.init_image is None:
+        return "txt2img"
+    if body.outpaint is not None and any(body.outpaint.model_dump().values()):
+        return "outpaint"
+    return "inpaint" if body.mask is not None else "img2img"
+
+
+# -- routes ------------------------------------------------------------------------------------------------------
+@router.post("/jobs", status_code=202)
+async def submit_job(body: JobBody, http_request: Request, services: ServicesDep) -> dict:
+    """Queue a generation and answer at once with its id and where to watch it."""
+    webhook = check_webhook_url(body.webhook_url)
+    request = await run_in_threadpool(to_request, body)  # decoding a large image should not stall other clients
+    sender = install_webhooks(services.queue)
+    job = await submit_checked(services, request, source="native", owner=owner_of(http_request), webhook=webhook)
+    if webhook:
+        sender.remember_base(job.id, str(http_request.base_url).rstrip("/"))
+    return {"id": job.id, "state": job.state, "position": queue_position(services.queue, job),
+            "urls": job_urls(http_request, job)}
+
+
+@router.get("/jobs")
+async def list_jobs(http_request: Request, services: ServicesDep,
+                    limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE_MAX)] = 20,
+                    offset: Annotated[int, Query(ge=0)] = 0,
+                    state: Literal["queued", "running", "done", "failed", "cancelled"] | None = None) -> dict:
+    """Newest first; ``total`` counts every match so a client can page."""
+    jobs, total = services.queue.history(limit=limit, offset=offset, state=state, owner=owner_of(http_request))
+    return {"total": total, "limit": limit, "offset": offset,
+            "jobs": [job_view(job, http_request, services.queue) for job in jobs]}
+
+
+@router.get("/jobs/{job_id}", name="native_job")
+async def get_job(job_id: str, http_request: Request, services: ServicesDep) -> dict:
+    return job_view(find_job(services, job_id, http_request), http_request, services.queue)
+
+
+@router.get("/jobs/{job_id}/preview")
+async def job_preview(job_id: str, http_request: Request, services: ServicesDep) -> Response:
+    """The live preview of a running job (decoded every few steps), as a PNG."""
+    job = find_job(services, job_id, http_request)
+    preview = job.progress.preview
+    if preview is None:
+        raise ApiError(404, f"job {job_id} has no preview yet", "job_id")
+    return Response(encode_image(preview, "png"), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(job_id: str, http_request: Request, services: ServicesDep) -> StreamingResponse:
+    """Server-sent events: one ``data: {json}`` per progress change, the last one carrying the final state."""
+    job = find_job(services, job_id, http_request)
+    return StreamingResponse(_event_stream(job, http_request, services.queue), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@router.get("/jobs/{job_id}/images")
+async def job_images(job_id: str, http_request: Request, services: ServicesDep,
+                     encoding: Literal["url", "base64"] = "url") -> dict:
+    """Each image's seed, infotext and URL (and the PNG itself with ``encoding=base64``)."""
+    job = find_job(services, job_id, http_request)
+    images = _ended_images(job)
+    items = []
+    for index, item in enumerate(images):
+        entry = {"index": index, "seed": item.seed, "subseed": item.subseed, "infotext": item.infotext,
+                 "url": image_url(http_request, job.id, index)}
+        if encoding == "base64":
+            entry["image"] = encode_png_base64(item.image, item.infotext)
+        items.append(entry)
+    return {"id": job.id, "state": job.state, "images": items}
+
+
+@router.get("/jobs/{job_id}/images/{index}", name="native_job_image")
+async def job_image(job_id: str, index: int, http_request: Request, services: ServicesDep,
+                    format: Literal["png", "jpeg", "webp"] | None = None) -> Response:
+    """One image's bytes, in the job's output format unless ``format`` says otherwise, with its infotext."""
+    job = find_job(services, job_id, http_request)
+    images = _ended_images(job)
+    if not 0 <= index < len(images):
+        raise ApiError(404, f"job {job_id} has {len(images)} image(s); there is no image {index}", "index")
+    fmt = format or job.request.output_format
+    item = images[index]
+    return Response(encode_image(item.image, fmt, item.infotext), media_type=f"image/{fmt}")
+
+
+@router.delete("/jobs/{job_id}")
+async def cancel_job(job_id: str, http_request: Request, services: ServicesDep) -> dict:
+    """A queued job never runs; a running one stops after its current step. 409 if it had already ended."""
+    job = find_job(services, job_id, http_request)
+    if not services.queue.cancel(job.id):
+        raise ApiError(409, f"job {job_id} already ended ({job.state}); nothing to cancel", "job_id")
+    return {"id": job.id, "state": job.state, "cancelled": True}
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job_post(job_id: str, http_request: Request, services: ServicesDep) -> dict:
+    return await cancel_job(job_id, http_request, services)
+
+
+@router.get("/system")
+async def system_load(services: ServicesDep) -> dict:
+    """How busy the studio is: queue length, the running job, average seconds per job, and the device."""
+    queue = services.queue
+    stats = _queue_stats(queue)
+    running = queue.current
+    return {
+        "queue_length": stats["queue_length"],
+        "running": _running_view(running) if running is not None else stats.get("running"),
+        "average_seconds_per_job": stats["average_seconds_per_job"],
+        "device": str(getattr(services.engine, "device", "unknown")),
+        "device_report": list(getattr(services, "device_report", [])),
+    }
+
+
+# -- views -------------------------------------------------------------------------------------------------------
+def find_job(services: Any, job_id: str, http_request: Request) -> Job:
+    """The job, or a 404 naming the id (also for someone else's job: its existence is not theirs to know)."""
+    job = services.queue.get(job_id)
+    if job is None or not visible_to(job, owner_of(http_request)):
+        raise ApiError(404, f"no job with id {job_id!r} (it may have left the history)", "job_id")
+    return job
+
+
+def job_urls(http_request: Request, job: Job) -> dict[str, str]:
+    base = str(http_request.url_for("native_job", job_id=job.id))
+    return {"self": base, "events": base + "/events", "images": base + "/images", "preview": base + "/preview",
+            "cancel": base + "/cancel"}
+
+
+def image_url(http_request: Request, job_id: str, index: int) -> str:
+    """Absolute URL of one finished image (used by the OpenAI dialect's ``response_format=url`` too)."""
+    return str(http_request.url_for("native_job_image", job_id=job_id, index=str(index)))
+
+
+def queue_position(queue: Any, job: Job) -> int | None:
+    """How many queued jobs run before this one (0 = next); None once it has started."""
+    if job.state != "queued":
+        return None
+    ahead = [other for other in queue.pending() if other.number < job.number]
+    return len(ahead)
+
+
+def progress_view(job: Job) -> dict[str, Any]:
+    progress = job.progress
+    ended_well = job.state == "done" and not (job.result is not None and job.result.interrupted)
+    fraction = 1.0 if ended_well else progress.fraction
+    eta = job.eta()
+    return {"step": progress.step, "steps": progress.steps, "job_no": progress.job_no,
+            "job_count": progress.job_count, "fraction": round(fraction, 4),
+            "eta_seconds": round(eta, 2) if eta is not None else None, "text": progress.text,
+            "has_preview": progress.preview is not None}
+
+
+def job_view(job: Job, http_request: Request, queue: Any) -> dict[str, Any]:
+    """Everything a poller wants: state, progress, error, timestamps and, once done, the result summary."""
+    view: dict[str, Any] = {
+        "id": job.id, "number": job.number, "state": job.state, "source": job.source,
+        "position": queue_position(queue, job), "progress": progress_view(job),
+        "error": job.error, "error_field": job.error_field,
+        "created": job.created, "started": job.started, "finished": job.finished,
+        "webhook_url": job.webhook, "urls": job_urls(http_request, job), "result": None,
+    }
+    result = job.result
+    if result is not None and job.state in ENDED_STATES:  # the result is set before the state says done
+        view["result"] = {
+            "seeds": result.seeds, "infotexts": result.infotexts, "interrupted": result.interrupted,
+            "images": [image_url(http_request, job.id, index) for index in range(len(result.images))],
+            "info": result.info,
+        }
+    return view
+
+
+def _ended_images(job: Job) -> list:
+    if job.state not in ENDED_STATES:
+        raise ApiError(409, f"job {job.id} is still {job.state}; its images come when it is done", "job_id")
+    if job.result is None:
+        raise ApiError(409, f"job {job.id} {job.state} without images" + (f": {job.error}" if job.error else ""),
+                       "job_id")
+    return job.result.images
+
+
+async def _event_stream(job: Job, http_request: Request, queue: Any):
+    """Poll the job's snapshot; send it when it changes; a comment line now and then keeps proxies from closing."""
+    last_key: tuple | None = None
+    last_sent = time.monotonic()
+    while True:
+        ended = job.done_event.is_set()
+        progress = job.progress
+        key = (job.state, ended, progress.job_no, progress.step, progress.steps, progress.job_count)
+        if key != last_key:
+            last_key, last_sent = key, time.monotonic()
+            yield f"data: {json.dumps(job_view(job, http_request, queue), default=str)}\n\n"
+        elif time.monotonic() - last_sent > SSE_KEEPALIVE_SECONDS:
+            last_sent = time.monotonic()
+            yield ": keep-alive\n\n"
+        if ended:
+            return
+        await asyncio.sleep(SSE_POLL_SECONDS)
+
+
+def _queue_stats(queue: Any) -> dict[str, Any]:
+    """The queue's own ``stats()`` where it has one; otherwise counted from the history it keeps."""
+    stats = queue.stats() if callable(getattr(queue, "stats", None)) else None
+    if stats is not None:
+        return {"queue_length": _stat(stats, "queue_length", "queued", "pending"),
+                "average_seconds_per_job": _stat(stats, "average_seconds_per_job", "average_seconds",
+                                                 "avg_seconds_per_job"),
+                "running": _stat(stats, "running", "running_job_id", "running_id")}
+    done, _total = queue.history(limit=AVERAGE_OVER_JOBS, state="done")
+    durations = [job.finished - job.started for job in done if job.started and job.finished]
+    average = round(sum(durations) / len(durations), 3) if durations else None
+    return {"queue_length": len(queue.pending()), "average_seconds_per_job": average, "running": None}
+
+
+def _stat(stats: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(stats, dict) and name in stats:
+            return stats[name]
+        if hasattr(stats, name):
+            return getattr(stats, name)
+    return None
+
+
+def _running_view(job: Job) -> dict[str, Any]:
+    eta = job.eta()
+    return {"id": job.id, "source": job.source, "fraction": round(job.progress.fraction, 4),
+            "eta_seconds": round(eta, 2) if eta is not None else None}
+

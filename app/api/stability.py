@@ -1,7 +1,237 @@
-"""Placeholder: routes of the stability dialect (being written)."""
+"""A subset of Stability AI's v2beta REST API over the local queue, so scripts written for it run here unchanged.
+
+``stable-image/generate/core``, ``edit/inpaint`` and ``edit/outpaint``: multipart forms in, and out either the
+image bytes (``accept: image/*``, with ``seed`` and ``finish-reason`` headers) or JSON ``{image, seed,
+finish_reason}`` for any other accept. With header ``x-async: true`` (or form field ``async=true``) a route answers
+``{id}`` at once and ``GET /v2beta/results/{id}`` gives 202 while it runs, then the result. Errors are Stability's
+``{"name": "bad_request", "errors": ["field: message"]}``. Sfumato also reads optional ``steps`` and ``cfg_scale``.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import base64
+import math
+import uuid
+from typing import Any
 
-router = APIRouter()
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from PIL import Image, ImageFilter, ImageOps
+
+from app.api.errors import ApiError
+from app.api.requests_common import (
+    ENDED_STATES,
+    FormReader,
+    ServicesDep,
+    dialect_route,
+    encode_image,
+    finished_result,
+    owner_of,
+    read_form,
+    submit_checked,
+    visible_to,
+    wait_for_job,
+)
+from modules.jobs import Job
+from modules.request import GenerationRequest, Outpaint
+
+ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+MAX_SEED = 4294967294
+MAX_OUTPAINT = 2000
+FINISH_REASON = "SUCCESS"  # no content filter runs here, so CONTENT_FILTERED is never answered
+STYLE_PRESETS = {
+    "3d-model": "3d model render, studio lighting, highly detailed",
+    "analog-film": "analog film photograph, film grain, faded colours",
+    "anime": "anime style illustration, cel shading, vibrant",
+    "cinematic": "cinematic film still, dramatic lighting, shallow depth of field",
+    "comic-book": "comic book art, bold ink outlines, halftone shading",
+    "digital-art": "digital painting, concept art, detailed",
+    "enhance": "highly detailed, sharp focus, rich colour",
+    "fantasy-art": "fantasy art, magical atmosphere, epic illustration",
+    "isometric": "isometric view, clean geometry, miniature diorama",
+    "line-art": "line art, clean black ink lines on white, minimal shading",
+    "low-poly": "low-poly 3d render, flat shaded facets",
+    "modeling-compound": "clay sculpture, plasticine, handmade claymation look",
+    "neon-punk": "neon punk, glowing neon lights, cyberpunk colours",
+    "origami": "origami, folded paper craft, crisp paper edges",
+    "photographic": "photograph, 35mm lens, natural light, realistic",
+    "pixel-art": "pixel art, 16-bit retro game sprite",
+    "tile-texture": "seamless tileable texture, flat top-down view",
+}
+ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
+               413: "payload_too_large", 422: "invalid_parameters", 429: "rate_limit_exceeded",
+               501: "not_implemented"}
+
+
+def stability_error(status: int, message: str, field: str | None) -> JSONResponse:
+    """Stability's error body: an id, a name for the status, and messages that start with the field."""
+    name = ERROR_NAMES.get(status, "bad_request" if status < 500 else "internal_error")
+    text = f"{field}: {message}" if field else message
+    return JSONResponse({"id": uuid.uuid4().hex, "name": name, "errors": [text]}, status_code=status)
+
+
+_COMMON_FIELDS = {"init_image": "image", "task": "image", "batch_size": "body", "outpaint.left": "left",
+                  "outpaint.right": "right", "outpaint.top": "up", "outpaint.bottom": "down", "outpaint": "left",
+                  "denoising_strength": "creativity", "mask_blur": "grow_mask"}
+router = APIRouter(prefix="/v2beta", tags=["stability"], route_class=dialect_route(stability_error, _COMMON_FIELDS))
+# The size of a generation comes from aspect_ratio, of an edit from its image: errors name what the client sent.
+_generate = APIRouter(route_class=dialect_route(stability_error, {**_COMMON_FIELDS, "width": "aspect_ratio",
+                                                                  "height": "aspect_ratio"}))
+_edit = APIRouter(route_class=dialect_route(stability_error, {**_COMMON_FIELDS, "width": "image",
+                                                              "height": "image"}))
+
+
+@_generate.post("/stable-image/generate/core")
+async def generate_core(http_request: Request, services: ServicesDep) -> Response:
+    """Text to image at an aspect ratio over the model's own pixel area, optionally in a style preset."""
+    form = FormReader(await read_form(http_request))
+    prompt = styled_prompt(form.text("prompt", required=True), form.choice("style_preset", tuple(STYLE_PRESETS),
+                                                                           None))
+    ratio = form.choice("aspect_ratio", ASPECT_RATIOS, "1:1")
+    width, height = aspect_size(ratio, model_side(services))
+    request = GenerationRequest(task="txt2img", prompt=prompt, width=width, height=height, make_grid=False,
+                                **_shared_fields(form))
+    return await _answer(services, http_request, form, request)
+
+
+@_edit.post("/stable-image/edit/inpaint")
+async def edit_inpaint(http_request: Request, services: ServicesDep) -> Response:
+    """Repaint where the mask is white (or, without a mask, where the image is transparent)."""
+    form = FormReader(await read_form(http_request))
+    image = await form.image("image")
+    mask = await form.image("mask", required=False)
+    prompt = styled_prompt(form.text("prompt", required=True), form.choice("style_preset", tuple(STYLE_PRESETS),
+                                                                           None))
+    grow = form.number("grow_mask", 5, 0, 20, integer=True)
+    request = GenerationRequest(task="inpaint", prompt=prompt, init_image=image.convert("RGB"),
+                                mask=inpaint_mask(image, mask, grow), mask_blur=grow, make_grid=False,
+                                **_shared_fields(form))
+    return await _answer(services, http_request, form, request)
+
+
+@_edit.post("/stable-image/edit/outpaint")
+async def edit_outpaint(http_request: Request, services: ServicesDep) -> Response:
+    """Extend the image by ``left``/``right``/``up``/``down`` pixels; ``creativity`` sets how freely."""
+    form = FormReader(await read_form(http_request))
+    image = await form.image("image")
+    sides = {name: form.number(name, 0, 0, MAX_OUTPAINT, integer=True) for name in ("left", "right", "up", "down")}
+    if not any(sides.values()):
+        raise ApiError(400, "at least one of left, right, up or down must be above 0", "left")
+    creativity = form.number("creativity", 0.5, 0.0, 1.0)
+    prompt = styled_prompt(form.text("prompt", "") or "", form.choice("style_preset", tuple(STYLE_PRESETS), None))
+    request = GenerationRequest(task="outpaint", prompt=prompt, init_image=image.convert("RGB"),
+                                outpaint=Outpaint(sides["left"], sides["right"], sides["up"], sides["down"]),
+                                denoising_strength=0.75 + 0.25 * creativity, make_grid=False, **_shared_fields(form))
+    return await _answer(services, http_request, form, request)
+
+
+@_edit.post("/stable-image/upscale/fast")
+async def upscale_fast() -> Response:
+    raise ApiError(501, "upscaling is not available in Sfumato yet (there is no upscaler service to run it)")
+
+
+@router.get("/results/{job_id}")
+async def results(job_id: str, http_request: Request, services: ServicesDep) -> Response:
+    """202 ``{id, status: "in-progress"}`` while the job runs; then the result, following the accept header."""
+    job = services.queue.get(job_id)
+    if job is None or job.source != "stability" or not visible_to(job, owner_of(http_request)):
+        raise ApiError(404, f"no generation with id {job_id!r}", "id")
+    if job.state not in ENDED_STATES or not job.done_event.is_set():
+        return JSONResponse({"id": job.id, "status": "in-progress"}, status_code=202)
+    return result_response(job, http_request)
+
+
+router.include_router(_generate)
+router.include_router(_edit)
+
+
+# -- translation -------------------------------------------------------------------------------------------------
+def styled_prompt(prompt: str | None, preset: str | None) -> str:
+    """A style preset appends its phrase to the prompt, as a saved style without ``{prompt}`` does."""
+    prompt = (prompt or "").strip()
+    if not preset:
+        return prompt
+    return ", ".join(part for part in (prompt, STYLE_PRESETS[preset]) if part)
+
+
+def aspect_size(ratio: str, side: int) -> tuple[int, int]:
+    """Width and height with the given ratio and about ``side``x``side`` pixels, in multiples of 8."""
+    across, down = (int(part) for part in ratio.split(":"))
+    width = math.sqrt(side * side * across / down)
+    height = side * side / width
+    return max(8, round(width / 8) * 8), max(8, round(height / 8) * 8)
+
+
+def model_side(services: Any) -> int:
+    """The default checkpoint's own image side (512 for SD 1.x, 1024 for SDXL), without loading it."""
+    from modules.checkpoint_loading import default_size
+
+    info = services.engine.resolve_model(None)
+    try:
+        return default_size(info.family or "sd1", model_path=info.path)
+    except (ValueError, OSError, KeyError):
+        return 512
+
+
+def inpaint_mask(image: Image.Image, mask: Image.Image | None, grow: int) -> Image.Image:
+    """Stability's mask (white = repaint; resized to the image if it differs, as Stability does), or the image's
+    transparency; grown outward by ``grow`` pixels."""
+    if mask is not None:
+        grey = mask.convert("L")
+        if grey.size != image.size:
+            grey = grey.resize(image.size, Image.Resampling.BILINEAR)
+    elif image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        grey = ImageOps.invert(image.convert("RGBA").getchannel("A"))
+    else:
+        raise ApiError(400, "give a mask, or an image whose transparent pixels mark the area to repaint", "mask")
+    binary = grey.point(lambda value: 255 if value >= 128 else 0)
+    if binary.getbbox() is None:
+        raise ApiError(400, "the mask is empty: nothing to repaint", "mask")
+    return binary.filter(ImageFilter.MaxFilter(2 * grow + 1)) if grow else binary
+
+
+def _shared_fields(form: FormReader) -> dict[str, Any]:
+    """negative_prompt, seed (0 = random), output_format, and Sfumato's optional steps and cfg_scale."""
+    seed = form.number("seed", 0, 0, MAX_SEED, integer=True)
+    fields: dict[str, Any] = {"negative_prompt": form.text("negative_prompt", "") or "", "seed": seed or -1,
+                              "output_format": form.choice("output_format", OUTPUT_FORMATS, "png")}
+    steps = form.number("steps", None, 1, 10_000, integer=True)
+    cfg = form.number("cfg_scale", None, 0, 1_000)
+    if steps is not None:
+        fields["steps"] = steps
+    if cfg is not None:
+        fields["cfg_scale"] = cfg
+    return fields
+
+
+# -- answering ---------------------------------------------------------------------------------------------------
+def wants_async(http_request: Request, form: FormReader) -> bool:
+    header = http_request.headers.get("x-async", "").strip().lower()
+    return header in ("1", "true", "yes") or form.flag("async")
+
+
+def wants_image(http_request: Request) -> bool:
+    """``accept: image/*`` (or any image type) means bytes; anything else, JSON."""
+    accept = http_request.headers.get("accept", "").lower()
+    return any(part.strip().startswith("image/") for part in accept.split(","))
+
+
+async def _answer(services: Any, http_request: Request, form: FormReader, request: GenerationRequest) -> Response:
+    job = await submit_checked(services, request, source="stability", owner=owner_of(http_request))
+    if wants_async(http_request, form):
+        return JSONResponse({"id": job.id})
+    await wait_for_job(job)
+    return result_response(job, http_request)
+
+
+def result_response(job: Job, http_request: Request) -> Response:
+    """The first image as bytes with ``seed``/``finish-reason`` headers, or as ``{image, seed, finish_reason}``."""
+    item = finished_result(job).images[0]
+    fmt = job.request.output_format
+    data = encode_image(item.image, fmt, item.infotext)
+    if wants_image(http_request):
+        return Response(data, media_type=f"image/{fmt}",
+                        headers={"seed": str(item.seed), "finish-reason": FINISH_REASON})
+    return JSONResponse({"image": base64.b64encode(data).decode("ascii"), "seed": item.seed,
+                         "finish_reason": FINISH_REASON})

@@ -1,0 +1,180 @@
+"""API keys and their tiers, read once at start-up from the ``--api-keys`` JSON file.
+
+A key is kept only as its SHA-256 digest (the file may give the key itself or its digest), so a key never
+sits in memory or in logs longer than the request that presents it. Keys are long random strings, so an
+unsalted hash is enough; presented keys are compared in constant time against every digest.
+
+The file::
+
+    {
+      "tiers": {
+        "free": {"requests_per_minute": 10, "concurrent_jobs": 1, "monthly_images": 200},
+        "pro":  {"requests_per_minute": 120, "concurrent_jobs": 4, "monthly_images": null}
+      },
+      "keys": [
+        {"name": "alice", "tier": "free", "key": "sk-alice-3f9c..."},
+        {"name": "bob",   "tier": "pro",  "sha256": "<hex digest of bob's key>"}
+      ]
+    }
+
+``null`` (or leaving a limit out) means no limit, except ``requests_per_minute`` which defaults to 6000. A tier
+named ``default`` applies to ``--api-auth`` users and to anonymous local clients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TIER_NAME = "default"
+DEFAULT_REQUESTS_PER_MINUTE = 6000  # generous: local UIs and scripts poll progress often
+_TIER_FIELDS = ("requests_per_minute", "concurrent_jobs", "monthly_images")
+
+
+class KeysFileError(ValueError):
+    """The keys file cannot be used; the message names the file and the entry at fault."""
+
+
+@dataclass(frozen=True)
+class Tier:
+    """What one class of client may do: requests a minute, jobs at once, images a calendar month."""
+
+    name: str
+    requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
+    concurrent_jobs: int | None = None  # None: no limit
+    monthly_images: int | None = None  # None: no limit
+
+
+DEFAULT_TIER = Tier(DEFAULT_TIER_NAME)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    tier: Tier
+    digest: bytes  # SHA-256 of the key
+
+
+def digest_of(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The keys and tiers of one keys file (empty when there is none)."""
+
+    keys: tuple[ApiKey, ...] = ()
+    tiers: tuple[Tier, ...] = ()
+
+    def find(self, presented: str) -> ApiKey | None:
+        """The key matching ``presented``; every digest is compared so the time taken does not tell which."""
+        wanted = digest_of(presented)
+        found = None
+        for key in self.keys:
+            if hmac.compare_digest(key.digest, wanted):
+                found = key
+        return found
+
+    @property
+    def default_tier(self) -> Tier:
+        """The tier for Basic-auth users and anonymous local clients."""
+        return next((tier for tier in self.tiers if tier.name == DEFAULT_TIER_NAME), DEFAULT_TIER)
+
+
+def load_keys(path: Path | str | None) -> KeyRing:
+    """Read and check a keys file; ``KeysFileError`` says what is wrong and where."""
+    if path is None:
+        return KeyRing()
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise KeysFileError(f"cannot read the API keys file {path}: {error.strerror or error}") from None
+    except json.JSONDecodeError as error:
+        raise KeysFileError(f"{path} is not valid JSON: {error}") from None
+    try:
+        return parse_keys(data)
+    except KeysFileError as error:
+        raise KeysFileError(f"{path}: {error}") from None
+
+
+def parse_keys(data: Any) -> KeyRing:
+    """The keys file's JSON -> a ``KeyRing``."""
+    if not isinstance(data, dict):
+        raise KeysFileError('expected an object with "tiers" and "keys"')
+    tiers = _parse_tiers(data.get("tiers", {}))
+    entries = data.get("keys", [])
+    if not isinstance(entries, list):
+        raise KeysFileError('"keys" must be a list')
+    keys = [_parse_key(index, entry, tiers) for index, entry in enumerate(entries)]
+    names = [key.name for key in keys]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise KeysFileError(f"key names must be unique; repeated: {', '.join(duplicates)}")
+    digests = [key.digest for key in keys]
+    if len(set(digests)) != len(digests):
+        raise KeysFileError("two entries have the same key")
+    return KeyRing(keys=tuple(keys), tiers=tuple(tiers.values()))
+
+
+def _parse_tiers(raw: Any) -> dict[str, Tier]:
+    if not isinstance(raw, dict):
+        raise KeysFileError('"tiers" must be an object of tier name -> limits')
+    return {str(name): _parse_tier(str(name), limits) for name, limits in raw.items()}
+
+
+def _parse_tier(name: str, limits: Any) -> Tier:
+    if not isinstance(limits, dict):
+        raise KeysFileError(f"tier {name!r} must be an object")
+    unknown = sorted(set(limits) - set(_TIER_FIELDS))
+    if unknown:
+        raise KeysFileError(f"tier {name!r}: unknown field(s) {', '.join(unknown)}; known: {', '.join(_TIER_FIELDS)}")
+    rpm = _limit(name, "requests_per_minute", limits.get("requests_per_minute", DEFAULT_REQUESTS_PER_MINUTE))
+    if rpm is None:
+        raise KeysFileError(f"tier {name!r}: requests_per_minute must be a number")
+    return Tier(name, rpm, _limit(name, "concurrent_jobs", limits.get("concurrent_jobs")),
+                _limit(name, "monthly_images", limits.get("monthly_images")))
+
+
+def _limit(tier: str, field: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise KeysFileError(f"tier {tier!r}: {field} must be a whole number >= 0 or null, not {value!r}")
+    return value
+
+
+def _parse_key(index: int, entry: Any, tiers: dict[str, Tier]) -> ApiKey:
+    where = f"keys[{index}]"
+    if not isinstance(entry, dict):
+        raise KeysFileError(f"{where} must be an object with name, tier and key (or sha256)")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise KeysFileError(f"{where} needs a name")
+    where = f"key {name!r}"
+    tier_name = entry.get("tier", DEFAULT_TIER_NAME)
+    tier = tiers.get(tier_name) or (DEFAULT_TIER if tier_name == DEFAULT_TIER_NAME else None)
+    if tier is None:
+        raise KeysFileError(f"{where}: unknown tier {tier_name!r}; tiers: {', '.join(tiers) or 'none'}")
+    return ApiKey(name=name.strip(), tier=tier, digest=_key_digest(where, entry))
+
+
+def _key_digest(where: str, entry: dict) -> bytes:
+    key, hashed = entry.get("key"), entry.get("sha256")
+    if (key is None) == (hashed is None):
+        raise KeysFileError(f"{where}: give exactly one of \"key\" or \"sha256\"")
+    if key is not None:
+        if not isinstance(key, str) or len(key) < 16:
+            raise KeysFileError(f"{where}: a key must be a string of at least 16 characters")
+        return digest_of(key)
+    try:
+        digest = bytes.fromhex(str(hashed))
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:
+        raise KeysFileError(f"{where}: sha256 must be 64 hex digits")
+    return digest

@@ -1,0 +1,121 @@
+"""Tell a client's URL when its job ends, so a script can submit and walk away instead of polling.
+
+One ``WebhookSender`` per queue listens for ended jobs; a job that carries a webhook URL gets one JSON POST
+``{id, state, error, images, seeds, infotexts, ...}`` on a background thread, retried with backoff when the
+receiver is down or answers 5xx. Only http(s) URLs are accepted, at submit time and again before sending.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from modules.jobs import Job
+from modules.request import RequestError
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "sfumato-webhook"
+
+
+def check_webhook_url(url: str | None) -> str | None:
+    """The URL if it is http(s) with a host; anything else (file:, ftp:, a bare path) names ``webhook_url``."""
+    if url is None or not url.strip():
+        return None
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise RequestError("webhook_url", f"must be an http:// or https:// URL with a host, got {url!r}")
+    return url.strip()
+
+
+def job_image_path(job_id: str, index: int) -> str:
+    return f"/api/v1/jobs/{job_id}/images/{index}"
+
+
+class WebhookSender:
+    """Posts the end-of-job payload; retries ``tries`` times, waiting ``backoff``, 2x``backoff``, ... between."""
+
+    def __init__(self, tries: int = 3, backoff: float = 1.0, timeout: float = 10.0) -> None:
+        self.tries = max(1, tries)
+        self.backoff = backoff
+        self.timeout = timeout
+        self._bases: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def remember_base(self, job_id: str, base_url: str) -> None:
+        """Where the job's images are served, so the payload can carry absolute URLs."""
+        with self._lock:
+            self._bases[job_id] = base_url.rstrip("/")
+
+    def on_job_end(self, job: Job) -> None:
+        """Queue listener (runs on the worker thread): hand the delivery to its own thread at once."""
+        with self._lock:
+            base = self._bases.pop(job.id, "")
+        if not job.webhook:
+            return
+        payload = webhook_payload(job, base)
+        threading.Thread(target=self.deliver, args=(job.webhook, payload), name=f"webhook-{job.id[:8]}",
+                         daemon=True).start()
+
+    def deliver(self, url: str, payload: dict[str, Any]) -> bool:
+        """POST until a 2xx; give up on a 4xx other than 408/429 (the receiver refused it) or after the last try."""
+        try:
+            check_webhook_url(url)
+        except RequestError:
+            log.warning("not calling webhook %r: not an http(s) URL", url)
+            return False
+        headers = {"User-Agent": USER_AGENT, "X-Sfumato-Job": str(payload.get("id", ""))}
+        for attempt in range(self.tries):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = httpx.post(url, json=payload, headers=headers, timeout=self.timeout)
+            except httpx.HTTPError as error:
+                log.info("webhook %s try %d failed: %s", url, attempt + 1, error)
+                continue
+            if response.is_success:
+                return True
+            log.info("webhook %s try %d answered %d", url, attempt + 1, response.status_code)
+            if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+                return False
+        log.warning("webhook %s gave up after %d tries", url, self.tries)
+        return False
+
+
+def webhook_payload(job: Job, base_url: str = "") -> dict[str, Any]:
+    """What the receiver gets: the job's end state and where to fetch its images."""
+    result = job.result
+    images = result.images if result is not None else []
+    return {
+        "id": job.id,
+        "state": job.state,
+        "source": job.source,
+        "error": job.error,
+        "error_field": job.error_field,
+        "interrupted": bool(result.interrupted) if result is not None else False,
+        "images": [base_url + job_image_path(job.id, index) for index in range(len(images))],
+        "seeds": [item.seed for item in images],
+        "infotexts": [item.infotext for item in images],
+        "created": job.created,
+        "started": job.started,
+        "finished": job.finished,
+    }
+
+
+def install_webhooks(queue: Any, **options: Any) -> WebhookSender:
+    """The queue's one sender, registered as a listener the first time; later calls return the same one.
+
+    Kept on the queue itself (no module-level registry), so two API apps over one queue never post a webhook
+    twice and a queue's sender goes away with it."""
+    with queue.extras_lock:
+        sender = queue.extras.get("webhooks")
+        if sender is None:
+            sender = WebhookSender(**options)
+            queue.add_listener(sender.on_job_end)
+            queue.extras["webhooks"] = sender
+        return sender
