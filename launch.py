@@ -3,7 +3,7 @@
 
 ``python3 launch.py`` creates ``.venv`` on first run, installs the project into it, then serves the studio.
 ``python3 launch.py --test`` does the same set-up and runs the test suite. Everything after set-up happens in
-``main``: command line -> AppConfig -> services -> UI.
+``main``: command line -> AppConfig -> services -> UI and/or REST API.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ VENV = ROOT / ".venv"
 DEFAULT_TORCH = "torch==2.13.0"
 # The CLIP BPE vocabulary ships in open_clip_torch; its own dependencies (torchvision) are not needed to read it.
 OPEN_CLIP = "open_clip_torch==3.3.0"
-DEFAULT_MODEL_NAME = "sfumato-tiny-random"
+EMBEDDED_MODEL = ROOT / "models" / "Stable-diffusion" / "sfumato-shapes"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -34,6 +34,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     serve.add_argument("--gradio-auth", metavar="USER:PASS[,USER:PASS]", help="require a login for the UI")
     serve.add_argument("--share-without-auth", action="store_true",
                        help="accept sharing the studio publicly with no login (not recommended)")
+    api = parser.add_argument_group("REST API")
+    api.add_argument("--api", action="store_true", help="also serve the REST API on the UI's server (docs at /docs)")
+    api.add_argument("--nowebui", action="store_true", help="serve only the REST API, without the web UI")
+    api.add_argument("--api-auth", metavar="USER:PASS[,USER:PASS]", help="require HTTP Basic credentials for the API")
+    api.add_argument("--api-keys", type=Path, metavar="FILE",
+                     help="JSON file of API keys with tiers (rate limit, concurrent jobs, monthly images)")
+    api.add_argument("--cors-allow-origins", metavar="ORIGIN[,ORIGIN]",
+                     help="other origins whose web pages may call the API, e.g. https://myapp.example")
+    ext = parser.add_argument_group("extensions")
+    ext.add_argument("--extensions-dir", type=Path, help="your extensions folder (default: <data-dir>/extensions)")
+    ext.add_argument("--enable-insecure-extension-access", action="store_true",
+                     help="allow installing extensions even when the studio is reachable from other machines")
     paths = parser.add_argument_group("paths")
     paths.add_argument("--models-dir", type=Path, default=ROOT / "models",
                        help="models folder with A1111 sub-folders (Stable-diffusion, VAE, Lora, ...)")
@@ -119,13 +131,11 @@ def relaunch_in_venv(argv: list[str]) -> None:
 
 # -- composition ---------------------------------------------------------------------------------------------------
 def build_config(args: argparse.Namespace):
-    from modules.config import AppConfig, parse_auth
+    from modules.config import AppConfig
     from modules.request import Limits
 
-    try:
-        auth = parse_auth(args.gradio_auth)
-    except ValueError as error:
-        raise SystemExit(f"--gradio-auth: {error}") from None
+    if args.nowebui and args.share:
+        raise SystemExit("--share makes a public link to the web UI; it cannot be combined with --nowebui.")
     return AppConfig(
         models_dir=args.models_dir.resolve(),
         ckpt_dirs=tuple(path.resolve() for path in args.ckpt_dir),
@@ -144,23 +154,39 @@ def build_config(args: argparse.Namespace):
         port=args.port,
         listen=args.listen,
         share=args.share,
-        gradio_auth=auth,
+        gradio_auth=_credentials("--gradio-auth", args.gradio_auth),
         share_without_auth=args.share_without_auth,
+        api=args.api,
+        nowebui=args.nowebui,
+        api_auth=_credentials("--api-auth", args.api_auth),
+        api_keys_file=args.api_keys.resolve() if args.api_keys else None,
+        cors_allow_origins=tuple(item.strip() for item in (args.cors_allow_origins or "").split(",") if item.strip()),
+        user_extensions_dir=args.extensions_dir.resolve() if args.extensions_dir else None,
+        enable_insecure_extension_access=args.enable_insecure_extension_access,
     )
 
 
-def ensure_default_model(config) -> None:
-    """Until the trained embedded model ships, make sure a small model exists so the studio works offline."""
+def _credentials(flag: str, text: str | None) -> tuple[tuple[str, str], ...]:
+    from modules.config import parse_auth
+
+    try:
+        return parse_auth(text)
+    except ValueError as error:
+        raise SystemExit(f"{flag}: {error}") from None
+
+
+def with_default_model(config):
+    """The embedded model (sfumato-shapes) is the default when the user's model folders hold no checkpoint of
+    their own, e.g. with ``--models-dir`` pointing at an empty or new folder."""
+    import dataclasses
+
     from modules.model_registry import ModelRegistry
 
     registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
-    if registry.list():
-        return
-    from modules.tiny_model import save_tiny_model
-
-    target = config.checkpoint_dir / DEFAULT_MODEL_NAME
-    print(f"No checkpoint found: creating the small built-in model in {target} …", flush=True)
-    save_tiny_model(target)
+    if registry.list() or not (EMBEDDED_MODEL / "model_index.json").is_file():
+        return config
+    print(f"No checkpoint of your own yet: using the embedded model {EMBEDDED_MODEL.name}.", flush=True)
+    return dataclasses.replace(config, ckpt_dirs=(*config.ckpt_dirs, EMBEDDED_MODEL.parent))
 
 
 def run_tests(pytest_args: list[str]) -> int:
@@ -183,7 +209,11 @@ def main(argv: list[str]) -> int:
     if config.share and not config.gradio_auth and not config.share_without_auth:
         raise SystemExit("--share would put this studio on the internet with no login. "
                          "Add --gradio-auth user:password, or --share-without-auth to accept the risk.")
-    ensure_default_model(config)
+    if config.serves_api:
+        from app.server import check_api
+
+        check_api(config)
+    config = with_default_model(config)
     if args.exit:
         print("Environment ready.")
         return 0

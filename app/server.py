@@ -1,18 +1,28 @@
-"""Launch the Gradio studio: bind address, login, and the rules for a public ``--share`` link.
+"""Serve the studio: the Gradio UI, the UI with the REST API on the same port (``--api``), or the API alone
+(``--nowebui``); bind address, logins, and the rules for a public ``--share`` link.
 
 A share link puts the studio (and the machine's GPU and disk) on the public internet, so it is refused unless a
 login is configured or the user explicitly opted out with ``share_without_auth``. When the link cannot be made
 (no network, a blocked tunnel binary), the studio keeps serving locally and says so, rather than exiting.
+
+With ``--api`` the API joins the server Gradio's ``launch`` starts (as AUTOMATIC1111 does), so ``--share`` and
+the UI's login keep working unchanged; Gradio registers no catch-all route, so the API's paths are reachable
+even though they are added after launch. ``--nowebui`` serves ``create_api`` with uvicorn and never imports
+Gradio.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import gradio as gr
+from app.api import API_TITLE, attach_api, create_api
+from app.api.access import AccessConfigError, check_access_settings, is_api_path
+from app.api.context import ApiContext
 
-from app.ui import CSS, build_ui
+if TYPE_CHECKING:
+    import gradio as gr
+    from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +34,8 @@ SHARE_REFUSED = (
 
 def build_app(services: Any) -> gr.Blocks:
     """The studio's Blocks without launching it (for tests and for mounting into another server)."""
+    from app.ui import build_ui
+
     return build_ui(services)
 
 
@@ -36,41 +48,122 @@ def check_share(config: Any) -> bool:
     return True
 
 
+def check_api(config: Any) -> None:
+    """``SystemExit`` with the reason when the API's flags are unsafe or unusable (before anything loads)."""
+    _checked(ApiContext.from_config(config))
+
+
+def api_context(services: Any) -> ApiContext:
+    """The API's access settings from the command line; ``SystemExit`` before anything is served if unsafe."""
+    return _checked(ApiContext.from_services(services))
+
+
+def _checked(context: ApiContext) -> ApiContext:
+    try:
+        check_access_settings(context)
+    except AccessConfigError as error:
+        raise SystemExit(str(error)) from None
+    return context
+
+
 def launch_options(services: Any, config: Any) -> dict[str, Any]:
     """``Blocks.launch`` keyword arguments shared by the first launch and a local-only relaunch."""
-    return {
+    from app.ui import CSS
+
+    options: dict[str, Any] = {
         "server_name": config.server_name,
         "server_port": config.port,
         "auth": list(config.gradio_auth) or None,
         "allowed_paths": [str(config.outdir)],  # the gallery shows the saved files, infotext included
-        "css": CSS,
+        "css": CSS + (services.extensions.css() if getattr(services, "extensions", None) else ""),
         "prevent_thread_lock": True,
     }
+    script = services.extensions.js() if getattr(services, "extensions", None) else ""
+    if script:
+        options["js"] = script
+    if config.api:
+        # The API's docs on the UI's server; no server-side rendering, whose Node front proxy would own the port.
+        options["app_kwargs"] = {"docs_url": "/docs", "redoc_url": "/redoc"}
+        options["ssr_mode"] = False
+    return options
 
 
 def serve(services: Any, config: Any) -> None:
-    """Build the UI, start the worker, and serve until interrupted; the worker stops on the way out."""
+    """Serve what the flags ask for until interrupted; the worker runs meanwhile and stops on the way out."""
+    context = api_context(services) if config.serves_api else None
+    if config.nowebui:
+        serve_api(services, config, context)
+    else:
+        serve_ui(services, config, context)
+
+
+def serve_ui(services: Any, config: Any, context: ApiContext | None = None) -> None:
+    """The Gradio studio, with the API on the same server when ``context`` is given."""
     share = check_share(config)
     blocks = build_app(services)
     services.start()
     try:
-        _launch(blocks, launch_options(services, config), share)
+        app, local_url = _launch(blocks, launch_options(services, config), share)
+        if context is not None:
+            attach_to_launched(app, services, context)
+            print(f"* API on the same server: {local_url.rstrip('/')}/sdapi/v1/ ... "
+                  f"(docs at {local_url.rstrip('/')}/docs)", flush=True)
         blocks.block_thread()
     finally:
         services.stop()
 
 
-def _launch(blocks: gr.Blocks, options: dict[str, Any], share: bool) -> None:
-    if not share:
-        blocks.launch(share=False, **options)
-        return
+def attach_to_launched(app: FastAPI, services: Any, context: ApiContext) -> None:
+    """Add the API to the app Gradio is already serving, its docs listing the API's routes only."""
+    attach_api(app, services, context)
+    app.openapi = _api_openapi(app, services)
+    app.middleware_stack = None  # rebuilt on the next request, with every handler attach_api added
+
+
+def serve_api(services: Any, config: Any, context: ApiContext | None = None) -> None:
+    """The API alone, served by uvicorn on ``--port``."""
+    import uvicorn
+
+    app = create_api(services, context or api_context(services))
+    server = uvicorn.Server(uvicorn.Config(app, host=config.server_name, port=config.port, log_level="info"))
+    services.start()
     try:
-        _app, local_url, share_url = blocks.launch(share=True, **options)
+        shown = f"http://{config.server_name}:{config.port}"
+        print(f"* Sfumato API (no web UI) on {shown} (docs at {shown}/docs)", flush=True)
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown; no traceback for that
+        print("Stopped.", flush=True)
+    finally:
+        services.stop()
+
+
+def _api_openapi(app: FastAPI, services: Any) -> Any:
+    """``app.openapi`` listing only the API's paths, not Gradio's (built per call: the docs are fetched rarely)."""
+    from fastapi.openapi.utils import get_openapi
+
+    version = str(getattr(getattr(services, "engine", None), "version", "0"))
+
+    def openapi() -> dict[str, Any]:
+        schema = get_openapi(title=API_TITLE, version=version, routes=app.routes)
+        schema["paths"] = {path: item for path, item in schema.get("paths", {}).items() if is_api_path(path)}
+        return schema
+
+    return openapi
+
+
+def _launch(blocks: gr.Blocks, options: dict[str, Any], share: bool) -> tuple[Any, str]:
+    """Launch, falling back to a local-only server when the share link fails; (the FastAPI app, local URL)."""
+    if not share:
+        app, local_url, _ = blocks.launch(share=False, **options)
+        return app, local_url
+    try:
+        app, local_url, share_url = blocks.launch(share=True, **options)
     except Exception as error:  # some Gradio versions raise when the tunnel fails; serve locally instead
         log.warning("could not create a public link: %s", error)
         blocks.close()
-        _app, local_url, share_url = blocks.launch(share=False, **options)
+        app, local_url, share_url = blocks.launch(share=False, **options)
     if not share_url:
         message = (f"Could not create a public --share link (no network, or the tunnel was blocked). "
                    f"Still serving locally at {local_url}.")
         print(message, flush=True)
+    return app, local_url

@@ -39,6 +39,15 @@ class AppConfig:
     share: bool = False
     gradio_auth: tuple[tuple[str, str], ...] = ()
     share_without_auth: bool = False
+    # the REST API
+    api: bool = False  # serve the API on the UI's server
+    nowebui: bool = False  # serve only the API
+    api_auth: tuple[tuple[str, str], ...] = ()  # HTTP Basic pairs for the API
+    api_keys_file: Path | None = None  # JSON file of API keys and tiers
+    cors_allow_origins: tuple[str, ...] = ()  # other origins whose pages may call the API
+    # extensions
+    user_extensions_dir: Path | None = None  # --extensions-dir; None = <data-dir>/extensions
+    enable_insecure_extension_access: bool = False
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -53,12 +62,26 @@ class AppConfig:
         return self.data_dir / "settings.json"
 
     @property
+    def extensions_dir(self) -> Path:
+        """The user's extensions (installed from the Extensions tab); the built-in ones live in ``extensions/``."""
+        return self.user_extensions_dir or self.data_dir / "extensions"
+
+    @property
+    def jobs_db(self) -> Path:
+        """The persistent job queue (its files go to ``jobs/`` beside it)."""
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
     def hash_cache_file(self) -> Path:
         return self.data_dir / "cache" / "hashes.json"
 
     @property
     def config_cache_dir(self) -> Path:
         return self.data_dir / "cache" / "model-configs"
+
+    @property
+    def serves_api(self) -> bool:
+        return self.api or self.nowebui
 
     @property
     def server_name(self) -> str:
