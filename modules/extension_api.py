@@ -16,6 +16,9 @@ point defining ``setup(ext: Extension)``. ``setup`` registers typed hooks by nam
 - ``ext.add_script(title, arg_names)``: accept A1111's ``script_name`` + positional ``script_args`` for this
   extension, mapped onto ``arg_names`` (positional only for compatibility; natively settings go by name).
 
+``ext.catalog`` (a ``Catalog``) says which samplers, schedule types, checkpoints and VAEs the studio has, so an
+extension can offer those names and reject a wrong one before a job runs.
+
 ``settings`` is always the dict the request carries for this extension (empty when it carries none). A hook that
 raises is logged, the extension is marked failed, and the generation goes on without it.
 """
@@ -32,8 +35,8 @@ from modules.request import GenerationRequest, RequestError
 from modules.results import GeneratedImage, GenerationResult, Progress
 
 __all__ = [
-    "Cell", "Extension", "GeneratedImage", "GenerationRequest", "GenerationResult", "JobOutcome", "Progress",
-    "RequestError", "StepEvent", "Sweep",
+    "Catalog", "Cell", "Extension", "GeneratedImage", "GenerationRequest", "GenerationResult", "JobOutcome",
+    "Progress", "RequestError", "StepEvent", "Sweep",
 ]
 
 Settings = dict[str, Any]
@@ -83,6 +86,27 @@ class JobOutcome:
     interrupted: bool = False
 
 
+def _no_names(kind: str) -> list[str]:
+    return []
+
+
+def _accept(kind: str, value: str) -> str:
+    return value
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The names this studio knows, by kind: "sampler", "schedule", "checkpoint", "vae".
+
+    ``names(kind)`` lists them (for a dropdown); ``check(kind, value)`` returns the canonical name or raises
+    ``ValueError`` saying what is available. The default knows nothing and accepts every value, leaving the
+    engine to reject a wrong one when the request runs.
+    """
+
+    names: Callable[[str], list[str]] = _no_names
+    check: Callable[[str, str], str] = _accept
+
+
 @dataclass
 class Hooks:
     """What one extension registered (read by the extension manager, not by authors)."""
@@ -102,10 +126,11 @@ class Hooks:
 class Extension:
     """Handed to an extension's ``setup``: where it registers its hooks, plus its name, folder and logger."""
 
-    def __init__(self, name: str, folder: Path, data_dir: Path) -> None:
+    def __init__(self, name: str, folder: Path, data_dir: Path, catalog: Catalog | None = None) -> None:
         self.name = name
         self.folder = folder
         self.data_dir = data_dir  # a folder of its own for anything it writes
+        self.catalog = catalog or Catalog()
         self.log = logging.getLogger(f"sfumato.extensions.{name}")
         self.hooks = Hooks()
 

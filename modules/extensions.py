@@ -30,7 +30,7 @@ try:  # Python 3.11+; 3.10 reads TOML with the tomli backport (a dependency ther
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from modules.extension_api import Cell, Extension, JobOutcome, StepEvent, Sweep
+from modules.extension_api import Catalog, Cell, Extension, JobOutcome, StepEvent, Sweep
 from modules.request import GenerationRequest, RequestError
 from modules.results import GeneratedImage, GenerationResult, JobControl, Progress
 
@@ -124,6 +124,7 @@ class ExtensionManager:
     state_file: Path
     data_dir: Path
     extensions: dict[str, LoadedExtension] = field(default_factory=dict)
+    catalog: Catalog = field(default_factory=Catalog)  # what the studio has; see engine_catalog
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # -- discovery and loading ------------------------------------------------------------------------------
@@ -166,13 +167,15 @@ class ExtensionManager:
             if spec is None or spec.loader is None:
                 raise ImportError(f"cannot import {path}")
             module = importlib.util.module_from_spec(spec)
+            for stale in [name for name in sys.modules if name.startswith(f"{module_name}.")]:
+                del sys.modules[stale]  # its own modules are read again on reload, like its entry point
             sys.modules[module_name] = module  # so the extension's own relative imports work
             spec.loader.exec_module(module)
             setup = getattr(module, "setup", None)
             if not callable(setup):
                 raise AttributeError(f"{item.manifest.entry} defines no setup(ext) function")
             data_dir = self.data_dir / "extensions" / item.name
-            api = Extension(item.name, item.folder, data_dir)
+            api = Extension(item.name, item.folder, data_dir, self.catalog)
             setup(api)
             item.api, item.error = api, None
         except Exception as error:  # an extension's import may raise anything; the studio goes on
@@ -194,6 +197,14 @@ class ExtensionManager:
 
     def active(self) -> list[LoadedExtension]:
         return [item for item in self.list() if item.active]
+
+    def mark_failed(self, name: str, error: str) -> None:
+        """Record that an extension failed outside a hook (e.g. building its controls); it is skipped from now on."""
+        with self._lock:
+            item = self.extensions.get(name)
+        if item is not None:
+            item.error = error
+            log.error("extension %s: %s", name, error)
 
     def set_enabled(self, name: str, enabled: bool) -> LoadedExtension:
         """Enable or disable by name (remembered across restarts); enabling imports it."""
@@ -397,6 +408,37 @@ def _git_remote(folder: Path) -> str | None:
     match = re.search(r'\[remote "origin"\][^\[]*?url\s*=\s*(\S+)', config.read_text(encoding="utf-8",
                                                                                     errors="replace"))
     return match.group(1) if match else None
+
+
+def engine_catalog(engine: Any) -> Catalog:
+    """The studio's samplers, schedule types, checkpoints and VAEs for extensions, read live from the engine (a
+    checkpoint dropped in later is known) and checked the way a request's own fields are."""
+    from modules import samplers
+
+    def names(kind: str) -> list[str]:
+        if kind == "sampler":
+            return [spec.name for spec in samplers.SAMPLERS]
+        if kind == "schedule":
+            return [spec.label for spec in samplers.SCHEDULES]
+        if kind == "checkpoint":
+            return [info.title for info in engine.registry.list()]
+        if kind == "vae":
+            return ["Automatic", "None", *(info.name for info in engine.registry.list_vaes())]
+        raise ValueError(f"no catalog of {kind!r}")
+
+    def check(kind: str, value: str) -> str:
+        if kind == "sampler":
+            return samplers.resolve_sampler(value).sampler
+        if kind == "schedule":
+            return samplers.schedule_spec(value).label
+        if kind == "checkpoint":
+            return engine.registry.find(value).title
+        if kind == "vae":
+            found = engine.registry.find_vae(value)
+            return found.name if found is not None else "Automatic"
+        raise ValueError(f"no catalog of {kind!r}")
+
+    return Catalog(names=names, check=check)
 
 
 def request_with_settings(request: GenerationRequest, name: str, settings: dict[str, Any]) -> GenerationRequest:

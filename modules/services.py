@@ -23,6 +23,7 @@ class Services:
     queue: JobQueue
     settings: Any  # modules.settings.SettingsStore
     device_report: list[str]
+    extensions: Any = None  # modules.extensions.ExtensionManager
 
     def start(self) -> None:
         self.queue.start()
@@ -37,7 +38,10 @@ class Services:
 
 def build_services(config: AppConfig) -> Services:
     from modules.checkpoint_loading import load_pipeline
+    from modules.config import ROOT
     from modules.devices import choose_dtype, detect_device
+    from modules.extensions import ExtensionManager, engine_catalog
+    from modules.job_store import JobStore
     from modules.memory import MemoryOptions, apply_memory_options
     from modules.model_registry import ModelRegistry
     from modules.pipeline_manager import PipelineManager
@@ -75,10 +79,18 @@ def build_services(config: AppConfig) -> Services:
         version=_version(),
         default_model=config.default_ckpt or settings.get("sd_model_checkpoint"),
     )
-    queue = JobQueue(lambda request, control: generate(request, engine, control),
-                     preview_interval=config.preview_interval)
+    extensions = ExtensionManager(builtin_dir=ROOT / "extensions", user_dir=config.extensions_dir,
+                                  state_file=config.data_dir / "extensions.json", data_dir=config.data_dir,
+                                  catalog=engine_catalog(engine))
+    extensions.load()  # runs extension code: here, in the composition root's call, never at import
+
+    def run(request: GenerationRequest, control: Any) -> GenerationResult:
+        return extensions.run_job(request, control, lambda cell, cell_control: generate(cell, engine, cell_control))
+
+    queue = JobQueue(run, preview_interval=config.preview_interval, store=JobStore(config.jobs_db))
     report = [f"device: {device.name} ({device.type}), dtype {str(dtype).removeprefix('torch.')}"]
-    return Services(config=config, engine=engine, queue=queue, settings=settings, device_report=report)
+    return Services(config=config, engine=engine, queue=queue, settings=settings, device_report=report,
+                    extensions=extensions)
 
 
 def _version() -> str:

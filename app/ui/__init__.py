@@ -14,10 +14,12 @@ from typing import Any
 import gradio as gr
 
 from app.ui.controls import GenerationTab
+from app.ui.extensions_tab import build_extensions
 from app.ui.form import Form
 from app.ui.img2img import build_img2img
 from app.ui.inpaint import build_inpaint
 from app.ui.pnginfo import build_pnginfo
+from app.ui.queue_tab import build_queue
 from app.ui.send import send_image, send_parameters
 from app.ui.settings_tab import build_settings
 from app.ui.txt2img import build_txt2img
@@ -41,6 +43,7 @@ class Ui:
     generation: dict[str, GenerationTab]
     pnginfo: Form
     settings: Form
+    extensions: Form
 
     def joined(self) -> Form:
         """Every tab's components under "<tab>.<name>", plus "tabs": the namespace of cross-tab handlers."""
@@ -63,11 +66,16 @@ def build_layout(services: Any) -> Ui:
                                 ("inpaint", build_inpaint)):
                 with gr.Tab(task, id=task):
                     generation[task] = build(services)
+            with gr.Tab("Queue", id="queue"):
+                build_queue(services)
             with gr.Tab("PNG info", id="pnginfo"):
                 pnginfo = build_pnginfo(services)
+            with gr.Tab("Extensions", id="extensions"):
+                extensions = build_extensions(services)
             with gr.Tab("Settings", id="settings"):
                 settings = build_settings(services)
-        ui = Ui(blocks=blocks, tabs=tabs, generation=generation, pnginfo=pnginfo, settings=settings)
+        ui = Ui(blocks=blocks, tabs=tabs, generation=generation, pnginfo=pnginfo, settings=settings,
+                extensions=extensions)
         _wire_sending(services, ui)
     return ui
 

@@ -39,6 +39,23 @@ class GenerationTab:
         return component
 
 
+def extension_controls(services: Any, tab: GenerationTab) -> None:
+    """Each active extension's controls for this tab, named ``ext.<extension>.<setting>`` so their values reach
+    the extension by name inside the request. A control builder that raises marks its extension failed and the
+    tab is built without it."""
+    manager = getattr(services, "extensions", None)
+    if manager is None:
+        return
+    for name, build in manager.controls(tab.task):
+        try:
+            built = build() or {}
+        except Exception as error:  # an extension's UI code must not break the studio's page
+            manager.mark_failed(name, f"controls for {tab.task} raised {type(error).__name__}: {error}")
+            continue
+        for key, component in built.items():
+            tab.add(f"ext.{name}.{key}", component)
+
+
 def setting(services: Any, key: str) -> Callable[[], Any]:
     """A page-load default read from the settings store."""
     return lambda: services.settings.get(key)

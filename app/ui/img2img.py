@@ -25,6 +25,7 @@ def build_img2img(services: Any) -> GenerationTab:
             tab.add("resize_mode", gr.Radio(RESIZE_LABELS, value=RESIZE_LABELS[0], label="Resize mode"))
             tab.add("denoising_strength", gr.Slider(0, 1, step=0.01, value=0.75, label="Denoising strength"))
             controls.sampling_controls(services, tab, size_note="0 = the image's size")
+            controls.extension_controls(services, tab)
         with gr.Column(scale=1):
             controls.output_panel(tab, send_targets=("img2img", "inpaint"))
     controls.wire(services, tab)

@@ -56,6 +56,7 @@ def build_inpaint(services: Any) -> GenerationTab:
                         tab.add(f"outpaint_{side}", gr.Slider(0, limits.max_side, step=8, precision=0, value=0,
                                                               label=side.capitalize()))
             controls.sampling_controls(services, tab, size_note="0 = the image's size")
+            controls.extension_controls(services, tab)
         with gr.Column(scale=1):
             controls.output_panel(tab, send_targets=("img2img", "inpaint"))
     controls.wire(services, tab)

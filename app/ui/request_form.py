@@ -55,7 +55,22 @@ def request_from_form(values: Mapping[str, Any]) -> GenerationRequest:
         if values.get("resize_mode") is not None:
             fields["resize_mode"] = _choice_index("resize_mode", values["resize_mode"], RESIZE_MODES)
         _image_fields(fields, values, task)
+    settings = extension_settings(values)
+    if settings:
+        fields["extensions"] = settings
     return GenerationRequest(**fields)
+
+
+def extension_settings(values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Controls named ``ext.<extension>.<setting>`` -> ``{extension: {setting: value}}``, the request's
+    ``extensions`` field: extension settings travel by name, never by position."""
+    settings: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        if isinstance(key, str) and key.startswith("ext."):
+            name, _, setting = key[4:].partition(".")
+            if name and setting:
+                settings.setdefault(name, {})[setting] = value
+    return settings
 
 
 def _copy(fields: dict[str, Any], values: Mapping[str, Any], names: tuple[str, ...], kind: Any) -> None:

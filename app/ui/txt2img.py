@@ -35,6 +35,7 @@ def build_txt2img(services: Any) -> GenerationTab:
                                                      label="Resize width to", info="0 = use 'Upscale by'"))
                     tab.add("hr_resize_y", gr.Slider(0, limits.max_side, step=8, precision=0, value=0,
                                                      label="Resize height to"))
+            controls.extension_controls(services, tab)
         with gr.Column(scale=1):
             controls.output_panel(tab, send_targets=("img2img", "inpaint"))
     controls.wire(services, tab)
