@@ -102,3 +102,16 @@ def test_img2img_turns_the_shape_into_what_the_prompt_asks(shapes_services):
         denoising_strength=0.8, seed=22, **common)).images[0].image
     reading = metrics.measure(result)
     assert (reading.background, reading.foreground, reading.shape) == ("yellow", "blue", "square"), reading
+
+
+def test_the_ui_starts_with_the_models_recommended_settings_unless_the_user_saved_their_own(shapes_services):
+    from app.ui import choices
+
+    wanted = recommended()
+    assert choices.form_default(shapes_services, "cfg_scale") == wanted["guidance"]
+    assert choices.form_default(shapes_services, "sampler") == wanted["sampler"]
+    shapes_services.settings.update({"cfg_scale": 6.0})
+    try:
+        assert choices.form_default(shapes_services, "cfg_scale") == 6.0
+    finally:
+        shapes_services.settings.update({"cfg_scale": wanted["guidance"]})

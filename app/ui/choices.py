@@ -6,6 +6,7 @@ Functions, not constants: a new checkpoint or style appears after a refresh or a
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -101,3 +102,35 @@ def find_model_title(services: Any, *queries: Any) -> str | None:
         except Exception:  # unknown model: leave the dropdown as it is
             continue
     return None
+
+
+# setting key -> the key of a model's own recommendation (``training_config.json`` "recommended", which Sfumato's
+# trainer writes: the embedded model follows prompts best at its own CFG, not A1111's usual 7)
+RECOMMENDED_KEYS = {"sampler": "sampler", "steps": "steps", "cfg_scale": "guidance"}
+
+
+def form_default(services: Any, key: str) -> Any:
+    """A tab's starting value: the user's saved setting, else the default model's recommendation, else the
+    studio's default. A saved choice always wins, so the recommendation never overrides the user."""
+    settings = services.settings
+    if settings.has(key) or key not in RECOMMENDED_KEYS:
+        return settings.get(key)
+    recommended = model_recommendation(services, default_model(services))
+    value = recommended.get(RECOMMENDED_KEYS[key])
+    return settings.get(key) if value is None else value
+
+
+def model_recommendation(services: Any, title: str | None) -> dict[str, Any]:
+    """The sampler/steps/guidance a model folder recommends in its ``training_config.json`` (empty if none)."""
+    import json
+
+    info = next((item for item in _infos(services) if title in (item.title, item.name)), None) if title else None
+    path = getattr(info, "path", None)
+    if path is None or not Path(path).is_dir():
+        return {}
+    try:
+        record = json.loads((Path(path) / "training_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    recommended = record.get("recommended") if isinstance(record, dict) else None
+    return recommended if isinstance(recommended, dict) else {}

@@ -57,8 +57,8 @@ def extension_controls(services: Any, tab: GenerationTab) -> None:
 
 
 def setting(services: Any, key: str) -> Callable[[], Any]:
-    """A page-load default read from the settings store."""
-    return lambda: services.settings.get(key)
+    """A page-load default: the saved setting, else the default model's own recommendation (see choices)."""
+    return lambda: choices.form_default(services, key)
 
 
 def model_row(services: Any, tab: GenerationTab) -> None:
