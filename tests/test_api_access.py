@@ -334,3 +334,13 @@ def test_websockets_need_the_same_origin_and_credentials(tmp_path):
             url, headers={**basic("alice", "pw"), "Origin": "http://evil.example"}):
         pass
     assert "cross-origin" in hijack.value.reason
+
+
+def test_refusals_come_in_the_error_shape_of_the_callers_dialect(tmp_path):
+    # the OpenAI and Stability clients parse their own error JSON; a 401 must read as theirs, not A1111's
+    api = client(make_app(tmp_path, api_auth=(("alice", "pw"),)))
+    openai_style = api.get("/v1/models").json()
+    assert openai_style["error"]["type"] == "authentication_error" and "credentials" in openai_style["error"]["message"]
+    stability_style = api.get("/v2beta/anything").json()
+    assert stability_style["name"] == "unauthorized" and "credentials" in stability_style["errors"][0]
+    assert api.get("/sdapi/v1/whoami").json()["error"] == "Unauthorized"

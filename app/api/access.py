@@ -117,11 +117,24 @@ class Refusal(Exception):
         present = {name.lower() for name, _ in self.headers}
         self.headers.extend(item for item in headers.items() if item[0].lower() not in present)
 
-    def response(self) -> Response:
-        response = JSONResponse(error_body(self.status, self.message, None), status_code=self.status)
+    def response(self, path: str = "") -> Response:
+        """The refusal in the error shape the caller's client parses: OpenAI's under /v1, Stability's under
+        /v2beta, A1111's (error/detail) elsewhere."""
+        response = JSONResponse(dialect_error_body(path, self.status, self.message), status_code=self.status)
         for name, value in self.headers:
             response.headers.append(name, value)
         return response
+
+
+def dialect_error_body(path: str, status: int, message: str) -> dict:
+    if path.startswith("/v1/"):
+        kinds = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+        return {"error": {"message": message, "type": kinds.get(status, "invalid_request_error"), "param": None,
+                          "code": None}}
+    if path.startswith("/v2beta/"):
+        names = {401: "unauthorized", 403: "forbidden", 429: "rate_limit_exceeded"}
+        return {"name": names.get(status, "bad_request"), "errors": [message]}
+    return error_body(status, message, None)
 
 
 class AccessPolicy:
@@ -371,7 +384,7 @@ async def _refuse(refusal: Refusal, scope: Scope, receive: Receive, send: Send) 
     if scope["type"] == "websocket":  # closing before accepting answers the handshake with 403
         await send({"type": "websocket.close", "code": 1008, "reason": refusal.message[:120]})
         return
-    await refusal.response()(scope, receive, send)
+    await refusal.response(scope.get("path", ""))(scope, receive, send)
 
 
 def _adding_headers(send: Send, headers: dict[str, str]) -> Callable[[Message], Awaitable[None]]:
