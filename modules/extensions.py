@@ -294,7 +294,9 @@ class ExtensionManager:
                 continue
             cells.append(Cell(cell_request, label, result=self._postprocess(active, result, cell_request)))
         outcome = JobOutcome(request=request, cells=cells, interrupted=control.interrupted.is_set())
-        return self._finish(active, outcome)
+        result = self._finish(active, outcome)
+        generated = sum(len(cell.result.images) for cell in cells if cell.result is not None)
+        return replace(result, info={**result.info, "generated_images": generated})
 
     def _call(self, item: LoadedExtension, hook: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Call one hook; on an exception mark the extension failed (it stays listed, with its error)."""

@@ -71,6 +71,16 @@ class Job:
         return elapsed / self.progress.fraction - elapsed
 
 
+class SubmissionRefused(Exception):
+    """A submission turned away by an admission check (e.g. a key over its limits); nothing was queued."""
+
+    def __init__(self, message: str, status: int = 429, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
 class JobCancelled(Exception):
     """Raised by ``wait`` when the job was cancelled before it produced a result."""
 
@@ -103,6 +113,7 @@ class JobQueue:
         self._stopping = threading.Event()
         self._user_interrupts: set[str] = set()
         self._listeners: list[Callable[[Job], None]] = []
+        self._admission: list[Callable[[GenerationRequest, str | None], None]] = []
         self.extras: dict[str, Any] = {}  # per-queue services front ends attach (e.g. the webhook sender)
         self.extras_lock = threading.Lock()
         self._ended = 0  # without a store: jobs ended in this process, and the latest run times, for ``stats``
@@ -147,6 +158,8 @@ class JobQueue:
         """Queue a request; with a store the job is on disk before this returns."""
         self._recover()
         with self._submit_lock:
+            for check in list(self._admission):  # under the submit lock: a check and the insert are one step
+                check(request, owner)
             job = Job(id=uuid.uuid4().hex, number=next(self._numbers), request=request, source=source,
                       owner=owner, webhook=webhook)
             job.progress = Progress(job_count=request.n_iter, steps=request.steps)
@@ -197,6 +210,11 @@ class JobQueue:
                 times = list(self._run_times)[-window:]
                 stored = {"finished": self._ended, "average_seconds": sum(times) / len(times) if times else None}
         return {"queued": len(self.pending()), "running": current.id if current is not None else None, **stored}
+
+    def add_admission_check(self, check: Callable[[GenerationRequest, str | None], None]) -> None:
+        """Run ``check(request, owner)`` before each submission, atomically with it; it raises
+        ``SubmissionRefused`` to turn the job away (per-key job and image limits live there, race-free)."""
+        self._admission.append(check)
 
     def add_listener(self, callback: Callable[[Job], None]) -> None:
         """Call ``callback(job)`` on the worker thread after each job ends (done, failed or cancelled)."""

@@ -344,3 +344,52 @@ def test_refusals_come_in_the_error_shape_of_the_callers_dialect(tmp_path):
     stability_style = api.get("/v2beta/anything").json()
     assert stability_style["name"] == "unauthorized" and "credentials" in stability_style["errors"][0]
     assert api.get("/sdapi/v1/whoami").json()["error"] == "Unauthorized"
+
+
+def test_parallel_submissions_cannot_race_past_the_job_limit(tmp_path, monkeypatch):
+    # Requests from one key at once can all pass the middleware's early check (here: it is switched off, as if
+    # all six raced through it together); the queue's admission check, made atomically with the submission,
+    # still lets only the allowed number in.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.api import access
+
+    keys = write_keys(tmp_path, {"small": {"concurrent_jobs": 1, "monthly_images": 100}})
+    app = make_app(tmp_path, keys_file=keys)  # not started: every admitted job stays queued
+    api = client(app)
+    monkeypatch.setattr(access, "_submits_generation", lambda conn: False)
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda i: api.post("/sdapi/v1/txt2img", json={"prompt": str(i)},
+                                                   headers=bearer(ALICE_KEY)), range(6)))
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [200, 429, 429, 429, 429, 429]
+    assert len(app.state.queue.jobs()) == 1
+
+
+def test_admission_refuses_a_job_that_would_overrun_the_monthly_quota(tmp_path, monkeypatch):
+    from app.api import access
+
+    monkeypatch.setattr(access, "_submits_generation", lambda conn: False)  # only the admission check decides
+    keys = write_keys(tmp_path, {"small": {"monthly_images": 3}})
+    app = make_app(tmp_path, keys_file=keys)
+    api = client(app)
+    assert api.post("/sdapi/v1/txt2img", json={"batch_size": 2}, headers=bearer(ALICE_KEY)).status_code == 200
+    too_many = api.post("/sdapi/v1/txt2img", json={"batch_size": 2}, headers=bearer(ALICE_KEY))
+    assert too_many.status_code == 429 and "3 images" in too_many.json()["detail"]
+    assert api.post("/sdapi/v1/txt2img", json={"batch_size": 1}, headers=bearer(ALICE_KEY)).status_code == 200
+
+
+def test_extension_routes_pass_the_same_access_rules(tmp_path):
+    app = make_app(tmp_path, api_auth=(("alice", "pw"),))
+    router = APIRouter()
+
+    @router.post("/extensions/demo/do")
+    def do() -> dict:
+        return {"done": True}
+
+    app.include_router(router)
+    api = client(app)
+    assert api.post("/extensions/demo/do").status_code == 401
+    foreign = api.post("/extensions/demo/do", headers={**basic("alice", "pw"), "Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    assert api.post("/extensions/demo/do", headers=basic("alice", "pw")).json() == {"done": True}

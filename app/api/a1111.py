@@ -62,6 +62,8 @@ def _with_scripts(services: Any, request: GenerationRequest, body: wire.Generati
     for title, entry in (body.alwayson_scripts or {}).items():
         if str(title).strip().lower() in known:
             args = entry.get("args", []) if isinstance(entry, dict) else entry
+            if args is not None and not isinstance(args, (list, tuple)):
+                raise ApiError(422, "args must be a list of the script's arguments", f"alwayson_scripts.{title}.args")
             selected.append((title, list(args or [])))
     for title, args in selected:
         try:

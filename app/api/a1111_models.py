@@ -318,8 +318,13 @@ def _integer(low: int, high: int | None = None):
 
 
 def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ApiError(422, "must be a number", name)
+    """A finite number in the range a request accepts (a saved NaN or 1e9 would break every later form)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ApiError(422, "must be a finite number", name)
+    if not 0 <= value <= 100:
+        raise ApiError(422, f"must be between 0 and 100, got {value:g}", name)
     return float(value)
 
 
@@ -367,12 +372,12 @@ _OPTION_CLEANERS = {
     "CLIP_stop_at_last_layers": ("CLIP_stop_at_last_layers", _integer(1, 12)),
     "sampler": ("sampler", _sampler),
     "scheduler": ("scheduler", _schedule),
-    "steps": ("steps", _integer(1)),
+    "steps": ("steps", _integer(1, 1000)),
     "cfg_scale": ("cfg_scale", _number),
     "width": ("width", _size),
     "height": ("height", _size),
-    "batch_size": ("batch_size", _integer(1)),
-    "n_iter": ("n_iter", _integer(1)),
+    "batch_size": ("batch_size", _integer(1, 1000)),
+    "n_iter": ("n_iter", _integer(1, 1000)),
     "output_format": ("output_format", _output_format),
     "samples_format": ("output_format", _output_format),
     "preview_interval": ("preview_interval", _integer(0)),

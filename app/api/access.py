@@ -40,7 +40,7 @@ from app.api.errors import error_body
 from app.api.keys import KeyRing, KeysFileError, Tier, digest_of, load_keys
 from app.api.ratelimit import MonthlyUsage, RateLimiter, month_key, seconds_to_next_month
 
-API_PREFIXES = ("/sdapi/", "/api/v1/", "/v1/", "/v2beta/")
+API_PREFIXES = ("/sdapi/", "/api/v1/", "/v1/", "/v2beta/", "/extensions/")
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # POST routes that submit generation work: the job and monthly-image limits apply to these only.
 GENERATION_ROUTES = re.compile(
@@ -81,9 +81,11 @@ def install_access(app: FastAPI, context: ApiContext) -> AccessPolicy:
     with this middleware and every handler added so far, on the next request.
     """
     policy = AccessPolicy(context, check_access_settings(context), RateLimiter(), MonthlyUsage(context.usage_file))
-    add_listener = getattr(getattr(context.services, "queue", None), "add_listener", None)
-    if add_listener is not None:
-        add_listener(policy.on_job_end)
+    queue = getattr(context.services, "queue", None)
+    if queue is not None and hasattr(queue, "add_listener"):
+        queue.add_listener(policy.on_job_end)
+        if hasattr(queue, "add_admission_check"):
+            queue.add_admission_check(policy.admit_job)
     app.state.sfumato_access = policy
     app.middleware_stack = None
     app.add_middleware(AccessMiddleware, policy=policy)
@@ -145,6 +147,7 @@ class AccessPolicy:
         self.keys = keys
         self.limiter = limiter
         self.usage = usage
+        self.known: dict[str, Identity] = {}  # owner -> identity, for the queue's admission check
 
     def admit(self, conn: HTTPConnection) -> tuple[Identity, dict[str, str]]:
         """The caller and the headers for its response, or ``Refusal`` (carrying the same headers)."""
@@ -153,6 +156,8 @@ class AccessPolicy:
         try:
             self.check_origin(conn)
             identity = self.authenticate(conn)
+            if identity.owner:
+                self.known[identity.owner] = identity
             headers.update(self.count_request(identity))
             if _submits_generation(conn):
                 self.check_jobs(identity)
@@ -289,24 +294,41 @@ class AccessPolicy:
             raise Refusal(429, f"{identity.label} already has {active} job(s) queued or running; tier "
                                f"{identity.tier.name!r} allows {limit} at once. Wait for one to finish.")
 
-    def check_quota(self, identity: Identity) -> None:
-        """Images made this month plus those its queued and running jobs will make must stay under the quota."""
+    def check_quota(self, identity: Identity, adding: int = 0) -> None:
+        """Images made this month plus those its queued and running jobs will make (plus ``adding``, the new
+        job's) must stay under the quota."""
         limit = identity.tier.monthly_images
         if limit is None:
             return
         pending = sum(_images_of(job) for job in self.active_jobs(identity.owner))
         used = self.usage.used(identity.key) + pending
-        if used >= limit:
+        if used >= limit or used + adding > limit:
             wait = seconds_to_next_month()
             raise Refusal(429, f"{identity.label} has used its {limit} images for {month_key()} (tier "
                                f"{identity.tier.name!r}, {pending} of them still being made); the quota starts "
                                f"over next month", [("Retry-After", str(wait))])
 
+    def admit_job(self, request: Any, owner: str | None) -> None:
+        """Queue admission check: the owner's job and image limits, checked atomically with the submission (the
+        middleware's early check can be raced by parallel requests; this one cannot)."""
+        from modules.jobs import SubmissionRefused
+
+        identity = self.known.get(owner) if owner else None
+        if identity is None:
+            return
+        try:
+            self.check_jobs(identity)
+            self.check_quota(identity, adding=_images_of_request(request))
+        except Refusal as refusal:
+            retry = next((value for name, value in refusal.headers if name.lower() == "retry-after"), None)
+            raise SubmissionRefused(refusal.message, refusal.status, int(retry) if retry else None) from None
+
     def on_job_end(self, job: Any) -> None:
-        """Queue listener: count an owned job's images against its owner's month."""
+        """Queue listener: count an owned job's images against its owner's month (every image generated, also
+        the cells of a sweep whose result shows only its grids)."""
         result = getattr(job, "result", None)
         if job.owner and result is not None:
-            self.usage.add(job.owner, len(result.images))
+            self.usage.add(job.owner, int(result.info.get("generated_images", len(result.images))))
 
 
 def _submits_generation(conn: HTTPConnection) -> bool:
@@ -315,7 +337,10 @@ def _submits_generation(conn: HTTPConnection) -> bool:
 
 
 def _images_of(job: Any) -> int:
-    request = job.request
+    return _images_of_request(job.request)
+
+
+def _images_of_request(request: Any) -> int:
     return max(1, getattr(request, "batch_size", 1)) * max(1, getattr(request, "n_iter", 1))
 
 

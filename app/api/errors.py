@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from modules.jobs import SubmissionRefused
 from modules.request import RequestError
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:
         return JSONResponse(error_body(error.status, error.message, error.field), status_code=error.status,
                             headers=error.headers)
+
+    @app.exception_handler(SubmissionRefused)
+    async def _refused(request: Request, error: SubmissionRefused) -> JSONResponse:
+        from app.api.access import dialect_error_body
+
+        headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
+        return JSONResponse(dialect_error_body(request.url.path, error.status, error.message),
+                            status_code=error.status, headers=headers)
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, error: RequestError) -> JSONResponse:
