@@ -304,23 +304,24 @@ class JobQueue:
         finally:
             job.finished = time.time()
             self.current = None
-            self._record_end(job)
+            requeued = self._record_end(job)
             job.done_event.set()
             with self._lock:
                 self._ended += 1
-                if job.state == "done":
+                if job.state == "done" and not requeued:
                     self._run_times.append(job.finished - job.started)
                 self._trim_history()
-            self._notify(job)
+            if not requeued:  # a job cut short by shutdown runs again after the restart: nobody is told it ended
+                self._notify(job)
 
-    def _record_end(self, job: Job) -> None:
-        """Written before anyone is told the job ended, so whoever looks next finds the row final."""
+    def _record_end(self, job: Job) -> bool:
+        """Written before anyone is told the job ended, so whoever looks next finds the row final. True when the
+        job was cut short by ``stop()`` and put back in the queue for the next start."""
         cut_by_stop = self._stopping.is_set() and job.control.interrupted.is_set()
-        if cut_by_stop and job.id not in self._user_interrupts:
-            self._save("requeue", job)
-        else:
-            self._save("finish", job)
+        requeued = cut_by_stop and job.id not in self._user_interrupts and self._store is not None
+        self._save("requeue" if requeued else "finish", job)
         self._user_interrupts.discard(job.id)
+        return requeued
 
     def _notify(self, job: Job) -> None:
         for callback in list(self._listeners):

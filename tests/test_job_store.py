@@ -203,12 +203,15 @@ def test_a_job_that_keeps_killing_the_server_is_given_up(tmp_path):
 def test_a_job_cut_short_by_stop_runs_again_but_a_cancelled_one_does_not(tmp_path):
     gate = threading.Event()
     queue, _ = make_queue(tmp_path, gate=gate)
+    told: list[str] = []
+    queue.add_listener(lambda job: told.append(job.id))  # webhooks and quotas listen here
     queue.start()
     running = queue.submit(GenerationRequest(prompt="long", steps=9))
     waiting = queue.submit(GenerationRequest(prompt="waiting"))
     wait_for(lambda: running.state == "running")
     queue.stop()
     assert waiting.state == "queued"  # stop leaves the queue for the next start
+    assert told == []  # the cut-short job has not ended: it runs again, so no webhook fires and nothing is counted
     states = {key: row["state"] for key, row in rows(tmp_path / "jobs.sqlite3").items()}
     assert states == {running.id: "queued", waiting.id: "queued"}
 
