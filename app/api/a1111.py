@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.api import a1111_models as wire
 from app.api.context import get_owner, get_services
 from app.api.errors import ApiError
 from app.api.images import decode_image, encode_png_base64
+from app.api.requests_common import wait_for_job
 from modules.generation import IMAGE_UPSCALERS, LATENT_UPSCALERS
 from modules.jobs import Job, JobCancelled
 from modules.request import GenerationRequest, RequestError, validate_request
@@ -36,15 +38,40 @@ EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 
 
 @router.post("/txt2img")
-def txt2img(body: wire.Txt2ImgBody, response: Response, services: Services, owner: Owner) -> dict[str, Any]:
-    request = _with_scripts(services, wire.txt2img_request(body, request_defaults(services)), body)
-    return _generate(services, request, body, response, owner)
+async def txt2img(body: wire.Txt2ImgBody, response: Response, services: Services, owner: Owner) -> dict[str, Any]:
+    request = await run_in_threadpool(
+        lambda: _with_scripts(services, wire.txt2img_request(body, request_defaults(services)), body))
+    return await _generate(services, request, body, response, owner)
 
 
 @router.post("/img2img")
-def img2img(body: wire.Img2ImgBody, response: Response, services: Services, owner: Owner) -> dict[str, Any]:
-    request = _with_scripts(services, wire.img2img_request(body, request_defaults(services)), body)
-    return _generate(services, request, body, response, owner)
+async def img2img(body: wire.Img2ImgBody, response: Response, services: Services, owner: Owner) -> dict[str, Any]:
+    request = await run_in_threadpool(  # decoding the images is work: not on the event loop
+        lambda: _with_scripts(services, wire.img2img_request(body, request_defaults(services)), body))
+    return await _generate(services, request, body, response, owner)
+
+
+async def _generate(services: Any, request: GenerationRequest, body: wire.GenerationBody, response: Response,
+                    owner: str | None) -> dict[str, Any]:
+    """Check, queue, wait; the job's id goes back in a header so a client can find it in the job history (and
+    the job counts against the caller's key like one submitted through the native API). The wait is a poll on
+    the event loop, so a hundred blocked A1111 callers hold no threads and /progress, /interrupt stay answered."""
+    try:
+        await run_in_threadpool(check_request, request, services.engine)
+    except RequestError as error:
+        raise wire.wire_error(error, body) from None
+    job = await run_in_threadpool(lambda: services.queue.submit(request, source="a1111", owner=owner))
+    response.headers["X-Job-Id"] = job.id
+    await wait_for_job(job)
+    try:
+        result = services.queue.wait(job, timeout=0)
+    except RequestError as error:
+        raise wire.wire_error(error, body) from None
+    except JobCancelled:
+        raise ApiError(409, "the job was cancelled before it ran") from None
+    except RuntimeError as error:
+        raise ApiError(500, f"generation failed: {error}") from None
+    return await run_in_threadpool(wire.generation_response, body, result)
 
 
 def _with_scripts(services: Any, request: GenerationRequest, body: wire.GenerationBody) -> GenerationRequest:
@@ -72,27 +99,6 @@ def _with_scripts(services: Any, request: GenerationRequest, body: wire.Generati
             raise ApiError(422, error.message, error.field) from None
         request = request_with_settings(request, name, settings)
     return request
-
-
-def _generate(services: Any, request: GenerationRequest, body: wire.GenerationBody, response: Response,
-              owner: str | None) -> dict[str, Any]:
-    """Check, queue, wait; the job's id goes back in a header so a client can find it in the job history (and
-    the job counts against the caller's key like one submitted through the native API)."""
-    try:
-        check_request(request, services.engine)
-    except RequestError as error:
-        raise wire.wire_error(error, body) from None
-    job = services.queue.submit(request, source="a1111", owner=owner)
-    response.headers["X-Job-Id"] = job.id
-    try:
-        result = services.queue.wait(job)
-    except RequestError as error:
-        raise wire.wire_error(error, body) from None
-    except JobCancelled:
-        raise ApiError(409, "the job was cancelled before it ran") from None
-    except RuntimeError as error:
-        raise ApiError(500, f"generation failed: {error}") from None
-    return wire.generation_response(body, result)
 
 
 def check_request(request: GenerationRequest, engine: Any) -> None:
