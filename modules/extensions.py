@@ -266,6 +266,18 @@ class ExtensionManager:
         name, arg_names = scripts[title]
         return name, dict(zip(arg_names, list(script_args), strict=False))
 
+    def check_request(self, request: GenerationRequest) -> None:
+        """Before queueing: settings for an extension that is not active, or that its expand hook rejects, are a
+        ``RequestError`` naming ``extensions.<name>`` (or the hook's own field) now, not a failed job later."""
+        active = {item.name for item in self.active()}
+        for name in request.extensions:
+            if name not in active:
+                state = self.extensions.get(name)
+                why = f"is {state.status}" if state is not None else "is not installed"
+                raise RequestError(f"extensions.{name}", f"extension {name!r} {why}; active: "
+                                   f"{', '.join(sorted(active)) or 'none'}")
+        self._expand(self.active(), request)
+
     # -- running a job with its hooks -----------------------------------------------------------------------
     def run_job(self, request: GenerationRequest, control: JobControl, generate: Generate) -> GenerationResult:
         """One job: expand, then adjust -> generate -> post-process each cell, then the job-end hooks."""

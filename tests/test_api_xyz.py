@@ -71,3 +71,13 @@ def test_native_api_runs_the_plot_by_name(studio):
     grid = decode(entries[0]["image"])
     assert grid.size[0] > 2 * 64 and grid.size[1] > 2 * 64  # four 64 px cells plus the legends
     assert "X Type: Seed" in entries[0]["infotext"] and "Y Type: Steps" in entries[0]["infotext"]
+
+
+def test_native_api_checks_extension_settings_before_queueing(studio):
+    before = len(studio.services.queue.jobs())
+    unknown = httpx.post(f"{studio.url}/api/v1/jobs", json={"prompt": "x", "extensions": {"nope": {"a": 1}}})
+    assert unknown.status_code == 422 and "extensions.nope" in unknown.json()["detail"]
+    bad = httpx.post(f"{studio.url}/api/v1/jobs", json={
+        "prompt": "x", "extensions": {"xyz_plot": {"x_type": "Steps", "x_values": "1-x"}}})
+    assert bad.status_code == 422 and "xyz_plot.x_values" in bad.json()["detail"]
+    assert len(studio.services.queue.jobs()) == before  # nothing was queued

@@ -21,10 +21,10 @@ from app.api import a1111_models as wire
 from app.api.context import get_owner, get_services
 from app.api.errors import ApiError
 from app.api.images import decode_image, encode_png_base64
-from app.api.requests_common import wait_for_job
+from app.api.requests_common import check_request, wait_for_job
 from modules.generation import IMAGE_UPSCALERS, LATENT_UPSCALERS
 from modules.jobs import Job, JobCancelled
-from modules.request import GenerationRequest, RequestError, validate_request
+from modules.request import GenerationRequest, RequestError
 
 router = APIRouter(prefix="/sdapi/v1", tags=["A1111"])
 Services = Annotated[Any, Depends(get_services)]
@@ -57,7 +57,7 @@ async def _generate(services: Any, request: GenerationRequest, body: wire.Genera
     the job counts against the caller's key like one submitted through the native API). The wait is a poll on
     the event loop, so a hundred blocked A1111 callers hold no threads and /progress, /interrupt stay answered."""
     try:
-        await run_in_threadpool(check_request, request, services.engine)
+        await run_in_threadpool(check_request, request, services.engine, getattr(services, "extensions", None))
     except RequestError as error:
         raise wire.wire_error(error, body) from None
     job = await run_in_threadpool(lambda: services.queue.submit(request, source="a1111", owner=owner))
@@ -99,33 +99,6 @@ def _with_scripts(services: Any, request: GenerationRequest, body: wire.Generati
             raise ApiError(422, error.message, error.field) from None
         request = request_with_settings(request, name, settings)
     return request
-
-
-def check_request(request: GenerationRequest, engine: Any) -> None:
-    """Everything a request names must exist before it is queued, so a typo is answered at once with the field
-    to blame instead of failing behind other users' jobs (the worker checks again; this only answers sooner)."""
-    from modules.model_registry import UnknownModelError
-    from modules.samplers import UnknownSamplerError, UnknownScheduleError, resolve_sampler
-
-    validate_request(request, engine.limits)
-    try:
-        resolve_sampler(request.sampler_name, request.scheduler)
-    except UnknownSamplerError as error:
-        raise RequestError("sampler_name", str(error)) from None
-    except UnknownScheduleError as error:
-        raise RequestError("scheduler", str(error)) from None
-    engine.resolve_model(request.model)
-    try:
-        engine.registry.find_vae(request.vae)
-    except UnknownModelError as error:
-        raise RequestError("vae", str(error)) from None
-    try:
-        engine.styles.apply(request.prompt, request.negative_prompt, request.styles)
-    except ValueError as error:
-        raise RequestError("styles", str(error)) from None
-    if request.hires is not None and request.hires.upscaler not in {**LATENT_UPSCALERS, **IMAGE_UPSCALERS}:
-        known = ", ".join([*LATENT_UPSCALERS, *IMAGE_UPSCALERS])
-        raise RequestError("hires.upscaler", f"unknown upscaler {request.hires.upscaler!r}; choose one of {known}")
 
 
 def request_defaults(services: Any) -> wire.Defaults:

@@ -36,10 +36,9 @@ ServicesDep = Annotated[Any, Depends(get_services)]  # the services behind the a
 
 
 # -- checking and submitting -----------------------------------------------------------------------------------
-def check_request(request: GenerationRequest, engine: Any) -> None:
-    """Everything the worker would refuse before its first step, checked now so the client hears it at once.
-
-    The worker validates again; this is the same code path, not a second set of rules."""
+def check_request(request: GenerationRequest, engine: Any, extensions: Any = None) -> None:
+    """Everything the worker would refuse before its first step, checked now so the client hears it at once
+    (every dialect uses this one function; the worker validates again on the same code path)."""
     from modules.generation import IMAGE_UPSCALERS, LATENT_UPSCALERS
     from modules.model_registry import UnknownModelError
     from modules.samplers import UnknownSamplerError, UnknownScheduleError, resolve_sampler
@@ -65,6 +64,8 @@ def check_request(request: GenerationRequest, engine: Any) -> None:
         known = ", ".join([*LATENT_UPSCALERS, *IMAGE_UPSCALERS])
         raise RequestError("hires.upscaler", f"unknown upscaler {request.hires.upscaler!r}; choose one of {known}")
     _check_canvas(request, engine.limits)
+    if extensions is not None:
+        extensions.check_request(request)
 
 
 def _check_canvas(request: GenerationRequest, limits: Any) -> None:
@@ -85,7 +86,7 @@ async def submit_checked(services: Any, request: GenerationRequest, *, source: s
     """Check, then queue; both off the event loop (a model lookup may hash a file, a job store may write)."""
 
     def check_and_submit() -> Job:
-        check_request(request, services.engine)
+        check_request(request, services.engine, getattr(services, "extensions", None))
         return services.queue.submit(request, source=source, owner=owner, webhook=webhook)
 
     return await run_in_threadpool(check_and_submit)
