@@ -133,23 +133,25 @@ async def submit_job(body: JobBody, http_request: Request, services: ServicesDep
 
 
 @router.get("/jobs")
-async def list_jobs(http_request: Request, services: ServicesDep,
+def list_jobs(http_request: Request, services: ServicesDep,
                     limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE_MAX)] = 20,
                     offset: Annotated[int, Query(ge=0)] = 0,
                     state: Literal["queued", "running", "done", "failed", "cancelled"] | None = None) -> dict:
-    """Newest first; ``total`` counts every match so a client can page."""
+    """Newest first; ``total`` counts every match so a client can page. A plain ``def`` on purpose, like the image
+    routes below: reading the store and encoding PNGs runs in FastAPI's thread pool, never on the event loop that
+    streams everyone's progress."""
     jobs, total = services.queue.history(limit=limit, offset=offset, state=state, owner=owner_of(http_request))
     return {"total": total, "limit": limit, "offset": offset,
             "jobs": [job_view(job, http_request, services.queue) for job in jobs]}
 
 
 @router.get("/jobs/{job_id}", name="native_job")
-async def get_job(job_id: str, http_request: Request, services: ServicesDep) -> dict:
+def get_job(job_id: str, http_request: Request, services: ServicesDep) -> dict:
     return job_view(find_job(services, job_id, http_request), http_request, services.queue)
 
 
 @router.get("/jobs/{job_id}/preview")
-async def job_preview(job_id: str, http_request: Request, services: ServicesDep) -> Response:
+def job_preview(job_id: str, http_request: Request, services: ServicesDep) -> Response:
     """The live preview of a running job (decoded every few steps), as a PNG."""
     job = find_job(services, job_id, http_request)
     preview = job.progress.preview
@@ -167,7 +169,7 @@ async def job_events(job_id: str, http_request: Request, services: ServicesDep) 
 
 
 @router.get("/jobs/{job_id}/images")
-async def job_images(job_id: str, http_request: Request, services: ServicesDep,
+def job_images(job_id: str, http_request: Request, services: ServicesDep,
                      encoding: Literal["url", "base64"] = "url") -> dict:
     """Each image's seed, infotext and URL (and the PNG itself with ``encoding=base64``)."""
     job = find_job(services, job_id, http_request)
@@ -183,7 +185,7 @@ async def job_images(job_id: str, http_request: Request, services: ServicesDep,
 
 
 @router.get("/jobs/{job_id}/images/{index}", name="native_job_image")
-async def job_image(job_id: str, index: int, http_request: Request, services: ServicesDep,
+def job_image(job_id: str, index: int, http_request: Request, services: ServicesDep,
                     format: Literal["png", "jpeg", "webp"] | None = None) -> Response:
     """One image's bytes, in the job's output format unless ``format`` says otherwise, with its infotext."""
     job = find_job(services, job_id, http_request)
