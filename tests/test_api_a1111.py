@@ -392,3 +392,19 @@ def test_bad_input_is_a_4xx_naming_the_field(studio, route, payload, content, fi
 
     good = post(studio, "txt2img", {"prompt": "fine", "seed": 1, **TINY})
     assert good.status_code == 200 and len(good.json()["images"]) == 1
+
+
+def test_a_key_can_interrupt_only_its_own_running_job():
+    from types import SimpleNamespace
+
+    from app.api.a1111 import interrupt
+
+    stopped: list[str] = []
+    queue = SimpleNamespace(current=SimpleNamespace(owner="key:alice"),
+                            interrupt_current=lambda: stopped.append("interrupted"))
+    services = SimpleNamespace(queue=queue)
+    interrupt(services, "key:bob")
+    assert stopped == []  # bob's call leaves alice's job running
+    interrupt(services, "key:alice")
+    interrupt(services, None)  # the local UI / an anonymous local client controls every job
+    assert stopped == ["interrupted", "interrupted"]

@@ -170,14 +170,22 @@ def _job_progress(job: Job, skip_image: bool) -> dict[str, Any]:
 
 
 @router.post("/interrupt")
-def interrupt(services: Services) -> dict[str, Any]:
-    services.queue.interrupt_current()
+def interrupt(services: Services, owner: Owner) -> dict[str, Any]:
+    """Stop the running job; a caller with an API identity may stop only its own (one key cannot end another's)."""
+    if _may_control_current(services, owner):
+        services.queue.interrupt_current()
     return {}
 
 
 @router.post("/skip")
-def skip(services: Services) -> None:
-    services.queue.skip_current()
+def skip(services: Services, owner: Owner) -> None:
+    if _may_control_current(services, owner):
+        services.queue.skip_current()
+
+
+def _may_control_current(services: Any, owner: str | None) -> bool:
+    current = services.queue.current
+    return current is not None and (owner is None or current.owner == owner)
 
 
 # -- options --------------------------------------------------------------------------------------------------
