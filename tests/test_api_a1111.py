@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.api_server import RunningServer, serve_app
+from tests.api_server import RunningServer
+from tests.api_studio import running_studio
 
 webuiapi = pytest.importorskip("webuiapi")
 
@@ -45,21 +46,8 @@ class Studio:
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, tiny_model_store):
     """One running API on the tiny models for the whole module (loading a model once keeps it quick)."""
-    from app.api import create_api
-    from modules.config import AppConfig
-    from modules.services import build_services
-
-    root = tmp_path_factory.mktemp("a1111")
-    shutil.copytree(tiny_model_store, root / "models")
-    config = AppConfig(models_dir=root / "models", outdir=root / "outputs", data_dir=root / "data",
-                       default_ckpt="tiny-sd1", preview_interval=1)
-    services = build_services(config)
-    services.start()
-    try:
-        with serve_app(create_api(services)) as server:
-            yield Studio(services, server)
-    finally:
-        services.stop()
+    with running_studio(tmp_path_factory.mktemp("a1111"), tiny_model_store) as running:
+        yield Studio(running.services, running.server)
 
 
 @pytest.fixture(autouse=True)
