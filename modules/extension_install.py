@@ -102,7 +102,10 @@ def remove(item: LoadedExtension) -> None:
     """Delete a user extension's folder (built-in ones can only be disabled)."""
     if item.source != "user":
         raise ExtensionError(f"{item.name} is built in; disable it instead")
-    shutil.rmtree(item.folder)
+    try:
+        shutil.rmtree(item.folder)
+    except OSError as error:
+        raise ExtensionError(f"could not remove {item.folder}: {error}") from None
 
 
 def _git(command: list[str], cwd: Path) -> str:

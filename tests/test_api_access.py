@@ -393,3 +393,12 @@ def test_extension_routes_pass_the_same_access_rules(tmp_path):
     foreign = api.post("/extensions/demo/do", headers={**basic("alice", "pw"), "Origin": "https://evil.example"})
     assert foreign.status_code == 403
     assert api.post("/extensions/demo/do", headers=basic("alice", "pw")).json() == {"done": True}
+
+
+def test_a_refused_login_still_carries_the_rate_limit_headers(tmp_path):
+    api = client(make_app(tmp_path, api_auth=(("alice", "pw"),)))
+    first = api.get("/sdapi/v1/whoami", headers=basic("alice", "wrong"))
+    second = api.get("/sdapi/v1/whoami", headers=basic("alice", "wrong"))
+    assert first.status_code == second.status_code == 401
+    assert int(second.headers["X-RateLimit-Remaining"]) == int(first.headers["X-RateLimit-Remaining"]) - 1
+    assert "X-RateLimit-Limit" in first.headers and "X-RateLimit-Reset" in first.headers

@@ -155,7 +155,13 @@ class AccessPolicy:
         headers = self.cors_headers(conn)
         try:
             self.check_origin(conn)
-            identity = self.authenticate(conn)
+            try:
+                identity = self.authenticate(conn)
+            except Refusal as refusal:
+                # a refused login still counts against its client address: the limit headers are on every
+                # response, and guessing credentials is throttled like any other burst
+                refusal.add_missing(self.count_request(self.client_identity(conn)))
+                raise
             if identity.owner:
                 self.known[identity.owner] = identity
             headers.update(self.count_request(identity))
@@ -219,11 +225,15 @@ class AccessPolicy:
         return Response(status_code=204, headers=headers)
 
     # who is calling
+    def client_identity(self, conn: HTTPConnection) -> Identity:
+        """The caller known only by its address: an anonymous local client, or one whose login failed."""
+        client = conn.client.host if conn.client else "unknown"
+        return Identity(f"ip:{client}", None, f"client {client}", self.keys.default_tier)
+
     def authenticate(self, conn: HTTPConnection) -> Identity:
         """Basic credentials or an API key when any are configured; otherwise the anonymous local client."""
         if not self.context.has_credentials:
-            client = conn.client.host if conn.client else "unknown"
-            return Identity(f"ip:{client}", None, f"client {client}", self.keys.default_tier)
+            return self.client_identity(conn)
         scheme, _, value = conn.headers.get("authorization", "").partition(" ")
         scheme, value = scheme.lower(), value.strip()
         if scheme == "basic" and self.context.api_auth:

@@ -110,7 +110,8 @@ def enable(services: Any, values: Values) -> Values:
 @_guard
 def disable(services: Any, values: Values) -> Values:
     item = services.extensions.set_enabled(_name(values), False)
-    return _refreshed(services, f"{item.name} disabled; it stays off after a restart.")
+    return _refreshed(services, f"{item.name} disabled; it stays off after a restart (API routes and page styles it "
+                                f"added go away at the next restart).")
 
 
 @_guard
