@@ -401,6 +401,7 @@ def save_image_with_infotext(
             image.save(file, format=fmt.upper(), **kwargs)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temp_name, 0o644)  # mkstemp makes it private; an image is as readable as any file the user saves
         os.replace(temp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):

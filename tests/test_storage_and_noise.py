@@ -46,3 +46,4 @@ def test_two_stores_on_one_folder_never_overwrite_each_other(tmp_path):
     colours = [Image.open(path).convert("RGB").getpixel((0, 0)) for path in paths]
     assert colours == [(255, 0, 0), (0, 0, 255), (0, 0, 255)]
     assert not [p for p in paths[0].parent.iterdir() if p.name.startswith(".")]
+    assert all(path.stat().st_mode & 0o644 == 0o644 for path in paths)  # readable like any saved file
