@@ -394,7 +394,8 @@ def _observing(control: JobControl, on_step: Callable[[Progress], None], cell: i
     """The job's control for one cell: same interrupt/skip flags, progress passed on and shown to step hooks."""
     def report(progress: Progress) -> None:
         if cells > 1:
-            progress = replace(progress, text=f"Cell {cell + 1} of {cells}. {progress.text}".strip())
+            progress = replace(progress, cell=cell, cells=cells,
+                               text=f"Cell {cell + 1} of {cells}. {progress.text}".strip())
         control.report(progress)
         on_step(progress)
 

@@ -294,7 +294,7 @@ def _record(row: sqlite3.Row) -> StoredJob:
 def _progress_json(job: Job) -> str:
     progress = job.progress
     return _dumps({"job_no": progress.job_no, "job_count": progress.job_count, "step": progress.step,
-                   "steps": progress.steps, "text": progress.text})
+                   "steps": progress.steps, "text": progress.text, "cell": progress.cell, "cells": progress.cells})
 
 
 def _dumps(value: Any) -> str:

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 Runner = Callable[[GenerationRequest, JobControl], GenerationResult]
 FINISHED_STATES = ("done", "failed", "cancelled")
-_PROGRESS_FIELDS = ("job_no", "job_count", "step", "steps", "text")
+_PROGRESS_FIELDS = ("job_no", "job_count", "step", "steps", "text", "cell", "cells")
 
 
 @dataclass

@@ -50,13 +50,17 @@ class Progress:
     steps: int = 0
     preview: Image.Image | None = None
     text: str = ""
+    cell: int = 0  # which request of a sweep (an extension's expansion) is running, from 0
+    cells: int = 1
 
     @property
     def fraction(self) -> float:
+        """Of the whole job: every cell of a sweep, every batch of a cell."""
         if not self.steps:
             return 0.0
-        done = self.job_no * self.steps + self.step
-        return min(1.0, done / (self.steps * max(1, self.job_count)))
+        batches = max(1, self.job_count)
+        done = (self.cell * batches + self.job_no) * self.steps + self.step
+        return min(1.0, done / (self.steps * batches * max(1, self.cells)))
 
 
 @dataclass

@@ -366,3 +366,13 @@ def test_a_failed_cell_is_a_marked_blank_not_a_failed_plot(tmp_path, services):
     with pytest.raises(RuntimeError, match="cfg_scale"):
         manager.run_job(plot_request({"x_type": "CFG Scale", "x_values": "998, 999"}), JobControl(),
                         engine_runner(services))
+
+
+def test_progress_of_a_sweep_covers_every_cell():
+    # the bar and the ETA are for the whole plot, not the cell that happens to be running
+    from modules.results import Progress
+
+    first = Progress(step=10, steps=20, cell=0, cells=4)
+    last = Progress(step=10, steps=20, cell=3, cells=4)
+    assert first.fraction == pytest.approx(0.125) and last.fraction == pytest.approx(0.875)
+    assert Progress(step=10, steps=20).fraction == pytest.approx(0.5)

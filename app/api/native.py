@@ -260,7 +260,8 @@ def progress_view(job: Job) -> dict[str, Any]:
     fraction = 1.0 if ended_well else progress.fraction
     eta = job.eta()
     return {"step": progress.step, "steps": progress.steps, "job_no": progress.job_no,
-            "job_count": progress.job_count, "fraction": round(fraction, 4),
+            "job_count": progress.job_count, "cell": progress.cell, "cells": progress.cells,
+            "fraction": round(fraction, 4),
             "eta_seconds": round(eta, 2) if eta is not None else None, "text": progress.text,
             "has_preview": progress.preview is not None}
 

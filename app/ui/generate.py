@@ -115,7 +115,8 @@ def progress_text(services: Any, job: Any) -> str:
         running = 1 if services.queue.current is not None else 0
         return f"waiting in queue · {ahead + running} ahead" if ahead + running else "starting…"
     progress = job.progress
-    parts = [f"step {progress.step}/{progress.steps}"]
+    parts = [f"cell {progress.cell + 1}/{progress.cells}"] if progress.cells > 1 else []
+    parts.append(f"step {progress.step}/{progress.steps}")
     if progress.job_count > 1:
         parts.append(f"batch {progress.job_no + 1}/{progress.job_count}")
     eta = job.eta()
