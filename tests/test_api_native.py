@@ -265,3 +265,16 @@ def test_malformed_json_then_a_good_request_still_runs(api):
     assert response.status_code == 422 and "JSON" in response.json()["detail"]
     assert api.post("/jobs", content="[1, 2]", headers={"content-type": "application/json"}).status_code == 422
     assert wait_ended(api, submit(api, prompt="still alive", **TINY)["id"])["state"] == "done"
+
+
+def test_an_exposed_studio_refuses_webhooks_into_its_own_network():
+    # SSRF: when other machines can reach the studio, a caller must not make it post to internal addresses
+    from app.api.webhooks import check_webhook_url
+    from modules.request import RequestError
+
+    for url in ("http://127.0.0.1:9000/hook", "http://169.254.169.254/latest/meta-data", "http://10.1.2.3/x",
+                "http://localhost/x", "http://[::1]/x"):
+        with pytest.raises(RequestError, match="internal address"):
+            check_webhook_url(url, allow_private=False)
+        assert check_webhook_url(url, allow_private=True) == url  # a local studio may call local automation
+    assert check_webhook_url("http://8.8.8.8/hook", allow_private=False) == "http://8.8.8.8/hook"

@@ -29,7 +29,8 @@ def attach_api(app: FastAPI, services: Any, context: ApiContext | None = None) -
     install_access(app, context)
     for module in (a1111, native, openai_images, stability):
         app.include_router(module.router)
-    install_webhooks(services.queue)  # jobs resumed after a restart still call their webhook
+    # jobs resumed after a restart still call their webhook; an exposed studio posts only to public addresses
+    install_webhooks(services.queue, allow_private=not context.exposed)
     manager = getattr(services, "extensions", None)
     for name, router in manager.routers() if manager else []:
         app.include_router(router, prefix=f"/extensions/{name}", tags=[f"extension: {name}"])

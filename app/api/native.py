@@ -122,9 +122,9 @@ def _implied_task(body: JobBody) -> str:
 @router.post("/jobs", status_code=202)
 async def submit_job(body: JobBody, http_request: Request, services: ServicesDep) -> dict:
     """Queue a generation and answer at once with its id and where to watch it."""
-    webhook = check_webhook_url(body.webhook_url)
-    request = await run_in_threadpool(to_request, body)  # decoding a large image should not stall other clients
     sender = install_webhooks(services.queue)
+    webhook = await run_in_threadpool(check_webhook_url, body.webhook_url, sender.allow_private)  # may resolve DNS
+    request = await run_in_threadpool(to_request, body)  # decoding a large image should not stall other clients
     job = await submit_checked(services, request, source="native", owner=owner_of(http_request), webhook=webhook)
     if webhook:
         sender.remember_base(job.id, str(http_request.base_url).rstrip("/"))

@@ -23,14 +23,41 @@ log = logging.getLogger(__name__)
 USER_AGENT = "sfumato-webhook"
 
 
-def check_webhook_url(url: str | None) -> str | None:
-    """The URL if it is http(s) with a host; anything else (file:, ftp:, a bare path) names ``webhook_url``."""
+def check_webhook_url(url: str | None, allow_private: bool = True) -> str | None:
+    """The URL if it is http(s) with a host; anything else (file:, ftp:, a bare path) names ``webhook_url``.
+
+    With ``allow_private`` False (a studio reachable from other machines) a host that resolves to a loopback,
+    private, link-local or otherwise internal address is refused too, so a caller cannot make the studio post into
+    the network it sits in (SSRF)."""
     if url is None or not url.strip():
         return None
     parts = urlsplit(url.strip())
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise RequestError("webhook_url", f"must be an http:// or https:// URL with a host, got {url!r}")
+    if not allow_private:
+        internal = _internal_address(parts.hostname)
+        if internal:
+            raise RequestError("webhook_url", f"{parts.hostname} resolves to {internal}, an internal address; "
+                               "this studio is exposed, so webhooks may only go to public addresses")
     return url.strip()
+
+
+def _internal_address(host: str) -> str | None:
+    """The first loopback/private/link-local/reserved address ``host`` resolves to (or the host itself when it
+    cannot be resolved: refusing is the safe answer), else None."""
+    import ipaddress
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError, ValueError):
+        return host
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if (address.is_private or address.is_loopback or address.is_link_local or address.is_reserved
+                or address.is_multicast or address.is_unspecified):
+            return str(address)
+    return None
 
 
 def job_image_path(job_id: str, index: int) -> str:
@@ -40,7 +67,9 @@ def job_image_path(job_id: str, index: int) -> str:
 class WebhookSender:
     """Posts the end-of-job payload; retries ``tries`` times, waiting ``backoff``, 2x``backoff``, ... between."""
 
-    def __init__(self, tries: int = 3, backoff: float = 1.0, timeout: float = 10.0) -> None:
+    def __init__(self, tries: int = 3, backoff: float = 1.0, timeout: float = 10.0,
+                 allow_private: bool = True) -> None:
+        self.allow_private = allow_private  # False when the studio is exposed (see check_webhook_url)
         self.tries = max(1, tries)
         self.backoff = backoff
         self.timeout = timeout
@@ -64,10 +93,10 @@ class WebhookSender:
 
     def deliver(self, url: str, payload: dict[str, Any]) -> bool:
         """POST until a 2xx; give up on a 4xx other than 408/429 (the receiver refused it) or after the last try."""
-        try:
-            check_webhook_url(url)
-        except RequestError:
-            log.warning("not calling webhook %r: not an http(s) URL", url)
+        try:  # checked again when sending: the name may resolve elsewhere by now
+            check_webhook_url(url, self.allow_private)
+        except RequestError as error:
+            log.warning("not calling webhook %r: %s", url, error.message)
             return False
         headers = {"User-Agent": USER_AGENT, "X-Sfumato-Job": str(payload.get("id", ""))}
         for attempt in range(self.tries):
