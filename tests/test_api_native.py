@@ -278,3 +278,8 @@ def test_an_exposed_studio_refuses_webhooks_into_its_own_network():
             check_webhook_url(url, allow_private=False)
         assert check_webhook_url(url, allow_private=True) == url  # a local studio may call local automation
     assert check_webhook_url("http://8.8.8.8/hook", allow_private=False) == "http://8.8.8.8/hook"
+
+
+def test_outpaint_margins_without_an_image_are_not_silently_ignored(studio):
+    answer = httpx.post(f"{studio.url}/api/v1/jobs", json={"prompt": "x", "outpaint": {"left": 32}})
+    assert answer.status_code == 422 and "init_image" in answer.json()["detail"]

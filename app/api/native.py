@@ -110,11 +110,13 @@ def to_request(body: JobBody) -> GenerationRequest:
 
 
 def _implied_task(body: JobBody) -> str:
-    """Leaving ``task`` out is fine: an init image with a mask is inpaint, with margins outpaint, else img2img."""
-    if body.init_image is None:
-        return "txt2img"
+    """Leaving ``task`` out is fine: an init image with a mask is inpaint, with margins outpaint, else img2img.
+    Margins without an image still mean outpaint, so the client hears that the image is missing (and a negative
+    margin is reported) instead of the margins being ignored."""
     if body.outpaint is not None and any(body.outpaint.model_dump().values()):
         return "outpaint"
+    if body.init_image is None:
+        return "txt2img"
     return "inpaint" if body.mask is not None else "img2img"
 
 
