@@ -182,7 +182,8 @@ def with_default_model(config):
 
     from modules.model_registry import ModelRegistry
 
-    registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
+    registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file,
+                             compute_hashes=False)  # only "is there any?": the services' registry hashes (once)
     if registry.list() or not (EMBEDDED_MODEL / "model_index.json").is_file():
         return config
     print(f"No checkpoint of your own yet: using the embedded model {EMBEDDED_MODEL.name}.", flush=True)
