@@ -233,18 +233,19 @@ class _Run:
         return self._hires(pipe, result.images, seeds, progress)
 
     def _hires(self, pipe: Any, latents: Any, seeds: list[int], progress: Progress) -> list[Image.Image]:
-        import torch
 
         hires = self.request.hires
         width, height = self.hires_size
         if hires.upscaler in LATENT_UPSCALERS:
             scale = pipe.vae_scale_factor
-            source = torch.nn.functional.interpolate(
-                latents.float(), size=(height // scale, width // scale), mode=LATENT_UPSCALERS[hires.upscaler]
-            ).to(latents.dtype)
+            source = cover_latents(latents.float(), height // scale, width // scale,
+                                   LATENT_UPSCALERS[hires.upscaler]).to(latents.dtype)
         elif hires.upscaler in IMAGE_UPSCALERS:
+            from PIL import ImageOps
+
+            # A1111: a target of another aspect ratio is covered and centre-cropped, never stretched
             resample = IMAGE_UPSCALERS[hires.upscaler] or Image.Resampling.LANCZOS
-            source = [image.resize((width, height), resample) for image in _decode(pipe, latents)]
+            source = [ImageOps.fit(image, (width, height), resample) for image in _decode(pipe, latents)]
         else:
             known = ", ".join([*LATENT_UPSCALERS, *IMAGE_UPSCALERS])
             raise RequestError("hires.upscaler", f"unknown upscaler {hires.upscaler!r}; choose one of {known}")
@@ -410,6 +411,21 @@ def _working_size(request: GenerationRequest, loaded: LoadedModel, limits: Limit
         height = request.height or size
     check_size(width, height, limits)
     return width, height
+
+
+def cover_latents(latents: Any, height: int, width: int, mode: str) -> Any:
+    """Latents resized to cover ``height`` x ``width`` (latent units) and centre-cropped: the hires fix keeps the
+    picture's proportions when the target's aspect ratio differs, as A1111 does."""
+    import math
+
+    import torch
+
+    source_h, source_w = latents.shape[-2:]
+    scale = max(height / source_h, width / source_w)
+    cover_h, cover_w = max(height, math.ceil(source_h * scale)), max(width, math.ceil(source_w * scale))
+    resized = torch.nn.functional.interpolate(latents, size=(cover_h, cover_w), mode=mode)
+    top, left = (cover_h - height) // 2, (cover_w - width) // 2
+    return resized[..., top:top + height, left:left + width]
 
 
 def _decode(pipe: Any, latents: Any) -> list[Image.Image]:

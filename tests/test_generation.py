@@ -243,3 +243,27 @@ def test_images_of_finished_batches_are_on_disk_when_a_later_batch_is_interrupte
     result = services.queue.wait(job, timeout=120)
     assert [item.seed for item in result.images] == [40, 41]
     assert all(item.path is not None and item.path.is_file() for item in result.images)
+
+
+def test_hires_to_another_aspect_ratio_crops_instead_of_stretching():
+    # A square first pass to a wide target keeps its proportions: it is covered and centre-cropped (A1111), so a
+    # band along the top edge falls outside the crop, where stretching would have kept it.
+    import torch
+
+    from modules.generation import cover_latents
+
+    latents = torch.zeros(1, 4, 8, 8)
+    latents[..., :2, :] = 1.0  # a bright band: the top quarter
+    latents[..., :, 3:5] = 0.5  # a vertical stripe in the middle
+    wide = cover_latents(latents, 8, 16, "nearest")
+    assert wide.shape[-2:] == (8, 16)
+    assert wide.max() < 1.0  # the top band was cropped away, not squeezed in
+    assert (wide[0, 0, :, 6:10] == 0.5).all()  # the middle stripe is twice as wide, not stretched out of shape
+    tall = cover_latents(latents, 16, 8, "nearest")
+    assert tall.shape[-2:] == (16, 8) and (tall[0, 0, :4, :2] == 1.0).all()  # the band, now 4 rows of 16
+
+
+def test_hires_with_both_resize_sides_returns_that_size(services):
+    for upscaler in ("Latent", "Lanczos"):
+        hires = HiresFix(upscaler=upscaler, steps=2, denoising_strength=0.5, resize_x=128, resize_y=64)
+        assert services.run(txt2img(hires=hires)).images[0].image.size == (128, 64)
