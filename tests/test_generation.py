@@ -267,3 +267,28 @@ def test_hires_with_both_resize_sides_returns_that_size(services):
     for upscaler in ("Latent", "Lanczos"):
         hires = HiresFix(upscaler=upscaler, steps=2, denoising_strength=0.5, resize_x=128, resize_y=64)
         assert services.run(txt2img(hires=hires)).images[0].image.size == (128, 64)
+
+
+def test_sdxl_runs_the_whole_path_with_weighted_long_prompts(tmp_path, app_config):
+    # SDXL's two text encoders, pooled embeddings and size conditioning, through the same queue and generate()
+    import dataclasses
+
+    from modules.services import build_services
+    from modules.tiny_model import save_tiny_model
+
+    save_tiny_model(app_config.models_dir / "Stable-diffusion" / "tiny-sdxl", family="sdxl", seed=0)
+    services = build_services(dataclasses.replace(app_config, default_ckpt="tiny-sdxl"))
+    services.start()
+    try:
+        long_prompt = "a (red:1.4) circle, " + ", ".join(f"detail {i}" for i in range(40))  # over 77 tokens
+        first = services.run(txt2img(prompt=long_prompt, steps=2))
+        again = services.run(txt2img(prompt=long_prompt, steps=2))
+        other = services.run(txt2img(prompt="a [blue] square", steps=2))
+        inpainted = services.run(txt2img(task="inpaint", init_image=first.images[0].image,
+                                         mask=Image.new("L", (64, 64), 255), steps=2))
+    finally:
+        services.stop()
+    assert first.images[0].image.size == (64, 64) and "Model: tiny-sdxl" in first.images[0].infotext
+    assert np.array_equal(pixels(first.images[0].image), pixels(again.images[0].image))
+    assert not np.array_equal(pixels(first.images[0].image), pixels(other.images[0].image))
+    assert inpainted.images[0].image.size == (64, 64)
