@@ -243,7 +243,28 @@ def infotext_to_request_fields(parsed: dict[str, Any]) -> dict[str, Any]:
         fields["clip_skip"] = 1  # A1111 leaves Clip skip out when it is 1
     if any(key.startswith("Hires ") for key in parsed):
         fields["enable_hr"] = True
+    _inpaint_fields(parsed, fields)
     return fields
+
+
+def _inpaint_fields(parsed: dict[str, Any], fields: dict[str, Any]) -> None:
+    """The inpaint and outpaint settings Sfumato writes (A1111's names where it has them), and the styles."""
+    if "Inpaint area" in parsed:
+        fields["inpaint_full_res"] = str(parsed["Inpaint area"]).strip().lower() == "only masked"
+    if "Masked area padding" in parsed:
+        with contextlib.suppress(ValueError, TypeError):
+            fields["inpaint_full_res_padding"] = _typed(parsed["Masked area padding"], int)
+    if "Outpaint" in parsed:
+        with contextlib.suppress(ValueError, TypeError):
+            sides = [int(part) for part in str(parsed["Outpaint"]).split(",")]
+            if len(sides) == 4:
+                fields["outpaint"] = dict(zip(("left", "right", "top", "bottom"), sides, strict=True))
+    styles = parsed.get("Styles array")
+    if isinstance(styles, str):
+        with contextlib.suppress(ValueError):
+            styles = json.loads(styles)
+    if isinstance(styles, list) and all(isinstance(style, str) for style in styles):
+        fields["styles"] = styles
 
 
 # --- EXIF UserComment -------------------------------------------------------------------------------------------

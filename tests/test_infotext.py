@@ -420,3 +420,17 @@ def test_very_long_jpeg_infotext_falls_back_to_the_comment_segment(tmp_path):
 def test_unknown_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match="gif"):
         save_image_with_infotext(Image.new("RGB", (8, 8)), tmp_path / "x.gif", "t", "gif")
+
+
+def test_inpaint_and_outpaint_settings_read_back_from_the_infotext():
+    from modules.infotext import format_infotext, infotext_to_request_fields, parse_infotext
+
+    text = format_infotext("a cat", "", {"Steps": 20, "Sampler": "Euler", "CFG scale": 7, "Seed": 1,
+                                         "Size": "64x64", "Mask blur": 4, "Inpaint area": "Only masked",
+                                         "Masked area padding": 32, "Outpaint": "0,64,8,0",
+                                         "Styles array": ["moody", "sunny, bright"]})
+    fields = infotext_to_request_fields(parse_infotext(text))
+    assert fields["mask_blur"] == 4 and fields["inpaint_full_res"] is True
+    assert fields["inpaint_full_res_padding"] == 32
+    assert fields["outpaint"] == {"left": 0, "right": 64, "top": 8, "bottom": 0}
+    assert fields["styles"] == ["moody", "sunny, bright"]

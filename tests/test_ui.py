@@ -385,3 +385,16 @@ def test_interrupt_without_a_job_of_this_tab_leaves_other_jobs_alone(services):
     assert not job.control.interrupted.is_set() and not job.control.skipped.is_set()
     assert services.queue.cancel(job.id)
     assert job.done_event.wait(60)
+
+
+def test_pasting_an_inpaint_infotext_restores_area_padding_and_outpaint(services):
+    from app.ui.paste import parameters_from_infotext
+
+    text = ("a cat\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, Mask blur: 8, "
+            "Inpaint area: Only masked, Masked area padding: 48, Outpaint: \"0,64,8,0\"")
+    names = ["prompt", "steps", "mask_blur", "inpaint_area", "inpaint_full_res_padding", "outpaint_mode",
+             "outpaint_left", "outpaint_right", "outpaint_top", "outpaint_bottom"]
+    updates = parameters_from_infotext(services, text, names)
+    assert updates["inpaint_area"] == "Only masked" and updates["inpaint_full_res_padding"] == 48
+    assert updates["mask_blur"] == 8 and updates["outpaint_mode"] is True
+    assert (updates["outpaint_right"], updates["outpaint_top"]) == (64, 8)

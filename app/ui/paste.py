@@ -25,6 +25,21 @@ DIRECT_FIELDS = (
 RESET_WHEN_ABSENT = MappingProxyType({"subseed": -1, "subseed_strength": 0.0, "enable_hr": False})
 
 
+def _inpaint_updates(fields: Values) -> Values:
+    """Inpaint area, padding and outpaint margins, as the inpaint tab's controls hold them."""
+    from app.ui.request_form import INPAINT_AREAS
+
+    updates: Values = {}
+    if "inpaint_full_res" in fields:
+        updates["inpaint_area"] = INPAINT_AREAS[1 if fields["inpaint_full_res"] else 0]
+    if "inpaint_full_res_padding" in fields:
+        updates["inpaint_full_res_padding"] = fields["inpaint_full_res_padding"]
+    if "outpaint" in fields:
+        updates["outpaint_mode"] = True
+        updates.update({f"outpaint_{side}": value for side, value in fields["outpaint"].items()})
+    return updates  # styles are not restored: the pasted prompt already holds their text
+
+
 def parameters_from_infotext(services: Any, text: str, names: Iterable[str]) -> Values:
     """Updates (by form name, restricted to ``names``) that put the infotext's parameters into a tab."""
     from modules.infotext import infotext_to_request_fields, parse_infotext
@@ -61,6 +76,7 @@ def parameters_from_infotext(services: Any, text: str, names: Iterable[str]) -> 
             updates["vae"] = vae
     elif "vae" in wanted:
         updates["vae"] = choices.AUTOMATIC_VAE
+    updates.update(_inpaint_updates(fields))
     updates = {name: value for name, value in updates.items() if name in wanted}
     if skipped:
         updates[WARNING] = "Kept the current value for " + "; ".join(skipped) + "."
