@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -30,6 +29,7 @@ try:  # Python 3.11+; 3.10 reads TOML with the tomli backport (a dependency ther
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from modules.atomic_files import atomic_write
 from modules.extension_api import Catalog, Cell, Extension, JobOutcome, StepEvent, Sweep
 from modules.request import GenerationRequest, RequestError
 from modules.results import GeneratedImage, GenerationResult, JobControl, Progress
@@ -230,9 +230,8 @@ class ExtensionManager:
 
     def _write_disabled(self, disabled: set[str]) -> None:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.state_file.with_suffix(".tmp")
-        staging.write_text(json.dumps({"disabled": sorted(disabled)}, indent=2), encoding="utf-8")
-        os.replace(staging, self.state_file)
+        with atomic_write(self.state_file, permissions=0o644) as file:
+            file.write(json.dumps({"disabled": sorted(disabled)}, indent=2))
 
     # -- what extensions contribute -------------------------------------------------------------------------
     def scripts(self) -> dict[str, tuple[str, list[str]]]:

@@ -14,11 +14,12 @@ import json
 import os
 import re
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from modules.atomic_files import atomic_write
 
 # Fixed head of the parameter line, in A1111's order; extras follow in insertion order, then Version.
 KEY_ORDER: tuple[str, ...] = (
@@ -416,16 +417,7 @@ def save_image_with_infotext(
                 raise ValueError("infotext is too long to store in a JPEG; save as PNG instead")
     elif fmt == "webp":
         kwargs.update(quality=quality, lossless=lossless)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            image.save(file, format=fmt.upper(), **kwargs)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temp_name, 0o644)  # mkstemp makes it private; an image is as readable as any file the user saves
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
+    # readable like any file the user saves (a temporary file starts private)
+    with atomic_write(path, "wb", permissions=0o644) as file:
+        image.save(file, format=fmt.upper(), **kwargs)
     return path

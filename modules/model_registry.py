@@ -14,11 +14,12 @@ import json
 import logging
 import os
 import struct
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from modules.atomic_files import atomic_write
 
 CHECKPOINT_DIR = "Stable-diffusion"
 VAE_DIR = "VAE"
@@ -181,14 +182,8 @@ class HashCache:
 
     def _write(self) -> None:
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".hashes-", suffix=".tmp", dir=self.cache_file.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"version": CACHE_VERSION, "entries": self._entries}, handle, indent=1, sort_keys=True)
-            os.replace(temp, self.cache_file)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with atomic_write(self.cache_file) as handle:
+            json.dump({"version": CACHE_VERSION, "entries": self._entries}, handle, indent=1, sort_keys=True)
         self._dirty = False
 
 

@@ -8,17 +8,17 @@ be read is reported and the defaults are used, because a broken settings file mu
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from modules.atomic_files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +104,9 @@ class SettingsStore:
 
     def _write(self, values: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                json.dump(values, file, indent=2, sort_keys=True, ensure_ascii=False)
-                file.write("\n")
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp_name, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp_name)
-            raise
+        with atomic_write(self.path) as file:
+            json.dump(values, file, indent=2, sort_keys=True, ensure_ascii=False)
+            file.write("\n")
 
 
 def _check_serialisable(key: str, value: Any) -> None:

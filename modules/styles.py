@@ -7,14 +7,14 @@ Columns are ``name,prompt,negative_prompt`` with an optional ``description`` (ol
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from modules.atomic_files import atomic_write
 
 PROMPT_PLACEHOLDER = "{prompt}"
 
@@ -120,20 +120,11 @@ class StyleStore:
             fields.append("description")
             self._has_description = True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=fields, quoting=csv.QUOTE_MINIMAL)
-                writer.writeheader()
-                for style in self._styles.values():
-                    row = {"name": style.name, "prompt": style.prompt, "negative_prompt": style.negative_prompt}
-                    if "description" in fields:
-                        row["description"] = style.description
-                    writer.writerow(row)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp_name, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp_name)
-            raise
+        with atomic_write(self.path, newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=fields, quoting=csv.QUOTE_MINIMAL)
+            writer.writeheader()
+            for style in self._styles.values():
+                row = {"name": style.name, "prompt": style.prompt, "negative_prompt": style.negative_prompt}
+                if "description" in fields:
+                    row["description"] = style.description
+                writer.writerow(row)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from tests.api_server import RunningServer, serve_app
@@ -68,8 +67,6 @@ def b64(image: Image.Image, fmt: str = "PNG") -> str:
     return base64.b64encode(file_bytes(image, fmt)).decode("ascii")
 
 
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
 def load(data: bytes) -> Image.Image:

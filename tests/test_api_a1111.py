@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from tests.api_server import RunningServer
 from tests.api_studio import running_studio
+from tests.helpers import pixels
 
 webuiapi = pytest.importorskip("webuiapi")
 
@@ -66,8 +67,6 @@ def client(studio):
     return studio.client()
 
 
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
 def picture() -> Image.Image:

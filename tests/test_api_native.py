@@ -13,7 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.api_studio import b64, load, picture, pixels, running_studio
+from tests.api_studio import b64, load, picture, running_studio
+from tests.helpers import pixels
 
 TINY = {"width": 64, "height": 64, "steps": 3, "sampler_name": "Euler"}
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.api_studio import file_bytes, load, picture, pixels, running_studio
+from tests.api_studio import file_bytes, load, picture, running_studio
+from tests.helpers import pixels
 
 openai = pytest.importorskip("openai")
 

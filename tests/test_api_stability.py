@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.api_studio import file_bytes, load, picture, pixels, running_studio
+from tests.api_studio import file_bytes, load, picture, running_studio
+from tests.helpers import pixels
 
 AUTH = {"authorization": "Bearer sk-local"}
 FAST = {"steps": "3"}

@@ -10,16 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from modules.request import GenerationRequest, HiresFix, Outpaint, RequestError
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
-def txt2img(**fields) -> GenerationRequest:
-    base = dict(prompt="a red circle on a blue background", steps=4, width=64, height=64, seed=1234)
-    base.update(fields)
-    return GenerationRequest(**base)
+from tests.helpers import pixels, txt2img
 
 
 def test_same_seed_same_pixels_and_different_seeds_differ(services):

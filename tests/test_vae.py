@@ -17,6 +17,7 @@ from modules.checkpoint_loading import CheckpointLoadError
 from modules.model_registry import ModelRegistry, UnknownModelError, VaeInfo
 from modules.request import GenerationRequest, RequestError
 from modules.tiny_model import _vae
+from tests.helpers import pixels, txt2img
 
 VAE_SEED = 7  # the checkpoints' VAE is built from seed 0, so this one decodes the same latents differently
 SDXL_SCALING = 0.13025
@@ -32,13 +33,7 @@ class Payload:
         return os.makedirs, (str(self.marker),)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning threads make them 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +68,8 @@ def vae_services(models, app_config):
     built.stop()
 
 
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
-def txt2img(**fields) -> GenerationRequest:
-    base = dict(prompt="a red circle on a blue background", steps=4, width=64, height=64, seed=1234)
-    base.update(fields)
-    return GenerationRequest(**base)
 
 
 def img2img(**fields) -> GenerationRequest:

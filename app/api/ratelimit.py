@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from modules.atomic_files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,5 @@ class MonthlyUsage:
         if self._path is None:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self._path.with_name(self._path.name + ".tmp")
-        temporary.write_text(json.dumps(self._months, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(temporary, self._path)
+        with atomic_write(self._path, permissions=0o644) as file:
+            file.write(json.dumps(self._months, indent=1, sort_keys=True))
