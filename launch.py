@@ -19,7 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-DEFAULT_TORCH = "torch==2.13.0"
+# spandrel (upscalers) imports torchvision; on this platform torch 2.14.1 is the build that has a matching one.
+DEFAULT_TORCH = "torch==2.14.1 torchvision==0.29.1"
 # The CLIP BPE vocabulary ships in open_clip_torch; its own dependencies (torchvision) are not needed to read it.
 OPEN_CLIP = "open_clip_torch==3.3.0"
 EMBEDDED_MODEL = ROOT / "models" / "Stable-diffusion" / "sfumato-shapes"

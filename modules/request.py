@@ -14,19 +14,14 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from modules.errors import RequestError, check_range
+
+__all__ = ["RequestError"]  # re-exported: older imports of RequestError from here keep working
+
 Task = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 TASKS: tuple[str, ...] = ("txt2img", "img2img", "inpaint", "outpaint")
 RESIZE_MODES = ("just resize", "crop and resize", "resize and fill")
 INPAINT_FILLS = ("fill", "original", "latent noise", "latent nothing")
-
-
-class RequestError(ValueError):
-    """A request field is invalid; ``field`` names it so HTTP and UI front ends can point at it."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -124,17 +119,12 @@ class GenerationRequest:
         return self.task != "txt2img"
 
 
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not (low <= value <= high):
-        raise RequestError(name, f"must be between {low:g} and {high:g}, got {value:g}")
-
-
 def check_size(width: int, height: int, limits: Limits) -> None:
     """Sizes must be multiples of 8 (the VAE's factor) and fit the configured limits."""
     for name, value in (("width", width), ("height", height)):
         if value % 8:
             raise RequestError(name, f"must be a multiple of 8, got {value} (try {max(8, round(value / 8) * 8)})")
-        _check_range(name, value, 8, limits.max_side)
+        check_range(name, value, 8, limits.max_side)
     if width * height > limits.max_pixels:
         raise RequestError(
             "width", f"{width}x{height} is {width * height:,} pixels, over this studio's limit of {limits.max_pixels:,}"
@@ -147,21 +137,21 @@ def validate_request(request: GenerationRequest, limits: Limits) -> None:
         raise RequestError("task", f"unknown task {request.task!r}; expected one of {', '.join(TASKS)}")
     if request.width or request.height:
         check_size(request.width, request.height, limits)
-    _check_range("steps", request.steps, 1, limits.max_steps)
-    _check_range("cfg_scale", request.cfg_scale, 0.0, limits.max_cfg)
-    _check_range("batch_size", request.batch_size, 1, limits.max_batch_size)
-    _check_range("n_iter", request.n_iter, 1, limits.max_batch_count)
-    _check_range("clip_skip", request.clip_skip, 1, 12)
-    _check_range("subseed_strength", request.subseed_strength, 0.0, 1.0)
-    _check_range("denoising_strength", request.denoising_strength, 0.0, 1.0)
-    _check_range("mask_blur", request.mask_blur, 0, 64)
-    _check_range("inpaint_full_res_padding", request.inpaint_full_res_padding, 0, 256)
-    _check_range("resize_mode", request.resize_mode, 0, len(RESIZE_MODES) - 1)
-    _check_range("inpainting_fill", request.inpainting_fill, 0, len(INPAINT_FILLS) - 1)
+    check_range("steps", request.steps, 1, limits.max_steps)
+    check_range("cfg_scale", request.cfg_scale, 0.0, limits.max_cfg)
+    check_range("batch_size", request.batch_size, 1, limits.max_batch_size)
+    check_range("n_iter", request.n_iter, 1, limits.max_batch_count)
+    check_range("clip_skip", request.clip_skip, 1, 12)
+    check_range("subseed_strength", request.subseed_strength, 0.0, 1.0)
+    check_range("denoising_strength", request.denoising_strength, 0.0, 1.0)
+    check_range("mask_blur", request.mask_blur, 0, 64)
+    check_range("inpaint_full_res_padding", request.inpaint_full_res_padding, 0, 256)
+    check_range("resize_mode", request.resize_mode, 0, len(RESIZE_MODES) - 1)
+    check_range("inpainting_fill", request.inpainting_fill, 0, len(INPAINT_FILLS) - 1)
     for name in ("seed", "subseed"):
         value = getattr(request, name)
         if value != -1:
-            _check_range(name, value, 0, 2**32 - 1)
+            check_range(name, value, 0, 2**32 - 1)
     if request.output_format not in ("png", "jpeg", "webp"):
         raise RequestError("output_format", "must be png, jpeg or webp")
     if request.uses_init_image and request.init_image is None:
@@ -175,13 +165,13 @@ def validate_request(request: GenerationRequest, limits: Limits) -> None:
         )
     if request.task == "outpaint":
         for side in ("left", "right", "top", "bottom"):
-            _check_range(f"outpaint.{side}", getattr(request.outpaint, side), 0, limits.max_side)
+            check_range(f"outpaint.{side}", getattr(request.outpaint, side), 0, limits.max_side)
         if not request.outpaint.any:
             raise RequestError("outpaint", "say how many pixels to add on at least one side")
     if request.hires is not None:
-        _check_range("hires.scale", request.hires.scale, 1.0, 4.0)
-        _check_range("hires.denoising_strength", request.hires.denoising_strength, 0.0, 1.0)
-        _check_range("hires.steps", request.hires.steps, 0, limits.max_steps)
+        check_range("hires.scale", request.hires.scale, 1.0, 4.0)
+        check_range("hires.denoising_strength", request.hires.denoising_strength, 0.0, 1.0)
+        check_range("hires.steps", request.hires.steps, 0, limits.max_steps)
 
 
 def _has_alpha_mask(image: Image.Image | None) -> bool:
