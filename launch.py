@@ -132,8 +132,8 @@ def relaunch_in_venv(argv: list[str]) -> None:
 
 # -- composition ---------------------------------------------------------------------------------------------------
 def build_config(args: argparse.Namespace):
-    from modules.config import AppConfig
-    from modules.request import Limits
+    from modules.image.request import Limits
+    from modules.runtime.config import AppConfig
 
     if args.nowebui and args.share:
         raise SystemExit("--share makes a public link to the web UI; it cannot be combined with --nowebui.")
@@ -168,7 +168,7 @@ def build_config(args: argparse.Namespace):
 
 
 def _credentials(flag: str, text: str | None) -> tuple[tuple[str, str], ...]:
-    from modules.config import parse_auth
+    from modules.runtime.config import parse_auth
 
     try:
         return parse_auth(text)
@@ -181,7 +181,7 @@ def with_default_model(config):
     their own, e.g. with ``--models-dir`` pointing at an empty or new folder."""
     import dataclasses
 
-    from modules.model_registry import ModelRegistry
+    from modules.models.registry import ModelRegistry
 
     registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file,
                              compute_hashes=False)  # only "is there any?": the services' registry hashes (once)
@@ -220,7 +220,7 @@ def main(argv: list[str]) -> int:
         print("Environment ready.")
         return 0
     from app.server import serve
-    from modules.services import build_services
+    from modules.runtime.services import build_services
 
     serve(build_services(config), config)
     return 0

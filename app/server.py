@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import gradio as gr
     from fastapi import FastAPI
 
+    from modules.runtime.services import Services
+
 log = logging.getLogger(__name__)
 
 SHARE_REFUSED = (
@@ -32,7 +34,7 @@ SHARE_REFUSED = (
 )
 
 
-def build_app(services: Any) -> gr.Blocks:
+def build_app(services: Services) -> gr.Blocks:
     """The studio's Blocks without launching it (for tests and for mounting into another server)."""
     from app.ui import build_ui
 
@@ -53,7 +55,7 @@ def check_api(config: Any) -> None:
     _checked(ApiContext.from_config(config))
 
 
-def api_context(services: Any) -> ApiContext:
+def api_context(services: Services) -> ApiContext:
     """The API's access settings from the command line; ``SystemExit`` before anything is served if unsafe."""
     return _checked(ApiContext.from_services(services))
 
@@ -66,7 +68,7 @@ def _checked(context: ApiContext) -> ApiContext:
     return context
 
 
-def launch_options(services: Any, config: Any) -> dict[str, Any]:
+def launch_options(services: Services, config: Any) -> dict[str, Any]:
     """``Blocks.launch`` keyword arguments shared by the first launch and a local-only relaunch."""
     from app.ui import CSS
 
@@ -75,10 +77,10 @@ def launch_options(services: Any, config: Any) -> dict[str, Any]:
         "server_port": config.port,
         "auth": list(config.gradio_auth) or None,
         "allowed_paths": [str(config.outdir)],  # the gallery shows the saved files, infotext included
-        "css": CSS + (services.extensions.css() if getattr(services, "extensions", None) else ""),
+        "css": CSS + services.extensions.css(),
         "prevent_thread_lock": True,
     }
-    script = services.extensions.js() if getattr(services, "extensions", None) else ""
+    script = services.extensions.js()
     if script:
         options["js"] = script
     if config.api:
@@ -88,7 +90,7 @@ def launch_options(services: Any, config: Any) -> dict[str, Any]:
     return options
 
 
-def serve(services: Any, config: Any) -> None:
+def serve(services: Services, config: Any) -> None:
     """Serve what the flags ask for until interrupted; the worker runs meanwhile and stops on the way out."""
     context = api_context(services) if config.serves_api else None
     if config.nowebui:
@@ -97,7 +99,7 @@ def serve(services: Any, config: Any) -> None:
         serve_ui(services, config, context)
 
 
-def serve_ui(services: Any, config: Any, context: ApiContext | None = None) -> None:
+def serve_ui(services: Services, config: Any, context: ApiContext | None = None) -> None:
     """The Gradio studio, with the API on the same server when ``context`` is given."""
     share = check_share(config)
     blocks = build_app(services)
@@ -113,14 +115,14 @@ def serve_ui(services: Any, config: Any, context: ApiContext | None = None) -> N
         services.stop()
 
 
-def attach_to_launched(app: FastAPI, services: Any, context: ApiContext) -> None:
+def attach_to_launched(app: FastAPI, services: Services, context: ApiContext) -> None:
     """Add the API to the app Gradio is already serving, its docs listing the API's routes only."""
     attach_api(app, services, context)
     app.openapi = _api_openapi(app, services)
     app.middleware_stack = None  # rebuilt on the next request, with every handler attach_api added
 
 
-def serve_api(services: Any, config: Any, context: ApiContext | None = None) -> None:
+def serve_api(services: Services, config: Any, context: ApiContext | None = None) -> None:
     """The API alone, served by uvicorn on ``--port``."""
     import uvicorn
 
@@ -137,11 +139,11 @@ def serve_api(services: Any, config: Any, context: ApiContext | None = None) -> 
         services.stop()
 
 
-def _api_openapi(app: FastAPI, services: Any) -> Any:
+def _api_openapi(app: FastAPI, services: Services) -> Any:
     """``app.openapi`` listing only the API's paths, not Gradio's (built per call: the docs are fetched rarely)."""
     from fastapi.openapi.utils import get_openapi
 
-    version = str(getattr(getattr(services, "engine", None), "version", "0"))
+    version = services.engine.version
 
     def openapi() -> dict[str, Any]:
         schema = get_openapi(title=API_TITLE, version=version, routes=app.routes)

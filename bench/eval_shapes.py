@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from modules import shapes_metrics as metrics
+    from tools.shapes import metrics as metrics
 
     torch.set_num_threads(args.threads)
     defaults = recorded_defaults(args.model)

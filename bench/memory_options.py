@@ -32,13 +32,13 @@ def build_pipeline(family: str, device_type: str, dtype):
     from diffusers.models import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from modules.checkpoint_loading import read_config_folder
-    from modules.clip_vocab import load_clip_tokenizer
-    from modules.tiny_model import build_tiny_pipeline
+    from modules.models.checkpoints import read_config_folder
+    from modules.models.clip_vocab import load_clip_tokenizer
+    from tools.tiny_model import build_tiny_pipeline
 
     if device_type == "cpu":
         return build_tiny_pipeline("sdxl" if family == "sdxl" else "sd1")
-    configs = read_config_folder(Path(__file__).resolve().parent.parent / "modules" / "model_configs" / family)
+    configs = read_config_folder(Path(__file__).resolve().parent.parent / "modules" / "models" / "configs" / family)
     torch.manual_seed(0)
     with torch.device("cpu"):
         unet = UNet2DConditionModel.from_config(configs["unet"]).to(dtype)
@@ -60,8 +60,8 @@ def build_pipeline(family: str, device_type: str, dtype):
 def measure(family: str, steps: int, size: int, repeats: int) -> list[tuple[str, float, float | None, list[str]]]:
     import torch
 
-    from modules.devices import choose_dtype, detect_device
-    from modules.memory import MemoryOptions, apply_memory_options
+    from modules.runtime.devices import choose_dtype, detect_device
+    from modules.runtime.memory import MemoryOptions, apply_memory_options
 
     device = detect_device()
     dtype = choose_dtype(device)

@@ -34,8 +34,8 @@ class Studio:
 def running_studio(root: Path, tiny_model_store: Path) -> Iterator[Studio]:
     from app.api import create_api
     from app.api.webhooks import install_webhooks
-    from modules.config import AppConfig
-    from modules.services import build_services
+    from modules.runtime.config import AppConfig
+    from modules.runtime.services import build_services
 
     shutil.copytree(tiny_model_store, root / "models")
     config = AppConfig(models_dir=root / "models", outdir=root / "outputs", data_dir=root / "data",

@@ -14,19 +14,23 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_model_store(tmp_path_factory) -> Path:
-    """A models folder in A1111 layout with a tiny SD 1.x model and a tiny inpainting model (built once)."""
-    from modules.tiny_model import save_tiny_model
+    """A models folder in A1111 layout with a tiny SD 1.x model, a tiny inpainting model and two tiny upscalers
+    (a 2x .safetensors in ESRGAN/, a 4x .pth in RealESRGAN/), built once."""
+    from tools.tiny_model import save_tiny_model
+    from tools.tiny_upscaler import save_tiny_upscaler
 
     root = tmp_path_factory.mktemp("model-store")
     save_tiny_model(root / "Stable-diffusion" / "tiny-sd1", family="sd1", seed=0)
     save_tiny_model(root / "Stable-diffusion" / "tiny-sd1-inpainting", family="sd1", seed=0, inpainting=True)
+    save_tiny_upscaler(root / "ESRGAN" / "2x-TinyCompact.safetensors", scale=2)
+    save_tiny_upscaler(root / "RealESRGAN" / "4x-TinyCompact.pth", scale=4, seed=1)
     return root
 
 
 @pytest.fixture
 def app_config(tmp_path, tiny_model_store):
     """An AppConfig whose models, outputs and data live under tmp_path (models copied from the session store)."""
-    from modules.config import AppConfig
+    from modules.runtime.config import AppConfig
 
     models = tmp_path / "models"
     shutil.copytree(tiny_model_store, models)
@@ -37,7 +41,7 @@ def app_config(tmp_path, tiny_model_store):
 @pytest.fixture
 def services(app_config):
     """Running services (worker thread started) on the tiny models; stopped after the test."""
-    from modules.services import build_services
+    from modules.runtime.services import build_services
 
     built = build_services(app_config)
     built.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from modules.request import GenerationRequest
+from modules.image.request import GenerationRequest
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -18,3 +18,31 @@ def txt2img(**fields) -> GenerationRequest:
     base = dict(prompt="a red circle on a blue background", steps=4, width=64, height=64, seed=1234)
     base.update(fields)
     return GenerationRequest(**base)
+
+
+def image_queue(runner, limits=None, **options):
+    """A job queue whose only kind is the image kind, run by ``runner`` (a test's stand-in for the generation
+    function when the test's subject is the queue, not the model)."""
+    from modules.image.kind import image_kind
+    from modules.image.request import Limits, validate_request
+    from modules.jobs.kinds import KindRegistry
+    from modules.jobs.queue import JobQueue
+
+    limits = limits or Limits()
+    return JobQueue(KindRegistry([image_kind(runner, lambda request: validate_request(request, limits))]), **options)
+
+
+def studio_services(tmp_path, runner=None, **config):
+    """Real services over empty folders in ``tmp_path`` (no model is loaded until a job runs); with ``runner``,
+    their queue runs image jobs with it instead of the model, for tests whose subject is not the model (access
+    rules, the Queue tab)."""
+    import dataclasses
+
+    from modules.runtime.config import AppConfig
+    from modules.runtime.services import build_services
+
+    folders = {"models_dir": tmp_path / "models", "data_dir": tmp_path / "data", "outdir": tmp_path / "outputs"}
+    services = build_services(AppConfig(**{**folders, **config}))
+    if runner is not None:
+        services = dataclasses.replace(services, queue=image_queue(runner))
+    return services

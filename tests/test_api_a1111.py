@@ -55,11 +55,9 @@ def studio(tmp_path_factory, tiny_model_store):
 def _restore_options(studio):
     """Tests may change the saved options and the default model; the next test starts from the launch state."""
     before = studio.services.settings.all()
-    default = studio.services.engine.default_model
     yield
     after = studio.services.settings.all()
     studio.services.settings.update({key: before.get(key) for key in after if after[key] != before.get(key)})
-    studio.services.engine.default_model = default
 
 
 @pytest.fixture
@@ -296,7 +294,7 @@ def test_file_listings_follow_the_models_folder(client, studio):
 
 
 def test_styles_memory_flags_and_scripts(client, studio):
-    from modules.styles import Style
+    from modules.image.styles import Style
 
     studio.services.engine.styles.save(Style("moody", "{prompt}, dark", "sunny"))
     assert {"name": "moody", "prompt": "{prompt}, dark", "negative_prompt": "sunny"} in client.get_prompt_styles()

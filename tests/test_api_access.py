@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from types import SimpleNamespace
 
 import pytest
 from fastapi import APIRouter, FastAPI, Request, WebSocket
@@ -23,10 +22,10 @@ from app.api.context import ApiContext, get_owner
 from app.api.errors import install_error_handlers
 from app.api.keys import DEFAULT_REQUESTS_PER_MINUTE
 from app.api.ratelimit import RateLimiter, month_key
-from modules.config import AppConfig
-from modules.jobs import JobQueue
-from modules.request import GenerationRequest
-from modules.results import GeneratedImage, GenerationResult
+from modules.image.request import GenerationRequest
+from modules.image.results import GeneratedImage, GenerationResult
+from modules.runtime.config import AppConfig
+from tests.helpers import studio_services
 
 ALICE_KEY = "sk-alice-0123456789abcdef"
 BOB_KEY = "sk-bob-fedcba9876543210"
@@ -36,7 +35,7 @@ LOCAL = "http://localhost:7860"
 def blank_images(request: GenerationRequest, control) -> GenerationResult:
     image = GeneratedImage(Image.new("RGB", (8, 8)), seed=1, subseed=1, prompt=request.prompt,
                            negative_prompt="", infotext="")
-    return GenerationResult(images=[image] * request.batch_size, grid=None, info={})
+    return GenerationResult(images=[image] * request.batch_size, grid=None)
 
 
 def access_test_routes() -> APIRouter:
@@ -72,10 +71,10 @@ def write_keys(tmp_path, tiers: dict, keys: list[dict] | None = None):
 
 def make_app(tmp_path, *, start: bool = False, **settings) -> FastAPI:
     """An app with only the access layer and the test routes, over a real (possibly unstarted) queue."""
-    queue = JobQueue(blank_images)
+    services = studio_services(tmp_path, blank_images, data_dir=tmp_path)
+    queue = services.queue
     if start:
         queue.start()
-    services = SimpleNamespace(config=AppConfig(data_dir=tmp_path), queue=queue)
     context = ApiContext(services=services, usage_file=tmp_path / "api-usage.json", **settings)
     app = FastAPI()
     app.state.sfumato = context
@@ -164,16 +163,14 @@ def test_without_credentials_localhost_is_open_and_a_clients_dummy_key_is_ignore
 def test_exposed_without_credentials_is_refused_before_serving(tmp_path):
     from app.server import check_api
 
-    services = SimpleNamespace(config=AppConfig(data_dir=tmp_path, listen=True), queue=JobQueue(blank_images))
+    services = studio_services(tmp_path, blank_images, listen=True)
     with pytest.raises(AccessConfigError, match="--api-auth"):
         create_api(services)
     with pytest.raises(SystemExit, match="without credentials"):
         check_api(AppConfig(api=True, share=True, gradio_auth=(("u", "p"),)))
     check_api(AppConfig(api=True, listen=True, api_auth=(("u", "p"),)))  # credentials: fine
 
-    exposed = TestClient(create_api(SimpleNamespace(config=AppConfig(data_dir=tmp_path, listen=True,
-                                                                     api_auth=(("u", "p"),)),
-                                                    queue=JobQueue(blank_images))),
+    exposed = TestClient(create_api(studio_services(tmp_path, blank_images, listen=True, api_auth=(("u", "p"),))),
                          base_url="http://studio.lan:7860")
     assert exposed.get("/sdapi/v1/samplers").status_code == 401  # any Host, but credentials needed
     assert exposed.get("/docs").status_code == 200

@@ -99,7 +99,7 @@ def test_submit_answers_at_once_then_poll_fetch_images_and_history(api):
 def test_image_in_another_format_and_img2img_task_implied(api):
     job = wait_ended(api, submit(api, prompt="rework", init_image=b64(picture()), denoising_strength=0.5,
                                  output_format="jpeg", **TINY)["id"])
-    assert job["state"] == "done" and job["result"]["info"]["denoising_strength"] == 0.5
+    assert job["state"] == "done" and job["result"]["parameters"]["denoising_strength"] == 0.5
     response = api.get(job["result"]["images"][0])
     assert response.headers["content-type"] == "image/jpeg" and load(response.content).format == "JPEG"
     as_png = api.get(job["result"]["images"][0], params={"format": "png"})
@@ -271,7 +271,7 @@ def test_malformed_json_then_a_good_request_still_runs(api):
 def test_an_exposed_studio_refuses_webhooks_into_its_own_network():
     # SSRF: when other machines can reach the studio, a caller must not make it post to internal addresses
     from app.api.webhooks import check_webhook_url
-    from modules.request import RequestError
+    from modules.errors import RequestError
 
     for url in ("http://127.0.0.1:9000/hook", "http://169.254.169.254/latest/meta-data", "http://10.1.2.3/x",
                 "http://localhost/x", "http://[::1]/x"):

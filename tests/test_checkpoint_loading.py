@@ -10,7 +10,7 @@ import pytest
 import torch
 from ckpt_layout import clip_to_ldm, open_clip_to_ldm, pipeline_to_ldm, save_single_file, unet_to_ldm, vae_to_ldm
 
-from modules.checkpoint_loading import (
+from modules.models.checkpoints import (
     CONFIG_ROOT,
     CheckpointLoadError,
     Layout,
@@ -20,8 +20,8 @@ from modules.checkpoint_loading import (
     read_config_folder,
     resolve_configs,
 )
-from modules.model_registry import CheckpointInfo
-from modules.tiny_model import SCHEDULER_CONFIG, build_tiny_pipeline
+from modules.models.registry import CheckpointInfo
+from tools.tiny_model import SCHEDULER_CONFIG, build_tiny_pipeline
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +91,7 @@ def tiny_sd2():
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from modules.clip_vocab import load_clip_tokenizer
+    from modules.models.clip_vocab import load_clip_tokenizer
 
     pipe = build_tiny_pipeline("sd1")
     torch.manual_seed(5)
@@ -235,7 +235,7 @@ def test_unsupported_files_are_refused_clearly(tmp_path, cache):
 
 
 def test_diffusers_folder_loads_as_is(tmp_path, cache):
-    from modules.tiny_model import save_tiny_model
+    from tools.tiny_model import save_tiny_model
 
     folder = save_tiny_model(tmp_path / "tiny-sd1")
     loaded = load_pipeline(info_for(folder), cache_dir=cache)

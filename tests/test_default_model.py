@@ -13,9 +13,9 @@ import shutil
 import numpy as np
 import pytest
 
-from modules import shapes_metrics as metrics
-from modules.config import ROOT, AppConfig
-from modules.request import GenerationRequest
+from modules.image.request import GenerationRequest
+from modules.runtime.config import ROOT, AppConfig
+from tools.shapes import metrics as metrics
 
 MODEL_NAME = "sfumato-shapes"
 MODEL_DIR = ROOT / "models" / "Stable-diffusion" / MODEL_NAME
@@ -35,7 +35,7 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def shapes_services(tmp_path_factory):
     """Services whose only checkpoint is the committed default model (copied, so nothing writes into the repo)."""
-    from modules.services import build_services
+    from modules.runtime.services import build_services
 
     root = tmp_path_factory.mktemp("shapes")
     models = root / "models"

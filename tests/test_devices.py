@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modules.devices import (
+from modules.runtime.devices import (
     Accelerator,
     DeviceUnavailableError,
     Hardware,

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from modules.extension_install import check_allowed, install, normalise_source, remove
-from modules.extensions import ExtensionError, ExtensionManager, Manifest
-from modules.request import GenerationRequest, RequestError
-from modules.results import JobControl
+from modules.errors import RequestError
+from modules.extensions.install import check_allowed, install, normalise_source, remove
+from modules.extensions.manager import ExtensionError, ExtensionManager, Manifest
+from modules.image.request import GenerationRequest
+from modules.jobs.control import JobControl
 
 RECORDER = '''
-from modules.extension_api import Sweep
+from modules.extensions.api import Sweep
 
 CALLS = []
 
@@ -65,7 +66,7 @@ def manager_for(tmp_path: Path) -> ExtensionManager:
 
 
 def engine_runner(services):
-    from modules.generation import generate
+    from modules.image.generation import generate
 
     return lambda request, control: generate(request, services.engine, control)
 
@@ -199,7 +200,7 @@ def test_the_documented_example_extension_works(tmp_path, services):
     # EXTENSIONS.md is what authors copy: its manifest and code must load and do what the text says.
     import re
 
-    from modules.config import ROOT
+    from modules.runtime.config import ROOT
 
     text = (ROOT / "EXTENSIONS.md").read_text(encoding="utf-8")
     toml = re.search(r"```toml\n(.*?)```", text, re.S).group(1).replace('requires = ["colorama>=0.4"]', "")

@@ -46,8 +46,8 @@ def make_extension(folder, name: str, code: str) -> None:
 
 @pytest.fixture
 def stamped_services(tmp_path, tiny_model_store):
-    from modules.config import AppConfig
-    from modules.services import build_services
+    from modules.runtime.config import AppConfig
+    from modules.runtime.services import build_services
 
     shutil.copytree(tiny_model_store, tmp_path / "models")
     make_extension(tmp_path / "user-ext" / "stamp", "stamp", STAMP)

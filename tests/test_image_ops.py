@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from modules import image_ops
+from modules.image import ops as image_ops
 
 
 def test_resize_modes_give_the_requested_size_and_their_own_framing():

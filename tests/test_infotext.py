@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from modules.infotext import (
+from modules.image.infotext import (
     decode_user_comment,
     embed_infotext,
     encode_user_comment,
@@ -423,7 +423,7 @@ def test_unknown_format_is_refused(tmp_path):
 
 
 def test_inpaint_and_outpaint_settings_read_back_from_the_infotext():
-    from modules.infotext import format_infotext, infotext_to_request_fields, parse_infotext
+    from modules.image.infotext import format_infotext, infotext_to_request_fields, parse_infotext
 
     text = format_infotext("a cat", "", {"Steps": 20, "Sampler": "Euler", "CFG scale": 7, "Seed": 1,
                                          "Size": "64x64", "Mask blur": 4, "Inpaint area": "Only masked",

@@ -21,10 +21,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from modules.job_store import SCHEMA_VERSION, JobStore
-from modules.jobs import JobQueue
-from modules.request import GenerationRequest, RequestError
-from modules.results import GeneratedImage, GenerationResult, Progress
+from modules.errors import RequestError
+from modules.image.request import GenerationRequest
+from modules.image.results import GeneratedImage, GenerationResult
+from modules.jobs.control import Progress
+from modules.jobs.queue import JobQueue
+from modules.jobs.store import SCHEMA_VERSION, JobStore
+from tests.helpers import image_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +44,7 @@ def paint(request, control, saved_to: Path | None = None) -> GenerationResult:
             path = saved_to / f"{seed}.png"
             image.save(path)
         images.append(GeneratedImage(image, seed, -1, request.prompt, "", f"{request.prompt}\nSeed: {seed}", path))
-    return GenerationResult(images=images, grid=None, info={"prompt": request.prompt, "seeds": [1, 2]},
+    return GenerationResult(images=images, grid=None,
                             interrupted=control.interrupted.is_set())
 
 
@@ -58,7 +61,7 @@ def make_queue(tmp_path: Path, *, gate: threading.Event | None = None, **options
                 time.sleep(0.005)
         return paint(request, control)
 
-    return JobQueue(runner, store=JobStore(tmp_path / "jobs.sqlite3"), **options), ran
+    return image_queue(runner, store=JobStore(tmp_path / "jobs.sqlite3"), **options), ran
 
 
 def wait_for(condition, timeout: float = 30.0) -> None:
@@ -118,7 +121,7 @@ def test_finished_results_survive_and_load_with_their_images(tmp_path):
     again, _ = make_queue(tmp_path)  # a restart: nothing in memory
     loaded = again.get(job.id)
     assert loaded is not job and loaded.state == "done" and loaded.done_event.is_set()
-    assert loaded.result.seeds == [7, 8, 9] and loaded.result.info == result.info
+    assert loaded.result.seeds == [7, 8, 9] and loaded.result.summary == result.summary
     for old, new in zip(result.images, loaded.result.images, strict=True):
         assert np.array_equal(np.asarray(old.image), np.asarray(new.image))
         assert new.path.parent == folder and new.infotext == old.infotext
@@ -129,7 +132,7 @@ def test_finished_results_survive_and_load_with_their_images(tmp_path):
 
 def test_images_saved_to_the_outputs_folder_are_referenced_not_copied(tmp_path):
     outputs = tmp_path / "outputs"
-    queue = JobQueue(lambda request, control: paint(request, control, saved_to=outputs),
+    queue = image_queue(lambda request, control: paint(request, control, saved_to=outputs),
                      store=JobStore(tmp_path / "data" / "jobs.sqlite3"))
     queue.start()
     try:
@@ -140,7 +143,7 @@ def test_images_saved_to_the_outputs_folder_are_referenced_not_copied(tmp_path):
     assert not (tmp_path / "data" / "jobs" / job.id).exists()
     stored = json.loads(rows(tmp_path / "data" / "jobs.sqlite3")[job.id]["result_json"])
     assert stored["images"][0]["file"] == str((outputs / "3.png").resolve())
-    loaded = JobQueue(paint, store=JobStore(tmp_path / "data" / "jobs.sqlite3")).get(job.id)
+    loaded = image_queue(paint, store=JobStore(tmp_path / "data" / "jobs.sqlite3")).get(job.id)
     assert loaded.result.images[0].path == (outputs / "3.png").resolve()
 
 
@@ -235,17 +238,17 @@ def test_kill_9_mid_job_loses_nothing(tmp_path):
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
-        from modules.job_store import JobStore
-        from modules.jobs import JobQueue
-        from modules.request import GenerationRequest
-        from modules.results import Progress
+        from modules.jobs.store import JobStore
+        from modules.image.request import GenerationRequest
+        from modules.jobs.control import Progress
+        from tests.helpers import image_queue
 
         def runner(request, control):
             for step in range(1, 100000):
                 control.report(Progress(step=step, steps=100000))
                 time.sleep(0.01)
 
-        queue = JobQueue(runner, store=JobStore(Path({str(tmp_path)!r}) / "jobs.sqlite3"), progress_interval=0)
+        queue = image_queue(runner, store=JobStore(Path({str(tmp_path)!r}) / "jobs.sqlite3"), progress_interval=0)
         queue.submit(GenerationRequest(prompt="interrupted", seed=1))
         queue.submit(GenerationRequest(prompt="queued", seed=2))
         queue.start()
@@ -367,7 +370,7 @@ def test_stats_count_the_queue_and_time_the_finished(tmp_path):
 
 
 def test_memory_only_queue_has_the_same_stats(tmp_path):
-    queue = JobQueue(paint)
+    queue = image_queue(paint)
     queue.start()
     try:
         job = queue.submit(GenerationRequest(prompt="x"))
@@ -396,7 +399,7 @@ def test_the_schema_is_versioned_and_a_newer_database_is_refused(tmp_path):
 
 def test_nothing_is_opened_until_the_store_is_used(tmp_path):
     store = JobStore(tmp_path / "data" / "jobs.sqlite3")
-    JobQueue(paint, store=store)
+    image_queue(paint, store=store)
     assert not (tmp_path / "data").exists()
     with pytest.raises(ValueError):
         store.job_dir("../elsewhere")
@@ -423,7 +426,7 @@ def test_a_damaged_request_row_fails_its_job_and_the_worker_goes_on(tmp_path):
 
 # -- the real engine -------------------------------------------------------------------------------------------------
 def test_real_generations_survive_a_crash_and_a_restart(app_config):
-    from modules.services import build_services
+    from modules.runtime.services import build_services
 
     init = Image.new("RGB", (64, 64), (30, 60, 200))
     ImageDraw.Draw(init).ellipse((16, 16, 48, 48), fill=(220, 40, 40))
@@ -432,14 +435,17 @@ def test_real_generations_survive_a_crash_and_a_restart(app_config):
         GenerationRequest(**base, seed=11, batch_size=2, save_images=False),
         GenerationRequest(**{**base, "width": 0, "height": 0}, task="img2img", init_image=init, seed=12,
                           denoising_strength=0.5, save_images=False),
-        GenerationRequest(**{**base, "width": 100}),  # fails validation in the worker
+        GenerationRequest(**{**base, "width": 0, "height": 0}, task="img2img", init_image=init, seed=14),
         GenerationRequest(**base, seed=13),  # saved to outputs/
     ]
     crashed = build_services(app_config)  # submitted, never run: the server died first
+    with pytest.raises(RequestError, match="multiple of 8"):  # refused at submission: never stored
+        crashed.queue.submit(GenerationRequest(**{**base, "width": 100}))
     jobs = [crashed.queue.submit(request, source="a1111") for request in requests]
     jobs[0].state = "running"
     crashed.queue.store.save_state(jobs[0])
     crashed.queue.store.close()
+    (app_config.data_dir / "jobs" / jobs[2].id / "init.png").unlink()  # its input is gone when the job comes back
 
     restarted = build_services(app_config)
     restarted.start()
@@ -450,7 +456,7 @@ def test_real_generations_survive_a_crash_and_a_restart(app_config):
         saved = restarted.queue.wait(restarted.queue.get(jobs[3].id), timeout=300)
     finally:
         restarted.stop()
-    assert caught.value.field == "width" and "multiple of 8" in caught.value.message
+    assert caught.value.field == "init_image" and "cannot be read" in caught.value.message
     assert results[0].seeds == [11, 12] and restarted.queue.get(jobs[0].id).attempts == 1
     assert results[1].images[0].image.size == (64, 64)
 
@@ -462,5 +468,5 @@ def test_real_generations_survive_a_crash_and_a_restart(app_config):
         assert new.path.parent == data_dir / "jobs" / jobs[0].id and "Seed: " in new.infotext
     assert later.get(jobs[3].id).result.images[0].path == saved.images[0].path.resolve()
     assert str(saved.images[0].path.resolve()).startswith(str(app_config.outdir.resolve()))
-    assert later.get(jobs[2].id).error_field == "width"
+    assert later.get(jobs[2].id).error_field == "init_image"
     assert later.stats()["finished"] == 4

@@ -7,9 +7,11 @@ import time
 
 import pytest
 
-from modules.jobs import JobCancelled, JobQueue
-from modules.request import GenerationRequest, RequestError
-from modules.results import GenerationResult
+from modules.errors import RequestError
+from modules.image.request import GenerationRequest
+from modules.image.results import GenerationResult, GenerationSummary
+from modules.jobs.queue import JobCancelled
+from tests.helpers import image_queue
 
 
 def make_queue(block: threading.Event | None = None):
@@ -23,9 +25,9 @@ def make_queue(block: threading.Event | None = None):
         if request.prompt == "bad":
             raise RequestError("width", "must be a multiple of 8")
         ran.append(request.prompt)
-        return GenerationResult(images=[], grid=None, info={"prompt": request.prompt})
+        return GenerationResult(images=[], grid=None, summary=GenerationSummary(prompt=request.prompt))
 
-    return JobQueue(runner), ran
+    return image_queue(runner), ran
 
 
 def test_jobs_run_in_submission_order():
@@ -53,7 +55,7 @@ def test_failures_are_recorded_and_the_worker_survives():
         with pytest.raises(RequestError) as caught:
             queue.wait(bad, timeout=10)
         assert caught.value.field == "width"
-        assert queue.wait(good, timeout=10).info["prompt"] == "fine"
+        assert queue.wait(good, timeout=10).summary.prompt == "fine"
     finally:
         queue.stop()
     assert crash.state == bad.state == "failed" and good.state == "done"
@@ -106,9 +108,9 @@ def test_stop_leaves_queued_jobs_for_the_next_start_and_memory_stays_bounded():
         ran.append(request.prompt)
         while request.prompt == "long" and not gate.is_set() and not control.interrupted.is_set():
             time.sleep(0.005)
-        return GenerationResult(images=[], grid=None, info={}, interrupted=control.interrupted.is_set())
+        return GenerationResult(images=[], grid=None, interrupted=control.interrupted.is_set())
 
-    queue = JobQueue(runner, history_limit=2)
+    queue = image_queue(runner, history_limit=2)
     queue.start()
     long = queue.submit(GenerationRequest(prompt="long"))
     rest = [queue.submit(GenerationRequest(prompt=str(i))) for i in range(4)]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from modules.devices import DeviceInfo
-from modules.memory import MemoryOptions, apply_memory_options
+from modules.runtime.devices import DeviceInfo
+from modules.runtime.memory import MemoryOptions, apply_memory_options
 
 CPU = DeviceInfo("cpu", "cpu", "x86_64", None, False, True)
 GPU = DeviceInfo("cuda", "cuda:0", "NVIDIA A100", 40 * 1024**3, True, True)
@@ -17,7 +17,7 @@ MAC = DeviceInfo("mps", "mps", "Apple GPU (MPS)", None, True, True)
 
 @pytest.fixture
 def pipe():
-    from modules.tiny_model import build_tiny_pipeline
+    from tools.tiny_model import build_tiny_pipeline
 
     built = build_tiny_pipeline("sd1")
     built.set_progress_bar_config(disable=True)
@@ -149,7 +149,7 @@ def test_no_offload_on_a_gpu_moves_the_pipeline():
 
 
 def test_sdxl_pipeline_takes_the_options():
-    from modules.tiny_model import build_tiny_pipeline
+    from tools.tiny_model import build_tiny_pipeline
 
     pipe = build_tiny_pipeline("sdxl")
     pipe.set_progress_bar_config(disable=True)

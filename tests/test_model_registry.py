@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from modules import model_registry
-from modules.model_registry import ModelRegistry, UnknownModelError
+from modules.models import registry as model_registry
+from modules.models.registry import ModelRegistry, UnknownModelError
 
 
 def sha(data: bytes) -> str:

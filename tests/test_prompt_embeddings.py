@@ -6,12 +6,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from modules.prompt_embeddings import (  # noqa: E402
+from modules.image.prompt_embeddings import (  # noqa: E402
     encode_prompt_pair,
     prompt_token_count,
     tokenize_chunks,
 )
-from modules.tiny_model import build_tiny_pipeline  # noqa: E402
+from tools.tiny_model import build_tiny_pipeline  # noqa: E402
 
 LONG_PROMPT = " ".join(["cat"] * 200)  # 200 tokens -> chunks of 75, 75, 50
 
@@ -116,7 +116,7 @@ def test_weights_change_the_embedding(pipe):
 
 
 def test_emphasis_restores_the_chunk_mean_like_a1111():
-    from modules.prompt_embeddings import _emphasise
+    from modules.image.prompt_embeddings import _emphasise
 
     generator = torch.Generator().manual_seed(0)
     z = torch.randn(2, 77, 16, generator=generator) + 0.5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modules.prompt_parser import BREAK, is_break, parse_prompt_attention
+from modules.image.prompt_parser import BREAK, is_break, parse_prompt_attention
 
 
 @pytest.mark.parametrize(

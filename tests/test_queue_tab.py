@@ -3,9 +3,9 @@ for the model: the subject is what the tab shows and does, not the images)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from types import SimpleNamespace
 
 import gradio as gr
 import pytest
@@ -23,10 +23,12 @@ from app.ui.queue_tab import (
     show_job,
     tick,
 )
-from modules.job_store import JobStore
-from modules.jobs import JobQueue
-from modules.request import GenerationRequest, RequestError
-from modules.results import GeneratedImage, GenerationResult, Progress
+from modules.errors import RequestError
+from modules.image.request import GenerationRequest
+from modules.image.results import GeneratedImage, GenerationResult
+from modules.jobs.control import Progress
+from modules.jobs.store import JobStore
+from tests.helpers import image_queue, studio_services
 
 
 @pytest.fixture
@@ -48,11 +50,11 @@ def services(tmp_path, gate):
         images = [GeneratedImage(Image.new("RGB", (8, 8), (index * 60, 0, 0)), 40 + index, -1, request.prompt, "",
                                  f"{request.prompt}\nSeed: {40 + index}") for index in range(request.batch_size)]
         grid = images[0] if request.batch_size > 1 else None
-        return GenerationResult(images=images, grid=grid, info={}, interrupted=control.interrupted.is_set())
+        return GenerationResult(images=images, grid=grid, interrupted=control.interrupted.is_set())
 
-    queue = JobQueue(runner, store=JobStore(tmp_path / "jobs.sqlite3"))
+    queue = image_queue(runner, store=JobStore(tmp_path / "jobs.sqlite3"))
     queue.start()
-    yield SimpleNamespace(queue=queue)
+    yield dataclasses.replace(studio_services(tmp_path), queue=queue)
     queue.stop()
 
 
@@ -115,8 +117,8 @@ def test_history_pages_filters_and_shows_a_jobs_images(services, tmp_path):
     assert len(shown["gallery"]) == 3 and "Seed: 40" in shown["job_info"] and shown["status"] == ""
     assert show_job(services, {"history_ids": []}, 0)["gallery"] == []
 
-    restarted = SimpleNamespace(queue=JobQueue(lambda request, control: None,
-                                               store=JobStore(tmp_path / "jobs.sqlite3")))
+    restarted = dataclasses.replace(services, queue=image_queue(lambda request, control: None,
+                                                                store=JobStore(tmp_path / "jobs.sqlite3")))
     page = history_view(restarted, {"page": 1, "state_filter": "done"})
     shown = show_job(restarted, page, 0)
     assert len(shown["gallery"]) == 3 and all(isinstance(item, str) for item in shown["gallery"])

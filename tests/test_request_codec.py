@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from modules.request import GenerationRequest, HiresFix, Outpaint, RequestError
-from modules.request_codec import request_from_dict, request_to_dict
+from modules.errors import RequestError
+from modules.image.codec import request_from_dict, request_to_dict
+from modules.image.request import GenerationRequest, HiresFix, Outpaint
 
 
 def picture(mode: str = "RGBA") -> Image.Image:

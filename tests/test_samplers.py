@@ -8,8 +8,8 @@ import inspect
 import numpy as np
 import pytest
 
-from modules import samplers
-from modules.samplers import (
+from modules.image import samplers
+from modules.image.samplers import (
     SAMPLERS,
     SCHEDULES,
     SamplerChoice,
@@ -22,7 +22,7 @@ from modules.samplers import (
     needs_generator,
     resolve_sampler,
 )
-from modules.tiny_model import SCHEDULER_CONFIG
+from tools.tiny_model import SCHEDULER_CONFIG
 
 HAS_SCIPY = importlib.util.find_spec("scipy") is not None
 SAMPLER_NAMES = [spec.name for spec in SAMPLERS]
@@ -234,7 +234,7 @@ def test_api_lists():
 
 @pytest.fixture(scope="module")
 def sd1_pipe():
-    from modules.tiny_model import build_tiny_pipeline
+    from tools.tiny_model import build_tiny_pipeline
 
     pipe = build_tiny_pipeline("sd1")
     pipe.set_progress_bar_config(disable=True)
@@ -278,7 +278,7 @@ def test_stochastic_sampler_is_reproducible_with_a_seed(sd1_pipe, sampler):
 def test_sdxl_pipeline_runs_with_a_karras_sampler():
     import torch
 
-    from modules.tiny_model import build_tiny_pipeline
+    from tools.tiny_model import build_tiny_pipeline
 
     pipe = build_tiny_pipeline("sdxl")
     pipe.set_progress_bar_config(disable=True)

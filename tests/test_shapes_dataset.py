@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from modules import shapes_dataset as world
-from modules import shapes_metrics as metrics
+from tools.shapes import dataset as world
+from tools.shapes import metrics as metrics
 
 COLOUR = "|".join(world.COLOURS)
 CAPTION = re.compile(
@@ -120,14 +120,14 @@ def test_training_smoke_run_saves_a_loadable_model_and_resumes_exactly(tmp_path)
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
     from safetensors.torch import load_file
 
-    from modules import train_shapes
+    from tools.shapes import train as train_shapes
 
     config = train_shapes.make_config("tiny")
     whole = train_shapes.train(tmp_path / "whole", config, threads=1, checkpoint_every=2, eval_prompts=0,
                                keep_state=True, progress=False)
     assert (whole / ".train-state" / "denoiser.pt").is_file()  # saved at step 2 of 3
     card = (whole / "README.md").read_text(encoding="utf-8")
-    assert "Caption grammar" in card and "python -m modules.train_shapes" in card
+    assert "Caption grammar" in card and "python -m tools.shapes.train" in card
     recorded = json.loads((whole / "training_config.json").read_text(encoding="utf-8"))
     assert recorded["rows"] == config.rows and recorded["recommended"]["sampler"] == config.samplers[0]
 

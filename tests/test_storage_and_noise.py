@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from modules.noise import batch_seeds, initial_latents, resolve_seed
-from modules.storage import OutputStore, prompt_slug
+from modules.image.noise import batch_seeds, initial_latents, resolve_seed
+from modules.runtime.outputs import OutputStore, prompt_slug
 
 
 def test_files_are_numbered_readable_and_complete(tmp_path):

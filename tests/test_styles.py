@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modules.styles import Style, StyleStore, UnknownStyleError, merge_prompt
+from modules.image.styles import Style, StyleStore, UnknownStyleError, merge_prompt
 
 A1111_CSV = (
     "name,prompt,negative_prompt\n"

@@ -24,8 +24,8 @@ from app.ui.request_form import request_from_form
 from app.ui.results import reuse_seed, select_image
 from app.ui.send import send_image, send_parameters
 from app.ui.settings_tab import save_settings
-from modules.request import RequestError
-from modules.settings import SettingsStore
+from modules.errors import RequestError
+from modules.runtime.settings import SettingsStore
 
 BASE = {"prompt": "a red circle on a blue background", "negative_prompt": "blurry", "steps": 3, "width": 64,
         "height": 64, "seed": 1234, "sampler_name": "Euler", "scheduler": "Automatic", "cfg_scale": 7.0,
@@ -34,8 +34,8 @@ BASE = {"prompt": "a red circle on a blue background", "negative_prompt": "blurr
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory, tiny_model_store):
-    from modules.config import AppConfig
-    from modules.services import build_services
+    from modules.runtime.config import AppConfig
+    from modules.runtime.services import build_services
 
     root = tmp_path_factory.mktemp("ui")
     shutil.copytree(tiny_model_store, root / "models")
@@ -303,7 +303,7 @@ def test_settings_save_persists_and_a_new_store_reads_them(tmp_path, caplog):
     assert WARNING in refused and SettingsStore(path).get("width") == 512
 
     path.write_text("{ not json", encoding="utf-8")
-    with caplog.at_level(logging.ERROR, logger="modules.settings"):
+    with caplog.at_level(logging.ERROR, logger="modules.runtime.settings"):
         broken = SettingsStore(path)
     assert broken.get("steps") == 20 and "corrupt" in caplog.text
 
@@ -323,7 +323,7 @@ def test_settings_writes_are_atomic_and_thread_safe(tmp_path):
 
 def test_share_needs_a_login_and_a_failed_link_keeps_serving_locally(capsys):
     from app.server import _launch, check_share
-    from modules.config import AppConfig
+    from modules.runtime.config import AppConfig
 
     assert check_share(AppConfig()) is False
     with pytest.raises(SystemExit, match="without a login"):
@@ -355,7 +355,7 @@ def test_share_needs_a_login_and_a_failed_link_keeps_serving_locally(capsys):
 
 def test_vae_dropdown_lists_models_vae_and_a_pasted_vae_is_selected(services, ui, tmp_path):
     from app.ui.controls import refresh_models
-    from modules.tiny_model import _vae
+    from tools.tiny_model import _vae
 
     vae_dir = services.config.models_dir / "VAE" / "tiny-vae"
     _vae(seed=42).save_pretrained(vae_dir, safe_serialization=True)

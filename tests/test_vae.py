@@ -13,11 +13,12 @@ import torch
 from ckpt_layout import save_vae_file, vae_to_ldm
 from PIL import Image
 
-from modules.checkpoint_loading import CheckpointLoadError
-from modules.model_registry import ModelRegistry, UnknownModelError, VaeInfo
-from modules.request import GenerationRequest, RequestError
-from modules.tiny_model import _vae
+from modules.errors import RequestError
+from modules.image.request import GenerationRequest
+from modules.models.checkpoints import CheckpointLoadError
+from modules.models.registry import ModelRegistry, UnknownModelError, VaeInfo
 from tests.helpers import pixels, txt2img
+from tools.tiny_model import _vae
 
 VAE_SEED = 7  # the checkpoints' VAE is built from seed 0, so this one decodes the same latents differently
 SDXL_SCALING = 0.13025
@@ -60,7 +61,7 @@ def registry(models, tmp_path) -> ModelRegistry:
 
 @pytest.fixture
 def vae_services(models, app_config):
-    from modules.services import build_services
+    from modules.runtime.services import build_services
 
     built = build_services(app_config)
     built.start()
@@ -97,7 +98,7 @@ def test_vaes_are_listed_with_hashes_and_found_by_name_file_or_hash(registry):
 
 
 def test_single_file_vaes_load_offline_with_the_checkpoints_scaling_factor(registry, tmp_path):
-    from modules.vae_loading import load_vae
+    from modules.models.vae import load_vae
 
     expected = _vae(VAE_SEED).state_dict()
     for info in registry.list_vaes():
@@ -113,7 +114,7 @@ def test_single_file_vaes_load_offline_with_the_checkpoints_scaling_factor(regis
 def test_a_diffusers_layout_single_file_loads_too(models, tmp_path):
     from safetensors.torch import save_file
 
-    from modules.vae_loading import load_vae
+    from modules.models.vae import load_vae
 
     original = _vae(VAE_SEED)
     path = models / "VAE" / "diffusers-layout.safetensors"
@@ -142,7 +143,7 @@ def test_a_vae_changes_only_the_request_that_asks_for_it(vae_services, registry)
     short = registry.find_vae("tiny-vae-ldm").short_hash
     assert f"Model: tiny-sd1, VAE hash: {short}, VAE: tiny-vae-ldm.safetensors, " in chosen.images[0].infotext
     assert "VAE" not in default.infotext
-    assert chosen.info["sd_vae_name"] == "tiny-vae-ldm.safetensors" and chosen.info["sd_vae_hash"] == short
+    assert chosen.summary.sd_vae_name == "tiny-vae-ldm.safetensors" and chosen.summary.sd_vae_hash == short
 
 
 def test_loaded_vaes_are_kept_and_use_the_checkpoints_scaling_factor(vae_services, registry):
@@ -155,15 +156,14 @@ def test_loaded_vaes_are_kept_and_use_the_checkpoints_scaling_factor(vae_service
 
 
 def test_unknown_vae_is_a_request_error_and_the_worker_goes_on(vae_services):
-    job = vae_services.queue.submit(txt2img(vae="no-such-vae"))
-    with pytest.raises(RequestError) as caught:
-        vae_services.queue.wait(job, timeout=60)
+    with pytest.raises(RequestError) as caught:  # refused at submission: nothing is queued
+        vae_services.queue.submit(txt2img(vae="no-such-vae"))
     assert caught.value.field == "vae" and "tiny-vae-ldm.safetensors" in str(caught.value)
     assert vae_services.run(txt2img(vae="tiny-vae"), timeout=60).images[0].image.size == (64, 64)
 
 
 def test_a_pt_vae_with_pickled_objects_is_refused_unopened(vae_services, models, tmp_path):
-    from modules.vae_loading import load_vae
+    from modules.models.vae import load_vae
 
     marker = tmp_path / "payload-ran"
     path = models / "VAE" / "evil.pt"

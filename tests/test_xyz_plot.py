@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops
 
-from modules.extension_api import Catalog
-from modules.extensions import ExtensionManager, engine_catalog
-from modules.request import GenerationRequest, RequestError
-from modules.results import GeneratedImage, GenerationResult, JobControl
+from app.api.a1111_models import a1111_info
+from modules.errors import RequestError
+from modules.extensions.api import Catalog
+from modules.extensions.manager import ExtensionManager, engine_catalog
+from modules.image.request import GenerationRequest
+from modules.image.results import GeneratedImage, GenerationResult
+from modules.jobs.control import JobControl
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDE = 64
@@ -51,7 +54,7 @@ def plot_request(settings: dict, **fields) -> GenerationRequest:
 
 
 def engine_runner(services):
-    from modules.generation import generate
+    from modules.image.generation import generate
 
     return lambda request, control: generate(request, services.engine, control)
 
@@ -71,7 +74,7 @@ def fake_runner(calls: list):
                     f"Seed: {request.seed}, Size: 64x64, Version: test")
         image = GeneratedImage(Image.new("RGB", (SIDE, SIDE), colour), request.seed, request.subseed,
                                request.prompt, request.negative_prompt, infotext)
-        return GenerationResult(images=[image], grid=None, info={"seed": request.seed})
+        return GenerationResult(images=[image], grid=None)
 
     return run
 
@@ -262,7 +265,7 @@ def test_a1111_script_args_by_position_with_axis_indexes(tmp_path):
     result = manager.run_job(plot_request(settings), JobControl(), fake_runner(calls))
     assert [(r.steps, r.cfg_scale) for r in calls] == [(2, 3.0), (3, 3.0), (2, 7.0), (3, 7.0)]
     [grid] = result.images  # include_lone_images False: the grid only
-    assert result.info["index_of_first_image"] == 1
+    assert a1111_info(result)["index_of_first_image"] == 1
     for x, steps in enumerate((2, 3)):
         for y, cfg in enumerate((3.0, 7.0)):
             assert tile(grid.image, 2, 2, x, y).getpixel((5, 5)) == (steps * 20, int(cfg * 20), 0)
@@ -298,7 +301,7 @@ def test_a_2x2x2_plot_makes_two_labelled_grids_from_real_cells(tmp_path, service
                 "z_type": "Seed", "z_values": "1,2"}
     result = manager.run_job(plot_request(settings), JobControl(), engine_runner(services))
     grids, cells = result.images[:2], result.images[2:]
-    assert len(cells) == 8 and result.info["index_of_first_image"] == 2 and result.grid is None
+    assert len(cells) == 8 and a1111_info(result)["index_of_first_image"] == 2 and result.grid is None
     cell = {(x, y, z): cells[z * 4 + y * 2 + x] for z in range(2) for y in range(2) for x in range(2)}
     assert [cell[(0, 0, z)].seed for z in range(2)] == [1, 2]
     assert "Steps: 3," in cell[(1, 0, 0)].infotext and "CFG scale: 7," in cell[(0, 1, 0)].infotext
@@ -332,8 +335,8 @@ def test_a_2x2x2_plot_makes_two_labelled_grids_from_real_cells(tmp_path, service
     top = grids[0].image.height - 2 * SIDE
     assert not same(grids[0].image.crop((0, 0, grids[0].image.width, top)),
                     grids[1].image.crop((0, 0, grids[1].image.width, top)))
-    assert result.info["xyz_plot"]["x"]["legends"] == ["Steps: 2", "Steps: 3"]
-    assert result.info["xyz_plot"]["failed"] == []
+    assert a1111_info(result)["xyz_plot"]["x"]["legends"] == ["Steps: 2", "Steps: 3"]
+    assert a1111_info(result)["xyz_plot"]["failed"] == []
 
 
 def test_checkpoint_axis_loads_each_model_once(tmp_path, services):
@@ -348,7 +351,7 @@ def test_checkpoint_axis_loads_each_model_once(tmp_path, services):
     cells = result.images[1:]
     assert ["Model: tiny-sd1-inpainting," in item.infotext for item in cells] == [True, False, True, False]
     assert not same(cells[0].image, cells[1].image)
-    assert result.info["xyz_plot"]["x"]["legends"] == ["tiny-sd1-inpainting", "tiny-sd1"]
+    assert a1111_info(result)["xyz_plot"]["x"]["legends"] == ["tiny-sd1-inpainting", "tiny-sd1"]
 
 
 def test_a_failed_cell_is_a_marked_blank_not_a_failed_plot(tmp_path, services):
@@ -360,7 +363,7 @@ def test_a_failed_cell_is_a_marked_blank_not_a_failed_plot(tmp_path, services):
     blank = tile(grid.image, 2, 1, 1, 0)
     assert not same(blank, made.image)
     assert any(pixel[0] > 150 and pixel[1] < 60 for pixel in blank.getdata())  # crossed out in red
-    [failed] = result.info["xyz_plot"]["failed"]
+    [failed] = a1111_info(result)["xyz_plot"]["failed"]
     assert (failed["x"], failed["y"]) == (1, 0) and "cfg_scale" in failed["error"]
     # every cell failing fails the job, with the reason
     with pytest.raises(RuntimeError, match="cfg_scale"):
@@ -370,7 +373,7 @@ def test_a_failed_cell_is_a_marked_blank_not_a_failed_plot(tmp_path, services):
 
 def test_progress_of_a_sweep_covers_every_cell():
     # the bar and the ETA are for the whole plot, not the cell that happens to be running
-    from modules.results import Progress
+    from modules.jobs.control import Progress
 
     first = Progress(step=10, steps=20, cell=0, cells=4)
     last = Progress(step=10, steps=20, cell=3, cells=4)

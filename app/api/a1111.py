@@ -12,22 +12,25 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api import a1111_models as wire
-from app.api.context import get_owner, get_services
+from app.api.context import get_owner
 from app.api.errors import ApiError
 from app.api.images import decode_image, encode_png_base64
-from app.api.requests_common import check_request, wait_for_job
-from modules.generation import IMAGE_UPSCALERS, LATENT_UPSCALERS
-from modules.jobs import Job, JobCancelled
-from modules.request import GenerationRequest, RequestError
+from app.api.requests_common import ServicesDep, wait_for_job
+from modules.errors import RequestError
+from modules.image.request import GenerationRequest
+from modules.jobs.queue import Job, JobCancelled
+from modules.upscaling.names import LATENT_UPSCALERS
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 router = APIRouter(prefix="/sdapi/v1", tags=["A1111"])
-Services = Annotated[Any, Depends(get_services)]
 Owner = Annotated[str | None, Depends(get_owner)]
 
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
@@ -38,31 +41,30 @@ EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 
 
 @router.post("/txt2img")
-async def txt2img(body: wire.Txt2ImgBody, response: Response, services: Services, owner: Owner) -> dict[str, Any]:
+async def txt2img(body: wire.Txt2ImgBody, response: Response, services: ServicesDep, owner: Owner) -> dict[str, Any]:
     request = await run_in_threadpool(
         lambda: _with_scripts(services, wire.txt2img_request(body, request_defaults(services)), body))
     return await _generate(services, request, body, response, owner)
 
 
 @router.post("/img2img")
-async def img2img(body: wire.Img2ImgBody, response: Response, services: Services, owner: Owner) -> dict[str, Any]:
+async def img2img(body: wire.Img2ImgBody, response: Response, services: ServicesDep, owner: Owner) -> dict[str, Any]:
     request = await run_in_threadpool(  # decoding the images is work: not on the event loop
         lambda: _with_scripts(services, wire.img2img_request(body, request_defaults(services)), body))
     return await _generate(services, request, body, response, owner)
 
 
-async def _generate(services: Any, request: GenerationRequest, body: wire.GenerationBody, response: Response,
+async def _generate(services: Services, request: GenerationRequest, body: wire.GenerationBody, response: Response,
                     owner: str | None) -> dict[str, Any]:
     """Check, queue, wait; the job's id goes back in a header so a client can find it in the job history (and
     the job counts against the caller's key like one submitted through the native API). The wait is a poll on
     the event loop, so a hundred blocked A1111 callers hold no threads and /progress, /interrupt stay answered."""
     try:
-        await run_in_threadpool(check_request, request, services.engine, getattr(services, "extensions", None))
+        job = await run_in_threadpool(lambda: services.queue.submit(request, source="a1111", owner=owner))
     except RequestError as error:
         raise wire.wire_error(error, body) from None
-    job = await run_in_threadpool(lambda: services.queue.submit(request, source="a1111", owner=owner))
     response.headers["X-Job-Id"] = job.id
-    await wait_for_job(job)
+    await wait_for_job(services.queue, job)
     try:
         result = services.queue.wait(job, timeout=0)
     except RequestError as error:
@@ -74,14 +76,12 @@ async def _generate(services: Any, request: GenerationRequest, body: wire.Genera
     return await run_in_threadpool(wire.generation_response, body, result)
 
 
-def _with_scripts(services: Any, request: GenerationRequest, body: wire.GenerationBody) -> GenerationRequest:
+def _with_scripts(services: Services, request: GenerationRequest, body: wire.GenerationBody) -> GenerationRequest:
     """A1111's ``script_name`` + positional ``script_args`` (and ``alwayson_scripts`` naming one of our scripts)
     become the extension's settings by name inside the request; an unknown script is a 4xx naming the field."""
-    from modules.extensions import request_with_settings
+    from modules.extensions.manager import request_with_settings
 
-    manager = getattr(services, "extensions", None)
-    if manager is None:
-        return request
+    manager = services.extensions
     selected: list[tuple[str | None, list[Any]]] = []
     if body.script_name:
         selected.append((body.script_name, list(body.script_args or [])))
@@ -101,13 +101,12 @@ def _with_scripts(services: Any, request: GenerationRequest, body: wire.Generati
     return request
 
 
-def request_defaults(services: Any) -> wire.Defaults:
+def request_defaults(services: Services) -> wire.Defaults:
     """The saved options a request falls back on, read at submit time so the queued request carries them."""
     settings = services.settings
-    model = current_model(services)
     clip_skip = settings.get("CLIP_stop_at_last_layers") or 1
     return wire.Defaults(
-        model=model.title if model is not None else None,
+        model=None,  # the queue fills in the studio's default at submission, as for every dialect
         vae=wire.own_vae_as_none(settings.get("sd_vae")),
         clip_skip=int(clip_skip),
         make_grid=bool(settings.get("make_grid", True)),
@@ -115,27 +114,17 @@ def request_defaults(services: Any) -> wire.Defaults:
     )
 
 
-def current_model(services: Any) -> Any:
-    """The default checkpoint as the Settings tab shows it: the saved choice, else the launch default, else the
-    first installed; a saved choice whose file is gone falls through rather than failing every request."""
-    from modules.model_registry import UnknownModelError
-
-    registry = services.engine.registry
-    for wanted in (services.settings.get("sd_model_checkpoint"), services.engine.default_model):
-        if wanted:
-            try:
-                return registry.find(wanted)
-            except UnknownModelError:
-                continue
-    models = registry.list()
-    return models[0] if models else None
+def current_model(services: Services) -> Any:
+    """The default checkpoint, as every dialect and the UI resolve it (``Services.default_model``)."""
+    title = services.default_model()
+    return services.engine.registry.find(title) if title else None
 
 
 # -- watching and stopping ------------------------------------------------------------------------------------
 
 
 @router.get("/progress")
-def progress(services: Services, skip_current_image: bool = False) -> dict[str, Any]:
+def progress(services: ServicesDep, skip_current_image: bool = False) -> dict[str, Any]:
     """The running job's progress in A1111's shape; idle (``job_count`` 0) when nothing runs."""
     job = services.queue.current
     if job is None:
@@ -170,7 +159,7 @@ def _job_progress(job: Job, skip_image: bool) -> dict[str, Any]:
 
 
 @router.post("/interrupt")
-def interrupt(services: Services, owner: Owner) -> dict[str, Any]:
+def interrupt(services: ServicesDep, owner: Owner) -> dict[str, Any]:
     """Stop the running job; a caller with an API identity may stop only its own (one key cannot end another's)."""
     if _may_control_current(services, owner):
         services.queue.interrupt_current()
@@ -178,12 +167,12 @@ def interrupt(services: Services, owner: Owner) -> dict[str, Any]:
 
 
 @router.post("/skip")
-def skip(services: Services, owner: Owner) -> None:
+def skip(services: ServicesDep, owner: Owner) -> None:
     if _may_control_current(services, owner):
         services.queue.skip_current()
 
 
-def _may_control_current(services: Any, owner: str | None) -> bool:
+def _may_control_current(services: Services, owner: str | None) -> bool:
     current = services.queue.current
     return current is not None and (owner is None or current.owner == owner)
 
@@ -192,13 +181,14 @@ def _may_control_current(services: Any, owner: str | None) -> bool:
 
 
 @router.get("/options")
-def get_options(services: Services) -> dict[str, Any]:
+def get_options(services: ServicesDep) -> dict[str, Any]:
     return wire.read_options(services.settings.all(), current_model(services), str(services.config.outdir))
 
 
 @router.post("/options")
-def set_options(values: Annotated[dict[str, Any], Body()], services: Services) -> None:
-    """Save the options; a new ``sd_model_checkpoint`` also becomes the engine's default for later requests."""
+def set_options(values: Annotated[dict[str, Any], Body()], services: ServicesDep) -> None:
+    """Save the options; a new ``sd_model_checkpoint`` is the default of every later request, whichever dialect
+    or tab sends it (the queue reads the saved settings at each submission)."""
     cleaned = wire.clean_options(values)
     engine = services.engine
     if "sd_model_checkpoint" in cleaned:
@@ -206,12 +196,10 @@ def set_options(values: Annotated[dict[str, Any], Body()], services: Services) -
     if "sd_vae" in cleaned:
         cleaned["sd_vae"] = _find_vae_name(engine, cleaned["sd_vae"])
     services.settings.update(cleaned)
-    if "sd_model_checkpoint" in cleaned:
-        engine.default_model = cleaned["sd_model_checkpoint"]
 
 
 def _find_model(engine: Any, name: str) -> Any:
-    from modules.model_registry import UnknownModelError
+    from modules.models.registry import UnknownModelError
 
     try:
         return engine.registry.find(name)
@@ -220,7 +208,7 @@ def _find_model(engine: Any, name: str) -> Any:
 
 
 def _find_vae_name(engine: Any, name: str) -> str:
-    from modules.model_registry import UnknownModelError
+    from modules.models.registry import UnknownModelError
 
     try:
         vae = engine.registry.find_vae(wire.own_vae_as_none(name))
@@ -230,7 +218,7 @@ def _find_vae_name(engine: Any, name: str) -> str:
 
 
 @router.get("/cmd-flags")
-def cmd_flags(services: Services) -> dict[str, Any]:
+def cmd_flags(services: ServicesDep) -> dict[str, Any]:
     """The launch configuration, with credentials replaced by a marker (a script may print this)."""
     flags = dataclasses.asdict(services.config)
     for key in [key for key in flags if key.endswith("_auth")]:
@@ -251,40 +239,33 @@ def _plain(value: Any) -> Any:
 
 
 @router.get("/sd-models")
-def sd_models(services: Services) -> list[dict[str, Any]]:
+def sd_models(services: ServicesDep) -> list[dict[str, Any]]:
     return [{"title": info.title, "model_name": info.name, "hash": info.short_hash, "sha256": info.sha256,
              "filename": str(info.path), "config": None} for info in services.engine.registry.list()]
 
 
 @router.post("/refresh-checkpoints")
-def refresh_checkpoints(services: Services) -> None:
+def refresh_checkpoints(services: ServicesDep) -> None:
     services.engine.registry.refresh()
 
 
 @router.get("/sd-vae")
-def sd_vae(services: Services) -> list[dict[str, Any]]:
+def sd_vae(services: ServicesDep) -> list[dict[str, Any]]:
     return [{"model_name": info.name, "filename": str(info.path)} for info in services.engine.registry.list_vaes()]
 
 
 @router.get("/samplers")
 def samplers() -> list[dict[str, Any]]:
-    from modules.samplers import list_samplers
+    from modules.image.samplers import list_samplers
 
     return list_samplers()
 
 
 @router.get("/schedulers")
 def schedulers() -> list[dict[str, Any]]:
-    from modules.samplers import list_schedulers
+    from modules.image.samplers import list_schedulers
 
     return list_schedulers()
-
-
-@router.get("/upscalers")
-def upscalers() -> list[dict[str, Any]]:
-    """The upscalers the hires fix can use: pixel-space resamplers and latent interpolation modes."""
-    return [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": None}
-            for name in [*IMAGE_UPSCALERS, *LATENT_UPSCALERS]]
 
 
 @router.get("/latent-upscale-modes")
@@ -293,17 +274,17 @@ def latent_upscale_modes() -> list[dict[str, str]]:
 
 
 @router.get("/loras")
-def loras(services: Services) -> list[dict[str, Any]]:
-    from modules.model_registry import LORA_DIR
+def loras(services: ServicesDep) -> list[dict[str, Any]]:
+    from modules.models.registry import LORA_DIR
 
     return [{"name": path.stem, "alias": path.stem, "path": str(path), "metadata": {}}
             for path in _files(services.engine.registry.models_dir / LORA_DIR, LORA_SUFFIXES)]
 
 
 @router.get("/embeddings")
-def embeddings(services: Services) -> dict[str, dict[str, Any]]:
+def embeddings(services: ServicesDep) -> dict[str, dict[str, Any]]:
     """Textual-inversion files found; none is loaded yet, so all are listed as skipped (A1111's word for it)."""
-    from modules.model_registry import EMBEDDINGS_DIR
+    from modules.models.registry import EMBEDDINGS_DIR
 
     skipped = {path.stem: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": None,
                            "vectors": 0}
@@ -319,27 +300,27 @@ def _files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
 
 
 @router.get("/prompt-styles")
-def prompt_styles(services: Services) -> list[dict[str, str]]:
+def prompt_styles(services: ServicesDep) -> list[dict[str, str]]:
     return [{"name": style.name, "prompt": style.prompt, "negative_prompt": style.negative_prompt}
             for style in services.engine.styles.list()]
 
 
 @router.get("/memory")
 def memory() -> dict[str, Any]:
-    from modules.memory import memory_usage
+    from modules.runtime.memory import memory_usage
 
     return memory_usage()
 
 
 @router.get("/scripts")
-def scripts(services: Services) -> dict[str, list[str]]:
+def scripts(services: ServicesDep) -> dict[str, list[str]]:
     """The selectable scripts (extensions that answer to ``script_name``), by lower-case title like A1111."""
     titles = sorted(_script_titles(services))
     return {"txt2img": titles, "img2img": titles}
 
 
 @router.get("/script-info")
-def script_info(services: Services) -> list[dict[str, Any]]:
+def script_info(services: ServicesDep) -> list[dict[str, Any]]:
     """Each script's title and its positional arguments' names (what ``script_args`` must hold, in order)."""
     info = []
     for title, (_name, arg_names) in _script_titles(services).items():
@@ -351,11 +332,11 @@ def script_info(services: Services) -> list[dict[str, Any]]:
 
 
 @router.get("/extensions")
-def extensions(services: Services) -> list[dict[str, Any]]:
+def extensions(services: ServicesDep) -> list[dict[str, Any]]:
     """Installed extensions in A1111's shape, plus Sfumato's status and error."""
-    manager = getattr(services, "extensions", None)
+    manager = services.extensions
     rows = []
-    for item in manager.list() if manager else []:
+    for item in manager.list():
         info = item.describe()
         rows.append({"name": info["name"], "remote": info["remote"] or "", "branch": "", "commit_hash": "",
                      "commit_date": 0, "version": info["version"], "enabled": info["enabled"],
@@ -363,9 +344,9 @@ def extensions(services: Services) -> list[dict[str, Any]]:
     return rows
 
 
-def _script_titles(services: Any) -> dict[str, tuple[str, list[str]]]:
-    manager = getattr(services, "extensions", None)
-    return manager.scripts() if manager else {}
+def _script_titles(services: Services) -> dict[str, tuple[str, list[str]]]:
+    manager = services.extensions
+    return manager.scripts()
 
 
 @router.get("/face-restorers")
@@ -379,7 +360,7 @@ def face_restorers() -> list[dict[str, Any]]:
 @router.post("/png-info")
 def png_info(body: wire.PngInfoBody) -> dict[str, Any]:
     """The infotext, the image's other text chunks, and the infotext parsed into A1111's key/value form."""
-    from modules.infotext import parse_infotext, read_image_info
+    from modules.image.infotext import parse_infotext, read_image_info
 
     if not body.image.strip():
         return {"info": "", "items": {}, "parameters": {}}

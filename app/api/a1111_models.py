@@ -8,6 +8,7 @@ on our field names are renamed back to the A1111 field the client actually sent,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -16,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.api.errors import ApiError
 from app.api.images import decode_image, encode_png_base64
-from modules.request import GenerationRequest, HiresFix, RequestError
-from modules.results import GenerationResult
-from modules.samplers import UnknownSamplerError, UnknownScheduleError, sampler_spec, schedule_spec
+from modules.errors import RequestError
+from modules.image.request import GenerationRequest, HiresFix
+from modules.image.results import GenerationResult
+from modules.image.samplers import UnknownSamplerError, UnknownScheduleError, sampler_spec, schedule_spec
 
 DEFAULT_SAMPLER = "Euler"
 AUTOMATIC_VAE = "Automatic"
@@ -261,7 +263,34 @@ def generation_response(body: GenerationBody, result: GenerationResult) -> dict[
     if isinstance(body, Img2ImgBody):
         parameters["init_images"] = None
         parameters["mask"] = None
-    return {"images": images, "parameters": parameters, "info": json.dumps(result.info)}
+    return {"images": images, "parameters": parameters, "info": json.dumps(a1111_info(result))}
+
+
+def a1111_info(result: GenerationResult) -> dict[str, Any]:
+    """A1111's ``info`` object (REFERENCE §1) from the typed result: the summary under A1111's names, the
+    per-image lists, and the fields A1111 has for features Sfumato does not model (face restoration, seed
+    resize), at A1111's values for "off"."""
+    summary = dataclasses.asdict(result.summary)
+    summary["styles"] = list(result.summary.styles)
+    images = result.images
+    first = images[0] if images else None
+    return {
+        **summary,
+        "all_prompts": [item.prompt for item in images],
+        "all_negative_prompts": [item.negative_prompt for item in images],
+        "seed": first.seed if first else -1,
+        "all_seeds": [item.seed for item in images],
+        "subseed": first.subseed if first else -1,
+        "all_subseeds": [item.subseed for item in images],
+        "restore_faces": False,
+        "face_restoration_model": None,
+        "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1,
+        "infotexts": [item.infotext for item in images],
+        "index_of_first_image": (1 if result.grid is not None else 0) + result.leading_grids,
+        "is_using_inpainting_conditioning": False,
+        **result.extension_info,
+    }
 
 
 def _raw_base64(data: str) -> str:

@@ -26,7 +26,7 @@ import hmac
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
@@ -40,11 +40,15 @@ from app.api.errors import error_body
 from app.api.keys import KeyRing, KeysFileError, Tier, digest_of, load_keys
 from app.api.ratelimit import MonthlyUsage, RateLimiter, month_key, seconds_to_next_month
 
+if TYPE_CHECKING:
+    from modules.jobs.queue import Job
+
 API_PREFIXES = ("/sdapi/", "/api/v1/", "/v1/", "/v2beta/", "/extensions/")
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # POST routes that submit generation work: the job and monthly-image limits apply to these only.
 GENERATION_ROUTES = re.compile(
-    r"^(/sdapi/v1/(txt2img|img2img)|/api/v1/jobs|/v1/images/(generations|edits|variations)"
+    r"^(/sdapi/v1/(txt2img|img2img|extra-single-image|extra-batch-images)|/api/v1/jobs"
+    r"|/v1/images/(generations|edits|variations)"
     r"|/v2beta/stable-image/.+)/?$"
 )
 ACTIVE_STATES = ("queued", "running")
@@ -81,11 +85,9 @@ def install_access(app: FastAPI, context: ApiContext) -> AccessPolicy:
     with this middleware and every handler added so far, on the next request.
     """
     policy = AccessPolicy(context, check_access_settings(context), RateLimiter(), MonthlyUsage(context.usage_file))
-    queue = getattr(context.services, "queue", None)
-    if queue is not None and hasattr(queue, "add_listener"):
-        queue.add_listener(policy.on_job_end)
-        if hasattr(queue, "add_admission_check"):
-            queue.add_admission_check(policy.admit_job)
+    queue = context.services.queue
+    queue.add_listener(policy.on_job_end)
+    queue.add_admission_check(policy.admit_job)
     app.state.sfumato_access = policy
     app.middleware_stack = None
     app.add_middleware(AccessMiddleware, policy=policy)
@@ -289,11 +291,11 @@ class AccessPolicy:
                           [*headers.items(), ("Retry-After", str(decision.reset_after))])
         return headers
 
-    def active_jobs(self, owner: str | None) -> list[Any]:
-        queue = getattr(self.context.services, "queue", None)
-        if owner is None or queue is None:
+    def active_jobs(self, owner: str | None) -> list[Job]:
+        if owner is None:
             return []
-        return [job for job in queue.jobs() if job.owner == owner and job.state in ACTIVE_STATES]
+        return [job for job in self.context.services.queue.jobs()
+                if job.owner == owner and job.state in ACTIVE_STATES]
 
     def check_jobs(self, identity: Identity) -> None:
         limit = identity.tier.concurrent_jobs
@@ -310,7 +312,7 @@ class AccessPolicy:
         limit = identity.tier.monthly_images
         if limit is None:
             return
-        pending = sum(_images_of(job) for job in self.active_jobs(identity.owner))
+        pending = sum(job.requested_images for job in self.active_jobs(identity.owner))
         used = self.usage.used(identity.key) + pending
         if used >= limit or used + adding > limit:
             wait = seconds_to_next_month()
@@ -318,40 +320,31 @@ class AccessPolicy:
                                f"{identity.tier.name!r}, {pending} of them still being made); the quota starts "
                                f"over next month", [("Retry-After", str(wait))])
 
-    def admit_job(self, request: Any, owner: str | None) -> None:
+    def admit_job(self, job: Job) -> None:
         """Queue admission check: the owner's job and image limits, checked atomically with the submission (the
         middleware's early check can be raced by parallel requests; this one cannot)."""
-        from modules.jobs import SubmissionRefused
+        from modules.jobs.queue import SubmissionRefused
 
-        identity = self.known.get(owner) if owner else None
+        identity = self.known.get(job.owner) if job.owner else None
         if identity is None:
             return
         try:
             self.check_jobs(identity)
-            self.check_quota(identity, adding=_images_of_request(request))
+            self.check_quota(identity, adding=job.requested_images)
         except Refusal as refusal:
             retry = next((value for name, value in refusal.headers if name.lower() == "retry-after"), None)
             raise SubmissionRefused(refusal.message, refusal.status, int(retry) if retry else None) from None
 
-    def on_job_end(self, job: Any) -> None:
+    def on_job_end(self, job: Job) -> None:
         """Queue listener: count an owned job's images against its owner's month (every image generated, also
-        the cells of a sweep whose result shows only its grids)."""
-        result = getattr(job, "result", None)
-        if job.owner and result is not None:
-            self.usage.add(job.owner, int(result.info.get("generated_images", len(result.images))))
+        the cells of a sweep whose result shows only its grids: the result's ``counted_images``)."""
+        if job.owner and job.result is not None and job.result.counted_images:
+            self.usage.add(job.owner, job.result.counted_images)
 
 
 def _submits_generation(conn: HTTPConnection) -> bool:
     return conn.scope["type"] == "http" and conn.scope["method"] == "POST" and bool(
         GENERATION_ROUTES.match(conn.scope["path"]))
-
-
-def _images_of(job: Any) -> int:
-    return _images_of_request(job.request)
-
-
-def _images_of_request(request: Any) -> int:
-    return max(1, getattr(request, "batch_size", 1)) * max(1, getattr(request, "n_iter", 1))
 
 
 # -- origins and hosts ---------------------------------------------------------------------------------------------

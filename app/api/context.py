@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
+
+from modules.runtime.config import AppConfig
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -15,7 +20,7 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 class ApiContext:
     """The services behind the API plus its access settings (filled by launch.py from the command line)."""
 
-    services: Any
+    services: Services
     api_auth: tuple[tuple[str, str], ...] = ()  # --api-auth user:pass pairs (HTTP Basic)
     keys_file: Path | None = None  # --api-keys path (Bearer keys with tiers), or None
     exposed: bool = False  # bound to a network address or shared: credentials required
@@ -25,22 +30,21 @@ class ApiContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_services(cls, services: Any) -> ApiContext:
-        """The context the command line asked for, read from ``services.config`` (an ``AppConfig``)."""
-        return cls.from_config(getattr(services, "config", None), services)
+    def from_services(cls, services: Services) -> ApiContext:
+        """The context the command line asked for, read from ``services.config``."""
+        return cls.from_config(services.config, services)
 
     @classmethod
-    def from_config(cls, config: Any, services: Any = None) -> ApiContext:
-        """Also usable before the services exist, so launch.py can refuse unsafe flags before loading anything."""
-        exposed = bool(getattr(config, "listen", False) or getattr(config, "share", False))
-        data_dir = getattr(config, "data_dir", None)
+    def from_config(cls, config: AppConfig, services: Services | None = None) -> ApiContext:
+        """Also usable before the services exist (``services`` None), so launch.py can refuse unsafe flags
+        before loading anything."""
         return cls(
-            services=services,
-            api_auth=tuple(getattr(config, "api_auth", ()) or ()),
-            keys_file=getattr(config, "api_keys_file", None),
-            exposed=exposed,
-            allowed_origins=tuple(getattr(config, "cors_allow_origins", ()) or ()),
-            usage_file=Path(data_dir) / "api-usage.json" if data_dir is not None else None,
+            services=services,  # type: ignore[arg-type]  # only the access checks run on a context without them
+            api_auth=tuple(config.api_auth),
+            keys_file=config.api_keys_file,
+            exposed=bool(config.listen or config.share),
+            allowed_origins=tuple(config.cors_allow_origins),
+            usage_file=Path(config.data_dir) / "api-usage.json",
         )
 
     @property
@@ -52,7 +56,7 @@ def get_context(request: Request) -> ApiContext:
     return request.app.state.sfumato
 
 
-def get_services(request: Request) -> Any:
+def get_services(request: Request) -> Services:
     return request.app.state.sfumato.services
 
 

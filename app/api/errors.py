@@ -13,8 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from modules.jobs import SubmissionRefused
-from modules.request import RequestError
+from modules.errors import RequestError
+from modules.jobs.queue import SubmissionRefused
 
 log = logging.getLogger(__name__)
 

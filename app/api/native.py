@@ -8,27 +8,31 @@ fields are refused (422 naming them) so a typo never silently falls back to a de
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import json
-import time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from fastapi.responses import FileResponse, StreamingResponse
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import ApiError
 from app.api.images import decode_image, encode_png_base64
 from app.api.requests_common import ENDED_STATES, ServicesDep, encode_image, owner_of, submit_checked, visible_to
 from app.api.webhooks import check_webhook_url, install_webhooks
-from modules.jobs import Job
-from modules.request import GenerationRequest, HiresFix, Outpaint
+from modules.image.request import GenerationRequest, HiresFix, Outpaint
+from modules.image.results import GenerationResult
+from modules.jobs.artifacts import Artifact
+from modules.jobs.queue import Job, JobQueue
+from modules.runtime.services import Services
+from modules.upscaling.request import UpscaleRequest
 
 router = APIRouter(prefix="/api/v1", tags=["native"])
 
 HISTORY_PAGE_MAX = 500
-SSE_POLL_SECONDS = 0.1
 SSE_KEEPALIVE_SECONDS = 15.0
 AVERAGE_OVER_JOBS = 20
 
@@ -55,6 +59,7 @@ class JobBody(BaseModel):
     """A ``GenerationRequest`` on the wire; a field left out (or null) takes the request type's own default."""
 
     model_config = ConfigDict(extra="forbid")
+    kind: Literal["image"] = "image"
     task: Literal["txt2img", "img2img", "inpaint", "outpaint"] | None = None
     prompt: str | None = None
     negative_prompt: str | None = None
@@ -91,9 +96,52 @@ class JobBody(BaseModel):
     webhook_url: str | None = None
 
 
+class UpscaleJobBody(BaseModel):
+    """An ``UpscaleRequest`` on the wire (``"kind": "upscale"``): images as base64, or a folder on the studio's
+    machine (``input_dir``), upscaled like A1111's Extras."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["upscale"]
+    images: list[str] | None = None
+    names: list[str] | None = None
+    input_dir: str | None = None
+    upscaler: str | None = None
+    upscaler_2: str | None = None
+    upscaler_2_visibility: float | None = None
+    resize_mode: int | None = None
+    scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    crop: bool | None = None
+    tile_size: int | None = None
+    tile_overlap: int | None = None
+    save_images: bool | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    webhook_url: str | None = None
+
+
+def _kind_of(value: Any) -> str:
+    kind = value.get("kind", "image") if isinstance(value, dict) else getattr(value, "kind", "image")
+    return kind if isinstance(kind, str) else "image"
+
+
+AnyJobBody = Annotated[Annotated[JobBody, Tag("image")] | Annotated[UpscaleJobBody, Tag("upscale")],
+                       Discriminator(_kind_of)]
+
+
+def to_upscale_request(body: UpscaleJobBody) -> UpscaleRequest:
+    fields = body.model_dump(exclude_none=True, exclude={"kind", "webhook_url", "images", "names"})
+    images = tuple(decode_image(data, f"images.{index}") for index, data in enumerate(body.images or []))
+    names = tuple(body.names or ())
+    if names and len(names) != len(images):
+        raise ApiError(422, f"{len(names)} names for {len(images)} images", "names")
+    return UpscaleRequest(images=images, names=names, **fields)
+
+
 def to_request(body: JobBody) -> GenerationRequest:
     """Wire body -> the one request type; images decoded here so a corrupt one names its field."""
-    fields = body.model_dump(exclude_none=True, exclude={"webhook_url", "init_image", "mask", "outpaint", "hires"})
+    fields = body.model_dump(exclude_none=True,
+                             exclude={"kind", "webhook_url", "init_image", "mask", "outpaint", "hires"})
     if "styles" in fields:
         fields["styles"] = tuple(fields["styles"])
     if body.init_image is not None:
@@ -122,11 +170,13 @@ def _implied_task(body: JobBody) -> str:
 
 # -- routes ------------------------------------------------------------------------------------------------------
 @router.post("/jobs", status_code=202)
-async def submit_job(body: JobBody, http_request: Request, services: ServicesDep) -> dict:
-    """Queue a generation and answer at once with its id and where to watch it."""
+async def submit_job(body: AnyJobBody, http_request: Request, services: ServicesDep) -> dict:
+    """Queue a job of any kind (``kind``: ``image``, the default, or ``upscale``) and answer at once with its id
+    and where to watch it."""
     sender = install_webhooks(services.queue)
     webhook = await run_in_threadpool(check_webhook_url, body.webhook_url, sender.allow_private)  # may resolve DNS
-    request = await run_in_threadpool(to_request, body)  # decoding a large image should not stall other clients
+    # decoding a large image should not stall other clients
+    request = await run_in_threadpool(to_request if isinstance(body, JobBody) else to_upscale_request, body)
     job = await submit_checked(services, request, source="native", owner=owner_of(http_request), webhook=webhook)
     if webhook:
         sender.remember_base(job.id, str(http_request.base_url).rstrip("/"))
@@ -178,10 +228,10 @@ def job_images(job_id: str, http_request: Request, services: ServicesDep,
     images = _ended_images(job)
     items = []
     for index, item in enumerate(images):
-        entry = {"index": index, "seed": item.seed, "subseed": item.subseed, "infotext": item.infotext,
-                 "url": image_url(http_request, job.id, index)}
+        entry = {"index": index, "seed": item.parameters.get("seed"), "subseed": item.parameters.get("subseed"),
+                 "grid": item.grid, "infotext": item.infotext, "url": image_url(http_request, job.id, index)}
         if encoding == "base64":
-            entry["image"] = encode_png_base64(item.image, item.infotext)
+            entry["image"] = encode_png_base64(artifact_image(item), item.infotext)
         items.append(entry)
     return {"id": job.id, "state": job.state, "images": items}
 
@@ -194,9 +244,39 @@ def job_image(job_id: str, index: int, http_request: Request, services: Services
     images = _ended_images(job)
     if not 0 <= index < len(images):
         raise ApiError(404, f"job {job_id} has {len(images)} image(s); there is no image {index}", "index")
-    fmt = format or job.request.output_format
+    fmt = format or getattr(job.request, "output_format", None) or "png"
     item = images[index]
-    return Response(encode_image(item.image, fmt, item.infotext), media_type=f"image/{fmt}")
+    return Response(encode_image(artifact_image(item), fmt, item.infotext), media_type=f"image/{fmt}")
+
+
+@router.get("/jobs/{job_id}/artifacts/{index}", name="native_job_artifact")
+def job_artifact(job_id: str, index: int, http_request: Request, services: ServicesDep) -> Response:
+    """One artifact's file as it was written (an image with its infotext, a video, a sound, a model), by its
+    place in ``result.artifacts``."""
+    job = find_job(services, job_id, http_request)
+    artifacts = _ended_artifacts(job)
+    if not 0 <= index < len(artifacts):
+        raise ApiError(404, f"job {job_id} has {len(artifacts)} artifact(s); there is no artifact {index}", "index")
+    item = artifacts[index]
+    if item.path is not None and Path(item.path).is_file():
+        return FileResponse(item.path, media_type=item.media_type, filename=Path(item.path).name)
+    if item.image is not None:
+        return Response(encode_image(item.image, "png", item.infotext), media_type="image/png")
+    raise ApiError(404, f"the file of artifact {index} of job {job_id} is missing", "index")
+
+
+def artifact_image(artifact: Artifact) -> Image.Image:
+    """An image artifact's pixels, decoded now if the job was read back without them."""
+    if artifact.image is not None:
+        return artifact.image
+    if artifact.path is None:
+        raise ApiError(404, "the image file is missing", "index")
+    from modules.image.codec import open_image
+
+    try:
+        return open_image(artifact.path)
+    except OSError as error:
+        raise ApiError(404, f"the image file {artifact.path.name} cannot be read: {error}", "index") from None
 
 
 @router.delete("/jobs/{job_id}")
@@ -223,13 +303,13 @@ async def system_load(services: ServicesDep) -> dict:
         "queue_length": stats["queue_length"],
         "running": _running_view(running) if running is not None else stats.get("running"),
         "average_seconds_per_job": stats["average_seconds_per_job"],
-        "device": str(getattr(services.engine, "device", "unknown")),
-        "device_report": list(getattr(services, "device_report", [])),
+        "device": str(services.engine.device),
+        "device_report": list(services.device_report),
     }
 
 
 # -- views -------------------------------------------------------------------------------------------------------
-def find_job(services: Any, job_id: str, http_request: Request) -> Job:
+def find_job(services: Services, job_id: str, http_request: Request) -> Job:
     """The job, or a 404 naming the id (also for someone else's job: its existence is not theirs to know)."""
     job = services.queue.get(job_id)
     if job is None or not visible_to(job, owner_of(http_request)):
@@ -239,8 +319,8 @@ def find_job(services: Any, job_id: str, http_request: Request) -> Job:
 
 def job_urls(http_request: Request, job: Job) -> dict[str, str]:
     base = str(http_request.url_for("native_job", job_id=job.id))
-    return {"self": base, "events": base + "/events", "images": base + "/images", "preview": base + "/preview",
-            "cancel": base + "/cancel"}
+    return {"self": base, "events": base + "/events", "images": base + "/images", "artifacts": base + "/artifacts",
+            "preview": base + "/preview", "cancel": base + "/cancel"}
 
 
 def image_url(http_request: Request, job_id: str, index: int) -> str:
@@ -248,7 +328,12 @@ def image_url(http_request: Request, job_id: str, index: int) -> str:
     return str(http_request.url_for("native_job_image", job_id=job_id, index=str(index)))
 
 
-def queue_position(queue: Any, job: Job) -> int | None:
+def artifact_url(http_request: Request, job_id: str, index: int) -> str:
+    """Absolute URL of one artifact's file (image, video, audio, model), whatever the job's kind."""
+    return str(http_request.url_for("native_job_artifact", job_id=job_id, index=str(index)))
+
+
+def queue_position(queue: JobQueue, job: Job) -> int | None:
     """How many queued jobs run before this one (0 = next); None once it has started."""
     if job.state != "queued":
         return None
@@ -268,10 +353,12 @@ def progress_view(job: Job) -> dict[str, Any]:
             "has_preview": progress.preview is not None}
 
 
-def job_view(job: Job, http_request: Request, queue: Any) -> dict[str, Any]:
-    """Everything a poller wants: state, progress, error, timestamps and, once done, the result summary."""
+def job_view(job: Job, http_request: Request, queue: JobQueue) -> dict[str, Any]:
+    """Everything a poller wants: state, progress, error, timestamps and, once done, the result: its artifacts
+    (every kind), and for image jobs the seeds, infotexts, image URLs and the parameters the images were made
+    with."""
     view: dict[str, Any] = {
-        "id": job.id, "number": job.number, "state": job.state, "source": job.source,
+        "id": job.id, "number": job.number, "kind": job.kind, "state": job.state, "source": job.source,
         "position": queue_position(queue, job), "progress": progress_view(job),
         "error": job.error, "error_field": job.error_field,
         "created": job.created, "started": job.started, "finished": job.finished,
@@ -279,63 +366,75 @@ def job_view(job: Job, http_request: Request, queue: Any) -> dict[str, Any]:
     }
     result = job.result
     if result is not None and job.state in ENDED_STATES:  # the result is set before the state says done
+        images = _image_artifacts(result.artifacts)
         view["result"] = {
-            "seeds": result.seeds, "infotexts": result.infotexts, "interrupted": result.interrupted,
-            "images": [image_url(http_request, job.id, index) for index in range(len(result.images))],
-            "info": result.info,
+            "interrupted": result.interrupted,
+            "artifacts": [artifact_view(http_request, job.id, index, artifact)
+                          for index, artifact in enumerate(result.artifacts)],
+            "images": [image_url(http_request, job.id, index) for index in range(len(images))],
+            "seeds": [artifact.parameters.get("seed") for artifact in images],
+            "infotexts": [artifact.infotext for artifact in images],
         }
+        if isinstance(result, GenerationResult):
+            view["result"]["parameters"] = summary_view(result)
     return view
 
 
-def _ended_images(job: Job) -> list:
+def artifact_view(http_request: Request, job_id: str, index: int, artifact: Artifact) -> dict[str, Any]:
+    return {"index": index, "type": artifact.type, "media_type": artifact.media_type, "grid": artifact.grid,
+            "url": artifact_url(http_request, job_id, index), "parameters": artifact.parameters,
+            "infotext": artifact.infotext or None}
+
+
+def summary_view(result: GenerationResult) -> dict[str, Any]:
+    """What the images were made with (after styles and defaults), under A1111's names."""
+    summary = dataclasses.asdict(result.summary)
+    summary["styles"] = list(result.summary.styles)
+    return summary
+
+
+def _image_artifacts(artifacts: list[Artifact]) -> list[Artifact]:
+    """Every image artifact, grids (marked ``grid``) first as A1111 lists them."""
+    return [artifact for artifact in artifacts if artifact.type == "image"]
+
+
+def _ended_artifacts(job: Job) -> list[Artifact]:
     if job.state not in ENDED_STATES:
-        raise ApiError(409, f"job {job.id} is still {job.state}; its images come when it is done", "job_id")
+        raise ApiError(409, f"job {job.id} is still {job.state}; its results come when it is done", "job_id")
     if job.result is None:
-        raise ApiError(409, f"job {job.id} {job.state} without images" + (f": {job.error}" if job.error else ""),
+        raise ApiError(409, f"job {job.id} {job.state} without results" + (f": {job.error}" if job.error else ""),
                        "job_id")
-    return job.result.images
+    return job.result.artifacts
 
 
-async def _event_stream(job: Job, http_request: Request, queue: Any):
-    """Poll the job's snapshot; send it when it changes; a comment line now and then keeps proxies from closing."""
+def _ended_images(job: Job) -> list[Artifact]:
+    return _image_artifacts(_ended_artifacts(job))
+
+
+async def _event_stream(job: Job, http_request: Request, queue: JobQueue):
+    """Send the job's snapshot each time the worker says it changed (pushed through the queue's events, not
+    polled); a comment line after a quiet spell keeps proxies from closing the stream."""
     last_key: tuple | None = None
-    last_sent = time.monotonic()
-    while True:
-        ended = job.done_event.is_set()
-        progress = job.progress
-        key = (job.state, ended, progress.job_no, progress.step, progress.steps, progress.job_count)
-        if key != last_key:
-            last_key, last_sent = key, time.monotonic()
-            yield f"data: {json.dumps(job_view(job, http_request, queue), default=str)}\n\n"
-        elif time.monotonic() - last_sent > SSE_KEEPALIVE_SECONDS:
-            last_sent = time.monotonic()
-            yield ": keep-alive\n\n"
-        if ended:
-            return
-        await asyncio.sleep(SSE_POLL_SECONDS)
+    with queue.events.subscribe(job.id, asynchronous=True) as changes:
+        while True:
+            ended = job.done_event.is_set()
+            progress = job.progress
+            key = (job.state, ended, progress.cell, progress.job_no, progress.step, progress.steps,
+                   progress.job_count)
+            if key != last_key:
+                last_key = key
+                yield f"data: {json.dumps(job_view(job, http_request, queue), default=str)}\n\n"
+            if ended:
+                return
+            if not await changes.wait_async(SSE_KEEPALIVE_SECONDS):
+                yield ": keep-alive\n\n"
 
 
-def _queue_stats(queue: Any) -> dict[str, Any]:
-    """The queue's own ``stats()`` where it has one; otherwise counted from the history it keeps."""
-    stats = queue.stats() if callable(getattr(queue, "stats", None)) else None
-    if stats is not None:
-        return {"queue_length": _stat(stats, "queue_length", "queued", "pending"),
-                "average_seconds_per_job": _stat(stats, "average_seconds_per_job", "average_seconds",
-                                                 "avg_seconds_per_job"),
-                "running": _stat(stats, "running", "running_job_id", "running_id")}
-    done, _total = queue.history(limit=AVERAGE_OVER_JOBS, state="done")
-    durations = [job.finished - job.started for job in done if job.started and job.finished]
-    average = round(sum(durations) / len(durations), 3) if durations else None
-    return {"queue_length": len(queue.pending()), "average_seconds_per_job": average, "running": None}
-
-
-def _stat(stats: Any, *names: str) -> Any:
-    for name in names:
-        if isinstance(stats, dict) and name in stats:
-            return stats[name]
-        if hasattr(stats, name):
-            return getattr(stats, name)
-    return None
+def _queue_stats(queue: JobQueue) -> dict[str, Any]:
+    stats = queue.stats(AVERAGE_OVER_JOBS)
+    average = stats["average_seconds"]
+    return {"queue_length": stats["queued"], "running": stats["running"],
+            "average_seconds_per_job": round(average, 3) if average is not None else None}
 
 
 def _running_view(job: Job) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -33,8 +33,11 @@ from app.api.requests_common import (
     submit_checked,
     wait_for_job,
 )
-from modules.jobs import Job
-from modules.request import GenerationRequest
+from modules.image.request import GenerationRequest
+from modules.jobs.queue import Job
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 409: "conflict_error",
                413: "invalid_request_error", 429: "rate_limit_error"}
@@ -117,9 +120,9 @@ async def edits(http_request: Request, services: ServicesDep) -> JSONResponse:
 
 
 # -- translation -------------------------------------------------------------------------------------------------
-def local_model(services: Any, name: str | None) -> str | None:
+def local_model(services: Services, name: str | None) -> str | None:
     """A name that resolves to a local checkpoint picks it; anything else ("dall-e-3", "sfumato") is the default."""
-    from modules.model_registry import UnknownModelError
+    from modules.models.registry import UnknownModelError
 
     if not name or not name.strip():
         return None
@@ -164,10 +167,10 @@ def mask_from_transparency(mask: Image.Image, image: Image.Image) -> Image.Image
 
 
 # -- running and answering ---------------------------------------------------------------------------------------
-async def _run(services: Any, http_request: Request, request: GenerationRequest, response_format: str
+async def _run(services: Services, http_request: Request, request: GenerationRequest, response_format: str
                ) -> JSONResponse:
     job = await submit_checked(services, request, source="openai", owner=owner_of(http_request))
-    await wait_for_job(job)
+    await wait_for_job(services.queue, job)
     return JSONResponse(images_response(job, http_request, response_format))
 
 

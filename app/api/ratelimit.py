@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from modules.atomic_files import atomic_write
+from modules.runtime.files import atomic_write
 
 log = logging.getLogger(__name__)
 

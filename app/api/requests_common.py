@@ -7,7 +7,6 @@ name the field, and a route class that answers every error in the dialect's own 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 from collections.abc import Callable, Mapping
@@ -24,72 +23,25 @@ from starlette.exceptions import HTTPException
 from app.api.context import get_owner, get_services
 from app.api.errors import ApiError
 from app.api.images import decode_image, open_image_bytes
-from modules.jobs import Job
-from modules.request import GenerationRequest, RequestError, check_size, validate_request
-from modules.results import GenerationResult
+from modules.errors import RequestError
+from modules.image.results import GenerationResult
+from modules.jobs.queue import Job, JobQueue
+from modules.runtime.services import Services
 
 ENDED_STATES = ("done", "failed", "cancelled")
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 MAX_FORM_FIELD_BYTES = 64 * 1024 * 1024
 ErrorRenderer = Callable[[int, str, "str | None"], Response]
-ServicesDep = Annotated[Any, Depends(get_services)]  # the services behind the app a route belongs to
+ServicesDep = Annotated[Services, Depends(get_services)]  # the services behind the app a route belongs to
 
 
 # -- checking and submitting -----------------------------------------------------------------------------------
-def check_request(request: GenerationRequest, engine: Any, extensions: Any = None) -> None:
-    """Everything the worker would refuse before its first step, checked now so the client hears it at once
-    (every dialect uses this one function; the worker validates again on the same code path)."""
-    from modules.generation import IMAGE_UPSCALERS, LATENT_UPSCALERS
-    from modules.model_registry import UnknownModelError
-    from modules.samplers import UnknownSamplerError, UnknownScheduleError, resolve_sampler
-
-    validate_request(request, engine.limits)
-    try:
-        resolve_sampler(request.sampler_name, request.scheduler)
-    except UnknownSamplerError as error:
-        raise RequestError("sampler_name", str(error)) from None
-    except UnknownScheduleError as error:
-        raise RequestError("scheduler", str(error)) from None
-    engine.resolve_model(request.model)
-    try:
-        engine.styles.apply(request.prompt, request.negative_prompt, request.styles)
-    except ValueError as error:
-        raise RequestError("styles", str(error)) from None
-    if request.vae:
-        try:
-            engine.registry.find_vae(request.vae)
-        except UnknownModelError as error:
-            raise RequestError("vae", str(error)) from None
-    if request.hires is not None and request.hires.upscaler not in {**LATENT_UPSCALERS, **IMAGE_UPSCALERS}:
-        known = ", ".join([*LATENT_UPSCALERS, *IMAGE_UPSCALERS])
-        raise RequestError("hires.upscaler", f"unknown upscaler {request.hires.upscaler!r}; choose one of {known}")
-    _check_canvas(request, engine.limits)
-    if extensions is not None:
-        extensions.check_request(request)
-
-
-def _check_canvas(request: GenerationRequest, limits: Any) -> None:
-    """The size an init image or an outpaint canvas implies must fit the limits too (the engine checks it later)."""
-    image = request.init_image
-    if not request.uses_init_image or image is None:
-        return
-    if request.task == "outpaint":
-        pad = request.outpaint
-        width, height = image.width + pad.left + pad.right, image.height + pad.top + pad.bottom
-        check_size(width + (-width) % 8, height + (-height) % 8, limits)
-    elif not (request.width and request.height):
-        check_size(max(8, image.width // 8 * 8), max(8, image.height // 8 * 8), limits)
-
-
-async def submit_checked(services: Any, request: GenerationRequest, *, source: str, owner: str | None = None,
+async def submit_checked(services: Services, request: Any, *, source: str, owner: str | None = None,
                          webhook: str | None = None) -> Job:
-    """Check, then queue; both off the event loop (a model lookup may hash a file, a job store may write)."""
-
-    def check_and_submit() -> Job:
-        check_request(request, services.engine, getattr(services, "extensions", None))
-        return services.queue.submit(request, source=source, owner=owner, webhook=webhook)
-
-    return await run_in_threadpool(check_and_submit)
+    """Queue (the queue checks the request first, naming a bad field), off the event loop: a model lookup may hash
+    a file, the job store writes."""
+    return await run_in_threadpool(
+        lambda: services.queue.submit(request, source=source, owner=owner, webhook=webhook))
 
 
 def owner_of(http_request: Request) -> str | None:
@@ -103,10 +55,12 @@ def visible_to(job: Job, owner: str | None) -> bool:
 
 
 # -- waiting and results -----------------------------------------------------------------------------------------
-async def wait_for_job(job: Job, poll_seconds: float = 0.05) -> None:
-    """Wait for the job to end by polling, so a hundred waiting clients cost no threads."""
-    while not job.done_event.is_set():
-        await asyncio.sleep(poll_seconds)
+async def wait_for_job(queue: JobQueue, job: Job, safety_seconds: float = 1.0) -> None:
+    """Wait on the event loop for the queue to say the job ended (pushed, not polled), so a hundred waiting
+    clients cost no threads. ``safety_seconds`` bounds a wait should a notice ever be missed."""
+    with queue.events.subscribe(job.id, asynchronous=True) as changes:
+        while not job.done_event.is_set():
+            await changes.wait_async(safety_seconds)
 
 
 def finished_result(job: Job) -> GenerationResult:
@@ -124,7 +78,7 @@ def finished_result(job: Job) -> GenerationResult:
 
 def encode_image(image: Image.Image, fmt: str, infotext: str | None = None) -> bytes:
     """Image bytes in ``fmt`` carrying the infotext (PNG chunk or EXIF), like a saved file."""
-    from modules.infotext import embed_infotext
+    from modules.image.infotext import embed_infotext
 
     if image.mode not in {"png": (image.mode,), "jpeg": ("RGB", "L"), "webp": ("RGB", "RGBA")}[fmt]:
         image = image.convert("RGB")

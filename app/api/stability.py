@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import math
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -32,8 +32,11 @@ from app.api.requests_common import (
     visible_to,
     wait_for_job,
 )
-from modules.jobs import Job
-from modules.request import GenerationRequest, Outpaint
+from modules.image.request import GenerationRequest, Outpaint
+from modules.jobs.queue import Job
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
@@ -163,9 +166,9 @@ def aspect_size(ratio: str, side: int) -> tuple[int, int]:
     return max(8, round(width / 8) * 8), max(8, round(height / 8) * 8)
 
 
-def model_side(services: Any) -> int:
+def model_side(services: Services) -> int:
     """The default checkpoint's own image side (512 for SD 1.x, 1024 for SDXL), without loading it."""
-    from modules.checkpoint_loading import default_size
+    from modules.models.checkpoints import default_size
 
     info = services.engine.resolve_model(None)
     try:
@@ -217,11 +220,11 @@ def wants_image(http_request: Request) -> bool:
     return any(part.strip().startswith("image/") for part in accept.split(","))
 
 
-async def _answer(services: Any, http_request: Request, form: FormReader, request: GenerationRequest) -> Response:
+async def _answer(services: Services, http_request: Request, form: FormReader, request: GenerationRequest) -> Response:
     job = await submit_checked(services, request, source="stability", owner=owner_of(http_request))
     if wants_async(http_request, form):
         return JSONResponse({"id": job.id})
-    await wait_for_job(job)
+    await wait_for_job(services.queue, job)
     return result_response(job, http_request)
 
 

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from modules.jobs import Job
-from modules.request import RequestError
+from modules.errors import RequestError
+from modules.jobs.queue import Job
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,10 @@ def _internal_address(host: str) -> str | None:
 
 def job_image_path(job_id: str, index: int) -> str:
     return f"/api/v1/jobs/{job_id}/images/{index}"
+
+
+def job_artifact_path(job_id: str, index: int) -> str:
+    return f"/api/v1/jobs/{job_id}/artifacts/{index}"
 
 
 class WebhookSender:
@@ -117,19 +121,24 @@ class WebhookSender:
 
 
 def webhook_payload(job: Job, base_url: str = "") -> dict[str, Any]:
-    """What the receiver gets: the job's end state and where to fetch its images."""
+    """What the receiver gets: the job's end state and where to fetch its artifacts (and, by their own route,
+    its images)."""
     result = job.result
-    images = result.images if result is not None else []
+    artifacts = result.artifacts if result is not None else []
+    images = [item for item in artifacts if item.type == "image" and not item.grid]
     return {
         "id": job.id,
+        "kind": job.kind,
         "state": job.state,
         "source": job.source,
         "error": job.error,
         "error_field": job.error_field,
         "interrupted": bool(result.interrupted) if result is not None else False,
         "images": [base_url + job_image_path(job.id, index) for index in range(len(images))],
-        "seeds": [item.seed for item in images],
+        "seeds": [item.parameters.get("seed") for item in images],
         "infotexts": [item.infotext for item in images],
+        "artifacts": [{"type": item.type, "media_type": item.media_type, "grid": item.grid,
+                       "url": base_url + job_artifact_path(job.id, index)} for index, item in enumerate(artifacts)],
         "created": job.created,
         "started": job.started,
         "finished": job.finished,

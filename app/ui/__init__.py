@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -23,6 +23,9 @@ from app.ui.queue_tab import build_queue
 from app.ui.send import send_image, send_parameters
 from app.ui.settings_tab import build_settings
 from app.ui.txt2img import build_txt2img
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 TITLE = "Sfumato"
 CSS = """
@@ -53,12 +56,12 @@ class Ui:
         return form | self.pnginfo.prefixed("pnginfo") | self.settings.prefixed("settings")
 
 
-def build_ui(services: Any) -> gr.Blocks:
+def build_ui(services: Services) -> gr.Blocks:
     """The studio's Blocks, ready to launch."""
     return build_layout(services).blocks
 
 
-def build_layout(services: Any) -> Ui:
+def build_layout(services: Services) -> Ui:
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
         with gr.Tabs() as tabs:
             generation: dict[str, GenerationTab] = {}
@@ -80,7 +83,7 @@ def build_layout(services: Any) -> Ui:
     return ui
 
 
-def _wire_sending(services: Any, ui: Ui) -> None:
+def _wire_sending(services: Services, ui: Ui) -> None:
     joined = ui.joined()
     for source, tab in ui.generation.items():
         for target in ("img2img", "inpaint"):

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +19,7 @@ OUTPUT_FORMATS = ("png", "jpeg", "webp")
 AUTOMATIC_VAE = "Automatic"  # the checkpoint's own VAE
 
 
-def model_titles(services: Any) -> list[str]:
+def model_titles(services: Services) -> list[str]:
     try:
         return [info.title for info in services.engine.registry.list()]
     except Exception:  # a broken models folder must not stop the UI from building
@@ -24,18 +27,17 @@ def model_titles(services: Any) -> list[str]:
         return []
 
 
-def default_model(services: Any) -> str | None:
-    """The settings' default checkpoint if it is installed (by title or name), else the first one."""
-    titles = model_titles(services)
-    wanted = services.settings.get("sd_model_checkpoint") or getattr(services.engine, "default_model", None)
-    if wanted:
-        for info in _infos(services):
-            if wanted in (info.title, info.name):
-                return info.title
-    return titles[0] if titles else None
+def default_model(services: Services) -> str | None:
+    """The studio's default checkpoint, resolved where every front end resolves it (``Services.default_model``);
+    None (with the error logged) when the models folder cannot be read, so the page still builds."""
+    try:
+        return services.default_model()
+    except Exception:
+        log.exception("cannot resolve the default checkpoint")
+        return None
 
 
-def vae_names(services: Any) -> list[str]:
+def vae_names(services: Services) -> list[str]:
     """"Automatic" (the checkpoint's own VAE) followed by the files and folders in models/VAE."""
     try:
         return [AUTOMATIC_VAE, *(info.name for info in services.engine.registry.list_vaes())]
@@ -44,7 +46,7 @@ def vae_names(services: Any) -> list[str]:
         return [AUTOMATIC_VAE]
 
 
-def find_vae_name(services: Any, query: Any) -> str | None:
+def find_vae_name(services: Services, query: Any) -> str | None:
     """The installed VAE an infotext names, as the dropdown shows it, or None when it is not installed."""
     try:
         info = services.engine.registry.find_vae(str(query))
@@ -53,7 +55,7 @@ def find_vae_name(services: Any, query: Any) -> str | None:
     return AUTOMATIC_VAE if info is None else info.name
 
 
-def _infos(services: Any) -> list[Any]:
+def _infos(services: Services) -> list[Any]:
     try:
         return list(services.engine.registry.list())
     except Exception:
@@ -61,18 +63,18 @@ def _infos(services: Any) -> list[Any]:
 
 
 def sampler_names() -> list[str]:
-    from modules.samplers import list_samplers
+    from modules.image.samplers import list_samplers
 
     return [item["name"] for item in list_samplers()]
 
 
 def schedule_labels() -> list[str]:
-    from modules.samplers import list_schedulers
+    from modules.image.samplers import list_schedulers
 
     return [item["label"] for item in list_schedulers()]
 
 
-def style_names(services: Any) -> list[str]:
+def style_names(services: Services) -> list[str]:
     try:
         return [style.name for style in services.engine.styles.list()]
     except Exception:
@@ -91,7 +93,7 @@ def pick(value: Any, choices: list[str]) -> str | None:
     return None
 
 
-def find_model_title(services: Any, *queries: Any) -> str | None:
+def find_model_title(services: Services, *queries: Any) -> str | None:
     """The installed checkpoint an infotext names (by hash, then name), or None when it is not installed."""
     registry = services.engine.registry
     for query in queries:
@@ -109,7 +111,7 @@ def find_model_title(services: Any, *queries: Any) -> str | None:
 RECOMMENDED_KEYS = {"sampler": "sampler", "steps": "steps", "cfg_scale": "guidance"}
 
 
-def form_default(services: Any, key: str) -> Any:
+def form_default(services: Services, key: str) -> Any:
     """A tab's starting value: the user's saved setting, else the default model's recommendation, else the
     studio's default. A saved choice always wins, so the recommendation never overrides the user."""
     settings = services.settings
@@ -120,7 +122,7 @@ def form_default(services: Any, key: str) -> Any:
     return settings.get(key) if value is None else value
 
 
-def model_recommendation(services: Any, title: str | None) -> dict[str, Any]:
+def model_recommendation(services: Services, title: str | None) -> dict[str, Any]:
     """The sampler/steps/guidance a model folder recommends in its ``training_config.json`` (empty if none)."""
     import json
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -20,6 +20,9 @@ from app.ui.form import Form, Values
 from app.ui.generate import generation_events, interrupt, skip
 from app.ui.paste import paste_prompt
 from app.ui.results import empty_state, random_seed, random_subseed, reuse_seed, select_image
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 OUTPUT_NAMES = ("job", "progress", "preview", "gallery", "infotext", "status", "result")
 
@@ -39,13 +42,11 @@ class GenerationTab:
         return component
 
 
-def extension_controls(services: Any, tab: GenerationTab) -> None:
+def extension_controls(services: Services, tab: GenerationTab) -> None:
     """Each active extension's controls for this tab, named ``ext.<extension>.<setting>`` so their values reach
     the extension by name inside the request. A control builder that raises marks its extension failed and the
     tab is built without it."""
-    manager = getattr(services, "extensions", None)
-    if manager is None:
-        return
+    manager = services.extensions
     for name, build in manager.controls(tab.task):
         try:
             built = build() or {}
@@ -56,12 +57,12 @@ def extension_controls(services: Any, tab: GenerationTab) -> None:
             tab.add(f"ext.{name}.{key}", component)
 
 
-def setting(services: Any, key: str) -> Callable[[], Any]:
+def setting(services: Services, key: str) -> Callable[[], Any]:
     """A page-load default: the saved setting, else the default model's own recommendation (see choices)."""
     return lambda: choices.form_default(services, key)
 
 
-def model_row(services: Any, tab: GenerationTab) -> None:
+def model_row(services: Services, tab: GenerationTab) -> None:
     with gr.Row(equal_height=True):
         tab.add("model", gr.Dropdown(label="Checkpoint", choices=choices.model_titles(services),
                                      value=partial(choices.default_model, services), scale=4,
@@ -71,7 +72,7 @@ def model_row(services: Any, tab: GenerationTab) -> None:
         tab.add("refresh_models", gr.Button("🔄", size="sm", scale=0, min_width=40), request_field=False)
 
 
-def prompt_row(services: Any, tab: GenerationTab) -> None:
+def prompt_row(services: Services, tab: GenerationTab) -> None:
     with gr.Row():
         with gr.Column(scale=5):
             tab.add("prompt", gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (or paste an infotext and "
@@ -87,7 +88,7 @@ def prompt_row(services: Any, tab: GenerationTab) -> None:
                                           value=[]))
 
 
-def sampling_controls(services: Any, tab: GenerationTab, size_note: str) -> None:
+def sampling_controls(services: Services, tab: GenerationTab, size_note: str) -> None:
     limits = services.config.limits
     with gr.Row():
         tab.add("sampler_name", gr.Dropdown(label="Sampling method", choices=choices.sampler_names(),
@@ -136,7 +137,7 @@ def output_panel(tab: GenerationTab, send_targets: tuple[str, ...]) -> None:
     tab.add("status", gr.HTML(""), request_field=False)
 
 
-def wire(services: Any, tab: GenerationTab) -> None:
+def wire(services: Services, tab: GenerationTab) -> None:
     """The events every generation tab has: generate, interrupt, skip, paste, seeds, gallery, model refresh."""
     form = tab.form
     task = tab.task
@@ -160,16 +161,16 @@ def wire(services: Any, tab: GenerationTab) -> None:
                            api_name=False, queue=False)
 
 
-def run_tab(services: Any, task: str, values: Values):
+def run_tab(services: Services, task: str, values: Values):
     """A tab's Generate: the tab's task goes with its values."""
     yield from generation_events(services, {**values, "task": task})
 
 
-def paste_tab(services: Any, names: list[str], values: Values) -> Values:
+def paste_tab(services: Services, names: list[str], values: Values) -> Values:
     return paste_prompt(services, values, names)
 
 
-def refresh_models(services: Any, values: Values) -> Values:
+def refresh_models(services: Services, values: Values) -> Values:
     """🔄: rescan the checkpoint folders; keep the selection when it is still installed."""
     services.engine.registry.refresh()
     titles = choices.model_titles(services)

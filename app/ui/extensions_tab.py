@@ -8,23 +8,26 @@ Handlers take values by name and return updates by name, so tests call them with
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from app.ui.form import INFO, WARNING, Form, Values
 from app.ui.generate import error_html, status_html
 
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
+
 COLUMNS = ["name", "version", "source", "enabled", "status", "description / error"]
 
 
-def install_allowed(services: Any) -> bool:
+def install_allowed(services: Services) -> bool:
     config = services.config
-    exposed = bool(getattr(config, "listen", False) or getattr(config, "share", False))
-    return not exposed or bool(getattr(config, "enable_insecure_extension_access", False))
+    exposed = bool(config.listen or config.share)
+    return not exposed or bool(config.enable_insecure_extension_access)
 
 
-def build_extensions(services: Any) -> Form:
+def build_extensions(services: Services) -> Form:
     """Lay out and wire the tab (call inside a ``gr.Tab``)."""
     form = Form()
     allowed = install_allowed(services)
@@ -40,7 +43,7 @@ def build_extensions(services: Any) -> Form:
         form["reload"] = gr.Button("Reload all", size="sm")
     gr.Markdown("### Install from a git URL or a local folder")
     if not allowed:
-        from modules.extension_install import EXPOSED_MESSAGE
+        from modules.extensions.install import EXPOSED_MESSAGE
 
         gr.Markdown(f"**{html.escape(EXPOSED_MESSAGE)}**")
     with gr.Row():
@@ -58,7 +61,7 @@ def build_extensions(services: Any) -> Form:
     return form
 
 
-def extension_rows(services: Any) -> list[list[Any]]:
+def extension_rows(services: Services) -> list[list[Any]]:
     rows = []
     for item in services.extensions.list():
         info = item.describe()
@@ -67,11 +70,11 @@ def extension_rows(services: Any) -> list[list[Any]]:
     return rows
 
 
-def extension_names(services: Any) -> list[str]:
+def extension_names(services: Services) -> list[str]:
     return [item.name for item in services.extensions.list()]
 
 
-def _refreshed(services: Any, message: str, log: str = "", failed: bool = False) -> Values:
+def _refreshed(services: Services, message: str, log: str = "", failed: bool = False) -> Values:
     status = error_html("extensions", message) if failed else status_html(message)
     update: Values = {"table": extension_rows(services), "name": gr.update(choices=extension_names(services)),
                       "status": status, "log": log}
@@ -81,9 +84,9 @@ def _refreshed(services: Any, message: str, log: str = "", failed: bool = False)
 
 def _guard(action):
     """Turn an installer or manager error into a visible notice, never an exception in the UI."""
-    from modules.extensions import ExtensionError
+    from modules.extensions.manager import ExtensionError
 
-    def wrapped(services: Any, values: Values) -> Values:
+    def wrapped(services: Services, values: Values) -> Values:
         try:
             return action(services, values)
         except ExtensionError as error:
@@ -92,7 +95,7 @@ def _guard(action):
 
 
 def _name(values: Values) -> str:
-    from modules.extensions import ExtensionError
+    from modules.extensions.manager import ExtensionError
 
     name = str(values.get("name") or "").strip()
     if not name:
@@ -101,38 +104,38 @@ def _name(values: Values) -> str:
 
 
 @_guard
-def enable(services: Any, values: Values) -> Values:
+def enable(services: Services, values: Values) -> Values:
     item = services.extensions.set_enabled(_name(values), True)
     return _refreshed(services, f"{item.name}: {item.status}" + (f" ({item.error})" if item.error else ""),
                       failed=bool(item.error))
 
 
 @_guard
-def disable(services: Any, values: Values) -> Values:
+def disable(services: Services, values: Values) -> Values:
     item = services.extensions.set_enabled(_name(values), False)
     return _refreshed(services, f"{item.name} disabled; it stays off after a restart (API routes and page styles it "
                                 f"added go away at the next restart).")
 
 
 @_guard
-def reload(services: Any, values: Values) -> Values:
+def reload(services: Services, values: Values) -> Values:
     items = services.extensions.reload()
     failed = [item.name for item in items if item.status == "failed"]
     message = f"Reloaded {len(items)} extension(s)" + (f"; failed: {', '.join(failed)}" if failed else ".")
     return _refreshed(services, message, failed=bool(failed))
 
 
-def _check_allowed(services: Any) -> None:
-    from modules.extension_install import check_allowed
+def _check_allowed(services: Services) -> None:
+    from modules.extensions.install import check_allowed
 
     config = services.config
-    check_allowed(exposed=bool(getattr(config, "listen", False) or getattr(config, "share", False)),
-                  insecure_access=bool(getattr(config, "enable_insecure_extension_access", False)))
+    check_allowed(exposed=bool(config.listen or config.share),
+                  insecure_access=bool(config.enable_insecure_extension_access))
 
 
 @_guard
-def install(services: Any, values: Values) -> Values:
-    from modules.extension_install import install as install_extension
+def install(services: Services, values: Values) -> Values:
+    from modules.extensions.install import install as install_extension
 
     _check_allowed(services)
     report = install_extension(str(values.get("source") or ""), services.extensions.user_dir)
@@ -144,8 +147,8 @@ def install(services: Any, values: Values) -> Values:
 
 
 @_guard
-def update(services: Any, values: Values) -> Values:
-    from modules.extension_install import update as update_extension
+def update(services: Services, values: Values) -> Values:
+    from modules.extensions.install import update as update_extension
 
     _check_allowed(services)
     report = update_extension(services.extensions.get(_name(values)))
@@ -154,8 +157,8 @@ def update(services: Any, values: Values) -> Values:
 
 
 @_guard
-def remove(services: Any, values: Values) -> Values:
-    from modules.extension_install import remove as remove_extension
+def remove(services: Services, values: Values) -> Values:
+    from modules.extensions.install import remove as remove_extension
 
     _check_allowed(services)
     name = _name(values)

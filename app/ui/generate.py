@@ -1,9 +1,10 @@
 """The Generate button: form -> request -> job queue, then live progress until the job ends, then the gallery.
 
-The handler is a plain generator over dicts (names -> values) so tests drive it without a browser. It polls the
-job rather than blocking on it, so the page shows the step, the batch, an ETA and a live preview while the
-single worker runs; a job that fails or a form that cannot become a request ends with a visible message naming
-the field, never with an exception escaping into Gradio, so the next Generate always works.
+The handler is a plain generator over dicts (names -> values) so tests drive it without a browser. It wakes each
+time the queue publishes a change of the job (pushed by the worker, not polled), so the page shows the step, the
+batch, an ETA and a live preview while the single worker runs; a job that fails or a form that cannot become a
+request ends with a visible message naming the field, never with an exception escaping into Gradio, so the next
+Generate always works.
 """
 
 from __future__ import annotations
@@ -12,21 +13,24 @@ import html
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.ui.form import WARNING, Values
 from app.ui.request_form import request_from_form
 from app.ui.results import result_state
-from modules.request import RequestError, validate_request
+from modules.errors import RequestError
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.2  # the most often the page is updated: steps faster than this are shown together
 # Form values that come from the persisted settings rather than from a tab's controls.
 SETTINGS_FIELDS = ("output_format", "save_images", "make_grid")
 
 
-def generation_events(services: Any, values: Values, poll: float = POLL_SECONDS) -> Iterator[Values]:
+def generation_events(services: Services, values: Values, poll: float = POLL_SECONDS) -> Iterator[Values]:
     """Yield UI updates for one Generate click: progress (and previews) while the job runs, then the results.
 
     Updates use the names ``job``, ``progress``, ``preview``, ``gallery``, ``infotext``, ``status`` and ``result``.
@@ -38,28 +42,30 @@ def generation_events(services: Any, values: Values, poll: float = POLL_SECONDS)
         yield failure("", f"{type(error).__name__}: {error}")
 
 
-def _events(services: Any, values: Values, poll: float) -> Iterator[Values]:
+def _events(services: Services, values: Values, poll: float) -> Iterator[Values]:
     form = {name: services.settings.get(name) for name in SETTINGS_FIELDS}
     form.update(values)
     try:
-        request = request_from_form(form)
-        validate_request(request, services.engine.limits)
+        job = services.queue.submit(request_from_form(form))  # the queue checks it first, naming a bad field
     except RequestError as error:
         yield failure(error.field, error.message)
         return
-    job = services.queue.submit(request)
     if services.settings.has("preview_interval"):  # a saved choice overrides the launch flag
         interval = services.settings.get("preview_interval")
         if isinstance(interval, int) and interval >= 0:
             job.control.preview_interval = interval
     yield {"job": job.id, "progress": progress_html(services, job), "preview": None, "status": ""}
     shown = None
-    while not job.done_event.wait(poll):
-        update: Values = {"progress": progress_html(services, job)}
-        preview = job.progress.preview
-        if preview is not None and preview is not shown:
-            update["preview"] = shown = preview
-        yield update
+    with services.queue.events.subscribe(job.id) as changes:
+        while not job.done_event.is_set():
+            if not changes.wait(timeout=5.0) or job.done_event.is_set():
+                continue
+            update: Values = {"progress": progress_html(services, job)}
+            preview = job.progress.preview
+            if preview is not None and preview is not shown:
+                update["preview"] = shown = preview
+            yield update
+            time.sleep(poll)  # at most one page update per ``poll`` seconds, however fast the steps come
     yield finished(job)
 
 
@@ -108,7 +114,7 @@ def status_html(text: str) -> str:
     return f'<div class="sf-status">{html.escape(text)}</div>'
 
 
-def progress_text(services: Any, job: Any) -> str:
+def progress_text(services: Services, job: Any) -> str:
     """"step 5/20 · batch 1/2 · ETA 3s" while running; the queue position while waiting."""
     if job.state == "queued":
         ahead = sum(1 for other in services.queue.pending() if other.number < job.number)
@@ -125,7 +131,7 @@ def progress_text(services: Any, job: Any) -> str:
     return " · ".join(parts)
 
 
-def progress_html(services: Any, job: Any) -> str:
+def progress_html(services: Services, job: Any) -> str:
     percent = round(100 * job.progress.fraction) if job.state == "running" else 0
     return (
         f'<div class="sf-progress"><div class="sf-progress-bar" style="width:{percent}%"></div>'
@@ -133,7 +139,7 @@ def progress_html(services: Any, job: Any) -> str:
     )
 
 
-def interrupt(services: Any, values: Values) -> Values:
+def interrupt(services: Services, values: Values) -> Values:
     """End this tab's job (or cancel it while queued). Without a job of this tab, nothing: on a shared studio
     the running job may be someone else's."""
     job_id = values.get("job")
@@ -142,7 +148,7 @@ def interrupt(services: Any, values: Values) -> Values:
     return {}
 
 
-def skip(services: Any, values: Values) -> Values:
+def skip(services: Services, values: Values) -> Values:
     """End the current batch of this tab's job and go on with the next one."""
     job_id = values.get("job")
     job = services.queue.get(job_id) if job_id else None

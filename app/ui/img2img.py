@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
 from app.ui import controls
 from app.ui.controls import GenerationTab
-from modules.request import RESIZE_MODES
+from modules.image.request import RESIZE_MODES
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 RESIZE_LABELS = [mode.capitalize() for mode in RESIZE_MODES]
 
 
-def build_img2img(services: Any) -> GenerationTab:
+def build_img2img(services: Services) -> GenerationTab:
     """Lay out and wire the tab (call inside a ``gr.Tab``); the returned tab names every component."""
     tab = GenerationTab(task="img2img")
     controls.model_row(services, tab)

@@ -7,7 +7,7 @@ canvas by the given pixels per side and paints only the new border.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
@@ -15,12 +15,15 @@ from app.ui import controls
 from app.ui.controls import GenerationTab
 from app.ui.img2img import RESIZE_LABELS
 from app.ui.request_form import INPAINT_AREAS, MASK_MODES, OUTPAINT_SIDES
-from modules.request import INPAINT_FILLS
+from modules.image.request import INPAINT_FILLS
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 FILL_LABELS = [fill.capitalize() for fill in INPAINT_FILLS]
 
 
-def build_inpaint(services: Any) -> GenerationTab:
+def build_inpaint(services: Services) -> GenerationTab:
     """Lay out and wire the tab (call inside a ``gr.Tab``); the returned tab names every component."""
     tab = GenerationTab(task="inpaint")
     limits = services.config.limits

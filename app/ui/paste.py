@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.ui import choices
 from app.ui.form import INFO, WARNING, Values
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 # Request fields that go into a control of the same name unchanged.
 DIRECT_FIELDS = (
@@ -40,9 +43,9 @@ def _inpaint_updates(fields: Values) -> Values:
     return updates  # styles are not restored: the pasted prompt already holds their text
 
 
-def parameters_from_infotext(services: Any, text: str, names: Iterable[str]) -> Values:
+def parameters_from_infotext(services: Services, text: str, names: Iterable[str]) -> Values:
     """Updates (by form name, restricted to ``names``) that put the infotext's parameters into a tab."""
-    from modules.infotext import infotext_to_request_fields, parse_infotext
+    from modules.image.infotext import infotext_to_request_fields, parse_infotext
 
     wanted = set(names)
     text = (text or "").strip()
@@ -85,6 +88,6 @@ def parameters_from_infotext(services: Any, text: str, names: Iterable[str]) -> 
     return updates
 
 
-def paste_prompt(services: Any, values: Values, names: Iterable[str]) -> Values:
+def paste_prompt(services: Services, values: Values, names: Iterable[str]) -> Values:
     """The ↙️ button: parse the prompt box's text as an infotext and fill the tab."""
     return parameters_from_infotext(services, values.get("prompt") or "", names)

@@ -6,17 +6,20 @@ way an image component normally does would drop the text chunks and EXIF this ta
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
 from app.ui.form import Form, Values
 from app.ui.generate import error_html, status_html
 from app.ui.request_form import load_image
-from modules.request import RequestError
+from modules.errors import RequestError
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 
-def build_pnginfo(services: Any) -> Form:
+def build_pnginfo(services: Services) -> Form:
     """Lay out and wire the tab (call inside a ``gr.Tab``); the send buttons are wired by ``build_ui``."""
     form = Form()
     with gr.Row():
@@ -38,7 +41,7 @@ def build_pnginfo(services: Any) -> Form:
 
 def read_png_info(values: Values) -> Values:
     """The image's infotext, its parsed parameters, and any other text chunks (e.g. a workflow, a comment)."""
-    from modules.infotext import parse_infotext, read_image_info
+    from modules.image.infotext import parse_infotext, read_image_info
 
     empty = {"infotext": "", "parameters": None, "items": None}
     try:

@@ -8,7 +8,7 @@ reads it back from its store). Handlers are plain functions over values by name,
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -16,15 +16,19 @@ from app.ui.form import INFO, WARNING, Form, Values
 from app.ui.generate import error_html, progress_text, status_html
 from app.ui.results import result_state
 
+if TYPE_CHECKING:
+    from modules.jobs.queue import Job
+    from modules.runtime.services import Services
+
 PAGE_SIZE = 20
 REFRESH_SECONDS = 2.0
 PENDING_HEADERS = ["#", "Task", "Prompt", "State", "Progress"]
-HISTORY_HEADERS = ["Time", "#", "Task", "State", "Prompt", "Seconds", "Images", "Error"]
+HISTORY_HEADERS = ["Time", "#", "Task", "State", "Prompt", "Seconds", "Outputs", "Error"]
 STATE_FILTERS = ("all", "done", "failed", "cancelled")
 PROMPT_CHARS = 60
 
 
-def build_queue(services: Any) -> Form:
+def build_queue(services: Services) -> Form:
     """Lay out and wire the tab (call inside a ``gr.Tab``)."""
     form = Form()
     with gr.Row(equal_height=True):
@@ -55,7 +59,7 @@ def build_queue(services: Any) -> Form:
     return form
 
 
-def _wire(services: Any, form: Form) -> None:
+def _wire(services: Services, form: Form) -> None:
     queue_outputs = ["pending", "cancel_job", "stats", "seen_finished"]
     history_inputs = ["page", "state_filter"]
     history_outputs = ["history", "history_ids", "page", "page_info"]
@@ -83,7 +87,7 @@ def _wire(services: Any, form: Form) -> None:
 
 
 # -- the queue ---------------------------------------------------------------------------------------------------
-def waiting_jobs(services: Any) -> list[Any]:
+def waiting_jobs(services: Services) -> list[Any]:
     """The running job first, then the queued ones in the order they will run."""
     queue = services.queue
     running = [queue.current] if queue.current is not None else []
@@ -91,16 +95,16 @@ def waiting_jobs(services: Any) -> list[Any]:
     return running + [job for job in queued if job not in running]
 
 
-def pending_rows(services: Any) -> list[list[Any]]:
-    return [[job.number, job.request.task, _prompt(job), job.state, progress_text(services, job)]
+def pending_rows(services: Services) -> list[list[Any]]:
+    return [[job.number, _label(services, job), _prompt(services, job), job.state, progress_text(services, job)]
             for job in waiting_jobs(services)]
 
 
-def job_label(job: Any) -> str:
-    return f"#{job.number} {job.request.task} · {_prompt(job)}"
+def job_label(services: Services, job: Job) -> str:
+    return f"#{job.number} {_label(services, job)} · {_prompt(services, job)}"
 
 
-def stats_markdown(services: Any, stats: dict[str, Any] | None = None) -> str:
+def stats_markdown(services: Services, stats: dict[str, Any] | None = None) -> str:
     stats = stats if stats is not None else services.queue.stats()
     average = stats["average_seconds"]
     parts = [f"**{stats['queued']}** waiting", "**1** running" if stats["running"] else "nothing running",
@@ -110,10 +114,10 @@ def stats_markdown(services: Any, stats: dict[str, Any] | None = None) -> str:
     return " · ".join(parts)
 
 
-def queue_view(services: Any, values: Values) -> Values:
+def queue_view(services: Services, values: Values) -> Values:
     """The waiting jobs, the cancel choices (keeping the selection while that job still waits), the stats line."""
     jobs = waiting_jobs(services)
-    choices = [(job_label(job), job.id) for job in jobs]
+    choices = [(job_label(services, job), job.id) for job in jobs]
     selected = values.get("cancel_job")
     value = selected if selected in {job.id for job in jobs} else None
     stats = services.queue.stats()
@@ -121,7 +125,7 @@ def queue_view(services: Any, values: Values) -> Values:
             "stats": stats_markdown(services, stats), "seen_finished": stats["finished"]}
 
 
-def cancel_job(services: Any, values: Values) -> Values:
+def cancel_job(services: Services, values: Values) -> Values:
     """Cancel the chosen job if it waits, interrupt it if it runs; say which happened."""
     job_id = values.get("cancel_job")
     job = services.queue.get(job_id) if job_id else None
@@ -139,7 +143,7 @@ def cancel_job(services: Any, values: Values) -> Values:
 
 
 # -- the history -------------------------------------------------------------------------------------------------
-def history_view(services: Any, values: Values) -> Values:
+def history_view(services: Services, values: Values) -> Values:
     """One page of past jobs, newest first; the ids go to a state so a selected row finds its job."""
     state = values.get("state_filter") or "all"
     page = max(1, int(_number(values.get("page"), 1)))
@@ -148,23 +152,24 @@ def history_view(services: Any, values: Values) -> Values:
     pages = max(1, -(-total // PAGE_SIZE))
     if page > pages:  # the filter shrank the history under the page shown: go to its last page
         return history_view(services, {**values, "page": pages})
-    return {"history": [history_row(job) for job in jobs], "history_ids": [job.id for job in jobs], "page": page,
-            "page_info": f"page {page} of {pages} · {total} job{'s' if total != 1 else ''}"}
+    return {"history": [history_row(services, job) for job in jobs], "history_ids": [job.id for job in jobs],
+            "page": page, "page_info": f"page {page} of {pages} · {total} job{'s' if total != 1 else ''}"}
 
 
-def history_row(job: Any) -> list[Any]:
+def history_row(services: Services, job: Job) -> list[Any]:
     when = _dt.datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M:%S")
     seconds = round(job.finished - job.started, 1) if job.started and job.finished else None
-    images = len(job.result.images) if job.result is not None else 0
-    return [when, job.number, job.request.task, job.state, _prompt(job), seconds, images, job.error or ""]
+    outputs = sum(not item.grid for item in job.result.artifacts) if job.result is not None else 0
+    return [when, job.number, _label(services, job), job.state, _prompt(services, job), seconds, outputs,
+            job.error or ""]
 
 
-def change_page(services: Any, values: Values, step: int) -> Values:
+def change_page(services: Services, values: Values, step: int) -> Values:
     page = max(1, int(_number(values.get("page"), 1)) + step)
     return history_view(services, {**values, "page": page})
 
 
-def show_job(services: Any, values: Values, row: Any) -> Values:
+def show_job(services: Services, values: Values, row: Any) -> Values:
     """A history row's images (grid first, like the generation tabs) and what the job was."""
     ids = values.get("history_ids") or []
     index = int(_number(row, -1))
@@ -172,21 +177,21 @@ def show_job(services: Any, values: Values, row: Any) -> Values:
     if job is None:
         return {"gallery": [], "job_info": "", "status": error_html("history", "that job is no longer listed")}
     items = result_state(job.result)["items"] if job.result is not None else []
-    lines = [f"#{job.number} · {job.request.task} · {job.state} · from {job.source}", f"id {job.id}"]
+    lines = [f"#{job.number} · {_label(services, job)} · {job.state} · from {job.source}", f"id {job.id}"]
     if items:
         lines.append(items[1 if len(items) > 1 and items[0]["grid"] else 0]["infotext"])
     else:
-        lines.append(f"Prompt: {job.request.prompt}")
+        lines.append(_describe(services, job))
     status = error_html(job.error_field or "", job.error) if job.error else ""
     return {"gallery": [item["image"] for item in items], "job_info": "\n".join(lines), "status": status}
 
 
 # -- refreshing --------------------------------------------------------------------------------------------------
-def refresh(services: Any, values: Values) -> Values:
+def refresh(services: Services, values: Values) -> Values:
     return {**queue_view(services, values), **history_view(services, values)}
 
 
-def tick(services: Any, values: Values) -> Values:
+def tick(services: Services, values: Values) -> Values:
     """The timer: the queue every tick; the history only when a job has ended since, so a row being looked at
     does not jump around for nothing."""
     update = queue_view(services, values)
@@ -195,8 +200,23 @@ def tick(services: Any, values: Values) -> Values:
     return update
 
 
-def _prompt(job: Any) -> str:
-    text = " ".join(job.request.prompt.split())
+def _label(services: Services, job: Job) -> str:
+    try:
+        return services.queue.kinds.get(job.kind).label_of(job.request)
+    except LookupError:
+        return job.kind
+
+
+def _describe(services: Services, job: Job) -> str:
+    """One line of what the job does (its prompt, its upscaler ...), as its kind says it."""
+    try:
+        return services.queue.kinds.get(job.kind).describe(job.request) if job.request is not None else ""
+    except LookupError:
+        return ""
+
+
+def _prompt(services: Services, job: Job) -> str:
+    text = " ".join(_describe(services, job).split())
     return text if len(text) <= PROMPT_CHARS else text[: PROMPT_CHARS - 1] + "…"
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from PIL import Image, ImageChops, UnidentifiedImageError
 
-from modules.request import INPAINT_FILLS, RESIZE_MODES, GenerationRequest, HiresFix, Outpaint, RequestError
+from modules.errors import RequestError
+from modules.image.request import INPAINT_FILLS, RESIZE_MODES, GenerationRequest, HiresFix, Outpaint
 
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")
 INPAINT_AREAS = ("Whole picture", "Only masked")

@@ -10,25 +10,28 @@ from __future__ import annotations
 from typing import Any
 
 from app.ui.form import Values
+from modules.jobs.artifacts import JobResult
 
 
 def empty_state() -> dict[str, Any]:
     return {"items": [], "selected": 0}
 
 
-def result_state(result: Any) -> dict[str, Any]:
-    """The state for a ``GenerationResult``: saved paths where there are files (so downloads keep the infotext)."""
+def result_state(result: JobResult) -> dict[str, Any]:
+    """The state for any kind's result, from its image artifacts: saved paths where there are files (so
+    downloads keep the infotext); the first image that is not a grid is selected."""
     items = []
-    entries = ([result.grid] if result.grid is not None else []) + list(result.images)
-    for entry in entries:
+    for artifact in result.artifacts:
+        if artifact.type != "image":
+            continue
         items.append({
-            "image": str(entry.path) if entry.path is not None else entry.image,
-            "infotext": entry.infotext,
-            "seed": entry.seed,
-            "subseed": entry.subseed,
-            "grid": entry is result.grid,
+            "image": str(artifact.path) if artifact.path is not None else artifact.image,
+            "infotext": artifact.infotext,
+            "seed": artifact.parameters.get("seed", -1),
+            "subseed": artifact.parameters.get("subseed", -1),
+            "grid": artifact.grid,
         })
-    selected = 1 if result.grid is not None and len(items) > 1 else 0
+    selected = next((index for index, item in enumerate(items) if not item["grid"]), 0)
     return {"items": items, "selected": selected}
 
 

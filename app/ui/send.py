@@ -7,13 +7,16 @@ These handlers span tabs, so they read and write a joined form whose names carry
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from app.ui.form import WARNING, Values
 from app.ui.paste import parameters_from_infotext
 from app.ui.results import selected_item
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 PROMPT_FIELDS = ("prompt", "negative_prompt", "styles")
 
@@ -39,7 +42,7 @@ def image_update(target: str, image: Any) -> Values:
     return {f"{target}.init_image": image}
 
 
-def send_parameters(services: Any, values: Values, target: str, target_names: Iterable[str]) -> Values:
+def send_parameters(services: Services, values: Values, target: str, target_names: Iterable[str]) -> Values:
     """PNG info -> a generation tab: the parameters of the uploaded image (and, for img2img, the image)."""
     infotext = values.get("pnginfo.infotext") or ""
     if not infotext.strip():

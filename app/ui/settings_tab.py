@@ -9,13 +9,16 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from app.ui import choices
 from app.ui.form import INFO, WARNING, Form, Values
 from app.ui.generate import error_html, status_html
+
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
 # setting key -> how to clean what the control sends
 SETTING_TYPES: Mapping[str, type] = MappingProxyType({
@@ -35,7 +38,7 @@ SETTING_TYPES: Mapping[str, type] = MappingProxyType({
 })
 
 
-def build_settings(services: Any) -> Form:
+def build_settings(services: Services) -> Form:
     """Lay out and wire the tab (call inside a ``gr.Tab``)."""
     limits = services.config.limits
     form = Form()
@@ -114,11 +117,11 @@ def save_settings(store: Any, values: Values) -> Values:
     return {"status": status_html(f"Saved {len(cleaned)} settings to {store.path}."), INFO: "Settings saved."}
 
 
-def device_markdown(services: Any) -> str:
+def device_markdown(services: Services) -> str:
     return "\n".join(f"- {html.escape(line)}" for line in services.device_report) or "(no device report)"
 
 
-def memory_markdown(services: Any) -> str:
+def memory_markdown(services: Services) -> str:
     """Each loaded checkpoint and what was applied to fit it in memory (read-only)."""
     report = services.engine.pipelines.memory_report()
     lines = [

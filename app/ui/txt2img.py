@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
 from app.ui import choices, controls
 from app.ui.controls import GenerationTab
 
+if TYPE_CHECKING:
+    from modules.runtime.services import Services
 
-def build_txt2img(services: Any) -> GenerationTab:
+
+def build_txt2img(services: Services) -> GenerationTab:
     """Lay out and wire the tab (call inside a ``gr.Tab``); the returned tab names every component."""
     tab = GenerationTab(task="txt2img")
     limits = services.config.limits

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from io import StringIO
 from typing import Any
 
-from modules.extension_api import GenerationRequest, RequestError
+from modules.extensions.api import GenerationRequest, RequestError
 
 MAX_VALUES = 1000  # per axis: a typo like "1-100000" is refused before anything is built
 Apply = Callable[[GenerationRequest, Any, Sequence[Any]], GenerationRequest]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modules.extension_api import Catalog
+from modules.extensions.api import Catalog
 
 from .axes import find_axis
 from .plan import LETTERS

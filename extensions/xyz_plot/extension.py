@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modules.extension_api import Extension, GenerationRequest, GenerationResult, JobOutcome, Sweep
+from modules.extensions.api import Extension, GenerationRequest, GenerationResult, JobOutcome, Sweep
 
 from .controls import build_controls
 from .output import plot_result

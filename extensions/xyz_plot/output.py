@@ -13,7 +13,7 @@ from typing import Any
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from modules.extension_api import Cell, GeneratedImage, GenerationResult, JobOutcome
+from modules.extensions.api import Cell, GeneratedImage, GenerationResult, JobOutcome
 
 from .grid import Legends, Tile, draw_grid
 from .plan import NAME
@@ -34,7 +34,8 @@ def plot_result(outcome: JobOutcome) -> GenerationResult | None:
     cells = [by_place[place] for place in sorted(by_place, key=lambda p: (p[2], p[1], p[0]))]
     images = grids + ([image for cell in cells if cell.result for image in cell.result.images]
                       if plot["include_cells"] else [])
-    return GenerationResult(images=images, grid=None, info=_info(plot, made[0], images, len(grids), outcome),
+    return GenerationResult(images=images, grid=None, summary=made[0].result.summary, leading_grids=len(grids),
+                            extension_info={NAME: _plot_info(plot, len(grids), outcome)},
                             interrupted=outcome.interrupted or any(cell.result.interrupted for cell in made))
 
 
@@ -62,20 +63,11 @@ def _tile(cell: Cell | None) -> Tile:
     return cell.result.images[0].image
 
 
-def _info(plot: dict[str, Any], first: Cell, images: list[GeneratedImage], grids: int,
-          outcome: JobOutcome) -> dict[str, Any]:
-    """The first cell's A1111 ``info``, its per-image lists redone for these images (grids first, as A1111's
-    ``index_of_first_image`` says), and the plot: axes, values, and which cells failed and why."""
-    info = dict(first.result.info)
-    info.update(all_seeds=[item.seed for item in images], all_subseeds=[item.subseed for item in images],
-                all_prompts=[item.prompt for item in images],
-                all_negative_prompts=[item.negative_prompt for item in images],
-                infotexts=[item.infotext for item in images], index_of_first_image=grids)
+def _plot_info(plot: dict[str, Any], grids: int, outcome: JobOutcome) -> dict[str, Any]:
+    """The plot for API answers: axes, values, how many grids lead the images, which cells failed and why."""
     failed = [{"x": cell.label["x"], "y": cell.label["y"], "z": cell.label["z"], "error": cell.error}
               for cell in outcome.cells if cell.error is not None]
-    info[NAME] = {**{key: value for key, value in plot.items() if key != "infotext"}, "grids": grids,
-                  "failed": failed}
-    return info
+    return {**{key: value for key, value in plot.items() if key != "infotext"}, "grids": grids, "failed": failed}
 
 
 def with_params(infotext: str, params: dict[str, str]) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from io import StringIO
 from typing import Any
 
-from modules.extension_api import Catalog, GenerationRequest, RequestError, Sweep
+from modules.extensions.api import Catalog, GenerationRequest, RequestError, Sweep
 
 from .axes import AxisType, find_axis, parse_size, parse_values
 

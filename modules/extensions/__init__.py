@@ -1,0 +1,1 @@
+"""Extensions: the public API for authors, the manager that runs their hooks, installs."""

@@ -1,0 +1,1 @@
+"""Image generation: the request, prompts, samplers, the generation function, infotext."""

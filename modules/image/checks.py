@@ -1,0 +1,61 @@
+"""The image kind's checks before a job is queued: request fields, then what needs the studio's models."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from modules.errors import RequestError
+from modules.image.request import GenerationRequest, Limits, check_size, validate_request
+
+if TYPE_CHECKING:
+    from modules.extensions.manager import ExtensionManager
+    from modules.image.generation import Engine
+
+
+def check_request(request: GenerationRequest, engine: Engine, extensions: ExtensionManager | None = None) -> None:
+    """Everything the worker would refuse before its first step, checked at submission so the caller hears it at
+    once: the image kind's validation, the same for every dialect and the UI (the worker checks again as it
+    runs, for what changed in between, e.g. a model file removed)."""
+    from modules.image.samplers import UnknownSamplerError, UnknownScheduleError, resolve_sampler
+    from modules.models.registry import UnknownModelError
+    from modules.upscaling.names import LATENT_UPSCALERS
+
+    validate_request(request, engine.limits)
+    try:
+        resolve_sampler(request.sampler_name, request.scheduler)
+    except UnknownSamplerError as error:
+        raise RequestError("sampler_name", str(error)) from None
+    except UnknownScheduleError as error:
+        raise RequestError("scheduler", str(error)) from None
+    engine.resolve_model(request.model)
+    try:
+        engine.styles.apply(request.prompt, request.negative_prompt, request.styles)
+    except ValueError as error:
+        raise RequestError("styles", str(error)) from None
+    if request.vae:
+        try:
+            engine.registry.find_vae(request.vae)
+        except UnknownModelError as error:
+            raise RequestError("vae", str(error)) from None
+    if request.hires is not None and request.hires.upscaler not in LATENT_UPSCALERS:
+        try:
+            engine.upscalers.find(request.hires.upscaler)
+        except RequestError as error:
+            raise RequestError("hires.upscaler", f"{error.message}; or a latent mode: {', '.join(LATENT_UPSCALERS)}"
+                               ) from None
+    _check_canvas(request, engine.limits)
+    if extensions is not None:
+        extensions.check_request(request)
+
+
+def _check_canvas(request: GenerationRequest, limits: Limits) -> None:
+    """The size an init image or an outpaint canvas implies must fit the limits too (the engine checks it later)."""
+    image = request.init_image
+    if not request.uses_init_image or image is None:
+        return
+    if request.task == "outpaint":
+        pad = request.outpaint
+        width, height = image.width + pad.left + pad.right, image.height + pad.top + pad.bottom
+        check_size(width + (-width) % 8, height + (-height) % 8, limits)
+    elif not (request.width and request.height):
+        check_size(max(8, image.width // 8 * 8), max(8, image.height // 8 * 8), limits)

@@ -1,0 +1,52 @@
+"""The image kind of work: txt2img, img2img, inpaint and outpaint requests through the queue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from modules.image.codec import request_from_dict, request_to_dict, result_from_dict, result_to_dict
+from modules.image.request import GenerationRequest
+from modules.image.results import GenerationResult
+from modules.jobs.control import JobControl, Progress
+from modules.jobs.kinds import Kind
+
+IMAGE = "image"
+
+
+def image_kind(run: Callable[[GenerationRequest, JobControl], GenerationResult],
+               validate: Callable[[GenerationRequest], None], *,
+               default_model: Callable[[], str | None] = lambda: None) -> Kind:
+    """The image kind, running requests with ``run`` (the generation function behind the extensions' hooks) after
+    ``validate`` (``modules.image.checks.check_request`` with the studio's models and extensions).
+
+    ``default_model()`` says which checkpoint a request that names none gets; it is asked at submission, so a
+    default changed in Settings reaches every front end's next request, and the job records what it ran.
+    """
+
+    def resolve(request: GenerationRequest) -> GenerationRequest:
+        if request.model:
+            return request
+        wanted = default_model()
+        return request.replace(model=wanted) if wanted else request
+
+    return Kind(
+        name=IMAGE,
+        request_type=GenerationRequest,
+        resolve=resolve,
+        validate=validate,
+        run=run,
+        encode_request=lambda request, folder: request_to_dict(request, folder),
+        decode_request=_decode_request,
+        encode_result=lambda result, folder: result_to_dict(result, folder),
+        decode_result=lambda data, folder: result_from_dict(data, folder),
+        initial_progress=lambda request: Progress(job_count=request.n_iter, steps=request.steps),
+        requested_images=lambda request: request.batch_size * request.n_iter,
+        label=lambda request: request.task,
+        describe=lambda request: request.prompt,
+    )
+
+
+def _decode_request(data: dict[str, Any], folder: Path, strict: bool) -> GenerationRequest:
+    return request_from_dict(data, folder, strict=strict)

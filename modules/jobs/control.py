@@ -1,0 +1,57 @@
+"""The live side of a running job, whatever its kind: the progress it reports and the flags that stop it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+
+@dataclass
+class Progress:
+    """A snapshot of a running job, pushed to the UI and the API's progress endpoints.
+
+    ``step``/``steps`` count the unit of work of the job's kind: sampling steps for an image, tiles for an
+    upscale. ``job_no``/``job_count`` count batches (or images of a batch upscale), ``cell``/``cells`` the requests
+    of an extension's sweep.
+    """
+
+    job_no: int = 0
+    job_count: int = 1
+    step: int = 0
+    steps: int = 0
+    preview: Image.Image | None = None
+    text: str = ""
+    cell: int = 0
+    cells: int = 1
+
+    @property
+    def fraction(self) -> float:
+        """Of the whole job: every cell of a sweep, every batch of a cell."""
+        if not self.steps:
+            return 0.0
+        batches = max(1, self.job_count)
+        done = (self.cell * batches + self.job_no) * self.steps + self.step
+        return min(1.0, done / (self.steps * batches * max(1, self.cells)))
+
+
+@dataclass
+class JobControl:
+    """Flags a front end sets while a job runs: interrupt ends the job, skip ends the current batch only."""
+
+    interrupted: threading.Event = field(default_factory=threading.Event)
+    skipped: threading.Event = field(default_factory=threading.Event)
+    on_progress: Callable[[Progress], None] | None = None
+    preview_interval: int = 5  # decode a live preview every N steps; 0 = never
+
+    def interrupt(self) -> None:
+        self.interrupted.set()
+
+    def skip(self) -> None:
+        self.skipped.set()
+
+    def report(self, progress: Progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(progress)

@@ -1,0 +1,1 @@
+"""The running studio: configuration, device and memory, settings, output files, wiring."""

@@ -1,0 +1,141 @@
+"""Wiring: from an ``AppConfig`` to the running services every front end shares.
+
+launch.py (the composition root) and the tests call ``build_services``; nothing here starts a thread or
+loads a model until ``Services.start`` and the first job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from modules.runtime.config import AppConfig
+
+if TYPE_CHECKING:
+    from modules.extensions.manager import ExtensionManager
+    from modules.image.generation import Engine
+    from modules.jobs.artifacts import JobResult
+    from modules.jobs.queue import JobQueue
+    from modules.runtime.settings import SettingsStore
+
+
+@dataclass
+class Services:
+    config: AppConfig
+    engine: Engine
+    queue: JobQueue
+    settings: SettingsStore
+    extensions: ExtensionManager
+    device_report: list[str]
+
+    def start(self) -> None:
+        self.queue.start()
+
+    def stop(self) -> None:
+        self.queue.stop()
+
+    def run(self, request: Any, timeout: float | None = None) -> JobResult:
+        """Submit and wait: the convenience path for scripts and tests, through the same queue as everyone."""
+        return self.queue.wait(self.queue.submit(request), timeout)
+
+    def default_model(self) -> str | None:
+        """The checkpoint a request that names none runs on: the one chosen in Settings (the only place a default
+        is stored; A1111's ``POST /sdapi/v1/options`` writes there too), else ``--ckpt``, else the first installed;
+        its title, or None when there is no checkpoint at all (the job then says where to put one)."""
+        from modules.models.registry import UnknownModelError
+
+        for wanted in (self.settings.get("sd_model_checkpoint"), self.config.default_ckpt):
+            if wanted:
+                try:
+                    return self.engine.registry.find(wanted).title
+                except UnknownModelError:
+                    continue  # a saved default whose file is gone: fall back rather than fail every request
+        models = self.engine.registry.list()
+        return models[0].title if models else None
+
+
+def build_services(config: AppConfig) -> Services:
+    from modules.extensions.manager import ExtensionManager, engine_catalog
+    from modules.image.checks import check_request
+    from modules.image.generation import Engine, generate
+    from modules.image.kind import image_kind
+    from modules.image.request import GenerationRequest
+    from modules.image.results import GenerationResult
+    from modules.image.styles import StyleStore
+    from modules.jobs.control import JobControl
+    from modules.jobs.kinds import KindRegistry
+    from modules.jobs.queue import JobQueue
+    from modules.jobs.store import JobStore
+    from modules.models.checkpoints import load_pipeline
+    from modules.models.pipelines import PipelineManager
+    from modules.models.registry import ModelRegistry
+    from modules.models.vae import load_vae
+    from modules.runtime.config import ROOT
+    from modules.runtime.devices import choose_dtype, detect_device
+    from modules.runtime.memory import MemoryOptions, apply_memory_options
+    from modules.runtime.outputs import OutputStore
+    from modules.runtime.settings import SettingsStore
+    from modules.upscaling import UpscalerModels, UpscalerRegistry, default_tile_options
+    from modules.upscaling.kind import FolderPolicy, UpscaleRunner, upscale_kind
+
+    device = detect_device(config.device)
+    dtype = choose_dtype(device, config.precision, config.no_half)
+    memory = MemoryOptions(
+        attention_slicing=config.attention_slicing,
+        vae_slicing=config.vae_slicing,
+        vae_tiling=config.vae_tiling,
+        model_cpu_offload=config.medvram,
+        sequential_cpu_offload=config.lowvram,
+    )
+    registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
+    pipelines = PipelineManager(
+        loader=lambda info: load_pipeline(info, torch_dtype=dtype, cache_dir=config.config_cache_dir),
+        prepare=lambda pipe: apply_memory_options(pipe, memory, device, dtype),
+        max_loaded=config.max_loaded_models,
+        vae_loader=lambda info, family, scaling: load_vae(
+            info, family=family, scaling_factor=scaling, cache_dir=config.config_cache_dir
+        ),
+    )
+    settings = SettingsStore(config.settings_file)
+    upscalers = UpscalerRegistry(config.models_dir)
+    engine = Engine(
+        registry=registry,
+        upscalers=upscalers,
+        upscaler_models=UpscalerModels(device=device.torch_device),
+        pipelines=pipelines,
+        styles=StyleStore(config.styles_file),
+        store=OutputStore(config.outdir),
+        limits=config.limits,
+        device=device.torch_device,
+        version=_version(),
+    )
+    extensions = ExtensionManager(builtin_dir=ROOT / "extensions", user_dir=config.extensions_dir,
+                                  state_file=config.data_dir / "extensions.json", data_dir=config.data_dir,
+                                  catalog=engine_catalog(engine))
+    extensions.load()  # runs extension code: here, in the composition root's call, never at import
+
+    def run_image(request: GenerationRequest, control: JobControl) -> GenerationResult:
+        return extensions.run_job(request, control, lambda cell, cell_control: generate(cell, engine, cell_control))
+
+    kinds = KindRegistry()
+    queue = JobQueue(kinds, preview_interval=config.preview_interval, store=JobStore(config.jobs_db))
+    report = [f"device: {device.name} ({device.type}), dtype {str(dtype).removeprefix('torch.')}"]
+    services = Services(config=config, engine=engine, queue=queue, settings=settings, extensions=extensions,
+                        device_report=report)
+    kinds.register(image_kind(run_image, lambda request: check_request(request, engine, extensions),
+                              default_model=services.default_model))
+    kinds.register(upscale_kind(UpscaleRunner(
+        upscalers, engine.upscaler_models, engine.store, config.limits,
+        tile_defaults=default_tile_options(device.type, device.total_memory),
+        folders=FolderPolicy(roots=(config.outdir,) if config.listen or config.share else None),
+    )))
+    return services
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sfumato")
+    except PackageNotFoundError:
+        return "0.1.0"

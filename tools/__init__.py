@@ -1,0 +1,1 @@
+"""Scripts that train and evaluate Sfumato's embedded models; never imported by the engine."""
