@@ -8,11 +8,13 @@ tiles smaller than the picture with overlap, and the gap between the two is repo
 pictures get. Usage:
 
     python bench/eval_upscaler.py MODEL_FILE [MODEL_FILE ...] [--tile 64] [--overlap 16] [--threads 2] [--card]
+                                  [--runner auto|engine|own]
 
 ``--card`` writes each model's table into its card (``MODEL_FILE`` with ``.md``) between the benchmark markers.
 
-The tiled runner here is this script's own (each tile is run with ``overlap`` pixels of context on every side and
-only its centre is kept); the engine's ``modules/upscaling`` did not exist when it was written.
+The model rows go through the engine's ``modules.upscaling.upscale`` (what users get: spandrel loading, reflection
+margin, cosine-blended tiles); "whole" is the same call with tiling off. ``--runner own`` (or an engine that cannot
+be imported) uses this script's minimal runner instead, which keeps only each tile's centre.
 """
 
 from __future__ import annotations
@@ -54,26 +56,86 @@ def run_model(model: Any, pixels: Any) -> Any:
     import torch
 
     with torch.inference_mode():
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float().div(255.0)
+        tensor = torch.from_numpy(np.array(pixels)).permute(2, 0, 1)[None].float().div(255.0)
         output = model(tensor).clamp(0.0, 1.0).mul(255.0).round().byte()
     return output[0].permute(1, 2, 0).numpy()
 
 
-def run_tiled(model: Any, pixels: Any, scale: int, tile: int, overlap: int) -> Any:
-    """Upscale tile by tile: each ``tile`` square is run with ``overlap`` pixels of context on each side."""
-    import numpy as np
+class EngineRunner:
+    """The model as users get it: ``modules.upscaling.upscale`` (spandrel loading, reflection margin, cosine-blended
+    tiles). Whole = one tile covering the picture."""
 
-    height, width = pixels.shape[:2]
-    output = np.zeros((height * scale, width * scale, 3), np.uint8)
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            bottom, right = min(top + tile, height), min(left + tile, width)
-            y0, x0 = max(0, top - overlap), max(0, left - overlap)
-            y1, x1 = min(height, bottom + overlap), min(width, right + overlap)
-            result = run_model(model, pixels[y0:y1, x0:x1])
-            output[top * scale:bottom * scale, left * scale:right * scale] = result[
-                (top - y0) * scale:(bottom - y0) * scale, (left - x0) * scale:(right - x0) * scale]
-    return output
+    label = "modules.upscaling.upscale"
+
+    def __init__(self, model_file: Path) -> None:
+        from modules.upscaling import UpscalerInfo, UpscalerModels, scale_from_name
+
+        self.info = UpscalerInfo(name=model_file.stem, path=model_file, folder="ESRGAN",
+                                 scale=scale_from_name(model_file.stem), display_path=model_file.name)
+        self.models = UpscalerModels(device="cpu")
+        loaded = self.models.get(self.info)
+        self.scale, self.architecture = loaded.scale, loaded.architecture
+
+    def _upscale(self, pixels: Any, tile_size: int, overlap: int) -> Any:
+        import numpy as np
+        from PIL import Image
+
+        from modules.upscaling import TileOptions, upscale
+
+        result = upscale(Image.fromarray(pixels), self.info, models=self.models, scale=float(self.scale),
+                         tile=TileOptions(tile_size=tile_size, overlap=overlap))
+        return np.asarray(result)
+
+    def whole(self, pixels: Any, overlap: int) -> Any:
+        return self._upscale(pixels, 0, overlap)
+
+    def tiled(self, pixels: Any, tile: int, overlap: int) -> Any:
+        return self._upscale(pixels, tile, overlap)
+
+
+class OwnRunner:
+    """A minimal stand-in for when the engine's upscaling package is missing or broken: spandrel's model run
+    whole, or tile by tile with ``overlap`` pixels of context on each side and only each tile's centre kept."""
+
+    label = "this script's own tiled runner"
+
+    def __init__(self, model_file: Path) -> None:
+        from spandrel import ModelLoader
+
+        descriptor = ModelLoader().load_from_file(str(model_file))
+        self.model = descriptor.model.eval()
+        self.scale, self.architecture = descriptor.scale, descriptor.architecture.name
+
+    def whole(self, pixels: Any, overlap: int) -> Any:
+        return run_model(self.model, pixels)
+
+    def tiled(self, pixels: Any, tile: int, overlap: int) -> Any:
+        import numpy as np
+
+        scale = self.scale
+        height, width = pixels.shape[:2]
+        output = np.zeros((height * scale, width * scale, 3), np.uint8)
+        for top in range(0, height, tile):
+            for left in range(0, width, tile):
+                bottom, right = min(top + tile, height), min(left + tile, width)
+                y0, x0 = max(0, top - overlap), max(0, left - overlap)
+                y1, x1 = min(height, bottom + overlap), min(width, right + overlap)
+                result = run_model(self.model, pixels[y0:y1, x0:x1])
+                output[top * scale:bottom * scale, left * scale:right * scale] = result[
+                    (top - y0) * scale:(bottom - y0) * scale, (left - x0) * scale:(right - x0) * scale]
+        return output
+
+
+def make_runner(model_file: Path, choice: str) -> EngineRunner | OwnRunner:
+    """The engine's runner unless asked otherwise or unimportable (it is developed alongside this script)."""
+    if choice == "own":
+        return OwnRunner(model_file)
+    try:
+        return EngineRunner(model_file)
+    except ImportError:
+        if choice == "engine":
+            raise
+        return OwnRunner(model_file)
 
 
 @dataclass
@@ -94,19 +156,15 @@ def _timed(function: Any, *args: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - began
 
 
-def evaluate(model_file: Path, tile: int, overlap: int) -> tuple[Any, list[Row]]:
-    """Score one model file on every held-out photograph; returns its spandrel descriptor and the rows."""
+def evaluate(runner: EngineRunner | OwnRunner, tile: int, overlap: int) -> list[Row]:
+    """Score one model on every held-out photograph."""
     import numpy as np
-    from spandrel import ModelLoader
 
     from tools.upscaler.degrade import bicubic_reduce, resize
     from tools.upscaler.photos import HELD_OUT_PHOTOS, load_rgb
 
-    descriptor = ModelLoader().load_from_file(str(model_file))
-    descriptor.model.eval()
-    scale = descriptor.scale
-    model = descriptor.model
-    run_model(model, np.zeros((16, 16, 3), np.uint8))  # warm-up, so the first photograph's time is fair
+    scale = runner.scale
+    runner.whole(np.zeros((16, 16, 3), np.uint8), overlap)  # warm-up, so the first photograph's time is fair
     rows = []
     for photo in HELD_OUT_PHOTOS:
         original = load_rgb(photo)
@@ -117,14 +175,14 @@ def evaluate(model_file: Path, tile: int, overlap: int) -> tuple[Any, list[Row]]
         for method in BASELINES:
             enlarged, row.seconds[method] = _timed(resize, small, width, height, method)
             row.psnr[method] = psnr_y(enlarged, original, scale)
-        whole, row.seconds["model"] = _timed(run_model, model, small)
-        tiled, row.seconds["tiled"] = _timed(run_tiled, model, small, scale, tile, overlap)
+        whole, row.seconds["model"] = _timed(runner.whole, small, overlap)
+        tiled, row.seconds["tiled"] = _timed(runner.tiled, small, tile, overlap)
         row.psnr["model"] = psnr_y(whole, original, scale)
         row.psnr["tiled"] = psnr_y(tiled, original, scale)
         difference = np.abs(whole.astype(np.int16) - tiled.astype(np.int16))
         row.gap_max, row.gap_mean = int(difference.max()), float(difference.mean())
         rows.append(row)
-    return descriptor, rows
+    return rows
 
 
 def table(rows: list[Row], scale: int) -> str:
@@ -160,24 +218,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tile", type=int, default=64, help="tile side in input pixels (smaller than the photos)")
     parser.add_argument("--overlap", type=int, default=16, help="context pixels around each tile")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runner", choices=("auto", "engine", "own"), default="auto",
+                        help="engine: modules.upscaling (what users get); own: this script's; auto: engine if present")
     parser.add_argument("--card", action="store_true", help="write each table into the model's card")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from tools.upscaler.train import passive_waiting
+
+    passive_waiting()  # before torch's OpenMP starts: spinning threads distort times on a shared machine
     import torch
 
     from tools.upscaler.card import card_path, replace_benchmark
 
     torch.set_num_threads(args.threads)
     for model_file in args.models:
-        descriptor, rows = evaluate(model_file, args.tile, args.overlap)
+        runner = make_runner(model_file, args.runner)
+        rows = evaluate(runner, args.tile, args.overlap)
         command = (f"python bench/eval_upscaler.py {model_file.as_posix()} --tile {args.tile} "
                    f"--overlap {args.overlap} --threads {args.threads}")
-        text = (f"`{command}` ({descriptor.architecture.name}, {descriptor.scale}x, "
-                f"{args.threads} thread(s), tiles of {args.tile} px with {args.overlap} px overlap)\n\n"
-                + table(rows, descriptor.scale))
+        text = (f"`{command}`\n\n{runner.architecture}, {runner.scale}x, run by {runner.label} on the CPU with "
+                f"{args.threads} thread(s); tiles of {args.tile} input px overlapping by {args.overlap} px.\n\n"
+                + table(rows, runner.scale))
         print(f"## {model_file.name}\n\n{text}\n", flush=True)
         if args.card:
             replace_benchmark(card_path(model_file), text)

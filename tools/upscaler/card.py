@@ -60,15 +60,19 @@ def write_card(model_file: Path, config: Any, *, command: str, timing: dict[str,
                 f"{BENCH_END}"
     d = config.degradations
     minutes = timing["train_seconds"] / 60
+    lr_side = config.hr_size // config.scale
+    precision = "float16" if half else "float32"
+    autocast = "bfloat16 autocast for the convolutions" if config.bf16 else "float32 throughout"
     text = f"""# Sfumato Compact {config.scale}x
 
 A {config.scale}x photo upscaler that ships with Sfumato, trained from nothing by the project's own script on
 images that come inside pip packages plus procedurally drawn pictures: no third-party weights, no download.
-It is Real-ESRGAN's SRVGGNetCompact architecture ({config.features} features, {config.convs} body convolutions,
-PReLU; {parameters:,} parameters), stored as {"float16" if half else "float32"} safetensors
-({size_bytes / 1e6:.2f} MB). spandrel detects it from the weights (`Compact`, scale {config.scale}), so it loads from
-`models/ESRGAN/` like any user's upscaler. It is PSNR-oriented (trained with an L1 loss): faithful and a little
-soft rather than inventing texture.
+
+- Architecture: Real-ESRGAN's SRVGGNetCompact ({config.features} features, {config.convs} body convolutions, PReLU;
+  {parameters:,} parameters), {precision} safetensors, {size_bytes / 1e6:.2f} MB.
+- spandrel detects it from the weights alone (`Compact`, scale {config.scale}), so it loads from `models/ESRGAN/`
+  like any user's upscaler.
+- PSNR-oriented (L1 loss): faithful and a little soft rather than inventing texture.
 
 ## Reproduce
 
@@ -76,33 +80,34 @@ soft rather than inventing texture.
 {command}
 ```
 
-The same seed, thread count, machine and PyTorch give the same weights. A checkpoint is written every 250 steps
-to `.train-state/upscaler/{model_file.stem}.pt`; rerunning the same command after an interruption resumes from it.
+The same seed, thread count, machine and PyTorch give the same weights (the file is byte-identical). A checkpoint
+is written every 250 steps to `.train-state/upscaler/{model_file.stem}.pt`; rerunning the same command after an
+interruption resumes from it and ends with the same weights. Needs scikit-image and scikit-learn installed.
 
-- Training time, measured: **{minutes:.1f} min** ({timing["machine"]}).
-- {config.steps} steps of {config.batch} patches of {config.hr_size}x{config.hr_size} px (inputs
-  {config.hr_size // config.scale}x{config.hr_size // config.scale}); Adam, learning rate {config.lr:g} with
-  {config.warmup} warm-up steps then cosine decay to {config.final_lr:g}; L1 loss on RGB; bfloat16 autocast for
-  the convolutions{"" if config.bf16 else " (off)"}.
+- Training time, measured: **{minutes:.1f} min** wall clock, {config.steps / timing["train_seconds"]:.1f} steps/s
+  ({timing["machine"]}).
+- {config.steps} steps of {config.batch} patches of {config.hr_size}x{config.hr_size} px (inputs {lr_side}x{lr_side});
+  Adam, learning rate {config.lr:g} with {config.warmup} warm-up steps, then cosine decay to {config.final_lr:g};
+  L1 loss on RGB; {autocast}.
 
 ## Data
 
 - Photographs ({round(config.photo_share * 100)} % of patches): {_photo_list(TRAIN_PHOTOS)}. Greyscale ones are
   tinted with random two-colour ramps; colour ones sometimes have their channels swapped.
-- Drawn pictures (the rest): {config.pictures} procedurally drawn {config.picture_size}px pictures (anti-aliased
+- Drawn pictures (the rest): {config.pictures} procedurally drawn {config.picture_size} px pictures: anti-aliased
   and hard-edged shapes, lines and arcs, gradients, fractal and marble textures, gratings, rings, grids, grain; no
-  text), see `tools/upscaler/procedural.py`.
+  text (`tools/upscaler/procedural.py`).
 - Augmentation: random crops, random reduction of the source by up to 2x before cropping, flips and quarter turns;
   nearly flat patches are redrawn.
-- Inputs: {round(config.clean_share * 100)} % clean bicubic reductions and the rest degraded like real small
-  images: Gaussian blur (chance {d.blur_chance:g}, sigma {d.blur_sigma[0]:g}-{d.blur_sigma[1]:g} input px),
-  reduction with bicubic / bilinear / area / Lanczos, Gaussian noise (chance {d.noise_chance:g}, sigma
+- Inputs: {round(config.clean_share * 100)} % clean bicubic reductions; the rest degraded like real small images:
+  Gaussian blur (chance {d.blur_chance:g}, sigma {d.blur_sigma[0]:g}-{d.blur_sigma[1]:g} input px), reduction with
+  bicubic / bilinear / area / Lanczos, Gaussian noise (chance {d.noise_chance:g}, sigma
   {d.noise_sigma[0]:g}-{d.noise_sigma[1]:g} of 255), JPEG (chance {d.jpeg_chance:g}, quality
-  {d.jpeg_quality[0]}-{d.jpeg_quality[1]}). The last {round(config.clean_phase * 100)} % of the steps use clean
+  {d.jpeg_quality[0]}-{d.jpeg_quality[1]}). The last {round(config.clean_phase * 100)} % of the steps see clean
   bicubic reductions only.
 - Held out (never trained on; the benchmark below): {_photo_list(HELD_OUT_PHOTOS)}.
-- Licences of the photographs: scikit-image's are described in the docstrings of `skimage.data`; scikit-learn's
-  (held out, not trained on) are CC BY 2.0 (see `sklearn/datasets/images/README.txt`).
+- Licences of the photographs: scikit-image's are given in the docstrings of `skimage.data`; scikit-learn's
+  (held out, not trained on) are CC BY 2.0 (`sklearn/datasets/images/README.txt`).
 
 ## Benchmark (held-out photographs)
 
@@ -110,7 +115,7 @@ to `.train-state/upscaler/{model_file.stem}.pt`; rerunning the same command afte
 
 ## Limits
 
-Trained for minutes on a CPU, on a few dozen photographs: it beats classical resampling on photographs but is well
+Trained for minutes on a CPU on a few dozen photographs: it beats classical resampling on photographs but stays well
 below large upscalers trained for days on thousands of images. Its robustness to blur, noise and JPEG is mild by
 design; it does not restore faces or remove heavy compression.
 """

@@ -50,6 +50,7 @@ def save_model(model: torch.nn.Module, path: Path, *, half: bool, metadata: dict
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(staging), metadata={key: json.dumps(value) for key, value in metadata.items()})
+    os.chmod(staging, 0o644)  # an ordinary, world-readable model file (the staging file may be created 0600)
     os.replace(staging, path)
 
 
