@@ -35,6 +35,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     serve.add_argument("--gradio-auth", metavar="USER:PASS[,USER:PASS]", help="require a login for the UI")
     serve.add_argument("--share-without-auth", action="store_true",
                        help="accept sharing the studio publicly with no login (not recommended)")
+    serve.add_argument("--listen-without-auth", action="store_true",
+                       help="accept serving the web UI on the network with no login (not recommended)")
     api = parser.add_argument_group("REST API")
     api.add_argument("--api", action="store_true", help="also serve the REST API on the UI's server (docs at /docs)")
     api.add_argument("--nowebui", action="store_true", help="serve only the REST API, without the web UI")
@@ -62,12 +64,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     device.add_argument("--no-half", action="store_true", help="never use fp16 weights")
     device.add_argument("--medvram", action="store_true", help="model CPU offload: keep only the active part on GPU")
     device.add_argument("--lowvram", action="store_true", help="sequential CPU offload: least VRAM, slowest")
+    device.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for inference (default: the physical cores available to this process)")
     device.add_argument("--attention-slicing", action="store_true", help="compute attention in slices")
     device.add_argument("--vae-slicing", action="store_true", help="decode batches one image at a time")
     device.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest width*height a request may ask")
     limits.add_argument("--max-batch-size", type=int, default=8)
+    limits.add_argument("--max-body-mb", type=float, default=64,
+                        help="largest request body in MiB, JSON or upload, on every route (default 64)")
     run = parser.add_argument_group("run modes")
     run.add_argument("--exit", action="store_true", help="set up the environment, then exit without serving")
     run.add_argument("--test", nargs=argparse.REMAINDER, metavar="PYTEST_ARGS",
@@ -134,9 +140,14 @@ def relaunch_in_venv(argv: list[str]) -> None:
 def build_config(args: argparse.Namespace):
     from modules.image.request import Limits
     from modules.runtime.config import AppConfig
+    from modules.runtime.devices import physical_cores
 
     if args.nowebui and args.share:
         raise SystemExit("--share makes a public link to the web UI; it cannot be combined with --nowebui.")
+    if not args.max_body_mb > 0:
+        raise SystemExit(f"--max-body-mb: must be more than 0, got {args.max_body_mb}")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads: must be at least 1, got {args.threads}")
     return AppConfig(
         models_dir=args.models_dir.resolve(),
         ckpt_dirs=tuple(path.resolve() for path in args.ckpt_dir),
@@ -151,16 +162,19 @@ def build_config(args: argparse.Namespace):
         attention_slicing=args.attention_slicing,
         vae_slicing=args.vae_slicing,
         vae_tiling=args.vae_tiling,
+        threads=args.threads if args.threads is not None else physical_cores(),
         limits=Limits(max_pixels=args.max_pixels, max_batch_size=args.max_batch_size),
         port=args.port,
         listen=args.listen,
         share=args.share,
         gradio_auth=_credentials("--gradio-auth", args.gradio_auth),
         share_without_auth=args.share_without_auth,
+        listen_without_auth=args.listen_without_auth,
         api=args.api,
         nowebui=args.nowebui,
         api_auth=_credentials("--api-auth", args.api_auth),
         api_keys_file=args.api_keys.resolve() if args.api_keys else None,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         cors_allow_origins=tuple(item.strip() for item in (args.cors_allow_origins or "").split(",") if item.strip()),
         user_extensions_dir=args.extensions_dir.resolve() if args.extensions_dir else None,
         enable_insecure_extension_access=args.enable_insecure_extension_access,
@@ -211,6 +225,9 @@ def main(argv: list[str]) -> int:
     if config.share and not config.gradio_auth and not config.share_without_auth:
         raise SystemExit("--share would put this studio on the internet with no login. "
                          "Add --gradio-auth user:password, or --share-without-auth to accept the risk.")
+    from app.server import check_ui
+
+    check_ui(config)
     if config.serves_api:
         from app.server import check_api
 

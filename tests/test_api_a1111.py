@@ -271,7 +271,8 @@ def test_model_and_sampler_listings(client, studio):
     assert {"name", "label", "aliases", "default_rho", "need_inner_model"} <= set(schedulers[0])
     assert "karras" in client.util_get_scheduler_names()
     upscalers = {item["name"]: item for item in client.get_upscalers()}
-    assert {"None", "Lanczos", "Nearest", "Latent", "Latent (bicubic)"} <= set(upscalers)
+    assert {"None", "Lanczos", "Nearest", "2x-TinyCompact", "4x-TinyCompact"} <= set(upscalers)
+    assert "Latent" not in upscalers  # latent modes are listed apart, as A1111 does
     assert set(upscalers["Lanczos"]) == {"name", "model_name", "model_path", "model_url", "scale"}
     assert {"name": "Latent"} in client.get_latent_upscale_modes()
 

@@ -1,8 +1,10 @@
-"""A killed server loses no work: jobs queued through the native API, the server SIGKILLed mid-job, restarted,
-and every job ends done with its images (the interrupted one runs again, the queued ones run after it)."""
+"""A killed server loses no work: jobs of two kinds (images and an upscale) queued through the native API, the
+server SIGKILLed mid-job, restarted, and every job ends done with its artifacts (the interrupted one runs again,
+the queued ones run after it)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 
@@ -24,6 +26,17 @@ def server_args(tmp_path, models) -> list[str]:
 def submit(api: httpx.Client, seed: int) -> str:
     answer = api.post("/api/v1/jobs", json={"prompt": f"a red circle {seed}", "steps": STEPS, "width": 64,
                                             "height": 64, "seed": seed, "sampler_name": "Euler"})
+    assert answer.status_code == 202, answer.text
+    return answer.json()["id"]
+
+
+def submit_upscale(api: httpx.Client) -> str:
+    picture = Image.new("RGB", (96, 64), (30, 60, 200))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    answer = api.post("/api/v1/jobs", json={
+        "kind": "upscale", "images": [base64.b64encode(buffer.getvalue()).decode("ascii")], "names": ["blue.png"],
+        "upscaler": "4x-TinyCompact", "scale": 4, "tile_size": 32, "tile_overlap": 8, "save_images": False})
     assert answer.status_code == 202, answer.text
     return answer.json()["id"]
 
@@ -51,12 +64,13 @@ def wait_finished(api: httpx.Client, job_id: str, timeout: float = 600.0) -> dic
 
 
 @pytest.mark.slow
-def test_jobs_survive_a_sigkill_mid_job_and_finish_after_restart(tmp_path, tiny_model_store):
+def test_image_and_upscale_jobs_survive_a_sigkill_mid_job_and_finish_after_restart(tmp_path, tiny_model_store):
     first = ServerProcess(server_args(tmp_path, tiny_model_store), tmp_path / "first.log")
     try:
         first.start().wait_ready("/docs")
         with httpx.Client(base_url=first.url, timeout=60) as api:
             ids = [submit(api, seed) for seed in range(JOBS)]
+            upscale_id = submit_upscale(api)
             running = wait_for_running(api, ids)
             first.kill()
         assert running["progress"]["step"] < STEPS, "the job ended before the kill"
@@ -76,6 +90,11 @@ def test_jobs_survive_a_sigkill_mid_job_and_finish_after_restart(tmp_path, tiny_
                 picture = Image.open(io.BytesIO(api.get(f"/api/v1/jobs/{job_id}/images/0").content))
                 assert picture.size == (64, 64)
                 assert picture.getextrema() != ((0, 0), (0, 0), (0, 0))  # an image was made, not a blank
+            view = wait_finished(api, upscale_id)
+            assert view["state"] == "done" and view["kind"] == "upscale", (view.get("error"), second.output()[-3000:])
+            [artifact] = view["result"]["artifacts"]
+            upscaled = Image.open(io.BytesIO(api.get(artifact["url"]).content))
+            assert upscaled.size == (384, 256) and artifact["parameters"]["source"] == "blue.png"
         assert second.interrupt() == 0
     finally:
         second.stop()

@@ -130,8 +130,32 @@ def test_bad_input_is_a_stability_400_naming_the_field(api, studio, route, field
     assert studio.services.queue.history(limit=1)[1] == queued_before
 
 
-def test_upscale_is_not_available_yet_and_a_good_request_still_works(api):
-    response = api.post("/stable-image/upscale/fast", files={"image": ("a.png", file_bytes(picture()))})
-    assert response.status_code == 501 and "upscal" in response.json()["errors"][0]
+def test_fast_upscale_is_4x_with_a_model_and_refuses_a_tiny_image(api):
+    response = api.post("/stable-image/upscale/fast", files={"image": ("a.png", file_bytes(picture()))},
+                        headers={"accept": "image/*"})
+    assert response.status_code == 200 and response.headers["finish-reason"] == "SUCCESS"
+    upscaled = load(response.content)
+    assert upscaled.size == (256, 256) and "Postprocess upscaler: 4x-TinyCompact" in upscaled.info["parameters"]
+    small = api.post("/stable-image/upscale/fast", files={"image": ("a.png", file_bytes(picture((16, 16))))})
+    assert small.status_code == 400 and small.json()["errors"][0].startswith("image: ")
     ok = api.post("/stable-image/generate/core", files=NO_FILE, data={"prompt": "fine", **FAST})
     assert ok.status_code == 200 and "image" in ok.json()
+
+
+def test_conservative_upscale_redraws_the_enlarged_picture_in_tiles(api):
+    response = api.post("/stable-image/upscale/conservative", headers={"accept": "image/*"},
+                        files={"image": ("a.png", file_bytes(picture()))},
+                        data={"prompt": "a red circle on a blue background", "creativity": "0.3", "seed": "5",
+                              "steps": "4"})
+    assert response.status_code == 200, response.text
+    upscaled = load(response.content)
+    assert upscaled.size == (256, 256) and response.headers["seed"] == "5"
+    parameters = upscaled.info["parameters"]
+    assert "SD upscale tiles: 25, " in parameters and "Size: 256x256" in parameters  # 64 px tiles, 16 px overlap
+    assert "Denoising strength: 0.3" in parameters
+    enlarged = np.asarray(picture().resize((256, 256)).convert("RGB"), dtype=np.int16)
+    difference = np.abs(np.asarray(upscaled.convert("RGB"), dtype=np.int16) - enlarged).mean()
+    assert 1 < difference < 80  # redrawn, yet still the same picture
+    refused = api.post("/stable-image/upscale/conservative", files={"image": ("a.png", file_bytes(picture()))},
+                       data={"prompt": "x", "creativity": "0.9"})
+    assert refused.status_code == 400 and refused.json()["errors"][0].startswith("creativity")

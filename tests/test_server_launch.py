@@ -101,3 +101,25 @@ def test_api_flag_serves_the_api_on_the_ui_server(tmp_path, tiny_model_store, se
     assert admitted.headers["X-RateLimit-Remaining"] == str(DEFAULT_REQUESTS_PER_MINUTE - 1)
     cross = httpx.post(server.url + "/sdapi/v1/txt2img", json={}, headers={**AUTH, "Origin": "http://evil.example"})
     assert cross.status_code == 403 and cross.json()["error"] == "Forbidden"
+
+
+def test_listen_without_a_login_refuses_to_start_the_ui(tmp_path, tiny_model_store):
+    server = ServerProcess(server_args(tmp_path, tiny_model_store, "--listen"), tmp_path / "log.txt")
+    assert server.start().wait_exit(timeout=300) != 0
+    assert "--listen-without-auth" in server.output() and "--gradio-auth" in server.output()
+
+
+@pytest.mark.slow
+def test_on_the_network_the_apis_login_guards_the_ui_too(tmp_path, tiny_model_store, servers):
+    server = ServerProcess(server_args(tmp_path, tiny_model_store, "--listen", "--api", "--api-auth", "alice:pw"),
+                           tmp_path / "log.txt")
+    servers.append(server.start())
+    server.wait_ready("/docs", printed="* API on the same server")
+
+    for path in ("/", "/config", "/gradio_api/info"):
+        refused = httpx.get(server.url + path)
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic"), path
+        assert httpx.get(server.url + path, headers=AUTH).status_code == 200, path
+    assert httpx.get(server.url + "/sdapi/v1/samplers").status_code == 401
+    assert httpx.get(server.url + "/sdapi/v1/samplers", headers=AUTH).status_code == 200
+    assert server.interrupt() == 0

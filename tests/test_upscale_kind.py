@@ -139,3 +139,22 @@ def test_hires_fix_can_use_a_model_upscaler(services):
     with pytest.raises(RequestError) as caught:
         services.queue.submit(txt2img(hires=HiresFix(upscaler="4x-Missing")))
     assert caught.value.field == "hires.upscaler" and "Latent" in caught.value.message
+
+
+def test_sd_upscale_enlarges_then_redraws_in_tiles_and_stays_the_same_picture(services):
+    from modules.image.request import GenerationRequest, SdUpscale
+
+    request = GenerationRequest(task="img2img", prompt="a red circle on a blue background", init_image=picture(64, 64),
+                                steps=4, denoising_strength=0.3, seed=11, save_images=False,
+                                sd_upscale=SdUpscale(scale=2, upscaler="2x-TinyCompact", overlap=16))
+    [item] = services.run(request).images
+    assert item.image.size == (128, 128) and item.seed == 11
+    assert "SD upscale upscaler: 2x-TinyCompact, SD upscale tiles: 9" in item.infotext
+    enlarged = pixels(picture(64, 64).resize((128, 128)))
+    assert 1 < np.abs(pixels(item.image) - enlarged).mean() < 80
+    with pytest.raises(RequestError) as caught:
+        services.queue.submit(dataclasses.replace(request, task="txt2img"))
+    assert caught.value.field == "sd_upscale"
+    with pytest.raises(RequestError) as caught:
+        services.queue.submit(dataclasses.replace(request, sd_upscale=SdUpscale(upscaler="nope")))
+    assert caught.value.field == "sd_upscale.upscaler"

@@ -7,21 +7,27 @@ into a ``GenerationRequest`` and submits it to ``services.queue``; none generate
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from starlette.middleware import Middleware
 
+from app.api.body_limit import BodyLimitMiddleware
 from app.api.context import ApiContext
-from app.api.errors import install_error_handlers
+from app.api.errors import finite_json_body, install_error_handlers
 
 if TYPE_CHECKING:
+    from app.api.access import AccessPolicy
     from modules.runtime.services import Services
 
 API_TITLE = "Sfumato API"
 
 
-def attach_api(app: FastAPI, services: Services, context: ApiContext | None = None) -> FastAPI:
-    """Add every dialect's routes, the error handlers and the access rules to ``app``."""
+def attach_api(app: FastAPI, services: Services, context: ApiContext | None = None,
+               policy: AccessPolicy | None = None) -> FastAPI:
+    """Add every dialect's routes, the error handlers and the access rules to ``app`` (``policy``: rules whose
+    middleware ``app`` was built with, see ``install_access``)."""
     from app.api import a1111, a1111_extras, native, openai_images, stability
     from app.api.access import install_access
     from app.api.webhooks import install_webhooks
@@ -29,9 +35,11 @@ def attach_api(app: FastAPI, services: Services, context: ApiContext | None = No
     context = context or ApiContext.from_services(services)
     app.state.sfumato = context
     install_error_handlers(app)
-    install_access(app, context)
+    if policy is None:  # else the app was built with both middlewares (server_middleware)
+        app.add_middleware(BodyLimitMiddleware, max_bytes=context.max_body_bytes)
+    install_access(app, context, policy)
     for module in (a1111, a1111_extras, native, openai_images, stability):
-        app.include_router(module.router)
+        app.include_router(module.router, dependencies=[Depends(finite_json_body)])
     # jobs resumed after a restart still call their webhook; an exposed studio posts only to public addresses
     install_webhooks(services.queue, allow_private=not context.exposed)
     for name, router in services.extensions.routers():
@@ -39,10 +47,35 @@ def attach_api(app: FastAPI, services: Services, context: ApiContext | None = No
     return app
 
 
+def server_middleware(context: ApiContext, policy: AccessPolicy) -> list[Middleware]:
+    """The access rules, then the body limit, for an app that takes its middleware when it is built (Gradio's,
+    through ``app_kwargs``), so nothing is served before they are in place. Access is outermost: a caller without
+    credentials is refused before any of its body is read."""
+    from app.api.access import access_middleware
+
+    return [access_middleware(policy), Middleware(BodyLimitMiddleware, max_bytes=context.max_body_bytes)]
+
+
 def create_api(services: Services, context: ApiContext | None = None) -> FastAPI:
     """A stand-alone API application (``--nowebui``, and the tests)."""
     app = FastAPI(title=API_TITLE, description=__doc__.split("\n\n")[0], version=_version(services))
-    return attach_api(app, services, context)
+    attach_api(app, services, context)
+    app.openapi = described(app, services)
+    return app
+
+
+def described(app: FastAPI, services: Services) -> Callable[[], dict[str, Any]]:
+    """``app.openapi``: the API routes' description with the answers they really give (``app.api.openapi``), built
+    on first use (the routes are all there by then) and kept."""
+    from app.api.openapi import api_schema
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = api_schema(app, title=API_TITLE, version=_version(services),
+                                            description=__doc__.split("\n\n")[0])
+        return app.openapi_schema
+
+    return openapi
 
 
 def _version(services: Services) -> str:

@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api import a1111_models as wire
-from app.api.context import get_owner
+from app.api.context import get_owner, is_admin
 from app.api.errors import ApiError
 from app.api.images import decode_image, encode_png_base64
-from app.api.requests_common import ServicesDep, wait_for_job
+from app.api.requests_common import ServicesDep, visible_to, wait_for_job
 from modules.errors import RequestError
 from modules.image.request import GenerationRequest
 from modules.jobs.queue import Job, JobCancelled
@@ -33,6 +33,17 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/sdapi/v1", tags=["A1111"])
 Owner = Annotated[str | None, Depends(get_owner)]
 
+
+def require_admin(http_request: Request) -> None:
+    """Dependency of the operator's routes (global options, launch flags): 403 naming the route for other keys."""
+    if not is_admin(http_request):
+        route = f"{http_request.method} {http_request.url.path}"
+        raise ApiError(403, f"{route} is for the studio's operator: use the --api-auth login or a key marked "
+                            '"admin": true in the keys file')
+
+
+Admin = Depends(require_admin)
+
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 
@@ -41,30 +52,33 @@ EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 
 
 @router.post("/txt2img")
-async def txt2img(body: wire.Txt2ImgBody, response: Response, services: ServicesDep, owner: Owner) -> dict[str, Any]:
+async def txt2img(body: wire.Txt2ImgBody, response: Response, http_request: Request, services: ServicesDep,
+                  owner: Owner) -> dict[str, Any]:
     request = await run_in_threadpool(
         lambda: _with_scripts(services, wire.txt2img_request(body, request_defaults(services)), body))
-    return await _generate(services, request, body, response, owner)
+    return await _generate(services, request, body, response, owner, http_request)
 
 
 @router.post("/img2img")
-async def img2img(body: wire.Img2ImgBody, response: Response, services: ServicesDep, owner: Owner) -> dict[str, Any]:
+async def img2img(body: wire.Img2ImgBody, response: Response, http_request: Request, services: ServicesDep,
+                  owner: Owner) -> dict[str, Any]:
     request = await run_in_threadpool(  # decoding the images is work: not on the event loop
         lambda: _with_scripts(services, wire.img2img_request(body, request_defaults(services)), body))
-    return await _generate(services, request, body, response, owner)
+    return await _generate(services, request, body, response, owner, http_request)
 
 
 async def _generate(services: Services, request: GenerationRequest, body: wire.GenerationBody, response: Response,
-                    owner: str | None) -> dict[str, Any]:
+                    owner: str | None, http_request: Request) -> dict[str, Any]:
     """Check, queue, wait; the job's id goes back in a header so a client can find it in the job history (and
-    the job counts against the caller's key like one submitted through the native API). The wait is a poll on
-    the event loop, so a hundred blocked A1111 callers hold no threads and /progress, /interrupt stay answered."""
+    the job counts against the caller's key like one submitted through the native API). The wait is on the
+    event loop, so a hundred blocked A1111 callers hold no threads and /progress, /interrupt stay answered; a
+    caller that hangs up has its job cancelled."""
     try:
         job = await run_in_threadpool(lambda: services.queue.submit(request, source="a1111", owner=owner))
     except RequestError as error:
         raise wire.wire_error(error, body) from None
     response.headers["X-Job-Id"] = job.id
-    await wait_for_job(services.queue, job)
+    await wait_for_job(services.queue, job, http_request=http_request)
     try:
         result = services.queue.wait(job, timeout=0)
     except RequestError as error:
@@ -124,10 +138,11 @@ def current_model(services: Services) -> Any:
 
 
 @router.get("/progress")
-def progress(services: ServicesDep, skip_current_image: bool = False) -> dict[str, Any]:
-    """The running job's progress in A1111's shape; idle (``job_count`` 0) when nothing runs."""
+def progress(services: ServicesDep, owner: Owner, skip_current_image: bool = False) -> dict[str, Any]:
+    """The running job's progress in A1111's shape; idle (``job_count`` 0) when nothing runs, or when what runs is
+    another caller's job (its id, prompt and live preview are not this caller's to see)."""
     job = services.queue.current
-    if job is None:
+    if job is None or not visible_to(job, owner):
         return {"progress": 0.0, "eta_relative": 0.0, "state": _idle_state(), "current_image": None,
                 "textinfo": None, "current_task": None}
     return _job_progress(job, skip_current_image)
@@ -185,7 +200,7 @@ def get_options(services: ServicesDep) -> dict[str, Any]:
     return wire.read_options(services.settings.all(), current_model(services), str(services.config.outdir))
 
 
-@router.post("/options")
+@router.post("/options", dependencies=[Admin])
 def set_options(values: Annotated[dict[str, Any], Body()], services: ServicesDep) -> None:
     """Save the options; a new ``sd_model_checkpoint`` is the default of every later request, whichever dialect
     or tab sends it (the queue reads the saved settings at each submission)."""
@@ -217,9 +232,10 @@ def _find_vae_name(engine: Any, name: str) -> str:
     return vae.name if vae is not None else wire.AUTOMATIC_VAE
 
 
-@router.get("/cmd-flags")
+@router.get("/cmd-flags", dependencies=[Admin])
 def cmd_flags(services: ServicesDep) -> dict[str, Any]:
-    """The launch configuration, with credentials replaced by a marker (a script may print this)."""
+    """The launch configuration, with credentials replaced by a marker (a script may print this); the operator's
+    only, as it names the studio's folders."""
     flags = dataclasses.asdict(services.config)
     for key in [key for key in flags if key.endswith("_auth")]:
         flags[key] = "<hidden>" if flags[key] else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -76,10 +76,10 @@ class ExtrasBatchImagesResponse(BaseModel):
 
 
 @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse)
-async def extra_single_image(body: ExtrasSingleImageBody, response: Response, services: ServicesDep,
-                             owner: Owner) -> dict[str, Any]:
+async def extra_single_image(body: ExtrasSingleImageBody, http_request: Request, response: Response,
+                             services: ServicesDep, owner: Owner) -> dict[str, Any]:
     image = await run_in_threadpool(decode_image, body.image, "image")
-    result = await _run(services, _request(body, (image,), ()), response, owner)
+    result = await _run(services, _request(body, (image,), ()), http_request, response, owner)
     if not result.images:
         raise ApiError(409, "the upscale was interrupted before it finished")
     first = result.images[0]
@@ -88,8 +88,8 @@ async def extra_single_image(body: ExtrasSingleImageBody, response: Response, se
 
 
 @router.post("/extra-batch-images", response_model=ExtrasBatchImagesResponse)
-async def extra_batch_images(body: ExtrasBatchImagesBody, response: Response, services: ServicesDep,
-                             owner: Owner) -> dict[str, Any]:
+async def extra_batch_images(body: ExtrasBatchImagesBody, http_request: Request, response: Response,
+                             services: ServicesDep, owner: Owner) -> dict[str, Any]:
     if not body.imageList:
         raise ApiError(422, "give at least one image", "imageList")
 
@@ -98,7 +98,7 @@ async def extra_batch_images(body: ExtrasBatchImagesBody, response: Response, se
 
     images = await run_in_threadpool(decode_all)
     names = tuple(item.name or f"image{index + 1:05}" for index, item in enumerate(body.imageList))
-    result = await _run(services, _request(body, images, names), response, owner)
+    result = await _run(services, _request(body, images, names), http_request, response, owner)
     encoded = await run_in_threadpool(lambda: [encode_png_base64(item.image, item.infotext) for item in result.images])
     return {"html_info": _html(result.images[0].infotext if result.images else ""), "images": encoded}
 
@@ -132,13 +132,14 @@ def _request(body: ExtrasBody, images: tuple, names: tuple) -> UpscaleRequest:
     )
 
 
-async def _run(services: Services, request: UpscaleRequest, response: Response, owner: str | None) -> UpscaleResult:
+async def _run(services: Services, request: UpscaleRequest, http_request: Request, response: Response,
+               owner: str | None) -> UpscaleResult:
     try:
         job = await run_in_threadpool(lambda: services.queue.submit(request, source="a1111", owner=owner))
     except RequestError as error:
         raise _wire_error(error) from None
     response.headers["X-Job-Id"] = job.id
-    await wait_for_job(services.queue, job)
+    await wait_for_job(services.queue, job, http_request=http_request)  # a client that hung up cancels its job
     try:
         result = services.queue.wait(job, timeout=0)
     except RequestError as error:

@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.api.errors import ApiError
 from app.api.images import decode_image, encode_png_base64
 from modules.errors import RequestError
+from modules.formats import AUTOMATIC_VAE, FORMAT_ALIASES
 from modules.image.request import GenerationRequest, HiresFix
 from modules.image.results import GenerationResult
 from modules.image.samplers import UnknownSamplerError, UnknownScheduleError, sampler_spec, schedule_spec
 
 DEFAULT_SAMPLER = "Euler"
-AUTOMATIC_VAE = "Automatic"
 # override_settings keys we honour -> the request field they set
 OVERRIDE_FIELDS = {"sd_model_checkpoint": "model", "sd_vae": "vae", "CLIP_stop_at_last_layers": "clip_skip"}
 # Our request field -> the A1111 field a client sets it with (for error messages).
@@ -33,6 +33,8 @@ _WIRE_NAMES = {
     "hires.steps": "hr_second_pass_steps",
     "hires.upscaler": "hr_upscaler",
     "hires.denoising_strength": "denoising_strength",
+    "hires.resize_x": "hr_resize_x",
+    "hires.resize_y": "hr_resize_y",
     "hires": "enable_hr",
     "model": "sd_model_checkpoint",
     "vae": "sd_vae",
@@ -307,7 +309,7 @@ OPTION_ALIASES = {
     "samples_save": "save_images",
     "grid_save": "make_grid",
 }
-OUTPUT_FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
+OUTPUT_FORMATS = FORMAT_ALIASES
 
 
 def read_options(settings: dict[str, Any], model: Any, outdir: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Who may call the API, how often, and from where: one ASGI middleware in front of every API route.
+"""Who may call the studio, how often, and from where: one ASGI middleware in front of every route of the server.
 
 The rules, in the order they are applied to a request under ``/sdapi``, ``/api/v1``, ``/v1`` or ``/v2beta``
 (``/docs`` and ``/openapi.json`` stay open):
@@ -15,7 +15,17 @@ The rules, in the order they are applied to a request under ``/sdapi``, ``/api/v
    ``Retry-After`` over it), and on generation routes at most so many queued or running jobs and so many images
    per calendar month.
 
-The admitted identity is left on ``request.state.api_owner`` for the dialects to pass as the job's owner.
+Every other route (the web UI's page, Gradio's ``/gradio_api/*``, ``/config``, ``/file=...``) passes rules 1 and 2
+too. When the studio is exposed and the API has credentials but the UI has no login of its own (no
+``--gradio-auth``), the UI is a way around the API's login, limits and quotas (a UI job has no API owner), so it
+needs the API's credentials as well, and only the operator's: an ``--api-auth`` login (a browser asks for it) or a
+key marked ``admin``; other keys get 403 there. With ``--gradio-auth`` Gradio's own login guards the UI and every
+Gradio route that runs an event or reads a file (``/gradio_api/queue/join``, ``/call/*``, ``/run/*``, ``/upload``,
+``/file=``, ``/config``): its users are the operator's logins. Rate limits count API requests only (a browser
+polls the UI's routes constantly).
+
+The admitted identity is left on ``request.state.api_owner`` for the dialects to pass as the job's owner, and
+whether it is the operator on ``request.state.api_admin``.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +55,11 @@ if TYPE_CHECKING:
     from modules.jobs.queue import Job
 
 API_PREFIXES = ("/sdapi/", "/api/v1/", "/v1/", "/v2beta/", "/extensions/")
+OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})  # the API's description
+# Gradio's launch calls this itself, without credentials, from the same machine: it runs the app's start-up
+# events once and answers a boolean. Open to loopback clients only.
+GRADIO_STARTUP_PATH = "/gradio_api/startup-events"
+LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1", "localhost"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # POST routes that submit generation work: the job and monthly-image limits apply to these only.
 GENERATION_ROUTES = re.compile(
@@ -65,8 +81,8 @@ class AccessConfigError(RuntimeError):
 
 
 def check_access_settings(context: ApiContext) -> KeyRing:
-    """Fail before serving anything: exposed without credentials, a bad keys file, a malformed origin."""
-    if context.exposed and not context.has_credentials:
+    """Fail before serving anything: the API exposed without credentials, a bad keys file, a malformed origin."""
+    if context.serves_api and context.exposed and not context.has_credentials:
         raise AccessConfigError(EXPOSED_WITHOUT_CREDENTIALS)
     for origin in context.allowed_origins:
         if origin != "*" and _normal_origin(origin) is None:
@@ -77,17 +93,35 @@ def check_access_settings(context: ApiContext) -> KeyRing:
         raise AccessConfigError(f"--api-keys: {error}") from None
 
 
-def install_access(app: FastAPI, context: ApiContext) -> AccessPolicy:
-    """Put the access middleware in front of ``app``'s API routes; ``AccessConfigError`` if unsafe to serve.
-
-    Works on an app that is already serving (the Gradio server after ``launch``): Starlette builds its
-    middleware stack on the first request and then refuses additions, so the stack is dropped here and rebuilt,
-    with this middleware and every handler added so far, on the next request.
-    """
+def access_policy(context: ApiContext) -> AccessPolicy:
+    """The access rules of one server, hooked to its queue (job limits at submission, image counts at the end);
+    ``AccessConfigError`` if unsafe to serve. Made once per server, before it serves anything."""
     policy = AccessPolicy(context, check_access_settings(context), RateLimiter(), MonthlyUsage(context.usage_file))
     queue = context.services.queue
     queue.add_listener(policy.on_job_end)
     queue.add_admission_check(policy.admit_job)
+    return policy
+
+
+def access_middleware(policy: AccessPolicy) -> Middleware:
+    """The middleware, for an app that takes its middleware when it is built (Gradio's, through ``app_kwargs``):
+    then no request is ever served before the rules are in place."""
+    return Middleware(AccessMiddleware, policy=policy)
+
+
+def install_access(app: FastAPI, context: ApiContext, policy: AccessPolicy | None = None) -> AccessPolicy:
+    """Put the access middleware in front of every route of ``app``; ``AccessConfigError`` if unsafe to serve.
+
+    ``policy`` is one whose middleware the app already has (built in by ``access_middleware``): it is only
+    recorded, never stacked twice (which would count each request twice). Otherwise the middleware is added, also
+    to an app that is already serving: Starlette builds its middleware stack on the first request and then
+    refuses additions, so the stack is dropped here and rebuilt, with this middleware and every handler added so
+    far, on the next request.
+    """
+    if policy is not None:
+        app.state.sfumato_access = policy
+        return policy
+    policy = access_policy(context)
     app.state.sfumato_access = policy
     app.middleware_stack = None
     app.add_middleware(AccessMiddleware, policy=policy)
@@ -107,6 +141,7 @@ class Identity:
     owner: str | None
     label: str
     tier: Tier
+    admin: bool = False  # the studio's operator: global options, launch flags, the guarded web UI
 
 
 @dataclass(eq=False)
@@ -175,6 +210,22 @@ class AccessPolicy:
             raise
         return identity, headers
 
+    def admit_ui(self, conn: HTTPConnection) -> None:
+        """A request for the web UI or one of Gradio's routes: the Host and Origin rules, and when the API's
+        credentials guard the UI (``ApiContext.guards_ui``) the operator's login; ``Refusal`` otherwise."""
+        self.check_host(conn)
+        self.check_origin(conn)
+        if not self.context.guards_ui or _gradio_starting(conn):
+            return
+        try:
+            identity = self.authenticate(conn)
+        except Refusal as refusal:  # guessing the login through the UI is throttled like through the API
+            refusal.add_missing(self.count_request(self.client_identity(conn)))
+            raise
+        if not identity.admin:
+            raise Refusal(403, f"{identity.label} may use the API routes only; the web UI and Gradio's routes "
+                               "need an --api-auth login or a key marked admin")
+
     # Host and Origin
     def check_host(self, conn: HTTPConnection) -> None:
         """While bound to localhost, only a localhost ``Host`` is served (DNS-rebinding protection)."""
@@ -230,7 +281,8 @@ class AccessPolicy:
     def client_identity(self, conn: HTTPConnection) -> Identity:
         """The caller known only by its address: an anonymous local client, or one whose login failed."""
         client = conn.client.host if conn.client else "unknown"
-        return Identity(f"ip:{client}", None, f"client {client}", self.keys.default_tier)
+        local_user = not self.context.has_credentials  # nobody logs in: whoever can reach it is the operator
+        return Identity(f"ip:{client}", None, f"client {client}", self.keys.default_tier, admin=local_user)
 
     def authenticate(self, conn: HTTPConnection) -> Identity:
         """Basic credentials or an API key when any are configured; otherwise the anonymous local client."""
@@ -245,7 +297,7 @@ class AccessPolicy:
             key = self.keys.find(token)
             if key is None:
                 raise self._unauthorized("unknown API key")
-            return Identity(f"key:{key.name}", f"key:{key.name}", f"API key {key.name!r}", key.tier)
+            return Identity(f"key:{key.name}", f"key:{key.name}", f"API key {key.name!r}", key.tier, admin=key.admin)
         raise self._unauthorized("this API needs credentials: " + self._accepted())
 
     def _basic_user(self, value: str) -> Identity:
@@ -263,7 +315,7 @@ class AccessPolicy:
                 matched = known_user
         if matched is None:
             raise self._unauthorized("wrong user name or password")
-        return Identity(f"user:{matched}", f"user:{matched}", f"user {matched!r}", self.keys.default_tier)
+        return Identity(f"user:{matched}", f"user:{matched}", f"user {matched!r}", self.keys.default_tier, admin=True)
 
     def _accepted(self) -> str:
         ways = []
@@ -342,6 +394,11 @@ class AccessPolicy:
             self.usage.add(job.owner, job.result.counted_images)
 
 
+def _gradio_starting(conn: HTTPConnection) -> bool:
+    client = conn.client.host if conn.client else None
+    return conn.scope["path"] == GRADIO_STARTUP_PATH and client in LOOPBACK_CLIENTS
+
+
 def _submits_generation(conn: HTTPConnection) -> bool:
     return conn.scope["type"] == "http" and conn.scope["method"] == "POST" and bool(
         GENERATION_ROUTES.match(conn.scope["path"]))
@@ -386,10 +443,18 @@ class AccessMiddleware:
         self.policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or not is_api_path(scope["path"]):
+        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         conn = HTTPConnection(scope)
+        if not is_api_path(scope["path"]):
+            try:
+                self.policy.admit_ui(conn)
+            except Refusal as refusal:
+                await _refuse(refusal, scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
         try:
             if _is_preflight(conn):
                 await self.policy.preflight(conn)(scope, receive, send)
@@ -399,7 +464,7 @@ class AccessMiddleware:
             await _refuse(refusal, scope, receive, send)
             return
         state = scope.setdefault("state", {})
-        state["api_owner"], state["api_identity"] = identity.owner, identity.key
+        state["api_owner"], state["api_identity"], state["api_admin"] = identity.owner, identity.key, identity.admin
         await self.app(scope, receive, _adding_headers(send, headers))
 
 

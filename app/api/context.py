@@ -24,9 +24,12 @@ class ApiContext:
     api_auth: tuple[tuple[str, str], ...] = ()  # --api-auth user:pass pairs (HTTP Basic)
     keys_file: Path | None = None  # --api-keys path (Bearer keys with tiers), or None
     exposed: bool = False  # bound to a network address or shared: credentials required
+    serves_api: bool = True  # the API's routes are served (False: the access layer guards a UI-only server)
+    ui_login: bool = False  # --gradio-auth: Gradio's own login protects the web UI and Gradio's routes
     allowed_origins: tuple[str, ...] = ()  # --cors-allow-origins: other origins that may call the API
     local_hosts: tuple[str, ...] = LOCAL_HOSTS  # Host names accepted while bound to localhost
     usage_file: Path | None = None  # where the monthly image counts persist (None: in memory only)
+    max_body_bytes: int = 64 * 1024 * 1024  # larger request bodies get 413 (app.api.body_limit)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -43,13 +46,22 @@ class ApiContext:
             api_auth=tuple(config.api_auth),
             keys_file=config.api_keys_file,
             exposed=bool(config.listen or config.share),
+            ui_login=bool(config.gradio_auth),
             allowed_origins=tuple(config.cors_allow_origins),
             usage_file=Path(config.data_dir) / "api-usage.json",
+            max_body_bytes=config.max_body_bytes,
         )
 
     @property
     def has_credentials(self) -> bool:
         return bool(self.api_auth or self.keys_file)
+
+    @property
+    def guards_ui(self) -> bool:
+        """Whether the web UI and Gradio's routes need the API's credentials: an exposed studio whose API has
+        credentials and whose UI has no login of its own (else anyone could generate through the UI without the
+        API's login, limits or quotas)."""
+        return self.exposed and self.has_credentials and not self.ui_login
 
 
 def get_context(request: Request) -> ApiContext:
@@ -58,6 +70,14 @@ def get_context(request: Request) -> ApiContext:
 
 def get_services(request: Request) -> Services:
     return request.app.state.sfumato.services
+
+
+def is_admin(request: Request) -> bool:
+    """Whether the caller is the studio's operator: the local user (no credentials configured), an ``--api-auth``
+    login, or a key marked ``admin`` in the keys file. Set by the access middleware; a request it did not see has
+    no identity and counts as the local user, as in ``get_owner``."""
+    admin = getattr(request.state, "api_admin", None)
+    return get_owner(request) is None if admin is None else bool(admin)
 
 
 def get_owner(request: Request) -> str | None:

@@ -13,12 +13,18 @@ The file::
       },
       "keys": [
         {"name": "alice", "tier": "free", "key": "sk-alice-3f9c..."},
-        {"name": "bob",   "tier": "pro",  "sha256": "<hex digest of bob's key>"}
+        {"name": "bob",   "tier": "pro",  "sha256": "<hex digest of bob's key>"},
+        {"name": "ops",   "tier": "pro",  "key": "sk-ops-...", "admin": true}
       ]
     }
 
 ``null`` (or leaving a limit out) means no limit, except ``requests_per_minute`` which defaults to 6000. A tier
 named ``default`` applies to ``--api-auth`` users and to anonymous local clients.
+
+``"admin": true`` on a key, or on a tier (then every key of that tier), lets the key do what only the studio's
+operator may: change the global options (``POST /sdapi/v1/options``), read the launch flags and their paths
+(``/sdapi/v1/cmd-flags``), and open the web UI when the API's credentials guard it. The local user (no
+credentials configured) and ``--api-auth`` users are operators already; other keys get 403 on those routes.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 
 DEFAULT_TIER_NAME = "default"
 DEFAULT_REQUESTS_PER_MINUTE = 6000  # generous: local UIs and scripts poll progress often
-_TIER_FIELDS = ("requests_per_minute", "concurrent_jobs", "monthly_images")
+_TIER_FIELDS = ("requests_per_minute", "concurrent_jobs", "monthly_images", "admin")
 
 
 class KeysFileError(ValueError):
@@ -47,6 +53,7 @@ class Tier:
     requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
     concurrent_jobs: int | None = None  # None: no limit
     monthly_images: int | None = None  # None: no limit
+    admin: bool = False  # every key of this tier may use the operator's routes
 
 
 DEFAULT_TIER = Tier(DEFAULT_TIER_NAME)
@@ -57,6 +64,12 @@ class ApiKey:
     name: str
     tier: Tier
     digest: bytes  # SHA-256 of the key
+    admin_flag: bool = False  # "admin": true on the key itself
+
+    @property
+    def admin(self) -> bool:
+        """May use the operator's routes (global options, launch flags, the guarded web UI)."""
+        return self.admin_flag or self.tier.admin
 
 
 def digest_of(key: str) -> bytes:
@@ -137,7 +150,14 @@ def _parse_tier(name: str, limits: Any) -> Tier:
     if rpm is None:
         raise KeysFileError(f"tier {name!r}: requests_per_minute must be a number")
     return Tier(name, rpm, _limit(name, "concurrent_jobs", limits.get("concurrent_jobs")),
-                _limit(name, "monthly_images", limits.get("monthly_images")))
+                _limit(name, "monthly_images", limits.get("monthly_images")),
+                _flag(f"tier {name!r}", limits.get("admin", False)))
+
+
+def _flag(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise KeysFileError(f"{where}: admin must be true or false, not {value!r}")
+    return value
 
 
 def _limit(tier: str, field: str, value: Any) -> int | None:
@@ -160,7 +180,8 @@ def _parse_key(index: int, entry: Any, tiers: dict[str, Tier]) -> ApiKey:
     tier = tiers.get(tier_name) or (DEFAULT_TIER if tier_name == DEFAULT_TIER_NAME else None)
     if tier is None:
         raise KeysFileError(f"{where}: unknown tier {tier_name!r}; tiers: {', '.join(tiers) or 'none'}")
-    return ApiKey(name=name.strip(), tier=tier, digest=_key_digest(where, entry))
+    return ApiKey(name=name.strip(), tier=tier, digest=_key_digest(where, entry),
+                  admin_flag=_flag(where, entry.get("admin", False)))
 
 
 def _key_digest(where: str, entry: dict) -> bytes:

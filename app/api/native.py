@@ -15,15 +15,22 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import ApiError
 from app.api.images import decode_image, encode_png_base64
-from app.api.requests_common import ENDED_STATES, ServicesDep, encode_image, owner_of, submit_checked, visible_to
+from app.api.requests_common import (
+    ENDED_STATES,
+    ServicesDep,
+    artifact_image,
+    encode_image,
+    owner_of,
+    submit_checked,
+    visible_to,
+)
 from app.api.webhooks import check_webhook_url, install_webhooks
-from modules.image.request import GenerationRequest, HiresFix, Outpaint
+from modules.image.request import GenerationRequest, HiresFix, Outpaint, SdUpscale
 from modules.image.results import GenerationResult
 from modules.jobs.artifacts import Artifact
 from modules.jobs.queue import Job, JobQueue
@@ -33,8 +40,23 @@ from modules.upscaling.request import UpscaleRequest
 router = APIRouter(prefix="/api/v1", tags=["native"])
 
 HISTORY_PAGE_MAX = 500
+HISTORY_OFFSET_MAX = 10**9  # far past any history, and well inside SQLite's 64-bit integers
 SSE_KEEPALIVE_SECONDS = 15.0
 AVERAGE_OVER_JOBS = 20
+
+
+# What the non-JSON routes answer, for the published description (app.api.openapi adds the error answers).
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+PNG_ANSWER: dict[int | str, dict[str, Any]] = {200: {"description": "A PNG", "content": {"image/png": _BINARY}}}
+IMAGE_ANSWER: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The image, with its infotext, in the job's format or ``format``",
+    "content": {f"image/{fmt}": _BINARY for fmt in ("png", "jpeg", "webp")}}}
+ARTIFACT_ANSWER: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The artifact's file as written: an image, or a video, a sound, a model file ...",
+    "content": {"image/png": _BINARY, "image/jpeg": _BINARY, "image/webp": _BINARY, "*/*": _BINARY}}}
+EVENT_STREAM_ANSWER: dict[int | str, dict[str, Any]] = {200: {
+    "description": "Server-sent events: ``data: {job view as JSON}`` per change, the last one the final state",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 
 
 class OutpaintBody(BaseModel):
@@ -53,6 +75,13 @@ class HiresBody(BaseModel):
     denoising_strength: float = 0.7
     resize_x: int = 0
     resize_y: int = 0
+
+
+class SdUpscaleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scale: float = 2.0
+    upscaler: str = "Lanczos"
+    overlap: int = 64
 
 
 class JobBody(BaseModel):
@@ -89,6 +118,7 @@ class JobBody(BaseModel):
     inpainting_mask_invert: bool | None = None
     outpaint: OutpaintBody | None = None
     hires: HiresBody | None = None
+    sd_upscale: SdUpscaleBody | None = None
     output_format: Literal["png", "jpeg", "webp"] | None = None
     save_images: bool | None = None
     make_grid: bool | None = None
@@ -141,7 +171,7 @@ def to_upscale_request(body: UpscaleJobBody) -> UpscaleRequest:
 def to_request(body: JobBody) -> GenerationRequest:
     """Wire body -> the one request type; images decoded here so a corrupt one names its field."""
     fields = body.model_dump(exclude_none=True,
-                             exclude={"kind", "webhook_url", "init_image", "mask", "outpaint", "hires"})
+                             exclude={"kind", "webhook_url", "init_image", "mask", "outpaint", "hires", "sd_upscale"})
     if "styles" in fields:
         fields["styles"] = tuple(fields["styles"])
     if body.init_image is not None:
@@ -152,6 +182,8 @@ def to_request(body: JobBody) -> GenerationRequest:
         fields["outpaint"] = Outpaint(**body.outpaint.model_dump())
     if body.hires is not None:
         fields["hires"] = HiresFix(**body.hires.model_dump())
+    if body.sd_upscale is not None:
+        fields["sd_upscale"] = SdUpscale(**body.sd_upscale.model_dump())
     fields.setdefault("make_grid", False)  # API clients get the single images; a grid only costs disk
     fields["task"] = body.task or _implied_task(body)
     return GenerationRequest(**fields)
@@ -187,7 +219,7 @@ async def submit_job(body: AnyJobBody, http_request: Request, services: Services
 @router.get("/jobs")
 def list_jobs(http_request: Request, services: ServicesDep,
                     limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE_MAX)] = 20,
-                    offset: Annotated[int, Query(ge=0)] = 0,
+                    offset: Annotated[int, Query(ge=0, le=HISTORY_OFFSET_MAX)] = 0,
                     state: Literal["queued", "running", "done", "failed", "cancelled"] | None = None) -> dict:
     """Newest first; ``total`` counts every match so a client can page. A plain ``def`` on purpose, like the image
     routes below: reading the store and encoding PNGs runs in FastAPI's thread pool, never on the event loop that
@@ -202,7 +234,7 @@ def get_job(job_id: str, http_request: Request, services: ServicesDep) -> dict:
     return job_view(find_job(services, job_id, http_request), http_request, services.queue)
 
 
-@router.get("/jobs/{job_id}/preview")
+@router.get("/jobs/{job_id}/preview", response_class=Response, responses=PNG_ANSWER)
 def job_preview(job_id: str, http_request: Request, services: ServicesDep) -> Response:
     """The live preview of a running job (decoded every few steps), as a PNG."""
     job = find_job(services, job_id, http_request)
@@ -212,7 +244,7 @@ def job_preview(job_id: str, http_request: Request, services: ServicesDep) -> Re
     return Response(encode_image(preview, "png"), media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/jobs/{job_id}/events")
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses=EVENT_STREAM_ANSWER)
 async def job_events(job_id: str, http_request: Request, services: ServicesDep) -> StreamingResponse:
     """Server-sent events: one ``data: {json}`` per progress change, the last one carrying the final state."""
     job = find_job(services, job_id, http_request)
@@ -236,7 +268,8 @@ def job_images(job_id: str, http_request: Request, services: ServicesDep,
     return {"id": job.id, "state": job.state, "images": items}
 
 
-@router.get("/jobs/{job_id}/images/{index}", name="native_job_image")
+@router.get("/jobs/{job_id}/images/{index}", name="native_job_image", response_class=Response,
+            responses=IMAGE_ANSWER)
 def job_image(job_id: str, index: int, http_request: Request, services: ServicesDep,
                     format: Literal["png", "jpeg", "webp"] | None = None) -> Response:
     """One image's bytes, in the job's output format unless ``format`` says otherwise, with its infotext."""
@@ -249,7 +282,8 @@ def job_image(job_id: str, index: int, http_request: Request, services: Services
     return Response(encode_image(artifact_image(item), fmt, item.infotext), media_type=f"image/{fmt}")
 
 
-@router.get("/jobs/{job_id}/artifacts/{index}", name="native_job_artifact")
+@router.get("/jobs/{job_id}/artifacts/{index}", name="native_job_artifact", response_class=Response,
+            responses=ARTIFACT_ANSWER)
 def job_artifact(job_id: str, index: int, http_request: Request, services: ServicesDep) -> Response:
     """One artifact's file as it was written (an image with its infotext, a video, a sound, a model), by its
     place in ``result.artifacts``."""
@@ -263,20 +297,6 @@ def job_artifact(job_id: str, index: int, http_request: Request, services: Servi
     if item.image is not None:
         return Response(encode_image(item.image, "png", item.infotext), media_type="image/png")
     raise ApiError(404, f"the file of artifact {index} of job {job_id} is missing", "index")
-
-
-def artifact_image(artifact: Artifact) -> Image.Image:
-    """An image artifact's pixels, decoded now if the job was read back without them."""
-    if artifact.image is not None:
-        return artifact.image
-    if artifact.path is None:
-        raise ApiError(404, "the image file is missing", "index")
-    from modules.image.codec import open_image
-
-    try:
-        return open_image(artifact.path)
-    except OSError as error:
-        raise ApiError(404, f"the image file {artifact.path.name} cannot be read: {error}", "index") from None
 
 
 @router.delete("/jobs/{job_id}")
@@ -294,14 +314,16 @@ async def cancel_job_post(job_id: str, http_request: Request, services: Services
 
 
 @router.get("/system")
-async def system_load(services: ServicesDep) -> dict:
-    """How busy the studio is: queue length, the running job, average seconds per job, and the device."""
+async def system_load(http_request: Request, services: ServicesDep) -> dict:
+    """How busy the studio is: queue length, the running job (only the caller's own: another key's job id is not
+    theirs to know), average seconds per job, and the device."""
     queue = services.queue
     stats = _queue_stats(queue)
     running = queue.current
+    shown = running is not None and visible_to(running, owner_of(http_request))
     return {
         "queue_length": stats["queue_length"],
-        "running": _running_view(running) if running is not None else stats.get("running"),
+        "running": _running_view(running) if shown else None,
         "average_seconds_per_job": stats["average_seconds_per_job"],
         "device": str(services.engine.device),
         "device_report": list(services.device_report),
@@ -441,4 +463,3 @@ def _running_view(job: Job) -> dict[str, Any]:
     eta = job.eta()
     return {"id": job.id, "source": job.source, "fraction": round(job.progress.fraction, 4),
             "eta_seconds": round(eta, 2) if eta is not None else None}
-

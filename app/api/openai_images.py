@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from PIL import Image, ImageOps
+from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from app.api.errors import ApiError
@@ -33,6 +33,8 @@ from app.api.requests_common import (
     submit_checked,
     wait_for_job,
 )
+from modules.formats import IMAGE_FORMATS
+from modules.image.masks import carries_alpha, has_transparency, mask_from_transparency
 from modules.image.request import GenerationRequest
 from modules.jobs.queue import Job
 
@@ -100,7 +102,7 @@ async def edits(http_request: Request, services: ServicesDep) -> JSONResponse:
     mask = await form.image("mask", required=False)
     prompt = form.text("prompt", required=True)
     width, height = parse_size(form.text("size"), "size")
-    fmt = form.choice("output_format", ("png", "jpeg", "webp"), "png")
+    fmt = form.choice("output_format", IMAGE_FORMATS, "png")
     extra = {key: value for key, value in {
         "steps": form.number("steps", None, 1, 10_000, integer=True),
         "cfg_scale": form.number("cfg_scale", None, 0, 1_000),
@@ -108,7 +110,7 @@ async def edits(http_request: Request, services: ServicesDep) -> JSONResponse:
         "negative_prompt": form.text("negative_prompt"),
         "sampler_name": form.text("sampler_name")}.items() if value is not None}
     if mask is not None:
-        task, mask = "inpaint", mask_from_transparency(mask, image)
+        task, mask = "inpaint", openai_mask(mask, image)
     else:
         task = "inpaint" if has_transparency(image) else "img2img"
     request = GenerationRequest(task=task, prompt=prompt, init_image=image, mask=mask, width=width, height=height,
@@ -148,29 +150,22 @@ async def _edit_image(form: FormReader) -> Image.Image:
     raise ApiError(400, "is required", "image")
 
 
-def has_transparency(image: Image.Image) -> bool:
-    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
-        return False
-    low, _high = image.convert("RGBA").getchannel("A").getextrema()
-    return low < 255
-
-
-def mask_from_transparency(mask: Image.Image, image: Image.Image) -> Image.Image:
+def openai_mask(mask: Image.Image, image: Image.Image) -> Image.Image:
     """OpenAI's mask (transparent = edit) -> Sfumato's (white = repaint). Its size must match the image's."""
-    if mask.mode not in ("RGBA", "LA", "PA") and "transparency" not in mask.info:
+    if not carries_alpha(mask):
         raise ApiError(400, "the mask must be a PNG with an alpha channel; transparent pixels mark the area to edit",
                        "mask")
     if mask.size != image.size:
         raise ApiError(400, f"the mask is {mask.width}x{mask.height} but the image is {image.width}x{image.height}; "
                        "they must be the same size", "mask")
-    return ImageOps.invert(mask.convert("RGBA").getchannel("A"))
+    return mask_from_transparency(mask)
 
 
 # -- running and answering ---------------------------------------------------------------------------------------
 async def _run(services: Services, http_request: Request, request: GenerationRequest, response_format: str
                ) -> JSONResponse:
     job = await submit_checked(services, request, source="openai", owner=owner_of(http_request))
-    await wait_for_job(services.queue, job)
+    await wait_for_job(services.queue, job, http_request=http_request)  # a hung-up client cancels it
     return JSONResponse(images_response(job, http_request, response_format))
 
 

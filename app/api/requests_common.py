@@ -21,18 +21,26 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from app.api.context import get_owner, get_services
-from app.api.errors import ApiError
+from app.api.errors import ApiError, field_of
 from app.api.images import decode_image, open_image_bytes
 from modules.errors import RequestError
-from modules.image.results import GenerationResult
+from modules.jobs.artifacts import Artifact, JobResult
 from modules.jobs.queue import Job, JobQueue
 from modules.runtime.services import Services
 
 ENDED_STATES = ("done", "failed", "cancelled")
-IMAGE_FORMATS = ("png", "jpeg", "webp")
+DISCONNECT_POLL_SECONDS = 0.5  # how soon a synchronous route notices that its client has gone
 MAX_FORM_FIELD_BYTES = 64 * 1024 * 1024
 ErrorRenderer = Callable[[int, str, "str | None"], Response]
 ServicesDep = Annotated[Services, Depends(get_services)]  # the services behind the app a route belongs to
+
+
+class ClientGone(ApiError):
+    """The client of a synchronous request disconnected before its job ended; the job was cancelled. Answered
+    with 499 (nginx's "client closed request"), which nobody receives: it only ends the route quietly."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(499, f"the client went away; job {job_id} was cancelled")
 
 
 # -- checking and submitting -----------------------------------------------------------------------------------
@@ -50,20 +58,31 @@ def owner_of(http_request: Request) -> str | None:
 
 
 def visible_to(job: Job, owner: str | None) -> bool:
-    """A caller with an identity sees only its own jobs; an anonymous local caller sees all of them."""
-    return owner is None or job.owner in (None, owner)
+    """A caller with an identity sees only its own jobs (not the web UI's, which have no owner, nor another
+    key's); an anonymous local caller sees all of them."""
+    return owner is None or job.owner == owner
 
 
 # -- waiting and results -----------------------------------------------------------------------------------------
-async def wait_for_job(queue: JobQueue, job: Job, safety_seconds: float = 1.0) -> None:
+async def wait_for_job(queue: JobQueue, job: Job, safety_seconds: float = 1.0,
+                       http_request: Request | None = None) -> None:
     """Wait on the event loop for the queue to say the job ended (pushed, not polled), so a hundred waiting
-    clients cost no threads. ``safety_seconds`` bounds a wait should a notice ever be missed."""
+    clients cost no threads. ``safety_seconds`` bounds a wait should a notice ever be missed.
+
+    With ``http_request`` (a synchronous route whose caller blocks for the result) the wait also watches the
+    connection: when the client has gone away nobody will read the result, so the job is cancelled (a queued one
+    never runs, a running one stops after its step) instead of occupying the worker, and ``ClientGone`` ends the
+    route."""
+    poll = safety_seconds if http_request is None else min(safety_seconds, DISCONNECT_POLL_SECONDS)
     with queue.events.subscribe(job.id, asynchronous=True) as changes:
         while not job.done_event.is_set():
-            await changes.wait_async(safety_seconds)
+            await changes.wait_async(poll)
+            if http_request is not None and not job.done_event.is_set() and await http_request.is_disconnected():
+                queue.cancel(job.id)
+                raise ClientGone(job.id)
 
 
-def finished_result(job: Job) -> GenerationResult:
+def finished_result(job: Job) -> JobResult:
     """The result of an ended job, or the error a client should see: its own bad field, a cancel, a crash."""
     if job.state == "failed":
         if job.error_field:
@@ -71,7 +90,7 @@ def finished_result(job: Job) -> GenerationResult:
         raise ApiError(500, f"generation failed: {job.error}")
     if job.result is None:
         raise ApiError(409, f"job {job.id} was cancelled before it made an image")
-    if not job.result.images:
+    if not any(item.type == "image" for item in job.result.artifacts):
         raise ApiError(409, f"job {job.id} was interrupted before it made an image")
     return job.result
 
@@ -223,8 +242,22 @@ def validation_problem(error: RequestValidationError) -> tuple[str | None, str]:
     first = problems[0]
     if first.get("type") == "json_invalid":
         return None, "malformed JSON body: " + str(first.get("ctx", {}).get("error", first.get("msg", "")))
-    parts = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    field = ".".join(parts) or None
+    field = field_of(tuple(first.get("loc", ())))
+    field = None if field == "body" else field
     if first.get("type") == "missing":
         return field, "is required"
     return field, str(first.get("msg", "invalid value"))
+
+
+def artifact_image(artifact: Artifact) -> Image.Image:
+    """An image artifact's pixels, decoded now if the job was read back without them."""
+    if artifact.image is not None:
+        return artifact.image
+    if artifact.path is None:
+        raise ApiError(404, "the image file is missing", "index")
+    from modules.image.codec import open_image
+
+    try:
+        return open_image(artifact.path)
+    except OSError as error:
+        raise ApiError(404, f"the image file {artifact.path.name} cannot be read: {error}", "index") from None

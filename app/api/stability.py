@@ -1,10 +1,11 @@
 """A subset of Stability AI's v2beta REST API over the local queue, so scripts written for it run here unchanged.
 
-``stable-image/generate/core``, ``edit/inpaint`` and ``edit/outpaint``: multipart forms in, and out either the
-image bytes (``accept: image/*``, with ``seed`` and ``finish-reason`` headers) or JSON ``{image, seed,
-finish_reason}`` for any other accept. With header ``x-async: true`` (or form field ``async=true``) a route answers
-``{id}`` at once and ``GET /v2beta/results/{id}`` gives 202 while it runs, then the result. Errors are Stability's
-``{"name": "bad_request", "errors": ["field: message"]}``. Sfumato also reads optional ``steps`` and ``cfg_scale``.
+``stable-image/generate/core``, ``edit/inpaint``, ``edit/outpaint``, ``upscale/fast`` and ``upscale/conservative``:
+multipart forms in, and out either the image bytes (``accept: image/*``, with ``seed`` and ``finish-reason``
+headers) or JSON ``{image, seed, finish_reason}`` for any other accept. With header ``x-async: true`` (or form
+field ``async=true``) a route answers ``{id}`` at once and ``GET /v2beta/results/{id}`` gives 202 while it runs,
+then the result. Errors are Stability's ``{"name": "bad_request", "errors": ["field: message"]}``. Sfumato also
+reads optional ``steps`` and ``cfg_scale``.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter
 
 from app.api.errors import ApiError
 from app.api.requests_common import (
     ENDED_STATES,
     FormReader,
     ServicesDep,
+    artifact_image,
     dialect_route,
     encode_image,
     finished_result,
@@ -32,14 +34,17 @@ from app.api.requests_common import (
     visible_to,
     wait_for_job,
 )
-from modules.image.request import GenerationRequest, Outpaint
+from modules.formats import IMAGE_FORMATS
+from modules.image.masks import carries_alpha, mask_from_transparency
+from modules.image.request import GenerationRequest, Outpaint, SdUpscale
 from modules.jobs.queue import Job
+from modules.upscaling.request import UpscaleRequest
 
 if TYPE_CHECKING:
     from modules.runtime.services import Services
 
 ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
+OUTPUT_FORMATS = IMAGE_FORMATS
 MAX_SEED = 4294967294
 MAX_OUTPAINT = 2000
 FINISH_REASON = "SUCCESS"  # no content filter runs here, so CONTENT_FILTERED is never answered
@@ -83,6 +88,13 @@ _generate = APIRouter(route_class=dialect_route(stability_error, {**_COMMON_FIEL
                                                                   "height": "aspect_ratio"}))
 _edit = APIRouter(route_class=dialect_route(stability_error, {**_COMMON_FIELDS, "width": "image",
                                                               "height": "image"}))
+_upscale = APIRouter(route_class=dialect_route(stability_error, {
+    "images": "image", "upscaling_resize": "image", "upscaler": "image", "init_image": "image",
+    "denoising_strength": "creativity", "sd_upscale.scale": "image", "width": "image", "height": "image"}))
+FAST_MIN_SIDE, FAST_MAX_SIDE = 32, 1536
+FAST_MIN_PIXELS, FAST_MAX_PIXELS = 1024, 1_048_576
+CONSERVATIVE_MIN_SIDE = 64
+CONSERVATIVE_PIXELS = 4 * 1024 * 1024  # Stability's conservative upscaler aims at about 4 megapixels
 
 
 @_generate.post("/stable-image/generate/core")
@@ -129,9 +141,19 @@ async def edit_outpaint(http_request: Request, services: ServicesDep) -> Respons
     return await _answer(services, http_request, form, request)
 
 
-@_edit.post("/stable-image/upscale/fast")
-async def upscale_fast() -> Response:
-    raise ApiError(501, "upscaling is not available in Sfumato yet (there is no upscaler service to run it)")
+@_upscale.post("/stable-image/upscale/fast")
+async def upscale_fast(http_request: Request, services: ServicesDep) -> Response:
+    """4x, as Stability's fast upscaler: with the best 4x model installed (the embedded one out of the box)."""
+    form = FormReader(await read_form(http_request))
+    image = await form.image("image")
+    side_ok = all(FAST_MIN_SIDE <= side <= FAST_MAX_SIDE for side in image.size)
+    if not side_ok or not FAST_MIN_PIXELS <= image.width * image.height <= FAST_MAX_PIXELS:
+        raise ApiError(400, f"the image is {image.width}x{image.height}; fast upscale takes sides of "
+                       f"{FAST_MIN_SIDE} to {FAST_MAX_SIDE} px and {FAST_MIN_PIXELS:,} to {FAST_MAX_PIXELS:,} pixels",
+                       "image")
+    request = UpscaleRequest(images=(image,), upscaler=fast_upscaler(services), scale=4, save_images=False,
+                             output_format=form.choice("output_format", OUTPUT_FORMATS, "png"))
+    return await _answer(services, http_request, form, request)
 
 
 @router.get("/results/{job_id}")
@@ -145,8 +167,38 @@ async def results(job_id: str, http_request: Request, services: ServicesDep) -> 
     return result_response(job, http_request)
 
 
+@_upscale.post("/stable-image/upscale/conservative")
+async def upscale_conservative(http_request: Request, services: ServicesDep) -> Response:
+    """Up to 4x (about 4 megapixels at most) with the default checkpoint redrawing the enlarged picture in tiles at
+    a low denoise (``creativity``, 0.2 to 0.5): A1111's SD upscale."""
+    form = FormReader(await read_form(http_request))
+    image = await form.image("image")
+    if min(image.size) < CONSERVATIVE_MIN_SIDE:
+        raise ApiError(400, f"the image is {image.width}x{image.height}; conservative upscale needs at least "
+                       f"{CONSERVATIVE_MIN_SIDE} px a side", "image")
+    prompt = form.text("prompt", required=True)
+    creativity = form.number("creativity", 0.35, 0.2, 0.5)
+    scale = max(1.0, min(4.0, math.sqrt(CONSERVATIVE_PIXELS / (image.width * image.height))))
+    fields = _shared_fields(form)
+    request = GenerationRequest(task="img2img", prompt=prompt, init_image=image.convert("RGB"),
+                                denoising_strength=creativity, make_grid=False,
+                                sd_upscale=SdUpscale(scale=round(scale, 3), upscaler=fast_upscaler(services)),
+                                **fields)
+    return await _answer(services, http_request, form, request)
+
+
 router.include_router(_generate)
 router.include_router(_edit)
+router.include_router(_upscale)
+
+
+def fast_upscaler(services: Services) -> str:
+    """The first 4x model (the embedded one when the user has none of their own), else Lanczos."""
+    models = [info for info in services.engine.upscalers.list() if info.path is not None]
+    fours = [info for info in models if info.scale == 4]
+    own = [info for info in fours if not info.name.startswith("sfumato-")]
+    chosen = (own or fours or [None])[0]
+    return chosen.name if chosen is not None else "Lanczos"
 
 
 # -- translation -------------------------------------------------------------------------------------------------
@@ -170,7 +222,7 @@ def model_side(services: Services) -> int:
     """The default checkpoint's own image side (512 for SD 1.x, 1024 for SDXL), without loading it."""
     from modules.models.checkpoints import default_size
 
-    info = services.engine.resolve_model(None)
+    info = services.engine.resolve_model(services.default_model())
     try:
         return default_size(info.family or "sd1", model_path=info.path)
     except (ValueError, OSError, KeyError):
@@ -184,8 +236,8 @@ def inpaint_mask(image: Image.Image, mask: Image.Image | None, grow: int) -> Ima
         grey = mask.convert("L")
         if grey.size != image.size:
             grey = grey.resize(image.size, Image.Resampling.BILINEAR)
-    elif image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        grey = ImageOps.invert(image.convert("RGBA").getchannel("A"))
+    elif carries_alpha(image):
+        grey = mask_from_transparency(image)
     else:
         raise ApiError(400, "give a mask, or an image whose transparent pixels mark the area to repaint", "mask")
     binary = grey.point(lambda value: 255 if value >= 128 else 0)
@@ -220,21 +272,24 @@ def wants_image(http_request: Request) -> bool:
     return any(part.strip().startswith("image/") for part in accept.split(","))
 
 
-async def _answer(services: Services, http_request: Request, form: FormReader, request: GenerationRequest) -> Response:
+async def _answer(services: Services, http_request: Request, form: FormReader,
+                  request: GenerationRequest | UpscaleRequest) -> Response:
     job = await submit_checked(services, request, source="stability", owner=owner_of(http_request))
     if wants_async(http_request, form):
         return JSONResponse({"id": job.id})
-    await wait_for_job(services.queue, job)
+    await wait_for_job(services.queue, job, http_request=http_request)  # a client that hung up cancels its job
     return result_response(job, http_request)
 
 
 def result_response(job: Job, http_request: Request) -> Response:
-    """The first image as bytes with ``seed``/``finish-reason`` headers, or as ``{image, seed, finish_reason}``."""
-    item = finished_result(job).images[0]
+    """The first image as bytes with ``seed``/``finish-reason`` headers, or as ``{image, seed, finish_reason}``
+    (an upscale has no seed of its own: 0, as Stability answers for its upscalers)."""
+    result = finished_result(job)
+    artifact = next(item for item in result.artifacts if item.type == "image" and not item.grid)
+    seed = int(artifact.parameters.get("seed", 0) or 0)
     fmt = job.request.output_format
-    data = encode_image(item.image, fmt, item.infotext)
+    data = encode_image(artifact_image(artifact), fmt, artifact.infotext)
     if wants_image(http_request):
-        return Response(data, media_type=f"image/{fmt}",
-                        headers={"seed": str(item.seed), "finish-reason": FINISH_REASON})
-    return JSONResponse({"image": base64.b64encode(data).decode("ascii"), "seed": item.seed,
+        return Response(data, media_type=f"image/{fmt}", headers={"seed": str(seed), "finish-reason": FINISH_REASON})
+    return JSONResponse({"image": base64.b64encode(data).decode("ascii"), "seed": seed,
                          "finish_reason": FINISH_REASON})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,13 +22,14 @@ from modules.jobs.queue import Job
 log = logging.getLogger(__name__)
 
 USER_AGENT = "sfumato-webhook"
+NAT64_PREFIX = IPv6Network("64:ff9b::/96")  # RFC 6052: the last 32 bits are an IPv4 address a NAT64 gateway reaches
 
 
 def check_webhook_url(url: str | None, allow_private: bool = True) -> str | None:
     """The URL if it is http(s) with a host; anything else (file:, ftp:, a bare path) names ``webhook_url``.
 
-    With ``allow_private`` False (a studio reachable from other machines) a host that resolves to a loopback,
-    private, link-local or otherwise internal address is refused too, so a caller cannot make the studio post into
+    With ``allow_private`` False (a studio reachable from other machines) a host that resolves to any address that
+    is not globally routable (``is_public_address``) is refused too, so a caller cannot make the studio post into
     the network it sits in (SSRF)."""
     if url is None or not url.strip():
         return None
@@ -43,8 +45,8 @@ def check_webhook_url(url: str | None, allow_private: bool = True) -> str | None
 
 
 def _internal_address(host: str) -> str | None:
-    """The first loopback/private/link-local/reserved address ``host`` resolves to (or the host itself when it
-    cannot be resolved: refusing is the safe answer), else None."""
+    """The first address ``host`` resolves to that is not globally routable (or the host itself when it cannot be
+    resolved: refusing is the safe answer), else None."""
     import ipaddress
     import socket
 
@@ -53,11 +55,32 @@ def _internal_address(host: str) -> str | None:
     except (socket.gaierror, UnicodeError, ValueError):
         return host
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if (address.is_private or address.is_loopback or address.is_link_local or address.is_reserved
-                or address.is_multicast or address.is_unspecified):
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if not is_public_address(address):
             return str(address)
     return None
+
+
+def is_public_address(address: IPv4Address | IPv6Address) -> bool:
+    """Whether an exposed studio may post to ``address``: only globally routable unicast addresses.
+
+    A deny-list (private, loopback, link-local ...) misses ranges nobody thought of: 100.64.0.0/10 (carrier-grade
+    NAT, where cloud metadata services such as 100.100.100.200 live), benchmarking and documentation ranges, ...
+    so the rule is the IANA special-purpose registry's "globally reachable" (``is_global``). IPv6 forms that carry
+    an IPv4 address inside (6to4 2002::/16, Teredo 2001::/32, IPv4-mapped ::ffff:0:0/96, NAT64 64:ff9b::/96, the
+    deprecated IPv4-compatible ::/96) reach that IPv4 address through a relay or the host's own stack, so the
+    embedded address must be public too: Python's ``is_global`` judges only the outer prefix, and its answers for
+    these prefixes differ between versions."""
+    if not address.is_global or address.is_multicast or address.is_unspecified:
+        return False
+    if isinstance(address, IPv6Address):
+        if int(address) >> 32 == 0:  # IPv4-compatible ::a.b.c.d (deprecated by RFC 4291): never a real host
+            return False
+        embedded: list[IPv4Address | None] = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        if address in NAT64_PREFIX:
+            embedded.append(IPv4Address(int(address) & 0xFFFFFFFF))
+        return all(is_public_address(inner) for inner in embedded if inner is not None)
+    return True
 
 
 def job_image_path(job_id: str, index: int) -> str:

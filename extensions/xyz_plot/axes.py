@@ -121,7 +121,7 @@ AXIS_TYPES: tuple[AxisType, ...] = (
              aliases=("Schedule", "Scheduler")),
     AxisType("Clip skip", int, set_field("clip_skip"), aliases=("clip_skip",)),
     AxisType("Denoising", float, apply_denoising, aliases=("Denoising strength", "denoising_strength")),
-    AxisType("Hires upscaler", str, set_hires("upscaler"), aliases=("hires.upscaler",)),
+    AxisType("Hires upscaler", str, set_hires("upscaler"), catalog="upscaler", aliases=("hires.upscaler",)),
     AxisType("VAE", str, apply_vae, cost=0.7, catalog="vae", aliases=("SD VAE", "sd_vae")),
     AxisType("Styles", str, apply_styles),
     AxisType("Size", str, apply_size),

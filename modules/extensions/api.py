@@ -98,7 +98,8 @@ def _accept(kind: str, value: str) -> str:
 
 @dataclass(frozen=True)
 class Catalog:
-    """The names this studio knows, by kind: "sampler", "schedule", "checkpoint", "vae".
+    """The names this studio knows, by kind: "sampler", "schedule", "checkpoint", "vae", "upscaler" (what hires
+    fix can use: latent modes, built-ins and upscaler models).
 
     ``names(kind)`` lists them (for a dropdown); ``check(kind, value)`` returns the canonical name or raises
     ``ValueError`` saying what is available. The default knows nothing and accepts every value, leaving the

@@ -31,6 +31,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 from modules.errors import RequestError
 from modules.extensions.api import Catalog, Cell, Extension, JobOutcome, StepEvent, Sweep
+from modules.formats import AUTOMATIC_VAE, OWN_VAE_NAMES
 from modules.image.request import GenerationRequest
 from modules.image.results import GeneratedImage, GenerationResult
 from modules.jobs.control import JobControl, Progress
@@ -427,6 +428,7 @@ def engine_catalog(engine: Any) -> Catalog:
     """The studio's samplers, schedule types, checkpoints and VAEs for extensions, read live from the engine (a
     checkpoint dropped in later is known) and checked the way a request's own fields are."""
     from modules.image import samplers
+    from modules.upscaling.names import LATENT_UPSCALERS, hires_upscaler_names
 
     def names(kind: str) -> list[str]:
         if kind == "sampler":
@@ -436,7 +438,9 @@ def engine_catalog(engine: Any) -> Catalog:
         if kind == "checkpoint":
             return [info.title for info in engine.registry.list()]
         if kind == "vae":
-            return ["Automatic", "None", *(info.name for info in engine.registry.list_vaes())]
+            return [*OWN_VAE_NAMES, *(info.name for info in engine.registry.list_vaes())]
+        if kind == "upscaler":
+            return hires_upscaler_names(engine.upscalers)
         raise ValueError(f"no catalog of {kind!r}")
 
     def check(kind: str, value: str) -> str:
@@ -448,7 +452,15 @@ def engine_catalog(engine: Any) -> Catalog:
             return engine.registry.find(value).title
         if kind == "vae":
             found = engine.registry.find_vae(value)
-            return found.name if found is not None else "Automatic"
+            return found.name if found is not None else AUTOMATIC_VAE
+        if kind == "upscaler":
+            latent = {name.casefold(): name for name in LATENT_UPSCALERS}
+            if value.strip().casefold() in latent:
+                return latent[value.strip().casefold()]
+            try:
+                return engine.upscalers.find(value).name
+            except RequestError as error:
+                raise ValueError(f"{error.message}; or a latent mode: {', '.join(LATENT_UPSCALERS)}") from None
         raise ValueError(f"no catalog of {kind!r}")
 
     return Catalog(names=names, check=check)

@@ -43,6 +43,11 @@ def check_request(request: GenerationRequest, engine: Engine, extensions: Extens
         except RequestError as error:
             raise RequestError("hires.upscaler", f"{error.message}; or a latent mode: {', '.join(LATENT_UPSCALERS)}"
                                ) from None
+    if request.sd_upscale is not None:
+        try:
+            engine.upscalers.find(request.sd_upscale.upscaler)
+        except RequestError as error:
+            raise RequestError("sd_upscale.upscaler", error.message) from None
     _check_canvas(request, engine.limits)
     if extensions is not None:
         extensions.check_request(request)

@@ -16,11 +16,11 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from modules.errors import RequestError
-from modules.image.request import GenerationRequest, HiresFix, Outpaint
+from modules.image.masks import storable
+from modules.image.request import GenerationRequest, HiresFix, Outpaint, SdUpscale
 from modules.image.results import GeneratedImage, GenerationResult, GenerationSummary
 
 IMAGE_FIELDS = {"init_image": "init.png", "mask": "mask.png"}
-_PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 _FIELDS = tuple(item.name for item in dataclasses.fields(GenerationRequest))
 
 
@@ -31,7 +31,7 @@ def request_to_dict(request: GenerationRequest, image_dir: Path) -> dict[str, An
         value = getattr(request, name)
         if name in IMAGE_FIELDS:
             data[name] = write_saved_image(value, Path(image_dir), IMAGE_FIELDS[name]) if value is not None else None
-        elif isinstance(value, (HiresFix, Outpaint)):
+        elif isinstance(value, (HiresFix, Outpaint, SdUpscale)):
             data[name] = dataclasses.asdict(value)
         elif isinstance(value, tuple):
             data[name] = list(value)
@@ -51,6 +51,8 @@ def request_from_dict(data: dict[str, Any], image_dir: Path, *, strict: bool = T
             value = read_saved_image(value, Path(image_dir), name, strict) if value else None
         elif name == "hires":
             value = _known(HiresFix, value) if isinstance(value, dict) else None
+        elif name == "sd_upscale":
+            value = _known(SdUpscale, value) if isinstance(value, dict) else None
         elif name == "outpaint":
             value = _known(Outpaint, value) if isinstance(value, dict) else Outpaint()
         elif name == "styles":
@@ -69,9 +71,7 @@ def write_saved_image(image: Image.Image, folder: Path, name: str, infotext: str
     PNG cannot hold becomes RGB(A) so the write never fails."""
     from modules.image.infotext import save_image_with_infotext
 
-    if image.mode not in _PNG_MODES:
-        has_alpha = "A" in image.mode or "transparency" in image.info
-        image = image.convert("RGBA" if has_alpha else "RGB")
+    image = storable(image, "png")
     folder.mkdir(parents=True, exist_ok=True)
     save_image_with_infotext(image, folder / name, infotext, "png")
     return name

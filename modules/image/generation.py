@@ -77,6 +77,8 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
         prompt, negative = engine.styles.apply(request.prompt, request.negative_prompt, request.styles)
     except ValueError as error:
         raise RequestError("styles", str(error)) from None
+    if request.sd_upscale is not None:
+        return _sd_upscale(request, engine, control)
 
     # 2. the model and the working size
     info = engine.resolve_model(request.model)
@@ -484,6 +486,30 @@ def _grid(images: list[GeneratedImage], request: GenerationRequest, engine: Engi
         path = engine.store.save(grid, f"{request.task}-grids", first.infotext, first.seed, first.prompt,
                                  request.output_format, suffix="-grid")
     return GeneratedImage(grid, first.seed, first.subseed, first.prompt, first.negative_prompt, first.infotext, path)
+
+
+def _sd_upscale(request: GenerationRequest, engine: Engine, control: JobControl) -> GenerationResult:
+    """SD upscale: the upscaler enlarges, then each tile is an ordinary img2img generation (this function)."""
+    from modules.image.sd_upscale import sd_upscale
+    from modules.upscaling import upscale
+
+    settings = request.sd_upscale
+    try:
+        upscaler = engine.upscalers.find(settings.upscaler)
+    except RequestError as error:
+        raise RequestError("sd_upscale.upscaler", error.message) from None
+    size = engine.pipelines.get(engine.resolve_model(request.model)).default_size
+    tile = (request.width or size, request.height or size)
+
+    def enlarge(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+        return upscale(image, upscaler, models=engine.upscaler_models, size=target,
+                       max_pixels=engine.limits.max_upscale_pixels, max_side=engine.limits.max_upscale_side)
+
+    def save(item: GeneratedImage) -> GeneratedImage:
+        return _saved(engine.store, request.task, item, request.output_format) if request.save_images else item
+
+    return sd_upscale(request, tile, enlarge, lambda sub, sub_control: generate(sub, engine, sub_control), control,
+                      save)
 
 
 def _summary(request, info, prompt, negative, width, height, sampler, version, vae=None) -> GenerationSummary:

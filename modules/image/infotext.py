@@ -19,6 +19,8 @@ from typing import Any
 
 from PIL import Image
 
+from modules.formats import normal_format
+from modules.image.masks import storable
 from modules.runtime.files import atomic_write
 
 # Fixed head of the parameter line, in A1111's order; extras follow in insertion order, then Version.
@@ -324,11 +326,10 @@ def infotext_to_exif(infotext: str) -> bytes:
 
 
 def _normal_format(fmt: str | None) -> str:
-    fmt = (fmt or "png").lower().lstrip(".")
-    fmt = {"jpg": "jpeg"}.get(fmt, fmt)
-    if fmt not in ("png", "jpeg", "webp"):
+    normal = normal_format((fmt or "png").lstrip("."))
+    if normal is None:
         raise ValueError(f"unsupported image format {fmt!r}; expected png, jpeg or webp")
-    return fmt
+    return normal
 
 
 def embed_infotext(image: Image.Image, infotext: str | None, fmt: str | None = None) -> dict[str, Any]:
@@ -382,14 +383,6 @@ def read_image_info(image: Image.Image) -> tuple[str | None, dict[str, str]]:
     return infotext, items
 
 
-def _prepare_mode(image: Image.Image, fmt: str) -> Image.Image:
-    if fmt == "jpeg" and image.mode not in ("RGB", "L", "CMYK"):
-        return image.convert("RGB")
-    if fmt == "webp" and image.mode not in ("RGB", "RGBA"):
-        return image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
-    return image
-
-
 def save_image_with_infotext(
     image: Image.Image,
     path: str | os.PathLike[str],
@@ -406,7 +399,7 @@ def save_image_with_infotext(
     """
     fmt = _normal_format(fmt)
     path = Path(path)
-    image = _prepare_mode(image, fmt)
+    image = storable(image, fmt)
     kwargs = embed_infotext(image, infotext, fmt)
     if fmt == "jpeg":
         kwargs["quality"] = quality

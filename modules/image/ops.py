@@ -11,19 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from modules.image.masks import binary_mask, flatten, mask_from_transparency
+
 RESAMPLE = Image.Resampling.LANCZOS
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Flatten transparency onto black, as A1111 does for init images."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (0, 0, 0))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return image.convert("RGB")
+    return flatten(image)
 
 
 def resize_image(image: Image.Image, width: int, height: int, mode: int) -> Image.Image:
@@ -55,18 +50,13 @@ def resize_image(image: Image.Image, width: int, height: int, mode: int) -> Imag
 
 def mask_from_image(image: Image.Image) -> Image.Image:
     """A mask from an image's transparency: transparent pixels are the ones to repaint."""
-    return ImageOps.invert(image.convert("RGBA").getchannel("A"))
+    return mask_from_transparency(image)
 
 
 def prepare_mask(mask: Image.Image, invert: bool) -> Image.Image:
     """Binary L mask (255 = repaint). Any drawn or uploaded mask is thresholded so stray antialiasing is not noise."""
-    if mask.mode in ("RGBA", "LA"):
-        alpha = mask.getchannel("A")
-        # A drawn layer: painted strokes are opaque; an uploaded RGBA mask image with full alpha uses its colours.
-        grey = alpha if alpha.getextrema()[0] < 255 else mask.convert("L")
-    else:
-        grey = mask.convert("L")
-    binary = grey.point(lambda v: 255 if v >= 128 else 0)
+    # A drawn layer: painted strokes are opaque; an uploaded mask image with full alpha uses its brightness.
+    binary = binary_mask(mask)
     return ImageOps.invert(binary) if invert else binary
 
 

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from PIL import Image
 
 from modules.errors import RequestError, check_range
+from modules.formats import IMAGE_FORMATS, ImageFormat
+from modules.image.masks import has_transparency
 
 Task = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 TASKS: tuple[str, ...] = ("txt2img", "img2img", "inpaint", "outpaint")
@@ -72,6 +74,17 @@ class Outpaint:
         return any((self.left, self.right, self.top, self.bottom))
 
 
+@dataclass(frozen=True)
+class SdUpscale:
+    """A1111's "SD upscale": enlarge the init image with an upscaler, then redraw it tile by tile with img2img at
+    the request's denoising strength (tiles of the request's width x height, or the model's size), blending the
+    ``overlap`` pixels between tiles so no seam shows."""
+
+    scale: float = 2.0
+    upscaler: str = "Lanczos"
+    overlap: int = 64
+
+
 @dataclass(frozen=True, eq=False)
 class GenerationRequest:
     """Everything one generation needs. Immutable: derive variants with ``dataclasses.replace``."""
@@ -107,9 +120,10 @@ class GenerationRequest:
     inpainting_mask_invert: bool = False
     outpaint: Outpaint = field(default_factory=Outpaint)
     hires: HiresFix | None = None
+    sd_upscale: SdUpscale | None = None  # img2img only
     make_grid: bool = True
     save_images: bool = True
-    output_format: Literal["png", "jpeg", "webp"] = "png"
+    output_format: ImageFormat = "png"
     extensions: dict[str, dict[str, Any]] = field(default_factory=dict)  # settings by extension name
 
     def replace(self, **changes: Any) -> GenerationRequest:
@@ -153,11 +167,11 @@ def validate_request(request: GenerationRequest, limits: Limits) -> None:
         value = getattr(request, name)
         if value != -1:
             check_range(name, value, 0, 2**32 - 1)
-    if request.output_format not in ("png", "jpeg", "webp"):
+    if request.output_format not in IMAGE_FORMATS:
         raise RequestError("output_format", "must be png, jpeg or webp")
     if request.uses_init_image and request.init_image is None:
         raise RequestError("init_image", f"{request.task} needs an input image")
-    if request.task == "inpaint" and request.mask is None and not _has_alpha_mask(request.init_image):
+    if request.task == "inpaint" and request.mask is None and not has_transparency(request.init_image):
         raise RequestError("mask", "inpaint needs a mask: draw one, upload one, or give an image with transparency")
     if request.mask is not None and request.init_image is not None and request.mask.size != request.init_image.size:
         raise RequestError(
@@ -169,14 +183,48 @@ def validate_request(request: GenerationRequest, limits: Limits) -> None:
             check_range(f"outpaint.{side}", getattr(request.outpaint, side), 0, limits.max_side)
         if not request.outpaint.any:
             raise RequestError("outpaint", "say how many pixels to add on at least one side")
+    if request.sd_upscale is not None:
+        if request.task != "img2img":
+            raise RequestError("sd_upscale", "SD upscale redraws an input image: use it with img2img")
+        check_range("sd_upscale.scale", request.sd_upscale.scale, 1.0, 8.0)
+        check_range("sd_upscale.overlap", request.sd_upscale.overlap, 0, 512)
+        if request.init_image is not None:
+            width = round(request.init_image.width * request.sd_upscale.scale)
+            height = round(request.init_image.height * request.sd_upscale.scale)
+            if width * height > limits.max_upscale_pixels or max(width, height) > limits.max_upscale_side:
+                raise RequestError("sd_upscale.scale", f"{width}x{height} is over this studio's limit of "
+                                   f"{limits.max_upscale_pixels:,} pixels ({limits.max_upscale_side} a side)")
     if request.hires is not None:
         check_range("hires.scale", request.hires.scale, 1.0, 4.0)
         check_range("hires.denoising_strength", request.hires.denoising_strength, 0.0, 1.0)
         check_range("hires.steps", request.hires.steps, 0, limits.max_steps)
+        check_hires_size(request, limits)
 
 
-def _has_alpha_mask(image: Image.Image | None) -> bool:
-    if image is None or image.mode not in ("RGBA", "LA", "PA"):
-        return False
-    low, _high = image.getchannel("A").getextrema()
-    return low < 255
+def check_hires_size(request: GenerationRequest, limits: Limits) -> None:
+    """The second pass's size must fit the limits like the first's, refused at submission naming the hires field
+    that asks for it (not, minutes later, as a failed job blaming ``width``). With the model's default size (width
+    and height 0, resolved when the model loads) only explicit sizes can be checked here; the rest is checked
+    again when the job runs."""
+    hires = request.hires
+    if hires is None:
+        return
+    for name, value in (("hires.resize_x", hires.resize_x), ("hires.resize_y", hires.resize_y)):
+        check_range(name, value, 0, limits.max_side)
+    field = "hires.resize_x" if hires.resize_x else "hires.resize_y" if hires.resize_y else "hires.scale"
+    if request.width and request.height:
+        target = hires.target_size(request.width, request.height)
+    elif hires.resize_x and hires.resize_y:
+        target = (hires.resize_x, hires.resize_y)
+    else:
+        return
+    width, height = target
+    if max(width, height) > limits.max_side:
+        raise RequestError(field, f"the second pass would be {width}x{height}, over this studio's limit of "
+                                  f"{limits.max_side} pixels a side")
+    if width * height > limits.max_pixels:
+        raise RequestError(field, f"the second pass would be {width}x{height} = {width * height:,} pixels, over "
+                                  f"this studio's limit of {limits.max_pixels:,}")
+
+
+

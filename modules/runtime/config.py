@@ -30,6 +30,7 @@ class AppConfig:
     attention_slicing: bool = False
     vae_slicing: bool = False
     vae_tiling: bool = False
+    threads: int | None = None  # torch's CPU threads (--threads); None leaves torch's own choice alone
     max_loaded_models: int = 1
     preview_interval: int = 5
     limits: Limits = field(default_factory=Limits)
@@ -39,12 +40,14 @@ class AppConfig:
     share: bool = False
     gradio_auth: tuple[tuple[str, str], ...] = ()
     share_without_auth: bool = False
+    listen_without_auth: bool = False  # --listen with an open web UI, accepted explicitly
     # the REST API
     api: bool = False  # serve the API on the UI's server
     nowebui: bool = False  # serve only the API
     api_auth: tuple[tuple[str, str], ...] = ()  # HTTP Basic pairs for the API
     api_keys_file: Path | None = None  # JSON file of API keys and tiers
     cors_allow_origins: tuple[str, ...] = ()  # other origins whose pages may call the API
+    max_body_bytes: int = 64 * 1024 * 1024  # --max-body-mb: larger request bodies get 413, on every route
     # extensions
     user_extensions_dir: Path | None = None  # --extensions-dir; None = <data-dir>/extensions
     enable_insecure_extension_access: bool = False

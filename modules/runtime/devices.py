@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -225,3 +226,45 @@ def choose_dtype(device: DeviceInfo, precision: str = "auto", no_half: bool = Fa
     if name == "float16" and not device.supports_fp16:
         name = "float32"
     return getattr(torch, name)
+
+
+# -- CPU threads -------------------------------------------------------------------------------------------------
+def available_cpus() -> set[int]:
+    """The logical CPUs this process may run on (its affinity mask: a container or ``taskset`` may allow fewer
+    than the machine has)."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        return set(range(os.cpu_count() or 1))
+
+
+def physical_cores(cpus: set[int] | None = None, topology: str | Path = "/sys/devices/system/cpu") -> int:
+    """Physical cores among ``cpus`` (default: the available ones), at least 1.
+
+    Hyper-threads share one core's arithmetic units, so one torch thread per *physical* core is what CPU
+    inference gains from; more threads only contend. Two logical CPUs are one core when they share
+    ``physical_package_id`` and ``core_id``; without that topology (not Linux) every logical CPU counts."""
+    cpus = available_cpus() if cpus is None else cpus
+    cores = set()
+    for cpu in cpus:
+        folder = Path(topology) / f"cpu{cpu}" / "topology"
+        try:
+            package = (folder / "physical_package_id").read_text().strip()
+            core = (folder / "core_id").read_text().strip()
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+            continue
+        cores.add((package, core))
+    return max(1, len(cores))
+
+
+def apply_threads(threads: int | None) -> int:
+    """Set torch's CPU thread count (intra-op) when ``threads`` is given; the count torch now uses.
+
+    Called once by the composition root's wiring (``build_services``), never at import: the number is a setting of
+    the process, and a test that built services with none given keeps its own choice."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads)))
+    return torch.get_num_threads()

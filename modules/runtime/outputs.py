@@ -2,21 +2,36 @@
 
 Each file is written to a temporary name in its folder and renamed into place, so a crash never leaves a
 half-written image, and every path is checked to stay inside the output folder whatever a prompt contains.
+
+A job killed after writing some images but before the queue recorded its result runs again after the restart,
+and its first attempt's images would be left behind, owned by no job. So while a job runs (``recording``) every
+file it is about to name is first written to the job's *manifest* (one JSON line: the path and the SHA-256 of the
+file's content, flushed to disk before the name is taken); a run that starts with a manifest already there is a
+rerun, and removes the files its earlier attempt recorded before it writes its own. The digest makes the removal
+safe: a name another process took in between holds other bytes and is left alone. File names stay A1111's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import hashlib
+import json
+import logging
 import os
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
 
+from modules.formats import FILE_EXTENSIONS
 from modules.image.infotext import save_image_with_infotext
 
-_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+log = logging.getLogger(__name__)
+
+STAGING_PREFIX = ".staging-"  # + pid-thread.ext: an image being written (see modules.runtime.files.clean_leftovers)
 
 
 def prompt_slug(prompt: str, limit: int = 48) -> str:
@@ -32,6 +47,60 @@ class OutputStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self._lock = threading.Lock()
+        self._running = threading.local()  # the manifest of the job this thread is running, if any
+
+    @contextlib.contextmanager
+    def recording(self, manifest: Path | None) -> Iterator[None]:
+        """Record in ``manifest`` every file this thread saves until the block ends (one job's run on the worker),
+        first removing what an earlier attempt of the same job recorded there (see the module's docstring)."""
+        if manifest is None:
+            yield
+            return
+        removed = self.remove_recorded(manifest)
+        if removed:
+            log.info("removed %d image(s) of an earlier, unfinished run of this job: %s", len(removed),
+                     ", ".join(path.name for path in removed))
+        previous = getattr(self._running, "manifest", None)
+        self._running.manifest = manifest
+        try:
+            yield
+        finally:
+            self._running.manifest = previous
+
+    def remove_recorded(self, manifest: Path) -> list[Path]:
+        """Delete the files ``manifest`` lists that are still what was written (same digest, inside this store),
+        then the manifest; the paths removed."""
+        try:
+            lines = manifest.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        removed = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                path = (self.root / entry["path"]).resolve()
+                digest = str(entry["sha256"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by the crash: its file was never named
+            if os.path.commonpath([path, self.root]) != str(self.root) or not path.is_file():
+                continue
+            if _sha256(path) == digest:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        manifest.unlink(missing_ok=True)
+        return removed
+
+    def _record(self, path: Path, digest: str) -> None:
+        """Before ``path`` is taken: the line that lets a rerun of the running job remove it, on disk."""
+        manifest = getattr(self._running, "manifest", None)
+        if manifest is None:
+            return
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"path": path.relative_to(self.root).as_posix(), "sha256": digest})
+        with open(manifest, "a", encoding="utf-8") as file:
+            file.write(line + "\n")
+            file.flush()
+            os.fsync(file.fileno())
 
     def folder(self, task: str, when: _dt.date | None = None) -> Path:
         day = (when or _dt.date.today()).isoformat()
@@ -62,14 +131,17 @@ class OutputStore:
         outputs after their source files; generations after seed and prompt)."""
         folder = self.folder(task)
         folder.mkdir(parents=True, exist_ok=True)
-        ext = _EXTENSIONS[fmt]
-        staging = folder / f".staging-{os.getpid()}-{threading.get_ident()}.{ext}"
+        ext = FILE_EXTENSIONS[fmt]
+        staging = folder / f"{STAGING_PREFIX}{os.getpid()}-{threading.get_ident()}.{ext}"
         save_image_with_infotext(image, staging, infotext, fmt)
         try:
+            digest = _sha256(staging) if getattr(self._running, "manifest", None) is not None else ""
             with self._lock:
                 number = self._next_number(folder)
                 while True:
                     path = folder / f"{number:05d}-{stem}.{ext}"
+                    if digest:
+                        self._record(path, digest)
                     if _claim_name(staging, path):
                         return path
                     number += 1
@@ -84,6 +156,14 @@ class OutputStore:
             if head.isdigit():
                 highest = max(highest, int(head))
         return highest + 1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _claim_name(staging: Path, path: Path) -> bool:

@@ -6,7 +6,10 @@ loads a model until ``Services.start`` and the first job.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modules.runtime.config import AppConfig
@@ -15,7 +18,9 @@ if TYPE_CHECKING:
     from modules.extensions.manager import ExtensionManager
     from modules.image.generation import Engine
     from modules.jobs.artifacts import JobResult
+    from modules.jobs.control import JobControl
     from modules.jobs.queue import JobQueue
+    from modules.runtime.outputs import OutputStore
     from modules.runtime.settings import SettingsStore
 
 
@@ -29,6 +34,11 @@ class Services:
     device_report: list[str]
 
     def start(self) -> None:
+        """Clean what a killed run left half written, then start the worker (which first takes back the jobs
+        the store says were queued or running)."""
+        from modules.runtime.files import clean_leftovers
+
+        clean_leftovers((self.config.outdir, self.config.data_dir))
         self.queue.start()
 
     def stop(self) -> None:
@@ -62,7 +72,6 @@ def build_services(config: AppConfig) -> Services:
     from modules.image.request import GenerationRequest
     from modules.image.results import GenerationResult
     from modules.image.styles import StyleStore
-    from modules.jobs.control import JobControl
     from modules.jobs.kinds import KindRegistry
     from modules.jobs.queue import JobQueue
     from modules.jobs.store import JobStore
@@ -71,7 +80,7 @@ def build_services(config: AppConfig) -> Services:
     from modules.models.registry import ModelRegistry
     from modules.models.vae import load_vae
     from modules.runtime.config import ROOT
-    from modules.runtime.devices import choose_dtype, detect_device
+    from modules.runtime.devices import apply_threads, choose_dtype, detect_device
     from modules.runtime.memory import MemoryOptions, apply_memory_options
     from modules.runtime.outputs import OutputStore
     from modules.runtime.settings import SettingsStore
@@ -79,6 +88,7 @@ def build_services(config: AppConfig) -> Services:
     from modules.upscaling.kind import FolderPolicy, UpscaleRunner, upscale_kind
 
     device = detect_device(config.device)
+    threads = apply_threads(config.threads)
     dtype = choose_dtype(device, config.precision, config.no_half)
     memory = MemoryOptions(
         attention_slicing=config.attention_slicing,
@@ -119,17 +129,46 @@ def build_services(config: AppConfig) -> Services:
 
     kinds = KindRegistry()
     queue = JobQueue(kinds, preview_interval=config.preview_interval, store=JobStore(config.jobs_db))
-    report = [f"device: {device.name} ({device.type}), dtype {str(dtype).removeprefix('torch.')}"]
+    report = [f"device: {device.name} ({device.type}), dtype {str(dtype).removeprefix('torch.')}",
+              f"CPU threads: {threads}"]
     services = Services(config=config, engine=engine, queue=queue, settings=settings, extensions=extensions,
                         device_report=report)
-    kinds.register(image_kind(run_image, lambda request: check_request(request, engine, extensions),
+    kinds.register(image_kind(recording_outputs(run_image, queue, engine.store),
+                              lambda request: check_request(request, engine, extensions),
                               default_model=services.default_model))
-    kinds.register(upscale_kind(UpscaleRunner(
+    upscale = upscale_kind(UpscaleRunner(
         upscalers, engine.upscaler_models, engine.store, config.limits,
         tile_defaults=default_tile_options(device.type, device.total_memory),
         folders=FolderPolicy(roots=(config.outdir,) if config.listen or config.share else None),
-    )))
+    ))
+    kinds.register(dataclasses.replace(upscale, run=recording_outputs(upscale.run, queue, engine.store)))
     return services
+
+
+OUTPUT_MANIFEST = "outputs.jsonl"  # in the job's folder of the job store: the files its current run wrote
+
+
+def recording_outputs(run: Callable[[Any, JobControl], JobResult], queue: JobQueue,
+                      outputs: OutputStore) -> Callable[[Any, JobControl], JobResult]:
+    """A kind's runner whose saved files are recorded in the running job's manifest, so a rerun of the job (after
+    a kill, or a shutdown that cut it short) first removes what its unrecorded earlier attempt wrote instead of
+    leaving images no job owns (``OutputStore.recording``)."""
+
+    def run_recorded(request: Any, control: JobControl) -> JobResult:
+        with outputs.recording(output_manifest(queue, control)):
+            return run(request, control)
+
+    return run_recorded
+
+
+def output_manifest(queue: JobQueue, control: JobControl) -> Path | None:
+    """The manifest of the job ``control`` belongs to (each job has its own control), or None without a job
+    store (nothing is rerun then)."""
+    store = queue.store
+    if store is None:
+        return None
+    job = next((job for job in queue.jobs() if job.control is control), None)
+    return store.job_dir(job.id) / OUTPUT_MANIFEST if job is not None else None
 
 
 def _version() -> str:

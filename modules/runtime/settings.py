@@ -22,21 +22,25 @@ from modules.runtime.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: Mapping[str, Any] = MappingProxyType({
-    "sd_model_checkpoint": None,
-    "sampler": "Euler",
-    "scheduler": "Automatic",
-    "steps": 20,
-    "cfg_scale": 7.0,
-    "width": 0,  # 0 = the model family's default size
-    "height": 0,
-    "batch_size": 1,
-    "n_iter": 1,
-    "output_format": "png",
-    "preview_interval": 5,
-    "save_images": True,
-    "make_grid": True,
+# The one table of settings: key -> (default, the type a saved value is cleaned to). The store, the Settings tab
+# and the A1111 options route all read it.
+SETTINGS_TABLE: Mapping[str, tuple[Any, type]] = MappingProxyType({
+    "sd_model_checkpoint": (None, str),
+    "sampler": ("Euler", str),
+    "scheduler": ("Automatic", str),
+    "steps": (20, int),
+    "cfg_scale": (7.0, float),
+    "width": (0, int),  # 0 = the model family's default size
+    "height": (0, int),
+    "batch_size": (1, int),
+    "n_iter": (1, int),
+    "output_format": ("png", str),
+    "preview_interval": (5, int),
+    "save_images": (True, bool),
+    "make_grid": (True, bool),
 })
+DEFAULTS: Mapping[str, Any] = MappingProxyType({key: default for key, (default, _) in SETTINGS_TABLE.items()})
+SETTING_TYPES: Mapping[str, type] = MappingProxyType({key: kind for key, (_, kind) in SETTINGS_TABLE.items()})
 
 
 class SettingsStore:

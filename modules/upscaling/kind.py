@@ -183,13 +183,13 @@ class UpscaleRunner:
                 first: str, second: str | None) -> UpscaledImage:
         parameters: dict[str, Any] = {"Postprocess upscaler": first}
         if request.resize_mode == 0:
-            parameters = {"Postprocess upscale by": round(request.scale, 4), **parameters}
+            parameters = {"Postprocess upscale by": _plain(request.scale), **parameters}
         else:
             parameters = {"Postprocess upscale to": f"{request.width}x{request.height}",
                           "Postprocess crop to fit": request.crop, **parameters}
         if second and request.upscaler_2_visibility > 0:
             parameters["Postprocess upscaler 2"] = second
-            parameters["Postprocess upscaler 2 visibility"] = round(request.upscaler_2_visibility, 3)
+            parameters["Postprocess upscaler 2 visibility"] = _plain(request.upscaler_2_visibility)
         line = ", ".join(f"{key}: {value}" for key, value in parameters.items())
         original = read_infotext(source)
         infotext = f"{original}, {line}" if original else line
@@ -198,6 +198,12 @@ class UpscaleRunner:
             path = self.store.save_named(picture, OUTPUT_FOLDER, infotext, _stem(name), request.output_format)
         return UpscaledImage(image=picture, source=name, infotext=infotext, path=path,
                              parameters={**parameters, "Size": f"{picture.width}x{picture.height}"})
+
+
+def _plain(number: float) -> float | int:
+    """2.0 -> 2 and 1.5 -> 1.5, as A1111 writes numbers into the infotext."""
+    rounded = round(float(number), 4)
+    return int(rounded) if rounded.is_integer() else rounded
 
 
 def _stem(name: str) -> str:

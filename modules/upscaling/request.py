@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
 
 from modules.errors import RequestError, check_range
+from modules.formats import IMAGE_FORMATS, ImageFormat
 
 RESIZE_MODES = ("scale by", "scale to")  # A1111's resize_mode 0 and 1
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
+OUTPUT_FORMATS = IMAGE_FORMATS
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,7 +39,7 @@ class UpscaleRequest:
     tile_size: int | None = None
     tile_overlap: int | None = None
     save_images: bool = True
-    output_format: Literal["png", "jpeg", "webp"] = "png"
+    output_format: ImageFormat = "png"
 
     def replace(self, **changes: Any) -> UpscaleRequest:
         return dataclasses.replace(self, **changes)

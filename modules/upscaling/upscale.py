@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from modules.image.masks import alpha_of, carries_alpha
 from modules.upscaling.loading import LoadedUpscaler, UpscalerModels
 from modules.upscaling.registry import LANCZOS, NEAREST, NONE, UpscalerInfo
 from modules.upscaling.sizes import DEFAULT_MAX_SIDE, ModelPass, check_visibility, output_size, plan_passes
@@ -51,8 +52,7 @@ def _normalised(image: Image.Image) -> Image.Image:
     """RGB, or RGBA when the picture has transparency: the two modes the models and blends work in."""
     if image.mode in ("RGB", "RGBA"):
         return image
-    has_alpha = image.mode in ("LA", "La", "PA", "RGBa") or (image.mode == "P" and "transparency" in image.info)
-    return image.convert("RGBA" if has_alpha else "RGB")
+    return image.convert("RGBA" if carries_alpha(image) else "RGB")
 
 
 def _to_tensor(image: Image.Image) -> torch.Tensor:
@@ -114,7 +114,7 @@ def _run_stage(image: Image.Image, upscaler: UpscalerInfo, target: tuple[int, in
     result = _run_model(image.convert("RGB") if image.mode != "RGB" else image, loaded, target, tile=tile,
                         max_pixels=max_pixels, progress=progress, stage=stage, should_stop=should_stop)
     if image.mode == "RGBA":  # models see colour only; transparency is resized like Lanczos would
-        result.putalpha(image.getchannel("A").resize(target, Image.Resampling.LANCZOS))
+        result.putalpha(alpha_of(image).resize(target, Image.Resampling.LANCZOS))
     return result
 
 
