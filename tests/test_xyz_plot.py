@@ -327,7 +327,9 @@ def test_a_2x2x2_plot_makes_two_labelled_grids_from_real_cells(tmp_path, service
                      'Y Values: "3, 7"', "Z Type: Seed", 'Fixed Z Values: "1, 2"'):
             assert part in infotext
         assert infotext.rsplit(", ", 1)[-1].startswith("Version: ") and f"Seed: {z + 1}," in infotext
-        assert grid.path is not None and grid.path.parent == cell[(0, 0, 0)].path.parent
+        cells_folder = cell[(0, 0, 0)].path.parent  # outputs/txt2img/<day>; the grids go to txt2img-grids/<day>
+        assert grid.path is not None and grid.path.parent == cells_folder.parent.parent / "txt2img-grids" / \
+            cells_folder.name
         with Image.open(grid.path) as saved:
             assert saved.info["parameters"] == infotext and saved.size == image.size
     assert grids[0].image.size == grids[1].image.size

@@ -20,9 +20,10 @@ from app.ui.img2img import build_img2img
 from app.ui.inpaint import build_inpaint
 from app.ui.pnginfo import build_pnginfo
 from app.ui.queue_tab import build_queue
-from app.ui.send import send_image, send_parameters
+from app.ui.send import send_file_to_upscale, send_image, send_parameters
 from app.ui.settings_tab import build_settings
 from app.ui.txt2img import build_txt2img
+from app.ui.upscale_tab import build_upscale
 
 if TYPE_CHECKING:
     from modules.runtime.services import Services
@@ -34,6 +35,9 @@ CSS = """
 .sf-progress { position: relative; height: 22px; border-radius: 4px; background: var(--block-background-fill); }
 .sf-progress-bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft); border-radius: 4px; }
 .sf-progress-text { position: relative; padding-left: 8px; font-size: 0.9em; }
+.sf-result { position: relative; }
+.sf-result .sf-progress-over { position: absolute; top: 36px; left: 8px; right: 8px; z-index: 5;
+                               pointer-events: none; background: transparent; }
 """
 
 
@@ -47,13 +51,15 @@ class Ui:
     pnginfo: Form
     settings: Form
     extensions: Form
+    upscale: Form
 
     def joined(self) -> Form:
         """Every tab's components under "<tab>.<name>", plus "tabs": the namespace of cross-tab handlers."""
         form = Form({"tabs": self.tabs})
         for task, tab in self.generation.items():
             form = form | tab.form.prefixed(task)
-        return form | self.pnginfo.prefixed("pnginfo") | self.settings.prefixed("settings")
+        return (form | self.pnginfo.prefixed("pnginfo") | self.settings.prefixed("settings")
+                | self.upscale.prefixed("upscale"))
 
 
 def build_ui(services: Services) -> gr.Blocks:
@@ -69,6 +75,8 @@ def build_layout(services: Services) -> Ui:
                                 ("inpaint", build_inpaint)):
                 with gr.Tab(task, id=task):
                     generation[task] = build(services)
+            with gr.Tab("Upscale", id="upscale"):
+                upscale = build_upscale(services)
             with gr.Tab("Queue", id="queue"):
                 build_queue(services)
             with gr.Tab("PNG info", id="pnginfo"):
@@ -78,14 +86,18 @@ def build_layout(services: Services) -> Ui:
             with gr.Tab("Settings", id="settings"):
                 settings = build_settings(services)
         ui = Ui(blocks=blocks, tabs=tabs, generation=generation, pnginfo=pnginfo, settings=settings,
-                extensions=extensions)
+                extensions=extensions, upscale=upscale)
         _wire_sending(services, ui)
     return ui
 
 
 def _wire_sending(services: Services, ui: Ui) -> None:
+    # Queued events (Gradio's default), because only those carry a toast to the page: "Nothing to send yet".
     joined = ui.joined()
     for source, tab in ui.generation.items():
+        if "send_upscale" in tab.form:
+            joined.connect(tab.form["send_upscale"].click, partial(send_image, source=source, target="upscale"),
+                           [f"{source}.result"], ["tabs", "upscale.image", "upscale.source"], api_name=False)
         for target in ("img2img", "inpaint"):
             button = f"send_{target}"
             if button not in tab.form:
@@ -95,7 +107,7 @@ def _wire_sending(services: Services, ui: Ui) -> None:
             outputs = ["tabs", target_image, *(f"{target}.{name}" for name in ("prompt", "negative_prompt",
                                                                                   "styles"))]
             joined.connect(tab.form[button].click, partial(send_image, source=source, target=target), fields,
-                           outputs, api_name=False, queue=False)
+                           outputs, api_name=False)
     for target in ("txt2img", "img2img"):
         tab = ui.generation[target]
         names = [name for name in tab.inputs if name not in ("init_image", "inpaint_editor", "mask_upload")]
@@ -105,3 +117,5 @@ def _wire_sending(services: Services, ui: Ui) -> None:
         joined.connect(ui.pnginfo[f"send_{target}"].click,
                        partial(send_parameters, services, target=target, target_names=names),
                        ["pnginfo.infotext", "pnginfo.image"], outputs, api_name=False)
+    joined.connect(ui.pnginfo["send_upscale"].click, send_file_to_upscale, ["pnginfo.image"],
+                   ["tabs", "upscale.image", "upscale.source"], api_name=False)

@@ -9,14 +9,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modules.formats import AUTOMATIC_VAE, IMAGE_FORMATS
+
 if TYPE_CHECKING:
     from modules.runtime.services import Services
 
 log = logging.getLogger(__name__)
 
-UPSCALERS = ("Latent", "Latent (bicubic)", "Latent (nearest-exact)", "Lanczos", "Bicubic", "Nearest")
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
-AUTOMATIC_VAE = "Automatic"  # the checkpoint's own VAE
+OUTPUT_FORMATS = IMAGE_FORMATS
 
 
 def model_titles(services: Services) -> list[str]:
@@ -122,6 +122,25 @@ def form_default(services: Services, key: str) -> Any:
     return settings.get(key) if value is None else value
 
 
+def start_size(services: Services, key: str) -> int:
+    """txt2img's starting width or height: the saved one, else (0 = "the model's size") the default model's real
+    size, so the slider shows what will be generated instead of 0."""
+    return services.settings.get(key) or model_size(services, default_model(services)) or 0
+
+
+def model_size(services: Services, title: str | None) -> int | None:
+    """The image side the checkpoint was trained at (its diffusers config, else its family's), None if unknown."""
+    from modules.models.checkpoints import default_size
+
+    info = next((item for item in _infos(services) if title in (item.title, item.name)), None) if title else None
+    if info is None:
+        return None
+    try:
+        return default_size(info.family or "sd1", model_path=info.path)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def model_recommendation(services: Services, title: str | None) -> dict[str, Any]:
     """The sampler/steps/guidance a model folder recommends in its ``training_config.json`` (empty if none)."""
     import json
@@ -136,3 +155,16 @@ def model_recommendation(services: Services, title: str | None) -> dict[str, Any
         return {}
     recommended = record.get("recommended") if isinstance(record, dict) else None
     return recommended if isinstance(recommended, dict) else {}
+
+
+def hires_upscalers(services: Services) -> list[str]:
+    """Hires fix's choices: the latent modes, then the built-in and model upscalers (re-read on each call, so a
+    model dropped into models/ESRGAN shows up)."""
+    from modules.upscaling.names import hires_upscaler_names
+
+    return hires_upscaler_names(services.engine.upscalers)
+
+
+def image_upscalers(services: Services) -> list[str]:
+    """The Upscale tab's choices: built-ins, then model upscalers."""
+    return services.engine.upscalers.names()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from app.ui import choices
+from app.ui.accessible import icon_button
 from app.ui.form import Form, Values
 from app.ui.generate import generation_events, interrupt, skip
 from app.ui.paste import paste_prompt
@@ -24,7 +25,7 @@ from app.ui.results import empty_state, random_seed, random_subseed, reuse_seed,
 if TYPE_CHECKING:
     from modules.runtime.services import Services
 
-OUTPUT_NAMES = ("job", "progress", "preview", "gallery", "infotext", "status", "result")
+OUTPUT_NAMES = ("job", "progress", "gallery", "infotext", "status", "result")
 
 
 @dataclass
@@ -57,6 +58,11 @@ def extension_controls(services: Services, tab: GenerationTab) -> None:
             tab.add(f"ext.{name}.{key}", component)
 
 
+def icon(text: str, key: str) -> gr.Button:
+    """A small icon button with its tooltip and accessible name (see app/ui/accessible.py)."""
+    return gr.Button(text, size="sm", scale=0, min_width=40, **icon_button(key))
+
+
 def setting(services: Services, key: str) -> Callable[[], Any]:
     """A page-load default: the saved setting, else the default model's own recommendation (see choices)."""
     return lambda: choices.form_default(services, key)
@@ -69,7 +75,7 @@ def model_row(services: Services, tab: GenerationTab) -> None:
                                      allow_custom_value=True))
         tab.add("vae", gr.Dropdown(label="SD VAE", choices=choices.vae_names(services), value=choices.AUTOMATIC_VAE,
                                    scale=2))
-        tab.add("refresh_models", gr.Button("🔄", size="sm", scale=0, min_width=40), request_field=False)
+        tab.add("refresh_models", icon("🔄", "refresh-models"), request_field=False)
 
 
 def prompt_row(services: Services, tab: GenerationTab) -> None:
@@ -90,6 +96,10 @@ def prompt_row(services: Services, tab: GenerationTab) -> None:
 
 def sampling_controls(services: Services, tab: GenerationTab, size_note: str) -> None:
     limits = services.config.limits
+
+    def size(key: str) -> Callable[[], Any]:  # img2img and inpaint keep 0, "the input image's size"
+        return partial(choices.start_size, services, key) if tab.task == "txt2img" else setting(services, key)
+
     with gr.Row():
         tab.add("sampler_name", gr.Dropdown(label="Sampling method", choices=choices.sampler_names(),
                                             value=setting(services, "sampler")))
@@ -100,9 +110,9 @@ def sampling_controls(services: Services, tab: GenerationTab, size_note: str) ->
     with gr.Row():
         with gr.Column(scale=3):
             tab.add("width", gr.Slider(0, limits.max_side, step=8, precision=0, label="Width", info=size_note,
-                                       value=setting(services, "width")))
+                                       value=size("width")))
             tab.add("height", gr.Slider(0, limits.max_side, step=8, precision=0, label="Height",
-                                        value=setting(services, "height")))
+                                        value=size("height")))
         with gr.Column(scale=1, min_width=160):
             tab.add("n_iter", gr.Slider(1, limits.max_batch_count, step=1, precision=0, label="Batch count",
                                         value=setting(services, "n_iter")))
@@ -112,12 +122,12 @@ def sampling_controls(services: Services, tab: GenerationTab, size_note: str) ->
                                    value=setting(services, "cfg_scale")))
     with gr.Row(equal_height=True):
         tab.add("seed", gr.Number(label="Seed", value=-1, precision=0, info="-1 = random", scale=4))
-        tab.add("seed_random", gr.Button("🎲", size="sm", scale=0, min_width=40), request_field=False)
-        tab.add("seed_reuse", gr.Button("♻️", size="sm", scale=0, min_width=40), request_field=False)
+        tab.add("seed_random", icon("🎲", "random-seed"), request_field=False)
+        tab.add("seed_reuse", icon("♻️", "reuse-seed"), request_field=False)
     with gr.Accordion("Variation seed", open=False):
         with gr.Row(equal_height=True):
             tab.add("subseed", gr.Number(label="Variation seed", value=-1, precision=0, scale=4))
-            tab.add("subseed_random", gr.Button("🎲", size="sm", scale=0, min_width=40), request_field=False)
+            tab.add("subseed_random", icon("🎲", "random-subseed"), request_field=False)
         tab.add("subseed_strength", gr.Slider(0, 1, step=0.01, value=0, label="Variation strength"))
     tab.add("clip_skip", gr.Slider(1, 12, step=1, precision=0, value=1, label="Clip skip"))
 
@@ -125,10 +135,10 @@ def sampling_controls(services: Services, tab: GenerationTab, size_note: str) ->
 def output_panel(tab: GenerationTab, send_targets: tuple[str, ...]) -> None:
     tab.add("job", gr.State(None), request_field=False)
     tab.add("result", gr.State(empty_state()), request_field=False)
-    tab.add("progress", gr.HTML(""), request_field=False)
-    tab.add("preview", gr.Image(label="Preview", interactive=False, visible=True, height=256), request_field=False)
-    tab.add("gallery", gr.Gallery(label="Output", columns=4, height=512, format="png", interactive=False,
-                                  object_fit="contain"), request_field=False)
+    with gr.Group(elem_classes=["sf-result"]):  # the progress bar lies over the top of the gallery (see CSS)
+        tab.add("progress", gr.HTML("", elem_classes=["sf-progress-over"]), request_field=False)
+        tab.add("gallery", gr.Gallery(label="Output", columns=4, height=512, format="png", interactive=False,
+                                      object_fit="contain"), request_field=False)
     with gr.Row():
         for target in send_targets:
             tab.add(f"send_{target}", gr.Button(f"Send to {target}", size="sm"), request_field=False)
@@ -142,7 +152,7 @@ def wire(services: Services, tab: GenerationTab) -> None:
     form = tab.form
     task = tab.task
     form.connect(form["generate"].click, partial(run_tab, services, task), tab.inputs, OUTPUT_NAMES,
-                 api_name=f"{task}_generate", concurrency_limit=None)
+                 api_name=f"{task}_generate", concurrency_limit=None, trigger_mode="multiple")  # each click is a job
     form.connect(form["interrupt"].click, partial(interrupt, services), ["job"], [], api_name=False, queue=False)
     form.connect(form["skip"].click, partial(skip, services), ["job"], [], api_name=False, queue=False)
     pasted = [name for name in tab.inputs if name not in ("init_image", "inpaint_editor", "mask_upload")]
@@ -162,8 +172,27 @@ def wire(services: Services, tab: GenerationTab) -> None:
 
 
 def run_tab(services: Services, task: str, values: Values):
-    """A tab's Generate: the tab's task goes with its values."""
-    yield from generation_events(services, {**values, "task": task})
+    """A tab's Generate: the tab's task goes with its values; the live preview is shown in the result gallery."""
+    for update in generation_events(services, {**values, "task": task}):
+        yield keep_later_job(preview_in_gallery(update))
+
+
+def keep_later_job(update: Values) -> Values:
+    """An ended job does not clear the tab's job: with each click a job, a later click's job may still run, and
+    Interrupt and Skip must still reach it (both leave an ended job alone)."""
+    if "job" in update and update["job"] is None:
+        update = {name: value for name, value in update.items() if name != "job"}
+    return update
+
+
+def preview_in_gallery(update: Values) -> Values:
+    """The live preview takes the gallery's place while the job runs (as in A1111), so the page has one picture
+    area under the progress bar instead of an empty Preview box beside the results."""
+    update = dict(update)
+    preview = update.pop("preview", None)
+    if preview is not None and "gallery" not in update:
+        update["gallery"] = [preview]
+    return update
 
 
 def paste_tab(services: Services, names: list[str], values: Values) -> Values:

@@ -82,19 +82,28 @@ class Form:
         output_list = [self[name] for name in output_names]
         if not input_set:  # Gradio calls a listener with no inputs without arguments
 
-            def call_without_inputs() -> dict:
-                return self.by_component(fn({}))
+            def call_without_inputs() -> Any:
+                return _filled(self.by_component(fn({})), output_list)
 
             return trigger(call_without_inputs, inputs=None, outputs=output_list, **kwargs)
         if inspect.isgeneratorfunction(fn):
 
             def stream(data: dict) -> Iterator[dict]:
                 for update in fn(self.by_name(data)):
-                    yield self.by_component(update)
+                    yield _filled(self.by_component(update), output_list)
 
             return trigger(stream, inputs=input_set, outputs=output_list, **kwargs)
 
-        def call(data: dict) -> dict:
-            return self.by_component(fn(self.by_name(data)))
+        def call(data: dict) -> Any:
+            return _filled(self.by_component(fn(self.by_name(data))), output_list)
 
         return trigger(call, inputs=input_set, outputs=output_list, **kwargs)
+
+
+def _filled(updates: dict[Any, Any], outputs: list[Any]) -> Any:
+    """An empty update (a handler that only raised a toast, or had nothing to change) as one "no change" per
+    output: Gradio reads an empty dict as a single value and fails the event with "didn't return enough output
+    values" (an HTTP 500 in the browser)."""
+    if updates or not outputs:
+        return updates
+    return gr.skip() if len(outputs) == 1 else tuple(gr.skip() for _ in outputs)

@@ -21,6 +21,7 @@ from app.ui.results import result_state
 from modules.errors import RequestError
 
 if TYPE_CHECKING:
+    from modules.jobs.queue import Job
     from modules.runtime.services import Services
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,12 @@ def _events(services: Services, values: Values, poll: float) -> Iterator[Values]
         interval = services.settings.get("preview_interval")
         if isinstance(interval, int) and interval >= 0:
             job.control.preview_interval = interval
+    yield from follow_job(services, job, poll)
+
+
+def follow_job(services: Services, job: Job, poll: float = POLL_SECONDS) -> Iterator[Values]:
+    """UI updates for any kind of job: its progress (and live preview) each time the queue says it changed, at
+    most every ``poll`` seconds, then ``finished``."""
     yield {"job": job.id, "progress": progress_html(services, job), "preview": None, "status": ""}
     shown = None
     with services.queue.events.subscribe(job.id) as changes:
@@ -69,8 +76,8 @@ def _events(services: Services, values: Values, poll: float) -> Iterator[Values]
     yield finished(job)
 
 
-def finished(job: Any) -> Values:
-    """The final update for an ended job: its images, or the reason it has none."""
+def finished(job: Job) -> Values:
+    """The final update for an ended job of any kind: its images, or the reason it has none."""
     if job.state == "failed":
         update = failure(job.error_field or "", job.error or "the job failed")
         update["job"] = None
@@ -80,13 +87,16 @@ def finished(job: Any) -> Values:
     result = job.result
     state = result_state(result)
     seconds = (job.finished or time.time()) - (job.started or job.created)
-    count = len(result.images)
+    images = [item for item in state["items"] if not item["grid"]]
+    count = len(images)
     note = f"{count} image{'s' if count != 1 else ''} in {seconds:.1f} s"
-    if result.images:
-        seeds = result.seeds
+    seeds = [item["seed"] for item in images if item.get("seed", -1) != -1]
+    if seeds:
         note += f" · seed {seeds[0]}" if len(seeds) == 1 else f" · seeds {seeds[0]}–{seeds[-1]}"
     if result.interrupted:
         note += " · interrupted"
+    for problem in getattr(result, "skipped", ()):  # inputs of a batch that could not be read
+        note += f" · skipped {problem}"
     first = state["items"][state["selected"]]["infotext"] if state["items"] else ""
     return {
         "job": None,

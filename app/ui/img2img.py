@@ -30,6 +30,6 @@ def build_img2img(services: Services) -> GenerationTab:
             controls.sampling_controls(services, tab, size_note="0 = the image's size")
             controls.extension_controls(services, tab)
         with gr.Column(scale=1):
-            controls.output_panel(tab, send_targets=("img2img", "inpaint"))
+            controls.output_panel(tab, send_targets=("img2img", "inpaint", "upscale"))
     controls.wire(services, tab)
     return tab

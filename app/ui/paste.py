@@ -58,7 +58,7 @@ def parameters_from_infotext(services: Services, text: str, names: Iterable[str]
         updates.setdefault(name, value)
     skipped = []
     for name, options in (("sampler_name", choices.sampler_names), ("scheduler", choices.schedule_labels),
-                          ("hr_upscaler", lambda: list(choices.UPSCALERS))):
+                          ("hr_upscaler", lambda: choices.hires_upscalers(services))):
         if name in fields:
             value = choices.pick(fields[name], options())
             if value is None:

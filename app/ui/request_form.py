@@ -16,6 +16,8 @@ from typing import Any
 from PIL import Image, ImageChops, UnidentifiedImageError
 
 from modules.errors import RequestError
+from modules.formats import is_own_vae
+from modules.image.masks import alpha_of, binary_mask, has_transparency
 from modules.image.request import INPAINT_FILLS, RESIZE_MODES, GenerationRequest, HiresFix, Outpaint
 
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")
@@ -38,13 +40,15 @@ def request_from_form(values: Mapping[str, Any]) -> GenerationRequest:
         "negative_prompt": str(values.get("negative_prompt") or ""),
         "styles": tuple(values.get("styles") or ()),
         "model": values.get("model") or None,
-        "vae": None if values.get("vae") in (None, "", "Automatic", "None") else str(values["vae"]),
+        "vae": None if is_own_vae(values.get("vae")) else str(values["vae"]),
     }
     _copy(fields, values, ("sampler_name", "scheduler"), str)
     _copy(fields, values, ("steps", "width", "height", "batch_size", "n_iter", "clip_skip", "mask_blur",
                            "inpaint_full_res_padding"), _integer)
     _copy(fields, values, ("cfg_scale", "subseed_strength"), float)
     _copy(fields, values, ("seed", "subseed"), _seed)
+    for name in ("seed", "subseed"):
+        _check_seed(name, fields.get(name, -1))
     _copy(fields, values, ("save_images", "make_grid"), bool)
     if values.get("output_format"):
         fields["output_format"] = str(values["output_format"]).lower()
@@ -96,6 +100,16 @@ def _seed(value: Any) -> int:
     """Seeds arrive as floats from number boxes; anything negative means "random", like A1111."""
     seed = _integer(value)
     return -1 if seed < 0 else seed
+
+
+MAX_SEED = 2**32 - 1
+
+
+def _check_seed(name: str, seed: int) -> None:
+    """A seed the engine cannot use, said in whole numbers (a float's 4.29497e+09 means nothing to an artist),
+    with the way out: -1 for a random one."""
+    if seed > MAX_SEED:
+        raise RequestError(name, f"{seed} is too large: a seed goes from 0 to {MAX_SEED}; use -1 for a random seed")
 
 
 def _choice_index(name: str, value: Any, choices: tuple[str, ...]) -> int:
@@ -197,7 +211,7 @@ def editor_image_and_mask(editor: Any) -> tuple[Image.Image | None, Image.Image 
         layer_image = load_image(layer, f"mask (layer {index + 1})")
         if layer_image is None:
             continue
-        alpha = layer_image.convert("RGBA").getchannel("A")
+        alpha = alpha_of(layer_image)
         if alpha.size != background.size:  # a layer always covers the canvas; a resized canvas scales with it
             alpha = alpha.resize(background.size, Image.Resampling.NEAREST)
         mask = _union(mask, alpha.point(lambda v: 255 if v > 0 else 0))
@@ -206,21 +220,7 @@ def editor_image_and_mask(editor: Any) -> tuple[Image.Image | None, Image.Image 
     return background, mask
 
 
-def binary_mask(image: Image.Image) -> Image.Image:
-    """An uploaded mask as black/white L (white = repaint); a transparent-background mask uses its opaque part."""
-    if image.mode in ("RGBA", "LA") and image.getchannel("A").getextrema()[0] < 255:
-        grey = image.getchannel("A")
-    else:
-        grey = image.convert("L")
-    return grey.point(lambda v: 255 if v >= 128 else 0)
 
-
-def has_transparency(image: Image.Image | None) -> bool:
-    if image is None:
-        return False
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        return image.convert("RGBA").getchannel("A").getextrema()[0] < 255
-    return False
 
 
 def _union(first: Image.Image | None, second: Image.Image | None) -> Image.Image | None:

@@ -28,6 +28,8 @@ def send_image(values: Values, source: str, target: str) -> Values:
         return {WARNING: "Nothing to send yet: generate an image first."}
     updates: Values = {"tabs": gr.update(selected=target)}
     updates.update(image_update(target, item["image"]))
+    if target == "upscale":
+        return updates
     for name in PROMPT_FIELDS:
         key = f"{source}.{name}"
         if key in values:
@@ -39,7 +41,17 @@ def image_update(target: str, image: Any) -> Values:
     """The update that puts ``image`` into a tab's input image (the inpaint tab's editor starts unpainted)."""
     if target == "inpaint":
         return {"inpaint.inpaint_editor": {"background": image, "layers": [], "composite": image}}
+    if target == "upscale":
+        return {"upscale.image": image, "upscale.source": "Single image"}
     return {f"{target}.init_image": image}
+
+
+def send_file_to_upscale(values: Values) -> Values:
+    """PNG info -> Upscale: the uploaded file itself (its parameters travel with it into the upscaled copy)."""
+    image = values.get("pnginfo.image")
+    if not image:
+        return {WARNING: "Nothing to send yet: upload an image first."}
+    return {"tabs": gr.update(selected="upscale"), **image_update("upscale", image)}
 
 
 def send_parameters(services: Services, values: Values, target: str, target_names: Iterable[str]) -> Values:

@@ -7,8 +7,6 @@ launch uses; they never change a request already made, because every request car
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -16,26 +14,11 @@ import gradio as gr
 from app.ui import choices
 from app.ui.form import INFO, WARNING, Form, Values
 from app.ui.generate import error_html, status_html
+from modules.runtime.settings import SETTING_TYPES
 
 if TYPE_CHECKING:
     from modules.runtime.services import Services
 
-# setting key -> how to clean what the control sends
-SETTING_TYPES: Mapping[str, type] = MappingProxyType({
-    "sd_model_checkpoint": str,
-    "sampler": str,
-    "scheduler": str,
-    "steps": int,
-    "cfg_scale": float,
-    "width": int,
-    "height": int,
-    "batch_size": int,
-    "n_iter": int,
-    "output_format": str,
-    "preview_interval": int,
-    "save_images": bool,
-    "make_grid": bool,
-})
 
 
 def build_settings(services: Services) -> Form:

@@ -25,7 +25,7 @@ def build_txt2img(services: Services) -> GenerationTab:
             with gr.Accordion("Hires. fix", open=False):
                 tab.add("enable_hr", gr.Checkbox(label="Enable hires fix", value=False))
                 with gr.Row():
-                    tab.add("hr_upscaler", gr.Dropdown(label="Upscaler", choices=list(choices.UPSCALERS),
+                    tab.add("hr_upscaler", gr.Dropdown(label="Upscaler", choices=choices.hires_upscalers(services),
                                                        value="Latent"))
                     tab.add("hr_scale", gr.Slider(1, 4, step=0.05, value=2.0, label="Upscale by"))
                 with gr.Row():
@@ -40,6 +40,6 @@ def build_txt2img(services: Services) -> GenerationTab:
                                                      label="Resize height to"))
             controls.extension_controls(services, tab)
         with gr.Column(scale=1):
-            controls.output_panel(tab, send_targets=("img2img", "inpaint"))
+            controls.output_panel(tab, send_targets=("img2img", "inpaint", "upscale"))
     controls.wire(services, tab)
     return tab

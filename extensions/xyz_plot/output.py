@@ -29,7 +29,7 @@ def plot_result(outcome: JobOutcome) -> GenerationResult | None:
     if plot is None or not made:
         return None
     by_place = {(cell.label["x"], cell.label["y"], cell.label["z"]): cell for cell in outcome.cells}
-    folder = _output_folder(made) if outcome.request.save_images else None
+    folder = _output_folder(made, outcome.request.task) if outcome.request.save_images else None
     grids = [_grid(plot, by_place, made, z, folder) for z in range(len(plot["z"]["legends"]))]
     cells = [by_place[place] for place in sorted(by_place, key=lambda p: (p[2], p[1], p[0]))]
     images = grids + ([image for cell in cells if cell.result for image in cell.result.images]
@@ -85,9 +85,19 @@ def _quoted(value: str) -> str:
     return json.dumps(value, ensure_ascii=False) if any(char in value for char in ",:\n") else value
 
 
-def _output_folder(made: list[Cell]) -> Path | None:
-    """Where the cells were saved: the grids go beside them (None when the cells were not saved)."""
-    return next((image.path.parent for cell in made for image in cell.result.images if image.path), None)
+def _output_folder(made: list[Cell], task: str) -> Path | None:
+    """Where the grids go: ``<task>-grids/<day>/`` beside the cells' ``<task>/<day>/``, as A1111 keeps plots apart
+    from single images (None when the cells were not saved, or the folder cannot be made)."""
+    cells = next((image.path.parent for cell in made for image in cell.result.images if image.path), None)
+    if cells is None:
+        return None
+    folder = cells.parent.parent / f"{task}-grids" / cells.name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        log.error("could not make the X/Y/Z plot folder %s: %s", folder, error)
+        return None
+    return folder
 
 
 def _save(image: Image.Image, folder: Path, seed: int, infotext: str) -> Path | None:

@@ -1,0 +1,65 @@
+"""Names for what Gradio leaves unnamed: icon buttons (🎲, ♻️, 🔄) and text boxes that carry a copy button.
+
+The Gradio in use has no tooltip or aria-label parameter on ``gr.Button``, and a text box built with
+``buttons=["copy"]`` puts the Copy button first inside its ``<label>``, so the label names the button and the box
+itself has no name. A screen reader, a hovering user and a browser test all need those names, so a small script in
+the page's ``<head>`` sets ``title`` and ``aria-label`` on every button marked with ``icon_button`` and names such
+text boxes after their visible label, again whenever Gradio re-renders.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+TIP_CLASS = "sf-tip"
+# The hover text and accessible name of each icon button, by key (the button's ``sf-tip-<key>`` class).
+TOOLTIPS = {
+    "refresh-models": "Refresh the checkpoint and VAE lists",
+    "random-seed": "Random seed (-1)",
+    "reuse-seed": "Reuse the seed of the selected image",
+    "random-subseed": "Random variation seed (-1)",
+    "refresh-upscalers": "Refresh the upscaler lists",
+}
+
+
+def icon_button(key: str) -> dict[str, Any]:
+    """``gr.Button`` keyword arguments that give an icon button its tooltip and accessible name."""
+    if key not in TOOLTIPS:
+        raise KeyError(f"no tooltip for {key!r}")
+    return {"elem_classes": [TIP_CLASS, f"{TIP_CLASS}-{key}"]}
+
+
+def head_script() -> str:
+    """The ``<script>`` for the page's head."""
+    return f"""<script>
+(() => {{
+  const tips = {json.dumps(TOOLTIPS, ensure_ascii=False)};
+  const apply = () => {{
+    for (const [key, text] of Object.entries(tips)) {{
+      for (const node of document.querySelectorAll(".{TIP_CLASS}-" + key)) {{
+        const button = node.matches("button") ? node : node.querySelector("button") || node;
+        if (button.getAttribute("aria-label") !== text) {{
+          button.setAttribute("aria-label", text);
+          button.setAttribute("title", text);
+        }}
+      }}
+    }}
+    for (const label of document.querySelectorAll("label")) {{
+      const field = label.querySelector("textarea, input[type=text]");
+      const info = label.querySelector("[data-testid=block-info]");
+      if (field && info && label.querySelector("button") && !field.hasAttribute("aria-label")) {{
+        field.setAttribute("aria-label", info.textContent.trim());
+      }}
+    }}
+  }};
+  const start = () => {{
+    apply();
+    let pending = false;
+    new MutationObserver(() => {{
+      if (!pending) {{ pending = true; requestAnimationFrame(() => {{ pending = false; apply(); }}); }}
+    }}).observe(document.body, {{ childList: true, subtree: true }});
+  }};
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();
+}})();
+</script>"""
