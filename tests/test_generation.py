@@ -285,3 +285,31 @@ def test_sdxl_runs_the_whole_path_with_weighted_long_prompts(tmp_path, app_confi
     assert np.array_equal(pixels(first.images[0].image), pixels(again.images[0].image))
     assert not np.array_equal(pixels(first.images[0].image), pixels(other.images[0].image))
     assert inpainted.images[0].image.size == (64, 64)
+
+
+def test_a_width_with_height_0_takes_the_models_default_height(services):
+    result = services.run(txt2img(width=96, height=0, steps=2, save_images=False))
+    assert result.images[0].image.size == (96, 64)  # the tiny model's default side is 64
+    with pytest.raises(RequestError) as caught:
+        services.queue.submit(txt2img(width=100, height=0))
+    assert caught.value.field == "width"
+    with pytest.raises(RequestError) as caught:
+        services.queue.submit(txt2img(width=0, height=-8))
+    assert caught.value.field == "height"
+
+
+def test_the_first_job_on_a_model_says_it_is_loading_it(services):
+    from app.ui.generate import progress_text
+
+    texts: list[str] = []
+    services.queue.submit(txt2img(steps=40, save_images=False))  # keeps the worker busy while we start watching
+    job = services.queue.submit(txt2img(model="tiny-sd1-inpainting", steps=2, save_images=False))
+    original = job.control.on_progress
+
+    def watch(progress):
+        original(progress)
+        texts.append(progress_text(services, job))
+
+    job.control.on_progress = watch
+    services.queue.wait(job, timeout=60)
+    assert texts[0] == "Loading model tiny-sd1-inpainting …" and texts[-1].startswith("step 2/2")

@@ -130,3 +130,22 @@ def test_stop_leaves_queued_jobs_for_the_next_start_and_memory_stays_bounded():
     assert len(queue.jobs()) == 2  # only the most recent finished jobs stay in memory
     stats = queue.stats()
     assert (stats["finished"], stats["queued"], stats["running"]) == (5, 0, None) and stats["average_seconds"] >= 0
+
+
+def test_eta_is_measured_from_the_first_step_not_from_the_start(monkeypatch):
+    """Minutes of model loading before step 1 must not make the first estimates wild."""
+    from modules.jobs import queue as queue_module
+    from modules.jobs.control import Progress
+    from modules.jobs.queue import Job
+
+    clock = [1000.0]
+    monkeypatch.setattr(queue_module.time, "time", lambda: clock[0])
+    job = Job(id="j", number=1, request=None, state="running", started=1000.0)
+    clock[0] = 1060.0  # a minute of loading
+    job.note_progress(Progress(step=0, steps=20, text="Loading model"))
+    assert job.eta() is None
+    job.note_progress(Progress(step=1, steps=20))
+    assert job.eta() is None  # one step says nothing about the pace yet
+    clock[0] = 1061.0
+    job.note_progress(Progress(step=2, steps=20))
+    assert job.eta() == pytest.approx(18.0)  # a second a step, 18 steps left; not ~1000 s

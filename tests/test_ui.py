@@ -236,6 +236,12 @@ def test_png_info_reads_a_saved_image_and_sends_it(services, ui):
                            ui.generation["img2img"].inputs)
     assert sent["tabs"]["selected"] == "img2img" and sent["img2img.init_image"] == path
     assert sent["img2img.seed"] == 31 and sent["img2img.prompt"] == BASE["prompt"]
+    names = [name for name in ui.generation["inpaint"].inputs if name not in ("inpaint_editor", "mask_upload")]
+    to_inpaint = send_parameters(services, {"pnginfo.infotext": info["infotext"], "pnginfo.image": path},
+                                 "inpaint", names)
+    assert to_inpaint["tabs"]["selected"] == "inpaint" and to_inpaint["inpaint.seed"] == 31
+    assert to_inpaint["inpaint.inpaint_editor"] == {"background": path, "layers": [], "composite": path}
+    assert "send_inpaint" in ui.pnginfo
 
     plain = Image.new("RGB", (8, 8))
     assert read_png_info({"image": plain})["infotext"] == ""
@@ -398,3 +404,23 @@ def test_pasting_an_inpaint_infotext_restores_area_padding_and_outpaint(services
     assert updates["inpaint_area"] == "Only masked" and updates["inpaint_full_res_padding"] == 48
     assert updates["mask_blur"] == 8 and updates["outpaint_mode"] is True
     assert (updates["outpaint_right"], updates["outpaint_top"]) == (64, 8)
+
+
+def test_settings_save_writes_only_what_the_user_changed(tmp_path, tiny_model_store):
+    """The Settings tab shows the model's recommended CFG; saving without touching it keeps following the model."""
+    import json
+
+    from app.ui.settings_tab import shown_settings
+    from tests.helpers import studio_services
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_model_store, models)
+    folder = next((models / "Stable-diffusion").iterdir())
+    (folder / "training_config.json").write_text(json.dumps({"recommended": {"guidance": 4.5, "steps": 20}}))
+    services = studio_services(tmp_path, models_dir=models, default_ckpt=folder.name)
+    shown = shown_settings(services, {"cfg_scale": None, "steps": None, "sampler": None, "sd_model_checkpoint": None})
+    assert shown["cfg_scale"] == 4.5 and shown["sd_model_checkpoint"].startswith(folder.name)
+    update = save_settings(services.settings, {**shown, "steps": 30}, shown=shown)
+    assert "Saved 1 settings" in update["status"]
+    assert services.settings.has("steps") and not services.settings.has("cfg_scale")
+    assert not services.settings.has("sd_model_checkpoint")

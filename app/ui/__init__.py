@@ -108,12 +108,14 @@ def _wire_sending(services: Services, ui: Ui) -> None:
                                                                                   "styles"))]
             joined.connect(tab.form[button].click, partial(send_image, source=source, target=target), fields,
                            outputs, api_name=False)
-    for target in ("txt2img", "img2img"):
+    for target in ("txt2img", "img2img", "inpaint"):
         tab = ui.generation[target]
         names = [name for name in tab.inputs if name not in ("init_image", "inpaint_editor", "mask_upload")]
         outputs = ["tabs", *(f"{target}.{name}" for name in names)]
         if target == "img2img":
             outputs.append("img2img.init_image")
+        if target == "inpaint":
+            outputs.append("inpaint.inpaint_editor")
         joined.connect(ui.pnginfo[f"send_{target}"].click,
                        partial(send_parameters, services, target=target, target_names=names),
                        ["pnginfo.infotext", "pnginfo.image"], outputs, api_name=False)

@@ -4,7 +4,8 @@ The Gradio in use has no tooltip or aria-label parameter on ``gr.Button``, and a
 ``buttons=["copy"]`` puts the Copy button first inside its ``<label>``, so the label names the button and the box
 itself has no name. A screen reader, a hovering user and a browser test all need those names, so a small script in
 the page's ``<head>`` sets ``title`` and ``aria-label`` on every button marked with ``icon_button`` and names such
-text boxes after their visible label, again whenever Gradio re-renders.
+text boxes after their visible label, again whenever Gradio re-renders. The same script makes Ctrl+Enter in a tab's
+text box press its Generate button, as A1111 users expect.
 """
 
 from __future__ import annotations
@@ -61,5 +62,14 @@ def head_script() -> str:
     }}).observe(document.body, {{ childList: true, subtree: true }});
   }};
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();
+  // Ctrl+Enter (Cmd+Enter on a Mac) in a tab's text box presses that tab's Generate (or Upscale) button, as in A1111.
+  document.addEventListener("keydown", (event) => {{
+    if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
+    const panel = event.target.closest && event.target.closest("[role=tabpanel]");
+    if (!panel) return;
+    const button = [...panel.querySelectorAll("button")].find(
+      (node) => node.offsetParent !== null && ["Generate", "Upscale"].includes(node.textContent.trim()));
+    if (button) {{ event.preventDefault(); button.click(); }}
+  }});
 }})();
 </script>"""

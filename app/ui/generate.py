@@ -131,6 +131,8 @@ def progress_text(services: Services, job: Any) -> str:
         running = 1 if services.queue.current is not None else 0
         return f"waiting in queue · {ahead + running} ahead" if ahead + running else "starting…"
     progress = job.progress
+    if progress.text.startswith("Loading model"):
+        return f"{progress.text} …"
     parts = [f"cell {progress.cell + 1}/{progress.cells}"] if progress.cells > 1 else []
     parts.append(f"step {progress.step}/{progress.steps}")
     if progress.job_count > 1:

@@ -31,6 +31,7 @@ def build_pnginfo(services: Services) -> Form:
             with gr.Row():
                 form["send_txt2img"] = gr.Button("Send to txt2img", size="sm")
                 form["send_img2img"] = gr.Button("Send to img2img", size="sm")
+                form["send_inpaint"] = gr.Button("Send to inpaint", size="sm")
                 form["send_upscale"] = gr.Button("Send to upscale", size="sm")
             form["status"] = gr.HTML("")
             form["parameters"] = gr.JSON(label="Parsed parameters")

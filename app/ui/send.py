@@ -55,7 +55,8 @@ def send_file_to_upscale(values: Values) -> Values:
 
 
 def send_parameters(services: Services, values: Values, target: str, target_names: Iterable[str]) -> Values:
-    """PNG info -> a generation tab: the parameters of the uploaded image (and, for img2img, the image)."""
+    """PNG info -> a generation tab: the parameters of the uploaded image (and, for img2img and inpaint, the image
+    itself; the inpaint editor starts with nothing painted)."""
     infotext = values.get("pnginfo.infotext") or ""
     if not infotext.strip():
         return {WARNING: "This image holds no generation parameters to send."}

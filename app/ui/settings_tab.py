@@ -27,7 +27,9 @@ def build_settings(services: Services) -> Form:
     form = Form()
 
     def current(key: str):
-        return lambda: services.settings.get(key)
+        """What a tab would start with: a saved value, else the default model's recommendation (sampler, steps,
+        CFG), else the studio's default; read at each page load."""
+        return lambda: choices.form_default(services, key)
 
     with gr.Row():
         with gr.Column():
@@ -69,16 +71,20 @@ def build_settings(services: Services) -> Form:
             gr.Markdown("### Loaded models")
             form["memory"] = gr.Markdown(lambda: memory_markdown(services))
             form["refresh"] = gr.Button("Refresh", size="sm")
-    form.connect(form["save"].click, lambda values: save_settings(services.settings, values), list(SETTING_TYPES),
-                 ["status"], api_name=False)
+    form.connect(form["save"].click,
+                 lambda values: save_settings(services.settings, values,
+                                              shown=shown_settings(services, values)),
+                 list(SETTING_TYPES), ["status"], api_name=False)
     form.connect(form["refresh"].click, lambda _values: {"memory": memory_markdown(services),
                                                          "device": device_markdown(services)},
                  [], ["memory", "device"], api_name=False, queue=False)
     return form
 
 
-def save_settings(store: Any, values: Values) -> Values:
-    """Clean the form's values and persist them in one atomic write."""
+def save_settings(store: Any, values: Values, shown: Values | None = None) -> Values:
+    """Clean the form's values and persist, in one atomic write, those that were saved before or that differ from
+    what the tab shows when nothing is saved (``shown``): a setting the user never touched is not written, so it
+    keeps following the default model's recommendation (the embedded model's CFG 4.5, not 7)."""
     cleaned: dict[str, Any] = {}
     try:
         for key, kind in SETTING_TYPES.items():
@@ -94,10 +100,28 @@ def save_settings(store: Any, values: Values) -> Values:
         for key in ("width", "height"):
             if cleaned.get(key, 0) % 8:
                 raise ValueError(f"{key} must be a multiple of 8 (or 0 for the model's default)")
+        if shown is not None:
+            cleaned = {key: value for key, value in cleaned.items()
+                       if store.has(key) or key not in shown or not _same(value, shown[key])}
         store.update(cleaned)
     except (TypeError, ValueError, OSError) as error:
         return {"status": error_html("settings", str(error)), WARNING: f"Settings not saved: {error}"}
     return {"status": status_html(f"Saved {len(cleaned)} settings to {store.path}."), INFO: "Settings saved."}
+
+
+def shown_settings(services: Services, values: Values) -> Values:
+    """What the tab shows for each setting when the user has saved nothing: the values ``save_settings`` does not
+    write unless they were changed."""
+    shown = {key: choices.form_default(services, key) for key in values}
+    if "sd_model_checkpoint" in shown:
+        shown["sd_model_checkpoint"] = choices.default_model(services)
+    return shown
+
+
+def _same(value: Any, shown: Any) -> bool:
+    if isinstance(value, (int, float)) and isinstance(shown, (int, float)) and not isinstance(value, bool):
+        return abs(float(value) - float(shown)) < 1e-9
+    return value == shown
 
 
 def device_markdown(services: Services) -> str:

@@ -82,6 +82,8 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
 
     # 2. the model and the working size
     info = engine.resolve_model(request.model)
+    if info.title not in engine.pipelines.loaded_titles():  # seconds to minutes: say so rather than "step 0"
+        control.report(Progress(job_count=request.n_iter, steps=request.steps, text=f"Loading model {info.name}"))
     loaded = engine.pipelines.get(info)
     width, height = _working_size(request, loaded, engine.limits)
 

@@ -150,8 +150,10 @@ def validate_request(request: GenerationRequest, limits: Limits) -> None:
     """Reject what cannot run, naming the field. Model- and sampler-dependent checks happen where those resolve."""
     if request.task not in TASKS:
         raise RequestError("task", f"unknown task {request.task!r}; expected one of {', '.join(TASKS)}")
-    if request.width or request.height:
-        check_size(request.width, request.height, limits)
+    check_range("width", request.width, 0, limits.max_side)
+    check_range("height", request.height, 0, limits.max_side)
+    if request.width or request.height:  # a side left 0 takes the model's default: its full size is checked then
+        check_size(request.width or 8, request.height or 8, limits)
     check_range("steps", request.steps, 1, limits.max_steps)
     check_range("cfg_scale", request.cfg_scale, 0.0, limits.max_cfg)
     check_range("batch_size", request.batch_size, 1, limits.max_batch_size)

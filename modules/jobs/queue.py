@@ -64,17 +64,26 @@ class Job:
     done_event: threading.Event = field(default_factory=threading.Event)
     attempts: int = 0  # runs cut short by the server stopping (a persistent queue runs the job again)
     requested_images: int = 0  # what the request will make, for per-key image quotas at submission
+    _eta_origin: tuple[float, float] | None = field(default=None, repr=False)  # (time, fraction) of the first step
 
     @property
     def finished_ok(self) -> bool:
         return self.state == "done"
 
     def eta(self) -> float | None:
-        """Seconds left, extrapolated from the time per step so far."""
-        if self.state != "running" or not self.started or self.progress.fraction <= 0:
+        """Seconds left, extrapolated from the pace since the first step: loading a model before it is not
+        progress, and counting it made the first estimates wild. None until two steps have been seen."""
+        fraction = self.progress.fraction
+        if self.state != "running" or self._eta_origin is None or fraction <= self._eta_origin[1]:
             return None
-        elapsed = time.time() - self.started
-        return elapsed / self.progress.fraction - elapsed
+        since, at = self._eta_origin
+        return (time.time() - since) / (fraction - at) * (1.0 - fraction)
+
+    def note_progress(self, progress: Progress) -> None:
+        """Take a progress report; the first one past zero fixes where the ETA's pace is measured from."""
+        self.progress = progress
+        if self._eta_origin is None and progress.fraction > 0:
+            self._eta_origin = (time.time(), progress.fraction)
 
 
 class SubmissionRefused(Exception):
@@ -357,7 +366,7 @@ class JobQueue:
         last_saved = [-math.inf]
 
         def on_progress(progress: Progress) -> None:
-            job.progress = progress
+            job.note_progress(progress)
             now = time.monotonic()
             if self._store is not None and now - last_saved[0] >= self._progress_interval:
                 last_saved[0] = now

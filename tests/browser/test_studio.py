@@ -89,6 +89,16 @@ def test_txt2img_starts_at_the_model_size_and_shows_the_image_with_its_parameter
     expect(tab.get_by_role("spinbutton", name="Seed")).to_have_value(seed)
 
 
+def test_ctrl_enter_in_the_prompt_generates(page):
+    tab = visible_panel(page)
+    set_number(tab, "Sampling steps", 2)
+    prompt = tab.get_by_label("Prompt", exact=True)
+    prompt.fill("a blue square")
+    prompt.press("Control+Enter")
+    expect(tab.get_by_text(DONE)).to_be_visible()
+    expect(tab.get_by_label("Generation parameters")).to_have_value(re.compile(r"^a blue square\nSteps: 2, "))
+
+
 def test_a_seed_out_of_range_says_minus_one_is_random(page):
     tab = visible_panel(page)
     seed = tab.get_by_role("spinbutton", name="Seed")
