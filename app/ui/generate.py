@@ -19,6 +19,7 @@ from app.ui.form import WARNING, Values
 from app.ui.request_form import request_from_form
 from app.ui.results import result_state
 from modules.errors import RequestError
+from modules.upscaling.results import UpscaleResult
 
 if TYPE_CHECKING:
     from modules.jobs.queue import Job
@@ -95,8 +96,9 @@ def finished(job: Job) -> Values:
         note += f" · seed {seeds[0]}" if len(seeds) == 1 else f" · seeds {seeds[0]}–{seeds[-1]}"
     if result.interrupted:
         note += " · interrupted"
-    for problem in getattr(result, "skipped", ()):  # inputs of a batch that could not be read
-        note += f" · skipped {problem}"
+    if isinstance(result, UpscaleResult):  # inputs of a batch that could not be read
+        for problem in result.skipped:
+            note += f" · skipped {problem}"
     first = state["items"][state["selected"]]["infotext"] if state["items"] else ""
     return {
         "job": None,
