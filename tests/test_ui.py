@@ -424,3 +424,31 @@ def test_settings_save_writes_only_what_the_user_changed(tmp_path, tiny_model_st
     assert "Saved 1 settings" in update["status"]
     assert services.settings.has("steps") and not services.settings.has("cfg_scale")
     assert not services.settings.has("sd_model_checkpoint")
+
+
+def test_a_tab_follows_its_newest_job_and_the_older_one_still_ends(services):
+    """A second Generate in the same tab and browser session takes the page: the first job's handler stops
+    updating it (its steps would hide the "waiting in queue" line) while the job itself runs to its end."""
+    from app.ui.controls import run_tab
+    from app.ui.following import TabFollowers
+    from app.ui.form import SESSION
+
+    followers = TabFollowers()
+    first_events = run_tab(services, "txt2img", followers, {**BASE, "steps": 40, SESSION: "browser-1"})
+    first = next(first_events)
+    assert first["interrupt"]["visible"] is True  # Interrupt and Skip appear with the job
+    older = services.queue.get(first["job"])
+    while older.state == "queued":
+        older.done_event.wait(0.01)
+    second_events = run_tab(services, "txt2img", followers, {**BASE, SESSION: "browser-1"})
+    second = next(second_events)
+    assert second["job"] != older.id and "waiting in queue · 1 ahead" in second["progress"]
+    other_session = run_tab(services, "txt2img", followers, {**BASE, SESSION: "browser-2"})
+    other = next(other_session)
+    assert list(first_events) == []  # nothing more for the page once the newer job was submitted
+    older.done_event.wait(60)
+    assert older.state == "done" and len(older.result.images) == 1
+    *_, last = list(second_events)
+    assert "1 image in" in last["status"] and last["interrupt"]["visible"] is False
+    *_, last_other = list(other_session)  # another browser's job is followed to its end as before
+    assert other["job"] != second["job"] and "1 image in" in last_other["status"]

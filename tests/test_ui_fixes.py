@@ -64,3 +64,18 @@ def test_a_handler_that_only_raises_a_toast_changes_nothing_instead_of_failing_t
         answer = registered["fn"]({form["result"]: {"items": [], "selected": 0}})
     assert isinstance(answer, tuple) and len(answer) == 2
     assert all(isinstance(item, dict) and item.get("__type__") == "update" and len(item) == 1 for item in answer)
+
+
+def test_a_page_opens_with_one_load_answer_that_carries_the_saved_defaults(services):
+    """Every control whose start is read at page load (saved defaults, the model list) is set by one load event,
+    not one round trip each, and a saved setting is in that answer."""
+    from app.ui import build_layout
+
+    services.settings.update({"steps": 13})
+    ui = build_layout(services)
+    loads = [fn for fn in ui.blocks.fns.values()
+             if any(target[1] == "load" for target in fn.targets) and not fn.inputs]
+    assert len(loads) == 1, [fn.name for fn in loads]
+    values = dict(zip(loads[0].outputs, loads[0].fn(), strict=True))
+    steps = ui.generation["txt2img"].form["steps"]
+    assert values[steps] == 13 and len(values) > 30

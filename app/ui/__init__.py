@@ -18,6 +18,7 @@ from app.ui.extensions_tab import build_extensions
 from app.ui.form import Form
 from app.ui.img2img import build_img2img
 from app.ui.inpaint import build_inpaint
+from app.ui.page_load import load_together
 from app.ui.pnginfo import build_pnginfo
 from app.ui.queue_tab import build_queue
 from app.ui.send import send_file_to_upscale, send_image, send_parameters
@@ -88,6 +89,7 @@ def build_layout(services: Services) -> Ui:
         ui = Ui(blocks=blocks, tabs=tabs, generation=generation, pnginfo=pnginfo, settings=settings,
                 extensions=extensions, upscale=upscale)
         _wire_sending(services, ui)
+        load_together(blocks)  # one answer sets every saved default when a page opens
     return ui
 
 

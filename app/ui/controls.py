@@ -17,7 +17,8 @@ import gradio as gr
 
 from app.ui import choices
 from app.ui.accessible import icon_button
-from app.ui.form import Form, Values
+from app.ui.following import TabFollowers
+from app.ui.form import SESSION, Form, Values
 from app.ui.generate import generation_events, interrupt, skip
 from app.ui.paste import paste_prompt
 from app.ui.results import empty_state, random_seed, random_subseed, reuse_seed, select_image
@@ -25,7 +26,7 @@ from app.ui.results import empty_state, random_seed, random_subseed, reuse_seed,
 if TYPE_CHECKING:
     from modules.runtime.services import Services
 
-OUTPUT_NAMES = ("job", "progress", "gallery", "infotext", "status", "result")
+OUTPUT_NAMES = ("job", "progress", "gallery", "infotext", "status", "result", "interrupt", "skip")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class GenerationTab:
     task: str
     form: Form = field(default_factory=Form)
     inputs: list[str] = field(default_factory=list)
+    followers: TabFollowers = field(default_factory=TabFollowers)  # the newest job of each browser session
 
     def add(self, name: str, component: Any, request_field: bool = True) -> Any:
         self.form[name] = component
@@ -87,8 +89,11 @@ def prompt_row(services: Services, tab: GenerationTab) -> None:
         with gr.Column(scale=1, min_width=180):
             tab.add("generate", gr.Button("Generate", variant="primary"), request_field=False)
             with gr.Row():
-                tab.add("interrupt", gr.Button("Interrupt", variant="stop", size="sm"), request_field=False)
-                tab.add("skip", gr.Button("Skip", size="sm"), request_field=False)
+                # Shown while this tab's job runs (as A1111's Generate turns into them); Generate stays, since
+                # each click queues one more job.
+                tab.add("interrupt", gr.Button("Interrupt", variant="stop", size="sm", visible=False),
+                        request_field=False)
+                tab.add("skip", gr.Button("Skip", size="sm", visible=False), request_field=False)
             tab.add("paste", gr.Button("↙️ Read parameters", size="sm"), request_field=False)
             tab.add("styles", gr.Dropdown(label="Styles", choices=choices.style_names(services), multiselect=True,
                                           value=[]))
@@ -151,8 +156,9 @@ def wire(services: Services, tab: GenerationTab) -> None:
     """The events every generation tab has: generate, interrupt, skip, paste, seeds, gallery, model refresh."""
     form = tab.form
     task = tab.task
-    form.connect(form["generate"].click, partial(run_tab, services, task), tab.inputs, OUTPUT_NAMES,
-                 api_name=f"{task}_generate", concurrency_limit=None, trigger_mode="multiple")  # each click is a job
+    form.connect(form["generate"].click, partial(run_tab, services, task, tab.followers), tab.inputs, OUTPUT_NAMES,
+                 api_name=f"{task}_generate", concurrency_limit=None, trigger_mode="multiple",  # each click a job
+                 session=True)
     form.connect(form["interrupt"].click, partial(interrupt, services), ["job"], [], api_name=False, queue=False)
     form.connect(form["skip"].click, partial(skip, services), ["job"], [], api_name=False, queue=False)
     pasted = [name for name in tab.inputs if name not in ("init_image", "inpaint_editor", "mask_upload")]
@@ -171,10 +177,20 @@ def wire(services: Services, tab: GenerationTab) -> None:
                            api_name=False, queue=False)
 
 
-def run_tab(services: Services, task: str, values: Values):
-    """A tab's Generate: the tab's task goes with its values; the live preview is shown in the result gallery."""
-    for update in generation_events(services, {**values, "task": task}):
-        yield keep_later_job(preview_in_gallery(update))
+def run_tab(services: Services, task: str, followers: TabFollowers, values: Values):
+    """A tab's Generate: the tab's task goes with its values; the live preview is shown in the result gallery;
+    the page follows the newest job of this tab in this browser session (see app/ui/following.py)."""
+    following = followers.slot(values.pop(SESSION, None), task)
+    for update in generation_events(services, {**values, "task": task}, following=following):
+        yield keep_later_job(preview_in_gallery(job_buttons(update)))
+
+
+def job_buttons(update: Values) -> Values:
+    """Interrupt and Skip appear when a job starts and go when it ends (``job`` set, or set to None)."""
+    if "job" not in update:
+        return update
+    running = update["job"] is not None
+    return {**update, "interrupt": gr.update(visible=running), "skip": gr.update(visible=running)}
 
 
 def keep_later_job(update: Values) -> Values:

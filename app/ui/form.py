@@ -19,6 +19,8 @@ import gradio as gr
 # Keys a plain handler may put in its updates to raise a toast instead of updating a component.
 WARNING = "_warning"
 INFO = "_info"
+# The value key under which ``connect(..., session=True)`` hands a handler its browser session's id.
+SESSION = "_session"
 
 Values = dict[str, Any]
 Handler = Callable[[Values], Values] | Callable[[Values], Iterator[Values]]
@@ -73,9 +75,11 @@ class Form:
         fn: Handler,
         inputs: Iterable[str],
         outputs: Iterable[str],
+        session: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """Register ``fn`` on an event listener (e.g. ``button.click``) with inputs and outputs given by name."""
+        """Register ``fn`` on an event listener (e.g. ``button.click``) with inputs and outputs given by name.
+        With ``session``, the values also hold the browser session's id under ``SESSION`` (None without one)."""
         input_names = list(inputs)
         output_names = list(outputs)
         input_set = {self[name] for name in input_names}
@@ -86,16 +90,22 @@ class Form:
                 return _filled(self.by_component(fn({})), output_list)
 
             return trigger(call_without_inputs, inputs=None, outputs=output_list, **kwargs)
+        def values(data: dict, request: gr.Request | None) -> Values:
+            named = self.by_name(data)
+            if session:
+                named[SESSION] = getattr(request, "session_hash", None)
+            return named
+
         if inspect.isgeneratorfunction(fn):
 
-            def stream(data: dict) -> Iterator[dict]:
-                for update in fn(self.by_name(data)):
+            def stream(data: dict, request: gr.Request | None = None) -> Iterator[dict]:
+                for update in fn(values(data, request)):
                     yield _filled(self.by_component(update), output_list)
 
             return trigger(stream, inputs=input_set, outputs=output_list, **kwargs)
 
-        def call(data: dict) -> Any:
-            return _filled(self.by_component(fn(self.by_name(data))), output_list)
+        def call(data: dict, request: gr.Request | None = None) -> Any:
+            return _filled(self.by_component(fn(values(data, request))), output_list)
 
         return trigger(call, inputs=input_set, outputs=output_list, **kwargs)
 
@@ -103,7 +113,9 @@ class Form:
 def _filled(updates: dict[Any, Any], outputs: list[Any]) -> Any:
     """An empty update (a handler that only raised a toast, or had nothing to change) as one "no change" per
     output: Gradio reads an empty dict as a single value and fails the event with "didn't return enough output
-    values" (an HTTP 500 in the browser)."""
-    if updates or not outputs:
+    values" (an HTTP 500 in the browser). A listener without outputs gets None: Gradio warns about any value."""
+    if not outputs:
+        return None
+    if updates:
         return updates
     return gr.skip() if len(outputs) == 1 else tuple(gr.skip() for _ in outputs)

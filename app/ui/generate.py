@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from app.ui.following import ALWAYS, Following
 from app.ui.form import WARNING, Values
 from app.ui.request_form import request_from_form
 from app.ui.results import result_state
@@ -28,53 +29,70 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2  # the most often the page is updated: steps faster than this are shown together
+QUEUED_CHECK_SECONDS = 1.0  # a waiting job's place in the line moves when others end: look again this often
 # Form values that come from the persisted settings rather than from a tab's controls.
 SETTINGS_FIELDS = ("output_format", "save_images", "make_grid")
 
 
-def generation_events(services: Services, values: Values, poll: float = POLL_SECONDS) -> Iterator[Values]:
+def generation_events(services: Services, values: Values, poll: float = POLL_SECONDS,
+                      following: Following = ALWAYS) -> Iterator[Values]:
     """Yield UI updates for one Generate click: progress (and previews) while the job runs, then the results.
+    With ``following``, the updates stop once a newer job of the same tab takes the page (see following.py).
 
     Updates use the names ``job``, ``progress``, ``preview``, ``gallery``, ``infotext``, ``status`` and ``result``.
     """
     try:
-        yield from _events(services, values, poll)
+        yield from _events(services, values, poll, following)
     except Exception as error:  # a bug here must still leave a usable page
         log.exception("generation handler failed")
-        yield failure("", f"{type(error).__name__}: {error}")
+        yield {**failure("", f"{type(error).__name__}: {error}"), "job": None}
 
 
-def _events(services: Services, values: Values, poll: float) -> Iterator[Values]:
+def _events(services: Services, values: Values, poll: float, following: Following) -> Iterator[Values]:
     form = {name: services.settings.get(name) for name in SETTINGS_FIELDS}
     form.update(values)
     try:
         job = services.queue.submit(request_from_form(form))  # the queue checks it first, naming a bad field
     except RequestError as error:
-        yield failure(error.field, error.message)
+        yield {**failure(error.field, error.message), "job": None}
         return
     if services.settings.has("preview_interval"):  # a saved choice overrides the launch flag
         interval = services.settings.get("preview_interval")
         if isinstance(interval, int) and interval >= 0:
             job.control.preview_interval = interval
-    yield from follow_job(services, job, poll)
+    following.claim(job.id)
+    yield from follow_job(services, job, poll, following)
 
 
-def follow_job(services: Services, job: Job, poll: float = POLL_SECONDS) -> Iterator[Values]:
+def follow_job(services: Services, job: Job, poll: float = POLL_SECONDS,
+               following: Following = ALWAYS) -> Iterator[Values]:
     """UI updates for any kind of job: its progress (and live preview) each time the queue says it changed, at
-    most every ``poll`` seconds, then ``finished``."""
-    yield {"job": job.id, "progress": progress_html(services, job), "preview": None, "status": ""}
+    most every ``poll`` seconds, then ``finished``. Nothing more once ``following`` shows a newer job: the
+    job goes on in the queue, and the page belongs to the newer one."""
+    bar = progress_html(services, job)
+    yield {"job": job.id, "progress": bar, "preview": None, "status": ""}
     shown = None
     with services.queue.events.subscribe(job.id) as changes:
         while not job.done_event.is_set():
-            if not changes.wait(timeout=5.0) or job.done_event.is_set():
-                continue
-            update: Values = {"progress": progress_html(services, job)}
+            waiting = job.state == "queued"
+            changed = changes.wait(timeout=QUEUED_CHECK_SECONDS if waiting else 5.0)
+            if job.done_event.is_set():
+                break
+            if not following.shows(job.id):
+                return
+            update: Values = {}
+            if progress_html(services, job) != bar or waiting:
+                # While it waits, its line is sent again each check: an older job's last step update may
+                # reach the page after this job's first one (two events' messages are not ordered).
+                update["progress"] = bar = progress_html(services, job)
             preview = job.progress.preview
-            if preview is not None and preview is not shown:
+            if changed and preview is not None and preview is not shown:
                 update["preview"] = shown = preview
-            yield update
-            time.sleep(poll)  # at most one page update per ``poll`` seconds, however fast the steps come
-    yield finished(job)
+            if update:  # an unchanged running job's page gets nothing
+                yield update
+                time.sleep(poll)  # at most one page update per ``poll`` seconds, however fast the steps come
+    if following.shows(job.id):
+        yield finished(job)
 
 
 def finished(job: Job) -> Values:

@@ -69,6 +69,16 @@ class Layout:
         return self.family
 
 
+def dtype_argument(dtype: torch.dtype | None) -> dict[str, Any]:
+    """The weight dtype as the installed diffusers names it: ``dtype`` from 0.42 on (``torch_dtype`` still works
+    there but warns on every load), ``torch_dtype`` before."""
+    import diffusers
+    from packaging.version import Version
+
+    name = "dtype" if Version(diffusers.__version__).release >= (0, 42) else "torch_dtype"
+    return {name: dtype}
+
+
 def detect_layout(shapes: Shapes) -> Layout | None:
     """The family of an original-layout (LDM / A1111) state dict, or None when it is not an SD checkpoint."""
     conv_in = shapes.get(UNET + "input_blocks.0.0.weight")
@@ -171,7 +181,7 @@ def _load_diffusers_folder(path: Path, dtype: torch.dtype, prediction: str | Non
     family = diffusers_folder_family(path)
     if family is None:
         raise CheckpointLoadError(f"{path.name} is a diffusers folder but not a Stable Diffusion pipeline")
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+    kwargs: dict[str, Any] = {**dtype_argument(dtype), "local_files_only": True}
     # A folder saved without tokenizers still loads: the tokenizers are the same for every SD model.
     for name, pad in _tokenizer_pads(family).items():
         if not (path / name).is_dir():
@@ -211,7 +221,7 @@ def _load_single_file(
     configs = resolve_configs(shapes, layout, config_root, prediction)
     config_dir = base_dir if configs == read_config_folder(base_dir) else _write_config_folder(configs, cache)
 
-    # With torch_dtype=None diffusers still casts every weight to the (float32) dtype the model was built in, and
+    # With a dtype of None diffusers still casts every weight to the (float32) dtype the model was built in, and
     # skips a final .to() that only logs a warning.
     load_dtype = None if dtype == torch.float32 else dtype
     components: dict[str, Any] = {
@@ -229,7 +239,7 @@ def _load_single_file(
             # encoder's weights into the second, so the second is converted from its own keys only.
             components["text_encoder_2"] = _open_clip_encoder(path, config_dir, load_dtype)
         pipe = pipeline_class.from_single_file(
-            str(path), config=str(config_dir), local_files_only=True, torch_dtype=load_dtype, **components
+            str(path), config=str(config_dir), local_files_only=True, **dtype_argument(load_dtype), **components
         )
     except CheckpointLoadError:
         raise

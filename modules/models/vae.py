@@ -27,6 +27,7 @@ from modules.models.checkpoints import (
     _groups,
     _numbered,
     _write_config_folder,
+    dtype_argument,
     load_ckpt_state_dict,
 )
 
@@ -101,7 +102,7 @@ def _load_folder(path: Path, dtype: torch.dtype) -> AutoencoderKL:
     from diffusers import AutoencoderKL
 
     try:
-        return AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+        return AutoencoderKL.from_pretrained(str(path), **dtype_argument(dtype), local_files_only=True)
     except (OSError, ValueError, RuntimeError) as error:
         raise CheckpointLoadError(f"Could not load the diffusers VAE folder {path.name}: {error}") from error
 
@@ -126,7 +127,8 @@ def _load_file(path: Path, dtype: torch.dtype, family: str, cache: Path) -> Auto
     try:
         return AutoencoderKL.from_single_file(
             state, config=str(config_dir), subfolder="vae", local_files_only=True,
-            torch_dtype=None if dtype == torch.float32 else dtype,  # as the checkpoint loader: float32 is the default
+            # as the checkpoint loader: float32 is the default
+            **dtype_argument(None if dtype == torch.float32 else dtype),
         )
     except Exception as error:  # diffusers raises ValueError, SingleFileComponentError, RuntimeError, KeyError...
         raise CheckpointLoadError(f"Could not load {path.name} as a VAE: {error}") from error

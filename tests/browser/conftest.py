@@ -51,7 +51,8 @@ def studio(tmp_path_factory, tiny_model_store) -> Iterator[dict]:
     models = root / "models"
     shutil.copytree(tiny_model_store, models)
     server = ServerProcess(["--models-dir", str(models), "--data-dir", str(root / "data"), "--outdir",
-                            str(root / "outputs"), "--ckpt", "tiny-sd1", "--threads", "1"], root / "studio.log")
+                            str(root / "outputs"), "--ckpt", "tiny-sd1", "--threads", "1", "--api"],
+                               root / "studio.log")
     try:
         server.start().wait_ready("/")
         yield {"url": server.url, "outputs": root / "outputs", "data": root / "data", "root": root,
@@ -115,8 +116,9 @@ def wait_loaded(tab) -> None:
     tab.get_by_role("tab", name="txt2img").wait_for()
     width = tab.get_by_role("tabpanel").filter(visible=True).first.get_by_role(
         "spinbutton", name="number input for Width")
-    expect(width).not_to_have_value("0")  # txt2img starts at a real size once its load ran
-    tab.wait_for_timeout(300)  # the page's other load events answer in the same moment
+    # Every saved default arrives in the page's one load answer (app/ui/page_load.py): once txt2img has its
+    # real size, typing is no longer overwritten.
+    expect(width).not_to_have_value("0")
 
 
 @pytest.fixture
@@ -132,4 +134,24 @@ def page(browser, studio):
     wait_loaded(tab)
     yield tab
     tab.close()
+    leave_idle(studio["url"])
     assert not log.errors, "the page logged errors:\n" + "\n".join(log.errors)
+
+
+def leave_idle(url: str) -> None:
+    """Cancel what a test left queued or running (through the native API), so a failed test cannot hold the
+    shared studio's worker busy under the next tests."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        jobs = [job for state in ("queued", "running")
+                for job in httpx.get(f"{url}/api/v1/jobs", params={"state": state, "limit": 100}).json()["jobs"]]
+        if not jobs:
+            return
+        for job in jobs:
+            httpx.post(f"{url}/api/v1/jobs/{job['id']}/cancel")
+        time.sleep(0.5)
+    raise AssertionError("the studio still runs jobs a minute after they were cancelled")
