@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from app.ui.accessible import NO_GENERATE_CLASS
 from app.ui.form import INFO, WARNING, Values
 from app.ui.generate import error_html, status_html
 from modules.errors import RequestError
@@ -40,7 +41,7 @@ def build_style_editor(services: Services, tab: GenerationTab) -> None:
     """The tab's "Edit styles" accordion (call inside the tab's layout, under its prompt row); its components join
     the tab's form under ``EDITOR_NAMES``, none of them a request field."""
     names = style_names(services.engine.styles)
-    with gr.Accordion("Edit styles", open=False):
+    with gr.Accordion("Edit styles", open=False, elem_classes=[NO_GENERATE_CLASS]):
         with gr.Row(equal_height=True):
             tab.add("style_pick", gr.Dropdown(label="Style to edit", choices=names, value=None, scale=2,
                                               info="Fills the fields below; Save under a new name to copy it"),
