@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import csv
+import os
+import threading
+import time
+
 import pytest
 
-from modules.image.styles import Style, StyleStore, UnknownStyleError, merge_prompt
+from modules.errors import RequestError
+from modules.image.styles import (
+    MAX_NAME_LENGTH,
+    MAX_TEXT_LENGTH,
+    Style,
+    StylesFileError,
+    StyleStore,
+    UnknownStyleError,
+    check_style,
+    merge_prompt,
+)
 
 A1111_CSV = (
     "name,prompt,negative_prompt\n"
@@ -112,3 +127,133 @@ def test_reload_sees_outside_edits(store, tmp_path):
     (tmp_path / "styles.csv").write_text("name,prompt,negative_prompt\nother,x,y\n", encoding="utf-8")
     store.reload()
     assert store.names() == ["other"]
+
+
+# -- editing: what the style editor (app/ui/styles_editor.py) relies on --
+
+
+@pytest.mark.parametrize(("style", "field", "words"), [
+    (Style(""), "name", "needs a name"),
+    (Style("   "), "name", "needs a name"),
+    (Style("two\nlines"), "name", "one line"),
+    (Style("tab\there"), "name", "one line"),
+    (Style("x" * (MAX_NAME_LENGTH + 1)), "name", f"at most {MAX_NAME_LENGTH}"),
+    (Style("long", "p" * (MAX_TEXT_LENGTH + 1)), "prompt", f"at most {MAX_TEXT_LENGTH}"),
+    (Style("long", "", "n" * (MAX_TEXT_LENGTH + 1)), "negative_prompt", f"at most {MAX_TEXT_LENGTH}"),
+    (Style("nul", "a\x00b"), "prompt", "NUL"),
+])
+def test_a_bad_style_names_its_field_and_changes_nothing(store, tmp_path, style, field, words):
+    before = (tmp_path / "styles.csv").read_bytes()
+    with pytest.raises(RequestError) as caught:
+        store.save(style)
+    assert caught.value.field == field and words in caught.value.message
+    assert (tmp_path / "styles.csv").read_bytes() == before
+    assert store.names() == ["cinematic", "sharp", "quoted", "empty"]
+
+
+def test_a_name_is_saved_without_surrounding_spaces_and_save_says_what_it_replaced(store):
+    assert store.save(Style("  spaced  ", "p")) is None
+    assert store.get("spaced") == Style("spaced", "p")
+    assert store.save(Style("spaced", "q")) == Style("spaced", "p")
+    assert check_style(Style(" a ", "x" * MAX_TEXT_LENGTH)).name == "a"  # the longest allowed text is fine
+
+
+def test_delete_returns_the_style_so_it_can_be_put_back(store, tmp_path):
+    removed = store.delete("quoted")
+    assert "quoted" not in StyleStore(tmp_path / "styles.csv").names()
+    store.save(removed)
+    assert StyleStore(tmp_path / "styles.csv").get("quoted") == removed
+
+
+def test_an_edit_made_outside_is_seen_and_kept_by_the_next_save(store, tmp_path):
+    """A hand edit (or an A1111 sharing the file) is read when the file changes, and a save from the studio
+    re-reads the file first instead of writing its stale copy over the edit."""
+    path = tmp_path / "styles.csv"
+    path.write_text(path.read_text(encoding="utf-8") + "by hand,hand prompt,\n", encoding="utf-8")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10_000_000))  # a coarse-clock filesystem's same mtime
+    assert "by hand" in store.names()
+    path.write_text("name,prompt,negative_prompt\nonly hand,x,\n", encoding="utf-8")
+    store.save(Style("from studio", "y"))
+    assert StyleStore(path).names() == ["only hand", "from studio"]
+
+
+def test_a_file_that_cannot_be_read_is_never_overwritten(tmp_path, caplog):
+    path = tmp_path / "styles.csv"
+    broken = b"name,prompt,negative_prompt\nok,\xff\xfe not utf-8,\n"
+    path.write_bytes(broken)
+    store = StyleStore(path)  # the studio still starts, without styles, and says why
+    assert store.list() == []
+    assert "cannot be read" in caplog.text
+    with pytest.raises(StylesFileError):
+        store.save(Style("new", "p"))
+    with pytest.raises(StylesFileError):
+        store.reload()
+    assert path.read_bytes() == broken
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(store, tmp_path, monkeypatch):
+    path = tmp_path / "styles.csv"
+    before = path.read_bytes()
+
+    def fail(*_args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        store.save(Style("new", "p"))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [entry.name for entry in tmp_path.iterdir()] == ["styles.csv"]
+    assert "new" not in store.names()
+
+
+def test_columns_of_other_tools_and_the_files_permissions_are_kept(tmp_path):
+    path = tmp_path / "styles.csv"
+    path.write_text("name,prompt,negative_prompt,preview\nA,pa,na,a.png\nB,pb,,b.png\n", encoding="utf-8")
+    path.chmod(0o640)
+    store = StyleStore(path)
+    store.save(Style("A", "new pa", "na"))
+    store.delete("B")
+    store.save(Style("C", "pc"))
+    with path.open(encoding="utf-8", newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows == [["name", "prompt", "negative_prompt", "preview"], ["A", "new pa", "na", "a.png"],
+                    ["C", "pc", "", ""]]
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a1111s_reader_reads_what_the_store_writes(store, tmp_path):
+    """A1111's own loader (``modules/styles.py``: DictReader, skipinitialspace, ``prompt`` or ``text``)."""
+    store.save(Style("tricky, name", ' "quoted" {prompt}, then\nmore', "neg, with comma"))
+    with (tmp_path / "styles.csv").open(encoding="utf-8-sig", newline="") as file:
+        rows = {row["name"]: (row.get("prompt") or row.get("text", ""), row["negative_prompt"])
+                for row in csv.DictReader(file, skipinitialspace=True)}
+    assert rows["tricky, name"] == (' "quoted" {prompt}, then\nmore', "neg, with comma")
+    assert rows["quoted"] == ('a "quoted" word, and a comma', "line one\nline two")
+
+
+def test_concurrent_saves_and_deletes_from_several_threads_lose_nothing(tmp_path):
+    """The UI and the API share one store: every save survives, and the file is whole after each write."""
+    path = tmp_path / "styles.csv"
+    store = StyleStore(path)
+    errors: list[BaseException] = []
+
+    def writer(worker: int) -> None:
+        try:
+            for index in range(20):
+                store.save(Style(f"w{worker}-{index}", f"prompt {index}, with comma"))
+                if index % 5 == 4:
+                    store.delete(f"w{worker}-{index - 1}")
+                StyleStore(path).names()  # a fresh reader never sees half a file
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    expected = {f"w{worker}-{index}" for worker in range(4) for index in range(20) if index % 5 != 3}
+    assert set(StyleStore(path).names()) == expected
+    assert [entry.name for entry in tmp_path.iterdir()] == ["styles.csv"]

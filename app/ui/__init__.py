@@ -23,6 +23,7 @@ from app.ui.pnginfo import build_pnginfo
 from app.ui.queue_tab import build_queue
 from app.ui.send import send_file_to_upscale, send_image, send_parameters
 from app.ui.settings_tab import build_settings
+from app.ui.styles_editor import wire_style_editors
 from app.ui.txt2img import build_txt2img
 from app.ui.upscale_tab import build_upscale
 
@@ -89,6 +90,7 @@ def build_layout(services: Services) -> Ui:
         ui = Ui(blocks=blocks, tabs=tabs, generation=generation, pnginfo=pnginfo, settings=settings,
                 extensions=extensions, upscale=upscale)
         _wire_sending(services, ui)
+        wire_style_editors(services, ui)
         load_together(blocks)  # one answer sets every saved default when a page opens
     return ui
 

@@ -14,6 +14,8 @@ import json
 from typing import Any
 
 TIP_CLASS = "sf-tip"
+# A part of a tab whose text boxes are not the tab's prompt (the style editor): Ctrl+Enter there does not generate.
+NO_GENERATE_CLASS = "sf-no-generate"
 # The hover text and accessible name of each icon button, by key (the button's ``sf-tip-<key>`` class).
 TOOLTIPS = {
     "refresh-models": "Refresh the checkpoint and VAE lists",
@@ -66,7 +68,7 @@ def head_script() -> str:
   document.addEventListener("keydown", (event) => {{
     if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
     const panel = event.target.closest && event.target.closest("[role=tabpanel]");
-    if (!panel) return;
+    if (!panel || event.target.closest(".{NO_GENERATE_CLASS}")) return;
     const button = [...panel.querySelectorAll("button")].find(
       (node) => node.offsetParent !== null && ["Generate", "Upscale"].includes(node.textContent.trim()));
     if (button) {{ event.preventDefault(); button.click(); }}

@@ -15,6 +15,7 @@ from app.ui import controls
 from app.ui.controls import GenerationTab
 from app.ui.img2img import RESIZE_LABELS
 from app.ui.request_form import INPAINT_AREAS, MASK_MODES, OUTPAINT_SIDES
+from app.ui.styles_editor import build_style_editor
 from modules.image.request import INPAINT_FILLS
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ def build_inpaint(services: Services) -> GenerationTab:
     limits = services.config.limits
     controls.model_row(services, tab)
     controls.prompt_row(services, tab)
+    build_style_editor(services, tab)
     with gr.Row():
         with gr.Column(scale=1):
             tab.add("inpaint_editor", gr.ImageEditor(

@@ -8,6 +8,7 @@ import gradio as gr
 
 from app.ui import choices, controls
 from app.ui.controls import GenerationTab
+from app.ui.styles_editor import build_style_editor
 
 if TYPE_CHECKING:
     from modules.runtime.services import Services
@@ -19,6 +20,7 @@ def build_txt2img(services: Services) -> GenerationTab:
     limits = services.config.limits
     controls.model_row(services, tab)
     controls.prompt_row(services, tab)
+    build_style_editor(services, tab)
     with gr.Row():
         with gr.Column(scale=1):
             controls.sampling_controls(services, tab, size_note="0 = the model's default size")

@@ -268,3 +268,26 @@ def test_skip_then_interrupt_end_the_tab_job_without_server_warnings(page, studi
     if log.exists():  # absent when the suite drives a studio started by hand
         added = log.read_text(errors="replace")[len(before):]
         assert "Warning" not in added and "Traceback" not in added, added
+
+
+def test_a_style_made_in_the_editor_is_listed_at_once_generates_and_is_deleted(page):
+    tab = visible_panel(page)
+    tab.get_by_role("button", name="Edit styles").click()
+    tab.get_by_label("Style name", exact=True).fill("pastel look")
+    tab.get_by_role("textbox", name=re.compile(r"^Style prompt")).fill("{prompt}, in soft pastel")  # + its info
+    tab.get_by_label("Style negative prompt", exact=True).fill("gloomy")
+    tab.get_by_role("button", name="Save style").click()
+    expect(tab.get_by_text("Created style 'pastel look'")).to_be_visible()
+    try:
+        choose(tab, "Styles", "pastel look")  # listed without a reload
+        generate(tab, "a green star")
+        expect(tab.get_by_text(DONE)).to_be_visible()
+        expect(tab.get_by_label("Generation parameters")).to_have_value(
+            re.compile(r"^a green star, in soft pastel\nNegative prompt: gloomy\nSteps: 2, .*Styles array: "))
+    finally:
+        tab.get_by_role("button", name="Delete style").click()
+    expect(tab.get_by_text("Deleted style 'pastel look'")).to_be_visible()
+    box = tab.get_by_role("combobox", name="Styles", exact=True)
+    box.click()
+    expect(page.get_by_role("option", name="pastel look")).to_have_count(0)
+    expect(tab.get_by_label("Style name", exact=True)).to_have_value("pastel look")  # Save would put it back
