@@ -424,3 +424,23 @@ def test_settings_save_writes_only_what_the_user_changed(tmp_path, tiny_model_st
     assert "Saved 1 settings" in update["status"]
     assert services.settings.has("steps") and not services.settings.has("cfg_scale")
     assert not services.settings.has("sd_model_checkpoint")
+
+
+def test_pasting_values_over_the_studio_limits_clamps_them_and_says_which(services):
+    """An A1111 infotext may hold 500 steps or CFG 50: the form takes the nearest value its sliders allow and the
+    toast names each field with its old and new value (instead of Gradio's unnamed error on the next Generate)."""
+    from app.ui.paste import parameters_from_infotext
+
+    limits = services.config.limits
+    text = "a cat\nSteps: 500, Sampler: Euler, CFG scale: 50, Seed: 1, Size: 64x64"
+    updates = parameters_from_infotext(services, text, ["prompt", "steps", "cfg_scale", "width", "height"])
+    assert (updates["steps"], updates["cfg_scale"], updates["width"]) == (limits.max_steps, limits.max_cfg, 64)
+    assert isinstance(updates["steps"], int)
+    assert f"Sampling steps 500 is over this studio's limit of {limits.max_steps}: set to {limits.max_steps}." \
+        in updates[WARNING]
+    assert f"CFG scale 50 is over this studio's limit of {limits.max_cfg:g}" in updates[WARNING]
+    assert INFO not in updates
+
+    fine = parameters_from_infotext(services, text.replace("500", "20").replace("CFG scale: 50", "CFG scale: 5"),
+                                    ["steps", "cfg_scale"])
+    assert (fine["steps"], fine["cfg_scale"]) == (20, 5.0) and WARNING not in fine

@@ -38,6 +38,11 @@ CSS = """
 .sf-result { position: relative; }
 .sf-result .sf-progress-over { position: absolute; top: 36px; left: 8px; right: 8px; z-index: 5;
                                pointer-events: none; background: transparent; }
+.sf-notice { position: fixed; top: 12px; left: 50%; transform: translateX(-50%); z-index: 1000;
+             display: flex; flex-direction: column; gap: 6px; max-width: min(90vw, 560px); }
+.sf-notice > div { background: var(--background-fill-primary); color: var(--body-text-color);
+                   border: 1px solid var(--color-accent); border-radius: 6px; padding: 8px 12px;
+                   box-shadow: var(--shadow-drop-lg); }
 """
 
 

@@ -112,6 +112,23 @@ def test_a_seed_out_of_range_says_minus_one_is_random(page):
     expect(seed).to_have_value("-1")
 
 
+def test_a_typed_value_over_the_limit_is_put_back_and_said(page):
+    """Gradio's number box clamps a typed 500 to the slider's 150 when it loses focus; the page says so."""
+    tab = visible_panel(page)
+    box = tab.get_by_role("spinbutton", name="number input for Sampling steps", exact=True)
+    box.fill("500")
+    box.press("Tab")
+    expect(box).to_have_value("150")
+    expect(page.get_by_role("status").filter(has_text="Sampling steps")).to_have_text(
+        "Sampling steps 500 is over this studio's limit of 150: set to 150.")
+    cfg = tab.get_by_role("spinbutton", name="number input for CFG scale", exact=True)
+    cfg.fill("-3")
+    cfg.press("Tab")
+    expect(cfg).to_have_value("0")
+    expect(page.get_by_role("status").filter(has_text="CFG scale")).to_contain_text("CFG scale -3 is under the "
+                                                                                     "minimum of 0: set to 0.")
+
+
 def test_send_to_img2img_with_nothing_says_so_then_moves_the_image_and_prompt(page):
     tab = visible_panel(page)
     tab.get_by_role("button", name="Send to img2img").click()
