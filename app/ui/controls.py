@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.ui import choices
+from app.ui import choices, token_count
 from app.ui.accessible import icon_button
 from app.ui.form import Form, Values
 from app.ui.generate import generation_events, interrupt, skip
@@ -83,7 +83,9 @@ def prompt_row(services: Services, tab: GenerationTab) -> None:
         with gr.Column(scale=5):
             tab.add("prompt", gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (or paste an infotext and "
                                                                             "press ↙️ to read its parameters)"))
+            token_counter(tab, "prompt")
             tab.add("negative_prompt", gr.Textbox(label="Negative prompt", lines=2))
+            token_counter(tab, "negative_prompt")
         with gr.Column(scale=1, min_width=180):
             tab.add("generate", gr.Button("Generate", variant="primary"), request_field=False)
             with gr.Row():
@@ -92,6 +94,15 @@ def prompt_row(services: Services, tab: GenerationTab) -> None:
             tab.add("paste", gr.Button("↙️ Read parameters", size="sm"), request_field=False)
             tab.add("styles", gr.Dropdown(label="Styles", choices=choices.style_names(services), multiselect=True,
                                           value=[]))
+
+
+def token_counter(tab: GenerationTab, name: str) -> None:
+    """A1111's "12/75" under a prompt box, counted in the browser (see app/ui/token_count.py): a server event on
+    the prompt would race the Generate click. ``.change`` also follows a prompt set by paste or "send to"."""
+    counter = tab.add(f"{name}_tokens", gr.HTML(token_count.EMPTY, elem_classes=["sf-token-count"],
+                                                padding=False), request_field=False)
+    tab.form[name].change(None, inputs=tab.form[name], outputs=counter, js=token_count.COUNT_JS, queue=False,
+                          show_progress="hidden", api_name=False)
 
 
 def sampling_controls(services: Services, tab: GenerationTab, size_note: str) -> None:

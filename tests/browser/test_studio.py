@@ -99,6 +99,24 @@ def test_ctrl_enter_in_the_prompt_generates(page):
     expect(tab.get_by_label("Generation parameters")).to_have_value(re.compile(r"^a blue square\nSteps: 2, "))
 
 
+def test_the_token_counter_follows_the_prompt_without_holding_up_generate(page):
+    """The "3/75" counter is computed in the page: typing, then Ctrl+Enter at once, still generates that prompt."""
+    tab = visible_panel(page)
+    set_number(tab, "Sampling steps", 2)
+    counter, negative_counter = tab.locator(".prose.sf-token-count").all()
+    expect(counter).to_have_text("0/75")
+    prompt = tab.get_by_label("Prompt", exact=True)
+    prompt.press_sequentially("a red circle")
+    prompt.press("Control+Enter")
+    expect(counter).to_have_text("3/75")
+    expect(tab.get_by_text(DONE)).to_be_visible()
+    expect(tab.get_by_label("Generation parameters")).to_have_value(re.compile(r"^a red circle\nSteps: 2, "))
+    prompt.fill("word " * 80)
+    expect(counter).to_have_text("80/150")  # past 75 tokens a second chunk begins, as A1111 shows it
+    tab.get_by_label("Negative prompt", exact=True).fill("blurry, low quality")
+    expect(negative_counter).to_have_text("4/75")
+
+
 def test_a_seed_out_of_range_says_minus_one_is_random(page):
     tab = visible_panel(page)
     seed = tab.get_by_role("spinbutton", name="Seed")
