@@ -193,6 +193,20 @@ def test_inpaint_with_a_mask_drawn_on_the_canvas(page, tmp_path):
     expect(tab.get_by_label("Generation parameters")).to_have_value(re.compile(r"Mask blur: 4"))
 
 
+def test_the_inpaint_brush_is_sized_for_the_uploaded_image(page, tmp_path):
+    """A 25 px brush would cover a 64 px image in three strokes: the radius is the shorter side / 20."""
+    tab = open_tab(page, "inpaint")
+    expect(tab.locator("canvas").last).to_be_visible()
+    page.wait_for_timeout(1500)  # the editor's own set-up (see the drawing test above)
+    tab.locator("input[type=file]").first.set_input_files(picture(tmp_path / "wide.png", (1000, 800)))
+    tab.get_by_role("button", name="Brush Size").click()
+    expect(tab.locator("input[type=range]").first).to_have_value("40")
+    page.keyboard.press("Escape")
+    tab.locator("input[type=file]").first.set_input_files(picture(tmp_path / "small.png", (64, 48)))
+    tab.get_by_role("button", name="Brush Size").click()
+    expect(tab.locator("input[type=range]").first).to_have_value("2")
+
+
 def test_upscale_tab_doubles_an_uploaded_image_with_a_model(page, tmp_path):
     tab = open_tab(page, "Upscale")
     tab.locator("input[type=file]").first.set_input_files(picture(tmp_path / "small.png", (40, 24)))
