@@ -38,7 +38,12 @@ CSS = """
 .sf-result { position: relative; }
 .sf-result .sf-progress-over { position: absolute; top: 36px; left: 8px; right: 8px; z-index: 5;
                                pointer-events: none; background: transparent; }
+.block.sf-token-count { margin-top: calc(-1 * var(--layout-gap, 16px) + 2px); }
 .sf-token-count.prose { text-align: right; font-size: 0.85em; color: var(--body-text-color-subdued); }
+@media (max-width: 720px) {
+  .sf-workspace { flex-direction: column; }
+  .sf-workspace > .sf-output { order: -1; }
+}
 .sf-notice { position: fixed; top: 12px; left: 50%; transform: translateX(-50%); z-index: 1000;
              display: flex; flex-direction: column; gap: 6px; max-width: min(90vw, 560px); }
 .sf-notice > div { background: var(--background-fill-primary); color: var(--body-text-color);

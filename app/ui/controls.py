@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from modules.runtime.services import Services
 
 OUTPUT_NAMES = ("job", "progress", "gallery", "infotext", "status", "result")
+# A tab's row of settings beside results, and its results column: on a narrow screen the results come first, right
+# under the prompt and Generate, instead of after every control (see the media query in app/ui/__init__.py).
+WORKSPACE_CLASS = "sf-workspace"
+OUTPUT_CLASS = "sf-output"
 
 
 @dataclass

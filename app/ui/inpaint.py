@@ -85,7 +85,7 @@ def build_inpaint(services: Services) -> GenerationTab:
     limits = services.config.limits
     controls.model_row(services, tab)
     controls.prompt_row(services, tab)
-    with gr.Row():
+    with gr.Row(elem_classes=[controls.WORKSPACE_CLASS]):
         with gr.Column(scale=1):
             tab.add("inpaint_editor", gr.ImageEditor(
                 label="Image: paint over the area to repaint", type="pil", image_mode="RGBA", format="png",
@@ -116,7 +116,7 @@ def build_inpaint(services: Services) -> GenerationTab:
                                                               label=side.capitalize()))
             controls.sampling_controls(services, tab, size_note="0 = the image's size")
             controls.extension_controls(services, tab)
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, elem_classes=[controls.OUTPUT_CLASS]):
             controls.output_panel(tab, send_targets=("img2img", "inpaint", "upscale"))
     controls.wire(services, tab)
     side = tab.add("inpaint_side", gr.Number(0, visible=False, precision=0), request_field=False)

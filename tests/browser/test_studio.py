@@ -147,6 +147,19 @@ def test_a_typed_value_over_the_limit_is_put_back_and_said(page):
                                                                                      "minimum of 0: set to 0.")
 
 
+def test_on_a_400_px_screen_the_result_comes_right_after_generate(page):
+    """On a phone-sized window the gallery comes under the prompt and Generate, not after every setting."""
+    page.set_viewport_size({"width": 400, "height": 800})
+    tab = visible_panel(page)
+    generate(tab, "a red circle")
+    expect(tab.get_by_text(DONE)).to_be_visible()
+    top = "(node) => node.getBoundingClientRect().top + window.scrollY"
+    gallery = tab.get_by_role("button", name="Thumbnail 1 of 1").evaluate(top)
+    assert gallery < 1.5 * 800, gallery
+    assert gallery < tab.get_by_role("combobox", name="Sampling method").evaluate(top)
+    assert gallery > tab.get_by_role("button", name="Generate", exact=True).evaluate(top)
+
+
 def test_send_to_img2img_with_nothing_says_so_then_moves_the_image_and_prompt(page):
     tab = visible_panel(page)
     tab.get_by_role("button", name="Send to img2img").click()
