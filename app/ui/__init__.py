@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.ui.controls import GenerationTab
+from app.ui.controls import GenerationTab, extension_groups, extension_visibility
 from app.ui.extensions_tab import build_extensions
 from app.ui.form import Form
 from app.ui.img2img import build_img2img
@@ -99,6 +99,11 @@ def build_layout(services: Services) -> Ui:
         ui = Ui(blocks=blocks, tabs=tabs, generation=generation, pnginfo=pnginfo, settings=settings,
                 extensions=extensions, upscale=upscale)
         _wire_sending(services, ui)
+        for tab in generation.values():
+            groups = extension_groups(tab)
+            if groups:
+                tab.form.connect(blocks.load, partial(extension_visibility, services, tab), [], groups,
+                                 api_name=False, queue=False, show_progress="hidden")
     return ui
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 OUTPUT_NAMES = ("job", "progress", "gallery", "infotext", "status", "result")
 # A tab's row of settings beside results, and its results column: on a narrow screen the results come first, right
 # under the prompt and Generate, instead of after every control (see the media query in app/ui/__init__.py).
+EXTENSION_GROUP = "ext_group."  # form name prefix of the column holding one extension's controls
 WORKSPACE_CLASS = "sf-workspace"
 OUTPUT_CLASS = "sf-output"
 
@@ -53,13 +54,27 @@ def extension_controls(services: Services, tab: GenerationTab) -> None:
     tab is built without it."""
     manager = services.extensions
     for name, build in manager.controls(tab.task):
-        try:
-            built = build() or {}
-        except Exception as error:  # an extension's UI code must not break the studio's page
-            manager.mark_failed(name, f"controls for {tab.task} raised {type(error).__name__}: {error}")
-            continue
+        with gr.Column() as group:  # shown or hidden at each page load: see extension_visibility
+            try:
+                built = build() or {}
+            except Exception as error:  # an extension's UI code must not break the studio's page
+                manager.mark_failed(name, f"controls for {tab.task} raised {type(error).__name__}: {error}")
+                continue
+        tab.add(f"{EXTENSION_GROUP}{name}", group, request_field=False)
         for key, component in built.items():
             tab.add(f"ext.{name}.{key}", component)
+
+
+def extension_groups(tab: GenerationTab) -> list[str]:
+    """The names of the tab's per-extension control groups."""
+    return [name for name in tab.form.names() if name.startswith(EXTENSION_GROUP)]
+
+
+def extension_visibility(services: Services, tab: GenerationTab, values: Values) -> Values:
+    """At each page load: only extensions active now show their controls. The Blocks are built once, at launch,
+    so an extension disabled later (Extensions tab) would otherwise keep its controls until a restart."""
+    active = {item.name for item in services.extensions.active()}
+    return {name: gr.update(visible=name[len(EXTENSION_GROUP):] in active) for name in extension_groups(tab)}
 
 
 def icon(text: str, key: str) -> gr.Button:

@@ -310,3 +310,25 @@ def test_a_saved_default_is_kept_after_a_reload(page, studio):
         set_number(settings, "Sampling steps", int(before))
         settings.get_by_role("button", name="Save settings").click()
         expect(settings.get_by_text(re.compile(r"Saved \d+ settings"))).to_be_visible()
+
+
+def test_a_disabled_extension_loses_its_controls_at_the_next_page_load(page):
+    def set_xyz(action: str) -> None:
+        extensions = open_tab(page, "Extensions")
+        choose(extensions, "Extension", "xyz_plot")
+        extensions.get_by_role("button", name=action, exact=True).click()
+        said = "xyz_plot disabled;" if action == "Disable" else "xyz_plot: active"
+        expect(extensions.get_by_text(said).first).to_be_visible()
+
+    expect(visible_panel(page).get_by_role("button", name="X/Y/Z plot")).to_be_visible()
+    try:
+        set_xyz("Disable")
+        reload(page)
+        tab = visible_panel(page)
+        expect(tab.get_by_role("button", name="X/Y/Z plot")).to_have_count(0)
+        generate(tab, "a pink circle")  # the page still holds the plot's values; they are left out, not refused
+        expect(tab.get_by_text(DONE)).to_be_visible()
+    finally:
+        set_xyz("Enable")  # the suite shares one studio
+    reload(page)
+    expect(visible_panel(page).get_by_role("button", name="X/Y/Z plot")).to_be_visible()
