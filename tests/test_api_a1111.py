@@ -341,7 +341,9 @@ BAD_REQUESTS = [
     ("txt2img", {**TINY, "scheduler": "wobbly"}, None, "scheduler"),
     ("txt2img", {**TINY, "width": 65}, None, "width"),
     ("txt2img", {**TINY, "height": 8192}, None, "height"),
-    ("txt2img", {**TINY, "steps": 100000}, None, "steps"),
+    ("txt2img", {**TINY, "steps": 100000}, None, "steps"),  # over this studio's limits: refused, never clamped
+    ("txt2img", {**TINY, "cfg_scale": 31}, None, "cfg_scale"),
+    ("txt2img", {**TINY, "batch_size": 9}, None, "batch_size"),
     ("txt2img", {**TINY, "styles": ["no such style"]}, None, "styles"),
     ("txt2img", {**TINY, "enable_hr": True, "hr_upscaler": "Magic 8x"}, None, "hr_upscaler"),
     ("txt2img", {**TINY, "override_settings": {"sd_model_checkpoint": "nope.safetensors"}}, None,

@@ -122,3 +122,32 @@ def test_install_is_refused_when_the_studio_is_exposed(stamped_services, tmp_pat
     allowed = dataclasses.replace(exposed, config=dataclasses.replace(exposed.config,
                                                                       enable_insecure_extension_access=True))
     assert "installed stamp2" in tab.install(allowed, {"source": str(source)})["status"]
+
+
+def test_a_disabled_extension_hides_its_controls_at_page_load_and_is_left_out_of_requests(stamped_services):
+    """The page is built once, at launch: after disabling, the next page load hides the extension's controls, and
+    a page still showing them (opened before) generates without the extension instead of being refused."""
+    from app.ui import build_layout
+    from app.ui.controls import extension_visibility
+    from app.ui.generate import generation_events
+
+    ui = build_layout(stamped_services)
+    tab = ui.generation["txt2img"]
+    shown = extension_visibility(stamped_services, tab, {})
+    assert shown["ext_group.stamp"] == {"__type__": "update", "visible": True}
+    assert set(shown) == {"ext_group.stamp", "ext_group.xyz_plot"}  # each active extension's own group
+    group = tab.form["ext_group.stamp"]._id
+    loads = [dep for dep in ui.blocks.get_config_file()["dependencies"] if group in dep["outputs"]]
+    assert len(loads) == 1 and [target[1] for target in loads[0]["targets"]] == ["load"]
+
+    stamped_services.extensions.set_enabled("stamp", False)
+    assert extension_visibility(stamped_services, tab, {})["ext_group.stamp"]["visible"] is False
+    values = {"task": "txt2img", "prompt": "a red circle", "steps": 2, "width": 64, "height": 64, "seed": 1,
+              "ext.stamp.word": "sunset"}
+    *_, last = list(generation_events(stamped_services, values, poll=0.02))
+    assert last["infotext"].startswith("a red circle\n") and "sunset" not in last["infotext"]
+
+    stamped_services.extensions.set_enabled("stamp", True)
+    assert extension_visibility(stamped_services, tab, {})["ext_group.stamp"]["visible"] is True
+    *_, last = list(generation_events(stamped_services, values, poll=0.02))
+    assert "a red circle, sunset" in last["infotext"]

@@ -240,7 +240,8 @@ def test_png_info_reads_a_saved_image_and_sends_it(services, ui):
     to_inpaint = send_parameters(services, {"pnginfo.infotext": info["infotext"], "pnginfo.image": path},
                                  "inpaint", names)
     assert to_inpaint["tabs"]["selected"] == "inpaint" and to_inpaint["inpaint.seed"] == 31
-    assert to_inpaint["inpaint.inpaint_editor"] == {"background": path, "layers": [], "composite": path}
+    assert to_inpaint["inpaint.inpaint_editor"]["value"] == {"background": path, "layers": [], "composite": path}
+    assert to_inpaint["inpaint.inpaint_editor"]["brush"].default_size == 3  # the brush follows the 64 px image
     assert "send_inpaint" in ui.pnginfo
 
     plain = Image.new("RGB", (8, 8))
@@ -253,7 +254,7 @@ def test_send_to_inpaint_moves_the_selected_image_and_prompt(services):
               "txt2img.styles": []}
     sent = send_image(values, source="txt2img", target="inpaint")
     assert sent["tabs"]["selected"] == "inpaint"
-    assert sent["inpaint.inpaint_editor"]["background"] == last["gallery"][0]
+    assert sent["inpaint.inpaint_editor"]["value"]["background"] == last["gallery"][0]
     assert (sent["inpaint.prompt"], sent["inpaint.negative_prompt"]) == ("p", "n")
     assert WARNING in send_image({"txt2img.result": None}, source="txt2img", target="img2img")
 
@@ -452,3 +453,48 @@ def test_a_tab_follows_its_newest_job_and_the_older_one_still_ends(services):
     assert "1 image in" in last["status"] and last["interrupt"]["visible"] is False
     *_, last_other = list(other_session)  # another browser's job is followed to its end as before
     assert other["job"] != second["job"] and "1 image in" in last_other["status"]
+
+
+def test_pasting_values_over_the_studio_limits_clamps_them_and_says_which(services):
+    """An A1111 infotext may hold 500 steps or CFG 50: the form takes the nearest value its sliders allow and the
+    toast names each field with its old and new value (instead of Gradio's unnamed error on the next Generate)."""
+    from app.ui.paste import parameters_from_infotext
+
+    limits = services.config.limits
+    text = "a cat\nSteps: 500, Sampler: Euler, CFG scale: 50, Seed: 1, Size: 64x64"
+    updates = parameters_from_infotext(services, text, ["prompt", "steps", "cfg_scale", "width", "height"])
+    assert (updates["steps"], updates["cfg_scale"], updates["width"]) == (limits.max_steps, limits.max_cfg, 64)
+    assert isinstance(updates["steps"], int)
+    assert f"Sampling steps 500 is over this studio's limit of {limits.max_steps}: set to {limits.max_steps}." \
+        in updates[WARNING]
+    assert f"CFG scale 50 is over this studio's limit of {limits.max_cfg:g}" in updates[WARNING]
+    assert INFO not in updates
+
+    fine = parameters_from_infotext(services, text.replace("500", "20").replace("CFG scale: 50", "CFG scale: 5"),
+                                    ["steps", "cfg_scale"])
+    assert (fine["steps"], fine["cfg_scale"]) == (20, 5.0) and WARNING not in fine
+
+
+def test_the_inpaint_brush_follows_the_image_size(tmp_path, ui):
+    """Gradio's fixed 25 px brush covers a third of a small image and a speck of a large one: it is a share of the
+    image's shorter side instead, set when the editor's image changes size (measured in the page)."""
+    from app.ui.inpaint import SIDE_JS, brush_for, follow_side, image_size
+
+    assert brush_for((512, 768)).default_size == 26 and brush_for((64, 64)).default_size == 3
+    assert brush_for((2048, 1024)).default_size == 51 and brush_for((8, 8)).default_size == 1
+    assert brush_for(None).default_size == 25 and brush_for((64, 64)).color_mode == "fixed"
+    assert follow_side({"inpaint_side": 1000})["inpaint_editor"]["brush"].default_size == 50
+    assert "value" not in follow_side({"inpaint_side": 1000})["inpaint_editor"]  # the drawing is kept
+    assert follow_side({"inpaint_side": 0}) == {}
+    path = tmp_path / "big.png"
+    Image.new("RGB", (1024, 640)).save(path)
+    assert image_size(str(path)) == (1024, 640) and image_size({"background": Image.new("L", (5, 7))}) == (5, 7)
+    assert image_size(str(tmp_path / "missing.png")) is None and image_size(None) is None
+
+    tab = ui.generation["inpaint"]
+    config = ui.blocks.get_config_file()
+    editor, side = tab.form["inpaint_editor"]._id, tab.form["inpaint_side"]._id
+    measure = [dep for dep in config["dependencies"] if [editor, "change"] in [list(t) for t in dep["targets"]]]
+    assert len(measure) == 1 and measure[0]["js"] == SIDE_JS and not measure[0]["backend_fn"]
+    assert measure[0]["inputs"] == [side] and measure[0]["outputs"] == [side]  # no canvas upload per stroke
+    assert "inpaint_side" not in tab.inputs

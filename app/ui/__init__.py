@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.ui.controls import GenerationTab
+from app.ui.controls import GenerationTab, extension_groups, extension_visibility
 from app.ui.extensions_tab import build_extensions
 from app.ui.form import Form
 from app.ui.img2img import build_img2img
@@ -40,6 +40,17 @@ CSS = """
 .sf-result { position: relative; }
 .sf-result .sf-progress-over { position: absolute; top: 36px; left: 8px; right: 8px; z-index: 5;
                                pointer-events: none; background: transparent; }
+.block.sf-token-count { margin-top: calc(-1 * var(--layout-gap, 16px) + 2px); }
+.sf-token-count.prose { text-align: right; font-size: 0.85em; color: var(--body-text-color-subdued); }
+@media (max-width: 720px) {
+  .sf-workspace { flex-direction: column; }
+  .sf-workspace > .sf-output { order: -1; }
+}
+.sf-notice { position: fixed; top: 12px; left: 50%; transform: translateX(-50%); z-index: 1000;
+             display: flex; flex-direction: column; gap: 6px; max-width: min(90vw, 560px); }
+.sf-notice > div { background: var(--background-fill-primary); color: var(--body-text-color);
+                   border: 1px solid var(--color-accent); border-radius: 6px; padding: 8px 12px;
+                   box-shadow: var(--shadow-drop-lg); }
 """
 
 
@@ -90,6 +101,11 @@ def build_layout(services: Services) -> Ui:
         ui = Ui(blocks=blocks, tabs=tabs, generation=generation, pnginfo=pnginfo, settings=settings,
                 extensions=extensions, upscale=upscale)
         _wire_sending(services, ui)
+        for tab in generation.values():
+            groups = extension_groups(tab)
+            if groups:
+                tab.form.connect(blocks.load, partial(extension_visibility, services, tab), [], groups,
+                                 api_name=False, queue=False, show_progress="hidden")
         wire_style_editors(services, ui)
         load_together(blocks)  # one answer sets every saved default when a page opens
     return ui

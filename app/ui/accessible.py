@@ -5,7 +5,8 @@ The Gradio in use has no tooltip or aria-label parameter on ``gr.Button``, and a
 itself has no name. A screen reader, a hovering user and a browser test all need those names, so a small script in
 the page's ``<head>`` sets ``title`` and ``aria-label`` on every button marked with ``icon_button`` and names such
 text boxes after their visible label, again whenever Gradio re-renders. The same script makes Ctrl+Enter in a tab's
-text box press its Generate button, as A1111 users expect.
+text box press its Generate button, as A1111 users expect, and says when a slider's number box put a typed value
+back into its range: Gradio does that silently when the box loses focus, so 500 steps became 150 unnoticed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any
 TIP_CLASS = "sf-tip"
 # A part of a tab whose text boxes are not the tab's prompt (the style editor): Ctrl+Enter there does not generate.
 NO_GENERATE_CLASS = "sf-no-generate"
+NOTICE_CLASS = "sf-notice"  # where the page says a typed value was put back into its slider's range
+NOTICE_MS = 8000
+SLIDER_BOX = "number input for "  # how Gradio names a slider's number box: "number input for <label>"
 # The hover text and accessible name of each icon button, by key (the button's ``sf-tip-<key>`` class).
 TOOLTIPS = {
     "refresh-models": "Refresh the checkpoint and VAE lists",
@@ -73,5 +77,30 @@ def head_script() -> str:
       (node) => node.offsetParent !== null && ["Generate", "Upscale"].includes(node.textContent.trim()));
     if (button) {{ event.preventDefault(); button.click(); }}
   }});
+  // Listening in the capture phase runs before Gradio's own blur handler clamps the value, so both are known.
+  document.addEventListener("blur", (event) => {{
+    const box = event.target;
+    const name = box instanceof HTMLInputElement && box.type === "number" && box.getAttribute("aria-label");
+    if (!name || !name.startsWith("{SLIDER_BOX}") || box.value === "") return;
+    const value = Number(box.value), low = Number(box.min), high = Number(box.max);
+    if (Number.isNaN(value) || !box.max || (value >= low && value <= high)) return;
+    const kept = value > high ? high : low;
+    const why = value > high ? "over this studio's limit of " + high : "under the minimum of " + low;
+    notice(name.slice({len(SLIDER_BOX)}) + " " + value + " is " + why + ": set to " + kept + ".");
+  }}, true);
+  const notice = (text) => {{
+    let area = document.querySelector(".{NOTICE_CLASS}");
+    if (!area) {{
+      area = document.createElement("div");
+      area.className = "{NOTICE_CLASS}";
+      area.setAttribute("role", "status");
+      area.setAttribute("aria-live", "polite");
+      document.body.appendChild(area);
+    }}
+    const line = document.createElement("div");
+    line.textContent = text;
+    area.appendChild(line);
+    setTimeout(() => line.remove(), {NOTICE_MS});
+  }};
 }})();
 </script>"""

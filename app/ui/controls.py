@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.ui import choices
+from app.ui import choices, token_count
 from app.ui.accessible import icon_button
 from app.ui.following import TabFollowers
 from app.ui.form import SESSION, Form, Values
@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from modules.runtime.services import Services
 
 OUTPUT_NAMES = ("job", "progress", "gallery", "infotext", "status", "result", "interrupt", "skip")
+# A tab's row of settings beside results, and its results column: on a narrow screen the results come first, right
+# under the prompt and Generate, instead of after every control (see the media query in app/ui/__init__.py).
+EXTENSION_GROUP = "ext_group."  # form name prefix of the column holding one extension's controls
+WORKSPACE_CLASS = "sf-workspace"
+OUTPUT_CLASS = "sf-output"
 
 
 @dataclass
@@ -51,13 +56,27 @@ def extension_controls(services: Services, tab: GenerationTab) -> None:
     tab is built without it."""
     manager = services.extensions
     for name, build in manager.controls(tab.task):
-        try:
-            built = build() or {}
-        except Exception as error:  # an extension's UI code must not break the studio's page
-            manager.mark_failed(name, f"controls for {tab.task} raised {type(error).__name__}: {error}")
-            continue
+        with gr.Column() as group:  # shown or hidden at each page load: see extension_visibility
+            try:
+                built = build() or {}
+            except Exception as error:  # an extension's UI code must not break the studio's page
+                manager.mark_failed(name, f"controls for {tab.task} raised {type(error).__name__}: {error}")
+                continue
+        tab.add(f"{EXTENSION_GROUP}{name}", group, request_field=False)
         for key, component in built.items():
             tab.add(f"ext.{name}.{key}", component)
+
+
+def extension_groups(tab: GenerationTab) -> list[str]:
+    """The names of the tab's per-extension control groups."""
+    return [name for name in tab.form.names() if name.startswith(EXTENSION_GROUP)]
+
+
+def extension_visibility(services: Services, tab: GenerationTab, values: Values) -> Values:
+    """At each page load: only extensions active now show their controls. The Blocks are built once, at launch,
+    so an extension disabled later (Extensions tab) would otherwise keep its controls until a restart."""
+    active = {item.name for item in services.extensions.active()}
+    return {name: gr.update(visible=name[len(EXTENSION_GROUP):] in active) for name in extension_groups(tab)}
 
 
 def icon(text: str, key: str) -> gr.Button:
@@ -85,7 +104,9 @@ def prompt_row(services: Services, tab: GenerationTab) -> None:
         with gr.Column(scale=5):
             tab.add("prompt", gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (or paste an infotext and "
                                                                             "press ↙️ to read its parameters)"))
+            token_counter(tab, "prompt")
             tab.add("negative_prompt", gr.Textbox(label="Negative prompt", lines=2))
+            token_counter(tab, "negative_prompt")
         with gr.Column(scale=1, min_width=180):
             tab.add("generate", gr.Button("Generate", variant="primary"), request_field=False)
             with gr.Row():
@@ -97,6 +118,15 @@ def prompt_row(services: Services, tab: GenerationTab) -> None:
             tab.add("paste", gr.Button("↙️ Read parameters", size="sm"), request_field=False)
             tab.add("styles", gr.Dropdown(label="Styles", choices=choices.style_names(services), multiselect=True,
                                           value=[]))
+
+
+def token_counter(tab: GenerationTab, name: str) -> None:
+    """A1111's "12/75" under a prompt box, counted in the browser (see app/ui/token_count.py): a server event on
+    the prompt would race the Generate click. ``.change`` also follows a prompt set by paste or "send to"."""
+    counter = tab.add(f"{name}_tokens", gr.HTML(token_count.EMPTY, elem_classes=["sf-token-count"],
+                                                padding=False), request_field=False)
+    tab.form[name].change(None, inputs=tab.form[name], outputs=counter, js=token_count.COUNT_JS, queue=False,
+                          show_progress="hidden", api_name=False)
 
 
 def sampling_controls(services: Services, tab: GenerationTab, size_note: str) -> None:

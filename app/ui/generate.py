@@ -50,7 +50,7 @@ def generation_events(services: Services, values: Values, poll: float = POLL_SEC
 
 def _events(services: Services, values: Values, poll: float, following: Following) -> Iterator[Values]:
     form = {name: services.settings.get(name) for name in SETTINGS_FIELDS}
-    form.update(values)
+    form.update(without_inactive_extensions(services, values))
     try:
         job = services.queue.submit(request_from_form(form))  # the queue checks it first, naming a bad field
     except RequestError as error:
@@ -62,6 +62,14 @@ def _events(services: Services, values: Values, poll: float, following: Followin
             job.control.preview_interval = interval
     following.claim(job.id)
     yield from follow_job(services, job, poll, following)
+
+
+def without_inactive_extensions(services: Services, values: Values) -> Values:
+    """The form's values less the settings of extensions that are not active now: a page built before an extension
+    was disabled still sends its controls' values, which the queue would refuse ("extension ... is disabled")."""
+    active = {item.name for item in services.extensions.active()}
+    return {key: value for key, value in values.items()
+            if not (isinstance(key, str) and key.startswith("ext.") and key[4:].partition(".")[0] not in active)}
 
 
 def follow_job(services: Services, job: Job, poll: float = POLL_SECONDS,

@@ -23,7 +23,7 @@ def build_img2img(services: Services) -> GenerationTab:
     controls.model_row(services, tab)
     controls.prompt_row(services, tab)
     build_style_editor(services, tab)
-    with gr.Row():
+    with gr.Row(elem_classes=[controls.WORKSPACE_CLASS]):
         with gr.Column(scale=1):
             tab.add("init_image", gr.Image(label="Image", type="pil", image_mode="RGB",
                                            sources=["upload", "clipboard"], height=320))
@@ -31,7 +31,7 @@ def build_img2img(services: Services) -> GenerationTab:
             tab.add("denoising_strength", gr.Slider(0, 1, step=0.01, value=0.75, label="Denoising strength"))
             controls.sampling_controls(services, tab, size_note="0 = the image's size")
             controls.extension_controls(services, tab)
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, elem_classes=[controls.OUTPUT_CLASS]):
             controls.output_panel(tab, send_targets=("img2img", "inpaint", "upscale"))
     controls.wire(services, tab)
     return tab

@@ -7,12 +7,15 @@ canvas by the given pixels per side and paints only the new border.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
+from PIL import Image, UnidentifiedImageError
 
 from app.ui import controls
 from app.ui.controls import GenerationTab
+from app.ui.form import Values
 from app.ui.img2img import RESIZE_LABELS
 from app.ui.request_form import INPAINT_AREAS, MASK_MODES, OUTPAINT_SIDES
 from app.ui.styles_editor import build_style_editor
@@ -22,6 +25,59 @@ if TYPE_CHECKING:
     from modules.runtime.services import Services
 
 FILL_LABELS = [fill.capitalize() for fill in INPAINT_FILLS]
+BRUSH_COLORS = ["#ffffff", "#ff0000"]
+BRUSH_SHARE = 20  # the brush's radius is the image's shorter side over this: 26 px on 512, 3 px on 64
+DEFAULT_BRUSH_RADIUS = 25  # Gradio's own, before an image is in the editor
+
+
+def brush_for(size: tuple[int, int] | None) -> gr.Brush:
+    """The mask brush for an image of ``size``: Gradio's fixed 25 px radius covers a third of a 64 px image and
+    is a pin-prick on a 2048 px one, so the radius is a share of the image instead."""
+    radius = DEFAULT_BRUSH_RADIUS if size is None else max(1, round(min(size) / BRUSH_SHARE))
+    return gr.Brush(colors=BRUSH_COLORS, color_mode="fixed", default_size=radius)
+
+
+def image_size(value: Any) -> tuple[int, int] | None:
+    """The size of what an image component or the editor holds (PIL image, file path, or the editor's dict with
+    its background), reading only the file's header; None when there is no readable image."""
+    if isinstance(value, dict):
+        value = value.get("background") or value.get("composite")
+    if isinstance(value, Image.Image):
+        return value.size
+    if isinstance(value, (str, Path)) and value:
+        try:
+            with Image.open(value) as image:
+                return image.size
+        except (OSError, UnidentifiedImageError, ValueError):
+            return None
+    return None
+
+
+def follow_side(values: Values) -> Values:
+    """The editor's image changed size (see ``SIDE_JS``): size the brush for it."""
+    side = values.get("inpaint_side") or 0
+    return {"inpaint_editor": gr.update(brush=brush_for((int(side), int(side))))} if side > 0 else {}
+
+
+# The shorter side of the image in the editor, read in the page. Gradio's editor sends no ``upload`` event to the
+# server in this version and its ``change`` fires on every stroke with the whole canvas as its value, so a
+# js-only handler reads the size the editor exposes (``window.editor``, the page's one ImageEditor) once it has
+# settled (the new image is measured a moment after the event) and puts it in a hidden number; only when that
+# number changes does the server answer, with the brush.
+SIDE_JS = """async (side) => {
+  const read = () => {
+    const size = window.editor && window.editor.dimensions_value;
+    return size && size.width ? Math.min(size.width, size.height) : 0;
+  };
+  let now = read(), stable = 0;
+  for (let wait = 0; wait < 30 && stable < 5; wait++) {
+    await new Promise((done) => setTimeout(done, 100));
+    const next = read();
+    stable = next === now ? stable + 1 : 0;
+    now = next;
+  }
+  return now || side;
+}"""
 
 
 def build_inpaint(services: Services) -> GenerationTab:
@@ -31,12 +87,12 @@ def build_inpaint(services: Services) -> GenerationTab:
     controls.model_row(services, tab)
     controls.prompt_row(services, tab)
     build_style_editor(services, tab)
-    with gr.Row():
+    with gr.Row(elem_classes=[controls.WORKSPACE_CLASS]):
         with gr.Column(scale=1):
             tab.add("inpaint_editor", gr.ImageEditor(
                 label="Image: paint over the area to repaint", type="pil", image_mode="RGBA", format="png",
                 sources=["upload", "clipboard"], transforms=(), layers=False, height=420,
-                brush=gr.Brush(colors=["#ffffff", "#ff0000"], color_mode="fixed"),
+                brush=brush_for(None),
             ))
             with gr.Accordion("Mask from a file", open=False):
                 tab.add("mask_upload", gr.Image(label="Mask (white = repaint), added to what you paint",
@@ -62,7 +118,12 @@ def build_inpaint(services: Services) -> GenerationTab:
                                                               label=side.capitalize()))
             controls.sampling_controls(services, tab, size_note="0 = the image's size")
             controls.extension_controls(services, tab)
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, elem_classes=[controls.OUTPUT_CLASS]):
             controls.output_panel(tab, send_targets=("img2img", "inpaint", "upscale"))
     controls.wire(services, tab)
+    side = tab.add("inpaint_side", gr.Number(0, visible=False, precision=0), request_field=False)
+    tab.form["inpaint_editor"].change(None, inputs=side, outputs=side, js=SIDE_JS, queue=False,
+                                      show_progress="hidden", api_name=False)
+    tab.form.connect(side.change, follow_side, ["inpaint_side"], ["inpaint_editor"], api_name=False, queue=False,
+                     show_progress="hidden")
     return tab

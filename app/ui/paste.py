@@ -16,6 +16,7 @@ from app.ui import choices
 from app.ui.form import INFO, WARNING, Values
 
 if TYPE_CHECKING:
+    from modules.image.request import Limits
     from modules.runtime.services import Services
 
 # Request fields that go into a control of the same name unchanged.
@@ -81,11 +82,47 @@ def parameters_from_infotext(services: Services, text: str, names: Iterable[str]
         updates["vae"] = choices.AUTOMATIC_VAE
     updates.update(_inpaint_updates(fields))
     updates = {name: value for name, value in updates.items() if name in wanted}
+    clamped = clamp_to_limits(updates, services.config.limits)
+    notes = []
     if skipped:
-        updates[WARNING] = "Kept the current value for " + "; ".join(skipped) + "."
+        notes.append("Kept the current value for " + "; ".join(skipped) + ".")
+    notes.extend(clamped)
+    if notes:
+        updates[WARNING] = " ".join(notes)
     else:
         updates[INFO] = f"Read {len(updates)} parameters."
     return updates
+
+
+def slider_ranges(limits: Limits) -> dict[str, tuple[str, float, float]]:
+    """Each numeric control an infotext may fill: its label and the range its slider takes (the same bounds as
+    ``controls.sampling_controls``, from this studio's limits)."""
+    return {
+        "steps": ("Sampling steps", 1, limits.max_steps),
+        "cfg_scale": ("CFG scale", 0, limits.max_cfg),
+        "batch_size": ("Batch size", 1, limits.max_batch_size),
+        "n_iter": ("Batch count", 1, limits.max_batch_count),
+        "width": ("Width", 0, limits.max_side),
+        "height": ("Height", 0, limits.max_side),
+        "hr_second_pass_steps": ("Hires steps", 0, limits.max_steps),
+    }
+
+
+def clamp_to_limits(updates: Values, limits: Limits) -> list[str]:
+    """Bring pasted numbers into their slider's range, in place, and say which: an infotext from a studio with
+    other limits (A1111 has none for steps) must not be cut down silently, nor make the next Generate fail
+    with Gradio's unnamed "Value 500 is greater than maximum value 150"."""
+    notes = []
+    for name, (label, low, high) in slider_ranges(limits).items():
+        value = updates.get(name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or low <= value <= high:
+            continue
+        kept = high if value > high else low
+        kept = int(kept) if isinstance(value, int) else kept
+        reason = f"over this studio's limit of {high:g}" if value > high else f"under the minimum of {low:g}"
+        notes.append(f"{label} {value:g} is {reason}: set to {kept:g}.")
+        updates[name] = kept
+    return notes
 
 
 def paste_prompt(services: Services, values: Values, names: Iterable[str]) -> Values:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from app.ui.form import WARNING, Values
+from app.ui.inpaint import brush_for, image_size
 from app.ui.paste import parameters_from_infotext
 from app.ui.results import selected_item
 
@@ -39,8 +40,9 @@ def send_image(values: Values, source: str, target: str) -> Values:
 
 def image_update(target: str, image: Any) -> Values:
     """The update that puts ``image`` into a tab's input image (the inpaint tab's editor starts unpainted)."""
-    if target == "inpaint":
-        return {"inpaint.inpaint_editor": {"background": image, "layers": [], "composite": image}}
+    if target == "inpaint":  # the brush is sized for this image, as when one is uploaded there
+        return {"inpaint.inpaint_editor": gr.update(value={"background": image, "layers": [], "composite": image},
+                                                    brush=brush_for(image_size(image)))}
     if target == "upscale":
         return {"upscale.image": image, "upscale.source": "Single image"}
     return {f"{target}.init_image": image}

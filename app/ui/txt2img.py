@@ -21,7 +21,7 @@ def build_txt2img(services: Services) -> GenerationTab:
     controls.model_row(services, tab)
     controls.prompt_row(services, tab)
     build_style_editor(services, tab)
-    with gr.Row():
+    with gr.Row(elem_classes=[controls.WORKSPACE_CLASS]):
         with gr.Column(scale=1):
             controls.sampling_controls(services, tab, size_note="0 = the model's default size")
             with gr.Accordion("Hires. fix", open=False):
@@ -41,7 +41,7 @@ def build_txt2img(services: Services) -> GenerationTab:
                     tab.add("hr_resize_y", gr.Slider(0, limits.max_side, step=8, precision=0, value=0,
                                                      label="Resize height to"))
             controls.extension_controls(services, tab)
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, elem_classes=[controls.OUTPUT_CLASS]):
             controls.output_panel(tab, send_targets=("img2img", "inpaint", "upscale"))
     controls.wire(services, tab)
     return tab

@@ -99,6 +99,24 @@ def test_ctrl_enter_in_the_prompt_generates(page):
     expect(tab.get_by_label("Generation parameters")).to_have_value(re.compile(r"^a blue square\nSteps: 2, "))
 
 
+def test_the_token_counter_follows_the_prompt_without_holding_up_generate(page):
+    """The "3/75" counter is computed in the page: typing, then Ctrl+Enter at once, still generates that prompt."""
+    tab = visible_panel(page)
+    set_number(tab, "Sampling steps", 2)
+    counter, negative_counter = tab.locator(".prose.sf-token-count").all()
+    expect(counter).to_have_text("0/75")
+    prompt = tab.get_by_label("Prompt", exact=True)
+    prompt.press_sequentially("a red circle")
+    prompt.press("Control+Enter")
+    expect(counter).to_have_text("3/75")
+    expect(tab.get_by_text(DONE)).to_be_visible()
+    expect(tab.get_by_label("Generation parameters")).to_have_value(re.compile(r"^a red circle\nSteps: 2, "))
+    prompt.fill("word " * 80)
+    expect(counter).to_have_text("80/150")  # past 75 tokens a second chunk begins, as A1111 shows it
+    tab.get_by_label("Negative prompt", exact=True).fill("blurry, low quality")
+    expect(negative_counter).to_have_text("4/75")
+
+
 def test_a_seed_out_of_range_says_minus_one_is_random(page):
     tab = visible_panel(page)
     seed = tab.get_by_role("spinbutton", name="Seed")
@@ -110,6 +128,36 @@ def test_a_seed_out_of_range_says_minus_one_is_random(page):
     assert "e+" not in alert.inner_text()
     tab.get_by_role("button", name="Random seed (-1)").click()
     expect(seed).to_have_value("-1")
+
+
+def test_a_typed_value_over_the_limit_is_put_back_and_said(page):
+    """Gradio's number box clamps a typed 500 to the slider's 150 when it loses focus; the page says so."""
+    tab = visible_panel(page)
+    box = tab.get_by_role("spinbutton", name="number input for Sampling steps", exact=True)
+    box.fill("500")
+    box.press("Tab")
+    expect(box).to_have_value("150")
+    expect(page.get_by_role("status").filter(has_text="Sampling steps")).to_have_text(
+        "Sampling steps 500 is over this studio's limit of 150: set to 150.")
+    cfg = tab.get_by_role("spinbutton", name="number input for CFG scale", exact=True)
+    cfg.fill("-3")
+    cfg.press("Tab")
+    expect(cfg).to_have_value("0")
+    expect(page.get_by_role("status").filter(has_text="CFG scale")).to_contain_text("CFG scale -3 is under the "
+                                                                                     "minimum of 0: set to 0.")
+
+
+def test_on_a_400_px_screen_the_result_comes_right_after_generate(page):
+    """On a phone-sized window the gallery comes under the prompt and Generate, not after every setting."""
+    page.set_viewport_size({"width": 400, "height": 800})
+    tab = visible_panel(page)
+    generate(tab, "a red circle")
+    expect(tab.get_by_text(DONE)).to_be_visible()
+    top = "(node) => node.getBoundingClientRect().top + window.scrollY"
+    gallery = tab.get_by_role("button", name="Thumbnail 1 of 1").evaluate(top)
+    assert gallery < 1.5 * 800, gallery
+    assert gallery < tab.get_by_role("combobox", name="Sampling method").evaluate(top)
+    assert gallery > tab.get_by_role("button", name="Generate", exact=True).evaluate(top)
 
 
 def test_send_to_img2img_with_nothing_says_so_then_moves_the_image_and_prompt(page):
@@ -156,6 +204,20 @@ def test_inpaint_with_a_mask_drawn_on_the_canvas(page, tmp_path):
     expect(tab.get_by_text(DONE)).to_be_visible()
     assert gallery_sizes(tab) == [[64, 64]]
     expect(tab.get_by_label("Generation parameters")).to_have_value(re.compile(r"Mask blur: 4"))
+
+
+def test_the_inpaint_brush_is_sized_for_the_uploaded_image(page, tmp_path):
+    """A 25 px brush would cover a 64 px image in three strokes: the radius is the shorter side / 20."""
+    tab = open_tab(page, "inpaint")
+    expect(tab.locator("canvas").last).to_be_visible()
+    page.wait_for_timeout(1500)  # the editor's own set-up (see the drawing test above)
+    tab.locator("input[type=file]").first.set_input_files(picture(tmp_path / "wide.png", (1000, 800)))
+    tab.get_by_role("button", name="Brush Size").click()
+    expect(tab.locator("input[type=range]").first).to_have_value("40")
+    page.keyboard.press("Escape")
+    tab.locator("input[type=file]").first.set_input_files(picture(tmp_path / "small.png", (64, 48)))
+    tab.get_by_role("button", name="Brush Size").click()
+    expect(tab.locator("input[type=range]").first).to_have_value("2")
 
 
 def test_upscale_tab_doubles_an_uploaded_image_with_a_model(page, tmp_path):
@@ -291,3 +353,25 @@ def test_a_style_made_in_the_editor_is_listed_at_once_generates_and_is_deleted(p
     box.click()
     expect(page.get_by_role("option", name="pastel look")).to_have_count(0)
     expect(tab.get_by_label("Style name", exact=True)).to_have_value("pastel look")  # Save would put it back
+
+
+def test_a_disabled_extension_loses_its_controls_at_the_next_page_load(page):
+    def set_xyz(action: str) -> None:
+        extensions = open_tab(page, "Extensions")
+        choose(extensions, "Extension", "xyz_plot")
+        extensions.get_by_role("button", name=action, exact=True).click()
+        said = "xyz_plot disabled;" if action == "Disable" else "xyz_plot: active"
+        expect(extensions.get_by_text(said).first).to_be_visible()
+
+    expect(visible_panel(page).get_by_role("button", name="X/Y/Z plot")).to_be_visible()
+    try:
+        set_xyz("Disable")
+        reload(page)
+        tab = visible_panel(page)
+        expect(tab.get_by_role("button", name="X/Y/Z plot")).to_have_count(0)
+        generate(tab, "a pink circle")  # the page still holds the plot's values; they are left out, not refused
+        expect(tab.get_by_text(DONE)).to_be_visible()
+    finally:
+        set_xyz("Enable")  # the suite shares one studio
+    reload(page)
+    expect(visible_panel(page).get_by_role("button", name="X/Y/Z plot")).to_be_visible()
