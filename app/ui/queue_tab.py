@@ -6,10 +6,10 @@ reads it back from its store). Handlers are plain functions over values by name,
 
 The tab is pushed, not polled: on page load one long-running event (``queue_pushes``) subscribes to every change
 the queue publishes and sends the waiting jobs and the stats line only when they changed, so a page where nothing
-happens sends and receives nothing (a 2 s timer kept the page busy forever, costing battery and breaking tools that
-wait for the network to settle). When the set of jobs changes, a small state (``queue_mark``) changes with it and
-its ``.change`` event redraws the Job list and the history with the page's *current* selection, page and filter,
-which a generator started at load cannot see.
+happens makes no request and receives nothing but Gradio's own keep-alives (a 2 s timer kept the page busy forever,
+costing battery and keeping tools that wait for the requests to stop waiting). When the set of jobs changes, a
+small state (``queue_mark``) changes with it and its ``.change`` event redraws the Job list and the history with
+the page's *current* selection, page and filter, which a generator started at load cannot see.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _wire_pushes(services: Services, form: Form) -> None:
     """Start the pusher when a page loads and end it when the page goes (Gradio's unload, on the page's heartbeat
     connection closing). Its event has no concurrency limit: one runs per open page for the page's lifetime, and
     it must never hold back another page's pusher or any other event."""
-    blocks = gr.context.Context.root_block
+    blocks = gr.context.Context.root_block  # the Blocks being built: unload is a Blocks event, not a component's
     if blocks is None:
         raise RuntimeError("build_queue must be called inside a gr.Blocks")
     pages = OpenPages()
