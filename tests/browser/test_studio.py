@@ -251,8 +251,7 @@ def test_a_second_generate_click_queues_a_job_that_the_queue_tab_cancels(page):
     tab.get_by_label("Prompt", exact=True).fill("the queued job")
     tab.get_by_role("button", name="Generate", exact=True).click()
     expect(tab.get_by_text(re.compile(r"waiting in queue · 1 ahead"))).to_be_visible()
-    queue = open_tab(page, "Queue")
-    queue.get_by_role("button", name="Refresh", exact=True).click()
+    queue = open_tab(page, "Queue")  # no Refresh: the tab is pushed the jobs
     number = pick_job(queue, "the queued job")
     queue.get_by_role("button", name="Cancel job").click()
     expect(queue.get_by_text(f"Cancelled job #{number}.")).to_be_visible()
@@ -265,8 +264,9 @@ def test_a_second_generate_click_queues_a_job_that_the_queue_tab_cancels(page):
 
 
 def pick_job(queue, prompt: str) -> str:
-    """Choose the job with this prompt in the Queue tab's "Job" list; its number. The list is refreshed every
-    2 s, which may close it under the pointer, so the choice is checked and made again if it was lost."""
+    """Choose the job with this prompt in the Queue tab's "Job" list; its number. The list is redrawn when a job
+    is submitted, starts or ends (not on progress), which may close it under the pointer, so the choice is checked
+    and made again if it was lost."""
     box = queue.get_by_role("combobox", name="Job", exact=True)
     for _ in range(5):
         box.click()
