@@ -51,7 +51,9 @@ def build_queue(services: Services) -> Form:
     form["pending"] = gr.Dataframe(headers=PENDING_HEADERS, interactive=False, label="Waiting and running",
                                    wrap=True)
     with gr.Row(equal_height=True):
-        form["cancel_job"] = gr.Dropdown(label="Job", choices=[], value=None, scale=4)
+        # A choice can end (and leave the list) between the pick and the click: the stale id must reach
+        # cancel_job, which says the job had already ended, instead of failing in Gradio's check (an HTTP 500).
+        form["cancel_job"] = gr.Dropdown(label="Job", choices=[], value=None, scale=4, allow_custom_value=True)
         form["cancel"] = gr.Button("Cancel job", variant="stop", size="sm", scale=1)
     form["status"] = gr.HTML("")
     gr.Markdown("### History")

@@ -375,3 +375,18 @@ def test_a_disabled_extension_loses_its_controls_at_the_next_page_load(page):
         set_xyz("Enable")  # the suite shares one studio
     reload(page)
     expect(visible_panel(page).get_by_role("button", name="X/Y/Z plot")).to_be_visible()
+
+
+@pytest.mark.parametrize("tab_name", ["img2img", "PNG info", "Upscale"])
+def test_an_upload_that_is_not_an_image_gets_a_notice_naming_it(page, tmp_path, tab_name):
+    """Not a bare "Error" badge: the tab's status names the field and says the file is not an image."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+    tab = open_tab(page, tab_name)
+    tab.locator("input[type=file]").first.set_input_files(broken)
+    if tab_name == "img2img":
+        generate(tab, "a red circle")
+    elif tab_name == "Upscale":
+        tab.get_by_role("button", name="Upscale", exact=True).click()
+    expect(tab.get_by_role("alert").first).to_contain_text("not a readable image")
+    expect(tab.get_by_text("Error", exact=True)).to_have_count(0)
