@@ -426,7 +426,8 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
         index_d = index.to(device)
         latents = (means[index_d] + stds[index_d] * latent_noise) * scaling
         drop = rng.random(config.batch) < config.caption_dropout
-        captions = ["" if drop[i] else caption_for(specs[int(j)], rng) for i, j in enumerate(index.tolist())]
+        captions = ["" if drop[i] else caption_for(specs[int(j)], rng, config.rows)
+                    for i, j in enumerate(index.tolist())]
         noisy = noise_schedule.add_noise(latents, noise, timesteps)
         if config.prediction_type == "v_prediction":
             target = noise_schedule.get_velocity(latents, noise, timesteps)
@@ -639,7 +640,8 @@ def write_model_card(out: Path, config: TrainConfig, command: str, timing: dict[
              f"({timing['device']}, {timing['threads']} thread(s)); in batches of 16, "
              f"{report['seconds_per_image']:.3f} s per image.\n\n![samples](samples.png)" if report else "")
     grammar = world.__doc__.split("Caption grammar", 1)[1].split("Geometry", 1)[0].strip()
-    grammar = grammar.replace("``OMIT_PROBABILITY``", f"{world.OMIT_PROBABILITY:g}").replace("::", ":")
+    weights = ", ".join(f"{_form_label(form)} {weight:.0%}" for form, weight in world.FORM_WEIGHTS.items())
+    grammar = grammar.replace("``FORM_WEIGHTS``", f"these weights ({weights})").replace("::", ":")
     where = ("a 3 x 3 grid (top / middle / bottom x left / centre / right)" if config.rows == 3 else
              "left / centre / right, vertically centred (this model knows no top or bottom)")
     vae_config = json.loads((out / "vae" / "config.json").read_text(encoding="utf-8"))
@@ -716,6 +718,12 @@ combinations that training never drew, one fixed seed each) and measures from th
     path = out / "README.md"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _form_label(parts: tuple[bool, bool, bool]) -> str:
+    """A training form's name from its (size, where, background) flags, for the model card."""
+    names = [n for n, on in zip(("size", "position", "background"), parts, strict=True) if on]
+    return "full" if len(names) == 3 else ("colour + shape" + "".join(f" + {n}" for n in names))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
