@@ -9,6 +9,14 @@ background colour, foreground colour, shape, size and position with ``modules/sh
 
 Without ``--sampler`` / ``--steps`` / ``--guidance`` it uses the defaults recorded in the model's
 ``training_config.json``. ``--card`` replaces the accuracy table in the model's README.md with this run's.
+
+``--forms`` reports every prompt form separately instead (full, no size, no position, no background, colour +
+shape + background, bare colour + shape, reordered, "center"; ``tools.shapes.dataset.EVALUATION_FORMS``), each on
+combinations held out for that form, at the card's default CFG and at CFG 7, scored only on what the form names,
+with the issue's targets marked; ``--per-form`` sets the prompts per form and CFG (200; lower for a quick look),
+``--form`` picks forms by name. With ``--card`` the table goes between the card's forms-table markers::
+
+    python bench/eval_shapes.py MODEL_DIR --forms [--per-form 200] [--guidance 4.5 7] [--form "reordered"] [--card]
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TABLE_START = "| | background |"
+FORMS_START = "<!-- forms-table:start (bench/eval_shapes.py --forms --card) -->"
+FORMS_END = "<!-- forms-table:end -->"
 
 
 def recorded_defaults(model: Path) -> dict:
@@ -46,6 +56,39 @@ def replace_table(card: Path, table: str) -> None:
     while end < len(lines) and lines[end].startswith("|"):
         end += 1
     card.write_text("\n".join(lines[:start] + table.split("\n") + lines[end:]), encoding="utf-8")
+
+
+def replace_forms_table(card: Path, table: str) -> None:
+    """Put ``table`` between the card's forms-table markers (appended with its markers when there are none)."""
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    block = f"{FORMS_START}\n{table}\n{FORMS_END}"
+    if FORMS_START in text and FORMS_END in text:
+        before, rest = text.split(FORMS_START, 1)
+        after = rest.split(FORMS_END, 1)[1]
+        card.write_text(before + block + after, encoding="utf-8")
+    else:
+        card.write_text(text.rstrip("\n") + "\n\n" + block + "\n", encoding="utf-8")
+
+
+def evaluate_forms(pipe, forms: list, *, count: int, sampler: str, steps: int, guidances: list[float],
+                   default_guidance: float, rows: int, seed: int, batch_size: int) -> tuple[str, list]:
+    """Every form at every guidance scale: the markdown table and the first run's images."""
+    from tools.shapes import metrics as metrics
+
+    results, first_images = [], None
+    for form in forms:
+        for guidance in guidances:
+            started = time.perf_counter()
+            tally, images = metrics.evaluate_form(pipe, form, count, steps=steps, guidance=guidance,
+                                                  sampler=sampler, batch_size=batch_size, seed=seed, rows=rows)
+            result = metrics.FormResult(form, guidance, tally, metrics.targets_for(guidance, default_guidance))
+            results.append(result)
+            first_images = first_images or images
+            acc = tally.accuracy()
+            scores = ", ".join(f"{a} {100 * acc[a]:.1f}" for a in (*metrics.ATTRIBUTES, "all") if tally.is_scored(a))
+            print(f"{form.name}, CFG {guidance:g}: {scores} "
+                  f"({(time.perf_counter() - started) / count * 1000:.0f} ms per image)", flush=True)
+    return metrics.forms_table(results, sampler, steps), first_images or []
 
 
 def save_grid(images: list, path: Path, columns: int = 16) -> None:
@@ -73,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--card", action="store_true", help="write the table into MODEL/README.md")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--grid", type=Path, help="save the first run's images as one PNG")
+    parser.add_argument("--forms", action="store_true", help="report every prompt form separately")
+    parser.add_argument("--per-form", type=int, default=200, help="prompts per form and CFG with --forms")
+    parser.add_argument("--form", action="append", help="with --forms: only this form (repeatable)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -86,6 +132,24 @@ def main(argv: list[str] | None = None) -> int:
     pipe = StableDiffusionPipeline.from_pretrained(str(args.model), torch_dtype=torch.float32,
                                                    local_files_only=True).to(args.device)
     pipe.set_progress_bar_config(disable=True)
+    if args.forms:
+        from tools.shapes import dataset as world
+
+        forms = [world.form_by_name(name) for name in args.form] if args.form else list(world.EVALUATION_FORMS)
+        guidances = args.guidance or [defaults["guidance"], metrics.HIGH_CFG]
+        table, images = evaluate_forms(
+            pipe, forms, count=args.per_form, sampler=(args.sampler or [defaults["sampler"]])[0],
+            steps=(args.steps or [defaults["steps"]])[0], guidances=list(dict.fromkeys(guidances)),
+            default_guidance=defaults["guidance"], rows=defaults["rows"], seed=args.seed,
+            batch_size=args.batch_size)
+        print(table)
+        if args.markdown:
+            args.markdown.write_text(table + "\n", encoding="utf-8")
+        if args.card:
+            replace_forms_table(args.model / "README.md", table)
+        if args.grid and images:
+            save_grid(images, args.grid)
+        return 0
     rows, first_images = {}, None
     for sampler in args.sampler or [defaults["sampler"]]:
         for steps in args.steps or [defaults["steps"]]:
