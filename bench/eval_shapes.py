@@ -1,8 +1,8 @@
 """How well a shapes-world model follows prompts, measured from the pixels on held-out prompts.
 
 Loads a model folder offline with ``StableDiffusionPipeline.from_pretrained``, generates held-out prompts
-(attribute combinations the training never drew; see ``modules/shapes_dataset.py``) with fixed seeds, and scores
-background colour, foreground colour, shape, size and position with ``modules/shapes_metrics.py``. Usage:
+(attribute combinations the training never drew; see ``tools/shapes/dataset.py``) with fixed seeds, and scores
+background colour, foreground colour, shape, size and position with ``tools/shapes/metrics.py``. Usage:
 
     python bench/eval_shapes.py MODEL_DIR [--prompts 256] [--steps 20] [--guidance 5 7.5] [--sampler Euler "DPM++ 2M"]
                                 [--card] [--markdown FILE] [--grid FILE.png] [--device cpu|cuda] [--threads 2]
@@ -31,8 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TABLE_START = "| | background |"
-FORMS_START = "<!-- forms-table:start (bench/eval_shapes.py --forms --card) -->"
-FORMS_END = "<!-- forms-table:end -->"
+from tools.shapes.train import FORMS_END, FORMS_START  # noqa: E402  (after the path insert; imports no torch)
 
 
 def recorded_defaults(model: Path) -> dict:
@@ -70,25 +69,14 @@ def replace_forms_table(card: Path, table: str) -> None:
         card.write_text(text.rstrip("\n") + "\n\n" + block + "\n", encoding="utf-8")
 
 
-def evaluate_forms(pipe, forms: list, *, count: int, sampler: str, steps: int, guidances: list[float],
-                   default_guidance: float, rows: int, seed: int, batch_size: int) -> tuple[str, list]:
-    """Every form at every guidance scale: the markdown table and the first run's images."""
+def print_form_result(result, seconds_per_image: float) -> None:
+    """One line per (form, CFG) while the forms run (the whole table comes at the end)."""
     from tools.shapes import metrics as metrics
 
-    results, first_images = [], None
-    for form in forms:
-        for guidance in guidances:
-            started = time.perf_counter()
-            tally, images = metrics.evaluate_form(pipe, form, count, steps=steps, guidance=guidance,
-                                                  sampler=sampler, batch_size=batch_size, seed=seed, rows=rows)
-            result = metrics.FormResult(form, guidance, tally, metrics.targets_for(guidance, default_guidance))
-            results.append(result)
-            first_images = first_images or images
-            acc = tally.accuracy()
-            scores = ", ".join(f"{a} {100 * acc[a]:.1f}" for a in (*metrics.ATTRIBUTES, "all") if tally.is_scored(a))
-            print(f"{form.name}, CFG {guidance:g}: {scores} "
-                  f"({(time.perf_counter() - started) / count * 1000:.0f} ms per image)", flush=True)
-    return metrics.forms_table(results, sampler, steps), first_images or []
+    acc = result.tally.accuracy()
+    scores = ", ".join(f"{a} {100 * acc[a]:.1f}" for a in (*metrics.ATTRIBUTES, "all") if result.tally.is_scored(a))
+    print(f"{result.form.name}, CFG {result.guidance:g}: {scores} ({seconds_per_image * 1000:.0f} ms per image)",
+          flush=True)
 
 
 def save_grid(images: list, path: Path, columns: int = 16) -> None:
@@ -137,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
 
         forms = [world.form_by_name(name) for name in args.form] if args.form else list(world.EVALUATION_FORMS)
         guidances = args.guidance or [defaults["guidance"], metrics.HIGH_CFG]
-        table, images = evaluate_forms(
-            pipe, forms, count=args.per_form, sampler=(args.sampler or [defaults["sampler"]])[0],
-            steps=(args.steps or [defaults["steps"]])[0], guidances=list(dict.fromkeys(guidances)),
-            default_guidance=defaults["guidance"], rows=defaults["rows"], seed=args.seed,
-            batch_size=args.batch_size)
+        sampler, steps = (args.sampler or [defaults["sampler"]])[0], (args.steps or [defaults["steps"]])[0]
+        results, images = metrics.evaluate_forms(
+            pipe, forms, args.per_form, steps=steps, guidances=list(dict.fromkeys(guidances)),
+            default_guidance=defaults["guidance"], sampler=sampler, batch_size=args.batch_size, seed=args.seed,
+            rows=defaults["rows"], report=print_form_result)
+        table = metrics.forms_table(results, sampler, steps)
         print(table)
         if args.markdown:
             args.markdown.write_text(table + "\n", encoding="utf-8")

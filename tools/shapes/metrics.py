@@ -178,9 +178,9 @@ def tally(images: Iterable, specs: Iterable[world.ShapeSpec]) -> Tally:
     return result
 
 
-def markdown_table(rows: dict[str, Tally]) -> str:
+def markdown_table(rows: dict[str, Tally], all_label: str = "all five") -> str:
     """A markdown table: one row per named run, one column per attribute (percent), plus the image count."""
-    header = "| | background | foreground | shape | size | position | all five | images |"
+    header = f"| | background | foreground | shape | size | position | {all_label} | images |"
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, counts in rows.items():
         acc = counts.accuracy()
@@ -262,6 +262,27 @@ def evaluate_form(pipe, form: world.PromptForm, count: int, *, steps: int, guida
     for image, (spec, _) in zip(images, cases, strict=True):
         result.add(score_named(image, spec, form.named))
     return result, images
+
+
+def evaluate_forms(pipe, forms: Sequence[world.PromptForm], count: int, *, steps: int, guidances: Sequence[float],
+                   default_guidance: float, sampler: str | None = None, batch_size: int = 16, seed: int = 1234,
+                   rows: int = 3, report=None) -> tuple[list[FormResult], list]:
+    """Every form at every guidance scale, each held to ``targets_for``; returns the results and the first run's
+    images. ``report(result, seconds_per_image)`` is called after each (form, CFG) for progress output."""
+    import time
+
+    results, first_images = [], None
+    for form in forms:
+        for guidance in guidances:
+            started = time.perf_counter()
+            tally, images = evaluate_form(pipe, form, count, steps=steps, guidance=guidance, sampler=sampler,
+                                          batch_size=batch_size, seed=seed, rows=rows)
+            result = FormResult(form, guidance, tally, targets_for(guidance, default_guidance))
+            results.append(result)
+            first_images = first_images or images
+            if report is not None:
+                report(result, (time.perf_counter() - started) / max(1, count))
+    return results, first_images or []
 
 
 def targets_for(guidance: float, default_guidance: float) -> dict[str, float]:
