@@ -17,6 +17,7 @@ with the issue's targets marked; ``--per-form`` sets the prompts per form and CF
 ``--form`` picks forms by name. With ``--card`` the table goes between the card's forms-table markers::
 
     python bench/eval_shapes.py MODEL_DIR --forms [--per-form 200] [--guidance 4.5 7] [--form "reordered"] [--card]
+                                [--write-into README.md]
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forms", action="store_true", help="report every prompt form separately")
     parser.add_argument("--per-form", type=int, default=200, help="prompts per form and CFG with --forms")
     parser.add_argument("--form", action="append", help="with --forms: only this form (repeatable)")
+    parser.add_argument("--write-into", type=Path, action="append", default=[],
+                        help="with --forms: also replace the forms table between the markers in this file "
+                             "(e.g. README.md; repeatable)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -134,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         if args.markdown:
             args.markdown.write_text(table + "\n", encoding="utf-8")
-        if args.card:
-            replace_forms_table(args.model / "README.md", table)
+        for path in [args.model / "README.md"] * args.card + args.write_into:
+            replace_forms_table(path, table)
         if args.grid and images:
             save_grid(images, args.grid)
         return 0

@@ -135,6 +135,7 @@ def test_training_smoke_run_saves_a_loadable_model_and_resumes_exactly(tmp_path)
     assert (whole / ".train-state" / "denoiser.pt").is_file()  # saved at step 2 of 3
     card = (whole / "README.md").read_text(encoding="utf-8")
     assert "Caption grammar" in card and "python -m tools.shapes.train" in card
+    assert train_shapes.FORMS_START in card and train_shapes.FORMS_END in card  # where --forms --card writes
     recorded = json.loads((whole / "training_config.json").read_text(encoding="utf-8"))
     assert recorded["rows"] == config.rows and recorded["recommended"]["sampler"] == config.samplers[0]
 

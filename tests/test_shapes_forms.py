@@ -145,3 +145,25 @@ def test_forms_table_marks_targets():
     assert metrics.targets_for(6.0, 4.5) == {}
     with pytest.raises(KeyError):
         world.form_by_name("no such form")
+
+
+def test_the_forms_table_goes_between_the_markers_of_the_card(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from tools.shapes.train import FORMS_END, FORMS_START
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "eval_shapes.py"
+    spec = importlib.util.spec_from_file_location("eval_shapes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    card = tmp_path / "README.md"
+    card.write_text(f"# Card\n\n{FORMS_START}\nold table\n{FORMS_END}\n\nAfter.\n", encoding="utf-8")
+    module.replace_forms_table(card, "| new | table |")
+    text = card.read_text(encoding="utf-8")
+    assert "old table" not in text and f"{FORMS_START}\n| new | table |\n{FORMS_END}" in text
+    assert text.startswith("# Card") and text.endswith("After.\n")
+    plain = tmp_path / "plain.md"
+    plain.write_text("# No markers\n", encoding="utf-8")
+    module.replace_forms_table(plain, "| t |")
+    assert plain.read_text(encoding="utf-8").endswith(f"{FORMS_START}\n| t |\n{FORMS_END}\n")
