@@ -415,14 +415,23 @@ def render(spec: ShapeSpec, rng: np.random.Generator | None = None, image_size: 
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
+@lru_cache(maxsize=1)
+def _form_table() -> tuple[tuple[tuple[bool, bool, bool], ...], np.ndarray]:
+    """``FORM_WEIGHTS`` as (forms, cumulative probabilities), computed once (a caption is drawn 64 times a step)."""
+    forms = tuple(FORM_WEIGHTS)
+    weights = np.asarray([FORM_WEIGHTS[f] for f in forms], dtype=np.float64)
+    cumulative = np.cumsum(weights / weights.sum())
+    cumulative.setflags(write=False)
+    return forms, cumulative
+
+
 def caption_for(spec: ShapeSpec, rng: np.random.Generator, rows: int = 3) -> str:
     """A training caption of a training combination: a form drawn from ``FORM_WEIGHTS``, either word order and
     spelling of centre, with or without the comma; a form whose named combination is held out gives way to the full
     caption (so no held-out prompt of any form is ever a training caption)."""
-    forms = list(FORM_WEIGHTS)
-    weights = np.asarray([FORM_WEIGHTS[f] for f in forms], dtype=np.float64)
-    size, where, background = forms[int(rng.choice(len(forms), p=weights / weights.sum()))]
-    draws = rng.random(3)  # always three draws, so that one caption's choices never shift the next one's
+    forms, cumulative = _form_table()
+    draws = rng.random(4)  # always four draws, so that one caption's choices never shift the next one's
+    size, where, background = forms[min(int(np.searchsorted(cumulative, draws[3], side="right")), len(forms) - 1)]
     form = PromptForm("training", size=size, where=where, background=background,
                       background_first=background and bool(draws[0] < BACKGROUND_FIRST_PROBABILITY),
                       comma=bool(draws[1] >= NO_COMMA_PROBABILITY), center_spelling=bool(draws[2] < 0.5))
