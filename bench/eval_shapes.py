@@ -32,7 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TABLE_START = "| | background |"
-from tools.shapes.train import FORMS_END, FORMS_START  # noqa: E402  (after the path insert; imports no torch)
+from tools.shapes import metrics  # noqa: E402  (after the path insert; numpy only, no torch)
+from tools.shapes.train import FORMS_END, FORMS_START  # noqa: E402
 
 
 def recorded_defaults(model: Path) -> dict:
@@ -70,10 +71,8 @@ def replace_forms_table(card: Path, table: str) -> None:
         card.write_text(text.rstrip("\n") + "\n\n" + block + "\n", encoding="utf-8")
 
 
-def print_form_result(result, seconds_per_image: float) -> None:
+def print_form_result(result: metrics.FormResult, seconds_per_image: float) -> None:
     """One line per (form, CFG) while the forms run (the whole table comes at the end)."""
-    from tools.shapes import metrics as metrics
-
     acc = result.tally.accuracy()
     scores = ", ".join(f"{a} {100 * acc[a]:.1f}" for a in (*metrics.ATTRIBUTES, "all") if result.tally.is_scored(a))
     print(f"{result.form.name}, CFG {result.guidance:g}: {scores} ({seconds_per_image * 1000:.0f} ms per image)",
@@ -116,8 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from diffusers import StableDiffusionPipeline
-
-    from tools.shapes import metrics as metrics
 
     torch.set_num_threads(args.threads)
     defaults = recorded_defaults(args.model)

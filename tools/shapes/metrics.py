@@ -11,7 +11,7 @@ read back correctly (the tests check this), so a miss on a generated image is th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -266,7 +266,8 @@ def evaluate_form(pipe, form: world.PromptForm, count: int, *, steps: int, guida
 
 def evaluate_forms(pipe, forms: Sequence[world.PromptForm], count: int, *, steps: int, guidances: Sequence[float],
                    default_guidance: float, sampler: str | None = None, batch_size: int = 16, seed: int = 1234,
-                   rows: int = 3, report=None) -> tuple[list[FormResult], list]:
+                   rows: int = 3, report: Callable[[FormResult, float], None] | None = None,
+                   ) -> tuple[list[FormResult], list]:
     """Every form at every guidance scale, each held to ``targets_for``; returns the results and the first run's
     images. ``report(result, seconds_per_image)`` is called after each (form, CFG) for progress output."""
     import time

@@ -33,9 +33,16 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch and numpy load lazily (the CLI's --help and the card writer need neither)
+    import numpy as np
+    import torch
+
+    from tools.shapes.dataset import ShapeSpec
 
 STATE_DIR = ".train-state"
 # The markers bench/eval_shapes.py --forms --card writes the forms table between (kept in step with it).
@@ -317,7 +324,7 @@ def _scaling_factor(vae, config: TrainConfig, device: str) -> float:
     return float(1.0 / latents.std().item())
 
 
-def object_masks(images, specs, latent_size: int):
+def object_masks(images: np.ndarray, specs: Sequence[ShapeSpec], latent_size: int) -> torch.Tensor:
     """Where each image's shape is, at the latents' resolution (1 on any latent pixel the shape or its antialiased
     edge touches, grown by one latent pixel so that the edge's surroundings count too), as a float tensor Nx1xHxW.
     """
