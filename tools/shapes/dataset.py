@@ -4,10 +4,12 @@ The embedded default model is trained on this world, so that it follows prompts 
 evaluator can check from the pixels that an image shows what was asked. Each image is one shape on a flat
 background; everything that varies is named by the caption.
 
-Caption grammar (words in the vocabulary below; ``[...]`` is optional, each optional part is dropped in training
-with probability ``OMIT_PROBABILITY`` so that short prompts such as "a green circle" also work)::
+Caption grammar (words in the vocabulary below; ``[...]`` is optional; training draws which optional parts a caption
+names from ``FORM_WEIGHTS``, so that every subset of them -- down to the bare "a green star" -- is common)::
 
-    caption    := article [size] colour shape [where] ["," "on" article colour "background"]
+    caption    := object [[","] backdrop] | backdrop "," object
+    object     := article [size] colour shape [where]
+    backdrop   := "on" article colour "background"
     article    := "a" | "an"                       ("an" before a vowel: "an orange star")
     size       := "small" | "large"
     colour     := "red" | "green" | "blue" | "yellow" | "white" | "black" | "purple" | "orange"
@@ -16,7 +18,9 @@ with probability ``OMIT_PROBABILITY`` so that short prompts such as "a green cir
                 | "at the top left" | "at the top" | "at the top right"           (top row; 3-row world only)
                 | "at the bottom left" | "at the bottom" | "at the bottom right"    (bottom row; 3-row world only)
 
-"center" is accepted for "centre" (training uses either, half the time each). The two colours always differ.
+"center" is accepted for "centre" (training uses either, half the time each); the comma before a trailing backdrop
+is optional ("a red circle on a blue background"), and the backdrop may come first ("on a blue background, a red
+circle"). The two colours always differ.
 A world has 1 row (shapes vertically centred; left / centre / right) or 3 rows (a 3 x 3 grid): the ``rows``
 argument of the functions below, recorded in the model's training config.
 
@@ -30,10 +34,17 @@ Held-out split: an attribute combination (shape, colour, background, size, posit
 its name is divisible by ``heldout_modulus(rows)`` (so that about ``HELDOUT_COMBINATIONS`` are). Training examples
 are drawn only from the other combinations, so no training seed can produce a held-out combination; the evaluator
 prompts only held-out ones (compositional generalisation, not memorisation).
+
+A caption that leaves parts out names a coarser combination (e.g. shape, colour and background for "a red circle on
+a blue background"), which many training images share. So that a short prompt the evaluator asks was never a
+training caption either, each set of named attributes has its own held-out split (``is_heldout_for``): a training
+caption never names a combination that is held out for the parts it names (it falls back to the full caption,
+which is always a training one), and the evaluator of a prompt form asks only combinations held out for that form.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from dataclasses import dataclass
@@ -65,7 +76,24 @@ JITTER = 2  # px at 64
 MARGIN = 2  # px at 64 between the box and the image edge at the outer anchors
 STAR_INNER_RATIO = 0.5  # fatter than the regular star (0.38), so that small stars survive the autoencoder
 HELDOUT_COMBINATIONS = 224
-OMIT_PROBABILITY = 0.15
+PARTIAL_HELDOUT_MODULUS = 6  # 1 in 6 of the combinations a shorter caption names is held out (e.g. 6 of 32 bare ones)
+ATTRIBUTE_NAMES: tuple[str, ...] = ("shape", "colour", "background", "size", "position")
+# Which optional parts a training caption names: (size, where, background) -> weight. The full caption stays the most
+# common (it describes the image completely); each shorter form gets a tenth, so "a red circle on a blue background"
+# and "a green star" are as familiar as the full caption's variants (independent 15 % drops made them 1 in 50 and
+# 1 in 300). Every form ties the background word to "background", wherever it stands in the caption.
+FORM_WEIGHTS: dict[tuple[bool, bool, bool], float] = {
+    (True, True, True): 0.3,
+    (False, True, True): 0.1,
+    (True, False, True): 0.1,
+    (False, False, True): 0.1,
+    (True, True, False): 0.1,
+    (False, True, False): 0.1,
+    (True, False, False): 0.1,
+    (False, False, False): 0.1,
+}
+BACKGROUND_FIRST_PROBABILITY = 0.3  # of captions that name the background: "on a blue background, a red circle"
+NO_COMMA_PROBABILITY = 0.5  # of captions with a trailing backdrop: "a red circle on a blue background"
 
 
 @dataclass(frozen=True)
@@ -91,17 +119,74 @@ class ShapeSpec:
         return f"{self.shape}|{self.colour}|{self.background}|{self.size}|{self.position}"
 
     def caption(self, *, size: bool = True, where: bool = True, background: bool = True,
-                center_spelling: bool = False) -> str:
-        """The caption in the documented grammar; the flags drop optional parts (training's caption variety)."""
+                center_spelling: bool = False, background_first: bool = False, comma: bool = True) -> str:
+        """The caption in the documented grammar; the flags drop optional parts and pick the word order."""
         words = [self.size] if size else []
         words += [self.colour, self.shape]
         words.insert(0, article(words[0]))
         if where:
             words.append(where_phrase(self.position, center_spelling))
         text = " ".join(words)
-        if background:
-            text += f", on {article(self.background)} {self.background} background"
-        return text
+        if not background:
+            return text
+        backdrop = f"on {article(self.background)} {self.background} background"
+        if background_first:
+            return f"{backdrop}, {text}"
+        return f"{text}{',' if comma else ''} {backdrop}"
+
+    def value(self, attribute: str) -> str:
+        """One attribute by its name in ``ATTRIBUTE_NAMES``."""
+        return getattr(self, attribute)
+
+
+@dataclass(frozen=True)
+class PromptForm:
+    """A way of writing a prompt: which optional parts it names, their order, the spelling of centre.
+
+    The evaluator reports every form separately, because a model can follow the full caption and still miss the
+    background of "a red circle on a blue background".
+    """
+
+    name: str
+    size: bool = True
+    where: bool = True
+    background: bool = True
+    background_first: bool = False
+    comma: bool = True
+    center_spelling: bool = False
+    centre_only: bool = False  # only prompts whose position is the centre (the "center" spelling form)
+
+    @property
+    def named(self) -> tuple[str, ...]:
+        """The attributes a prompt of this form names (and that are scored)."""
+        optional = {"background": self.background, "size": self.size, "position": self.where}
+        return tuple(a for a in ATTRIBUTE_NAMES if optional.get(a, True))
+
+    def caption(self, spec: ShapeSpec) -> str:
+        return spec.caption(size=self.size, where=self.where, background=self.background,
+                            center_spelling=self.center_spelling, background_first=self.background_first,
+                            comma=self.comma)
+
+
+# The forms the evaluator reports (and the model card's table lists), in the card's order.
+EVALUATION_FORMS: tuple[PromptForm, ...] = (
+    PromptForm("full"),
+    PromptForm("no size", size=False),
+    PromptForm("no position", where=False),
+    PromptForm("no background", background=False),
+    PromptForm("colour + shape + background", size=False, where=False, comma=False),
+    PromptForm("bare colour + shape", size=False, where=False, background=False),
+    PromptForm("reordered", size=False, where=False, background_first=True),
+    PromptForm("center spelling", center_spelling=True, centre_only=True),
+)
+
+
+def form_by_name(name: str) -> PromptForm:
+    """The evaluation form called ``name`` (KeyError lists the known ones)."""
+    for form in EVALUATION_FORMS:
+        if form.name == name:
+            return form
+    raise KeyError(f"unknown prompt form {name!r}; known: {', '.join(f.name for f in EVALUATION_FORMS)}")
 
 
 def article(word: str) -> str:
@@ -117,6 +202,38 @@ def where_phrase(position: str, center_spelling: bool = False) -> str:
             return "in the center" if center_spelling else "in the centre"
         return f"on the {column}"
     return f"at the {row}" if column == "centre" else f"at the {row} {column}"
+
+
+@lru_cache(maxsize=1)
+def _caption_pattern():
+    import re
+
+    colour, shape = "|".join(COLOURS), "|".join(SHAPES)
+    obj = (rf"an? (?:(?P<size>{'|'.join(SIZES)}) )?(?P<colour>{colour}) (?P<shape>{shape})"
+           r"(?: (?P<where>on the (?:left|right)|in the cent(?:re|er)|at the (?:top|bottom)(?: (?:left|right))?))?")
+    return (re.compile(rf"^{obj}(?:,? on an? (?P<background>{colour}) background)?$"),
+            re.compile(rf"^on an? (?P<background>{colour}) background, {obj}$"))
+
+
+def parse_caption(text: str) -> dict[str, str] | None:
+    """The attributes a caption in the grammar names (``ATTRIBUTE_NAMES`` keys; position as "<row> <column>"),
+    or None when it is not in the grammar: what the tests read captions back with."""
+    for pattern in _caption_pattern():
+        match = pattern.match(text)
+        if match:
+            break
+    else:
+        return None
+    named = {name: match[name] for name in ("shape", "colour", "background", "size") if match[name]}
+    if match["where"]:
+        words = match["where"].replace("center", "centre").split()[2:]
+        if words == ["centre"]:
+            named["position"] = "middle centre"
+        elif words[0] in ("left", "right"):
+            named["position"] = f"middle {words[0]}"
+        else:
+            named["position"] = f"{words[0]} {words[1] if len(words) > 1 else 'centre'}"
+    return named
 
 
 def positions(rows: int = 3) -> tuple[str, ...]:
@@ -156,6 +273,23 @@ def _split(rows: int) -> tuple[tuple[ShapeSpec, ...], tuple[ShapeSpec, ...]]:
     return tuple(s for s in specs if not is_heldout(s, rows)), tuple(s for s in specs if is_heldout(s, rows))
 
 
+def projection_key(spec: ShapeSpec, named: tuple[str, ...]) -> str:
+    """The combination a caption naming only ``named`` describes, as text (what its held-out split hashes)."""
+    return "|".join(f"{name}={spec.value(name)}" for name in named)
+
+
+def is_heldout_for(spec: ShapeSpec, named: tuple[str, ...], rows: int = 3) -> bool:
+    """Whether a caption of ``spec`` that names only ``named`` is held out (never a training caption).
+
+    Naming all five is the combination's own split (``is_heldout``); a shorter caption has its own split over the
+    coarser combinations it can name.
+    """
+    if set(named) == set(ATTRIBUTE_NAMES):
+        return is_heldout(spec, rows)
+    key = projection_key(spec, tuple(a for a in ATTRIBUTE_NAMES if a in named))
+    return zlib.crc32(key.encode("utf-8")) % PARTIAL_HELDOUT_MODULUS == 0
+
+
 def training_specs(rows: int = 3) -> tuple[ShapeSpec, ...]:
     """The combinations training draws from."""
     return _split(rows)[0]
@@ -171,6 +305,34 @@ def evaluation_cases(count: int, seed: int = 1234, rows: int = 3) -> list[tuple[
     specs = heldout_specs(rows)
     order = np.random.default_rng(seed).permutation(len(specs))
     return [(specs[order[i % len(specs)]], seed * 100_003 + i) for i in range(count)]
+
+
+def form_cases(form: PromptForm, count: int, seed: int = 1234, rows: int = 3,
+               split: str = "heldout") -> list[tuple[ShapeSpec, int]]:
+    """``count`` (spec, seed) pairs for one prompt form, spread over the combinations it names.
+
+    "heldout": only combinations held out for the form (its prompts were never training captions), with the
+    parts the form leaves out filled in at random from every combination (they are not scored).
+    "validation": only training combinations whose caption in this form is a training caption.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(form.name.encode("utf-8"))])
+    groups: dict[str, list[ShapeSpec]] = {}
+    for spec in all_specs(rows):
+        if form.centre_only and spec.position != "middle centre":
+            continue
+        heldout = is_heldout_for(spec, form.named, rows)
+        if split == "heldout" and not heldout:
+            continue
+        if split != "heldout" and (heldout or is_heldout(spec, rows)):
+            continue
+        groups.setdefault(projection_key(spec, form.named), []).append(spec)
+    keys = sorted(groups)
+    order = rng.permutation(len(keys))
+    cases = []
+    for i in range(count):
+        group = groups[keys[order[i % len(keys)]]]
+        cases.append((group[int(rng.integers(len(group)))], seed * 100_003 + i))
+    return cases
 
 
 def validation_cases(count: int, seed: int = 4321, rows: int = 3) -> list[tuple[ShapeSpec, int]]:
@@ -253,11 +415,29 @@ def render(spec: ShapeSpec, rng: np.random.Generator | None = None, image_size: 
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def caption_for(spec: ShapeSpec, rng: np.random.Generator) -> str:
-    """A training caption: optional parts dropped at random, either spelling of centre."""
-    keep = rng.random(3) >= OMIT_PROBABILITY
-    return spec.caption(size=bool(keep[0]), where=bool(keep[1]), background=bool(keep[2]),
-                        center_spelling=bool(rng.random() < 0.5))
+@lru_cache(maxsize=1)
+def _form_table() -> tuple[tuple[tuple[bool, bool, bool], ...], np.ndarray]:
+    """``FORM_WEIGHTS`` as (forms, cumulative probabilities), computed once (a caption is drawn 64 times a step)."""
+    forms = tuple(FORM_WEIGHTS)
+    weights = np.asarray([FORM_WEIGHTS[f] for f in forms], dtype=np.float64)
+    cumulative = np.cumsum(weights / weights.sum())
+    cumulative.setflags(write=False)
+    return forms, cumulative
+
+
+def caption_for(spec: ShapeSpec, rng: np.random.Generator, rows: int = 3) -> str:
+    """A training caption of a training combination: a form drawn from ``FORM_WEIGHTS``, either word order and
+    spelling of centre, with or without the comma; a form whose named combination is held out gives way to the full
+    caption (so no held-out prompt of any form is ever a training caption)."""
+    forms, cumulative = _form_table()
+    draws = rng.random(4)  # always four draws, so that one caption's choices never shift the next one's
+    size, where, background = forms[min(int(np.searchsorted(cumulative, draws[3], side="right")), len(forms) - 1)]
+    form = PromptForm("training", size=size, where=where, background=background,
+                      background_first=background and bool(draws[0] < BACKGROUND_FIRST_PROBABILITY),
+                      comma=bool(draws[1] >= NO_COMMA_PROBABILITY), center_spelling=bool(draws[2] < 0.5))
+    if is_heldout_for(spec, form.named, rows):
+        form = dataclasses.replace(form, size=True, where=True, background=True)
+    return form.caption(spec)
 
 
 def example_rng(seed: int, index: int) -> np.random.Generator:
@@ -271,7 +451,7 @@ def training_example(seed: int, index: int, rows: int = 3) -> tuple[np.ndarray, 
     specs = training_specs(rows)
     spec = specs[int(rng.integers(len(specs)))]
     image = render(spec, rng)
-    return image, caption_for(spec, rng), spec
+    return image, caption_for(spec, rng, rows), spec
 
 
 def training_batch(seed: int, start: int, count: int, rows: int = 3) -> tuple[np.ndarray, list[str], list[ShapeSpec]]:

@@ -10,7 +10,8 @@ read back correctly (the tests check this), so a miss on a generated image is th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,20 +133,41 @@ def score(image, spec: world.ShapeSpec) -> dict[str, bool]:
     return result
 
 
+def score_named(image, spec: world.ShapeSpec, named: Sequence[str]) -> dict[str, bool]:
+    """Like ``score``, but only the attributes a prompt named (foreground and shape always are): a background the
+    prompt left to the model is not wrong whatever it is. "all" is every named attribute right."""
+    matches = measure(image).matches(spec)
+    scored = {"foreground", "shape"} | {_ATTRIBUTE_OF[n] for n in named}
+    result = {name: ok for name, ok in matches.items() if name in scored}
+    result["all"] = all(result.values())
+    return result
+
+
+_ATTRIBUTE_OF = {"shape": "shape", "colour": "foreground", "background": "background", "size": "size",
+                 "position": "position"}  # the dataset's attribute names -> the metric's
+
+
 @dataclass
 class Tally:
-    """Running accuracy per attribute."""
+    """Running accuracy per attribute; an attribute is counted only over the images it was scored on."""
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*ATTRIBUTES, "all"), 0))
     total: int = 0
+    scored: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*ATTRIBUTES, "all"), 0))
 
     def add(self, result: dict[str, bool]) -> None:
         self.total += 1
         for name in self.counts:
-            self.counts[name] += int(bool(result.get(name, False)))
+            if name in result:
+                self.scored[name] += 1
+                self.counts[name] += int(bool(result[name]))
 
     def accuracy(self) -> dict[str, float]:
-        return {name: count / self.total if self.total else 0.0 for name, count in self.counts.items()}
+        """Attribute -> share right, over the images that scored it (0.0 before any image)."""
+        return {name: count / self.scored[name] if self.scored[name] else 0.0 for name, count in self.counts.items()}
+
+    def is_scored(self, name: str) -> bool:
+        return self.scored.get(name, 0) > 0
 
 
 def tally(images: Iterable, specs: Iterable[world.ShapeSpec]) -> Tally:
@@ -156,23 +178,25 @@ def tally(images: Iterable, specs: Iterable[world.ShapeSpec]) -> Tally:
     return result
 
 
-def markdown_table(rows: dict[str, Tally]) -> str:
+def markdown_table(rows: dict[str, Tally], all_label: str = "all five") -> str:
     """A markdown table: one row per named run, one column per attribute (percent), plus the image count."""
-    header = "| | background | foreground | shape | size | position | all five | images |"
+    header = f"| | background | foreground | shape | size | position | {all_label} | images |"
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, counts in rows.items():
         acc = counts.accuracy()
-        cells = " | ".join(f"{100 * acc[a]:.1f} %" for a in (*ATTRIBUTES, "all"))
+        cells = " | ".join(f"{100 * acc[a]:.1f} %" if counts.is_scored(a) else "—" for a in (*ATTRIBUTES, "all"))
         lines.append(f"| {name} | {cells} | {counts.total} |")
     return "\n".join(lines)
 
 
 def generate(pipe, cases: Sequence[tuple[world.ShapeSpec, int]], *, steps: int, guidance: float,
-             batch_size: int = 16, size: int = world.IMAGE_SIZE, sampler: str | None = None) -> list:
+             batch_size: int = 16, size: int = world.IMAGE_SIZE, sampler: str | None = None,
+             form: world.PromptForm | None = None) -> list:
     """Images (PIL) for (spec, seed) cases with a txt2img pipeline; each image from its own seeded generator.
 
     ``sampler`` is an A1111 sampler name ("Euler", "DPM++ 2M" ...) resolved as the app resolves it, on the
-    pipeline's own scheduler config; None keeps the pipeline's scheduler.
+    pipeline's own scheduler config; None keeps the pipeline's scheduler. ``form`` writes the prompts (None: the
+    full caption).
     """
     import torch
 
@@ -184,7 +208,8 @@ def generate(pipe, cases: Sequence[tuple[world.ShapeSpec, int]], *, steps: int, 
     for start in range(0, len(cases), batch_size):
         chunk = cases[start : start + batch_size]
         generators = [torch.Generator("cpu").manual_seed(seed) for _, seed in chunk]
-        output = pipe([spec.caption() for spec, _ in chunk], num_inference_steps=steps, guidance_scale=guidance,
+        prompts = [form.caption(spec) if form else spec.caption() for spec, _ in chunk]
+        output = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance,
                       generator=generators, height=size, width=size, output_type="pil")
         images += output.images
     return images
@@ -201,3 +226,99 @@ def evaluate(pipe, count: int, *, steps: int, guidance: float, sampler: str | No
     cases = make_cases(count, seed, rows)
     images = generate(pipe, cases, steps=steps, guidance=guidance, batch_size=batch_size, sampler=sampler)
     return tally(images, [spec for spec, _ in cases]), images
+
+
+# What the issue asks of every prompt form (percent): at the card's default CFG, and at A1111's usual CFG 7, where
+# only the colours have a target. An attribute a form does not name has no target.
+DEFAULT_TARGETS: dict[str, float] = {"background": 99.0, "foreground": 98.0, "shape": 93.0, "size": 97.0,
+                                     "position": 97.0}
+HIGH_CFG = 7.0
+HIGH_CFG_TARGETS: dict[str, float] = {"background": 97.0, "foreground": 97.0}
+
+
+@dataclass(frozen=True)
+class FormResult:
+    """One prompt form at one guidance scale: its tally and the targets it is held to."""
+
+    form: world.PromptForm
+    guidance: float
+    tally: Tally
+    targets: dict[str, float]
+
+    def failures(self) -> list[str]:
+        """The scored attributes below their target."""
+        acc = self.tally.accuracy()
+        return [a for a, target in self.targets.items() if self.tally.is_scored(a) and 100 * acc[a] < target - 1e-9]
+
+
+def evaluate_form(pipe, form: world.PromptForm, count: int, *, steps: int, guidance: float,
+                  sampler: str | None = None, batch_size: int = 16, seed: int = 1234, rows: int = 3,
+                  split: str = "heldout") -> tuple[Tally, list]:
+    """``count`` prompts of one form (combinations held out for it), scored on what the form names."""
+    cases = world.form_cases(form, count, seed, rows, split)
+    images = generate(pipe, cases, steps=steps, guidance=guidance, batch_size=batch_size, sampler=sampler,
+                      form=form)
+    result = Tally()
+    for image, (spec, _) in zip(images, cases, strict=True):
+        result.add(score_named(image, spec, form.named))
+    return result, images
+
+
+def evaluate_forms(pipe, forms: Sequence[world.PromptForm], count: int, *, steps: int, guidances: Sequence[float],
+                   default_guidance: float, sampler: str | None = None, batch_size: int = 16, seed: int = 1234,
+                   rows: int = 3, report: Callable[[FormResult, float], None] | None = None,
+                   ) -> tuple[list[FormResult], list]:
+    """Every form at every guidance scale, each held to ``targets_for``; returns the results and the first run's
+    images. ``report(result, seconds_per_image)`` is called after each (form, CFG) for progress output."""
+    import time
+
+    results, first_images = [], None
+    for form in forms:
+        for guidance in guidances:
+            started = time.perf_counter()
+            tally, images = evaluate_form(pipe, form, count, steps=steps, guidance=guidance, sampler=sampler,
+                                          batch_size=batch_size, seed=seed, rows=rows)
+            result = FormResult(form, guidance, tally, targets_for(guidance, default_guidance))
+            results.append(result)
+            first_images = first_images or images
+            if report is not None:
+                report(result, (time.perf_counter() - started) / max(1, count))
+    return results, first_images or []
+
+
+def targets_for(guidance: float, default_guidance: float) -> dict[str, float]:
+    """The issue's targets at a guidance scale: the full set at the card's default, colours only at CFG 7."""
+    if abs(guidance - default_guidance) < 1e-9:
+        return dict(DEFAULT_TARGETS)
+    return dict(HIGH_CFG_TARGETS) if abs(guidance - HIGH_CFG) < 1e-9 else {}
+
+
+def forms_table(results: Sequence[FormResult], sampler: str, steps: int) -> str:
+    """A markdown table, one row per (form, CFG): each scored attribute in percent, marked against its target
+    (✓ / ✗), "—" where the form does not name it; pasteable into the model card as it is."""
+    def target_text(targets: dict[str, float]) -> str:
+        return ", ".join(f"{a} ≥ {t:g}" for a, t in targets.items()) or "none"
+
+    by_guidance = {r.guidance: r.targets for r in results}
+    lines = [f"{sampler}, {steps} steps; targets: " + "; ".join(
+        f"CFG {g:g}: {target_text(t)}" for g, t in by_guidance.items()) + ".", "",
+        "| prompt form | example | CFG | background | foreground | shape | size | position | all named | images "
+        "| targets |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    example = world.ShapeSpec("circle", "red", "blue", "small", "middle left")
+    for result in results:
+        acc = result.tally.accuracy()
+        cells = []
+        for attribute in (*ATTRIBUTES, "all"):
+            if not result.tally.is_scored(attribute):
+                cells.append("—")
+                continue
+            mark = ""
+            if attribute in result.targets:
+                mark = " ✗" if attribute in result.failures() else " ✓"
+            cells.append(f"{100 * acc[attribute]:.1f} %{mark}")
+        spec = dataclasses.replace(example, position="middle centre") if result.form.centre_only else example
+        verdict = "met" if not result.failures() else "missed: " + ", ".join(result.failures())
+        lines.append(f"| {result.form.name} | {result.form.caption(spec)} | {result.guidance:g} | "
+                     f"{' | '.join(cells)} | {result.tally.total} | {verdict if result.targets else '—'} |")
+    return "\n".join(lines)

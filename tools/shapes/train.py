@@ -33,11 +33,21 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch and numpy load lazily (the CLI's --help and the card writer need neither)
+    import numpy as np
+    import torch
+
+    from tools.shapes.dataset import ShapeSpec
 
 STATE_DIR = ".train-state"
+# The markers bench/eval_shapes.py --forms --card writes the forms table between (kept in step with it).
+FORMS_START = "<!-- forms-table:start (bench/eval_shapes.py --forms --card) -->"
+FORMS_END = "<!-- forms-table:end -->"
 CAPTION_LENGTH = 77
 
 
@@ -71,6 +81,10 @@ class TrainConfig:
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
     snr_gamma: float = 5.0
+    # Extra loss weight on the latent pixels of the shape and its edge (``object_masks``): a small shape covers under
+    # a tenth of the latents, so an even weighting spends the model on flat background and leaves round circles
+    # and five-pointed stars to chance (the autoencoder's ``vae_edge_weight`` is the same idea one stage earlier).
+    object_loss_weight: float = 2.0
     prediction_type: str = "v_prediction"
     latent_cache: int = 32768
     # Scheduler saved with the model, and the defaults the card recommends.
@@ -82,7 +96,7 @@ class TrainConfig:
     # model's default (its saved scheduler and the card's recommendation).
     samplers: tuple[str, ...] = ("Euler", "DPM++ 2M")
     guidances: tuple[float, ...] = (2.0, 3.0, 4.5, 6.0)
-    choice_prompts: int = 64
+    choice_prompts_per_form: int = 16  # validation prompts of every evaluation form, per candidate
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -310,14 +324,32 @@ def _scaling_factor(vae, config: TrainConfig, device: str) -> float:
     return float(1.0 / latents.std().item())
 
 
+def object_masks(images: np.ndarray, specs: Sequence[ShapeSpec], latent_size: int) -> torch.Tensor:
+    """Where each image's shape is, at the latents' resolution (1 on any latent pixel the shape or its antialiased
+    edge touches, grown by one latent pixel so that the edge's surroundings count too), as a float tensor Nx1xHxW.
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from tools.shapes.dataset import PALETTE
+
+    backgrounds = np.asarray([PALETTE[spec.background] for spec in specs], dtype=np.float32)[:, None, None, :]
+    touched = np.abs(images.astype(np.float32) - backgrounds).max(axis=-1) > 8.0
+    mask = torch.from_numpy(touched.astype(np.float32))[:, None]
+    mask = F.adaptive_max_pool2d(mask, latent_size)
+    return F.max_pool2d(mask, 3, stride=1, padding=1)
+
+
 def encode_training_set(vae, config: TrainConfig, device: str, progress: bool = True):
-    """Latent mean and std of the stage-2 training set (examples 0..latent_cache-1), and its specs."""
+    """Latent mean and std of the stage-2 training set (examples 0..latent_cache-1), its specs, and where each
+    image's shape is at the latents' resolution (``object_masks``)."""
     import torch
     from tqdm import tqdm
 
     from tools.shapes.dataset import training_batch
 
-    means, stds, specs = [], [], []
+    means, stds, specs, masks = [], [], [], []
     chunk = 256
     with torch.no_grad():
         for start in tqdm(range(0, config.latent_cache, chunk), desc="encoding", disable=not progress,
@@ -327,8 +359,9 @@ def encode_training_set(vae, config: TrainConfig, device: str, progress: bool = 
             posterior = vae.encode(_to_tensor(images).to(device)).latent_dist
             means.append(posterior.mean.float().cpu())
             stds.append(posterior.std.float().cpu())
+            masks.append(object_masks(images, batch_specs, posterior.mean.shape[-1]))
             specs += batch_specs
-    return torch.cat(means), torch.cat(stds), specs
+    return torch.cat(means), torch.cat(stds), specs, torch.cat(masks)
 
 
 class _Ema:
@@ -379,7 +412,7 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
     from modules.models.clip_vocab import load_clip_tokenizer
     from tools.shapes.dataset import caption_for
 
-    means, stds, specs = encode_training_set(vae, config, device, progress)
+    means, stds, specs, masks = encode_training_set(vae, config, device, progress)
     scaling = vae.config.scaling_factor
     latent_size = means.shape[-1]
     tokenizer = load_clip_tokenizer()
@@ -402,6 +435,8 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
         ema.shadow = [t.to(device) for t in saved["ema"]]
         start = saved["step"]
     means, stds = means.to(device), stds.to(device)
+    # Per latent pixel: 1 on the background, 1 + object_loss_weight on and around the shape.
+    pixel_weights = (1.0 + config.object_loss_weight * masks).to(device)
     token_cache: dict[str, list[int]] = {}
 
     def tokens(captions: list[str]):
@@ -426,7 +461,8 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
         index_d = index.to(device)
         latents = (means[index_d] + stds[index_d] * latent_noise) * scaling
         drop = rng.random(config.batch) < config.caption_dropout
-        captions = ["" if drop[i] else caption_for(specs[int(j)], rng) for i, j in enumerate(index.tolist())]
+        captions = ["" if drop[i] else caption_for(specs[int(j)], rng, config.rows)
+                    for i, j in enumerate(index.tolist())]
         noisy = noise_schedule.add_noise(latents, noise, timesteps)
         if config.prediction_type == "v_prediction":
             target = noise_schedule.get_velocity(latents, noise, timesteps)
@@ -436,7 +472,8 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
             group["lr"] = learning_rate(step, config.steps, config.lr, config.warmup)
         hidden = text_encoder(tokens(captions))[0]
         prediction = unet(noisy.contiguous(memory_format=torch.channels_last), timesteps, hidden).sample
-        per_sample = (prediction.float() - target.float()).square().mean(dim=(1, 2, 3))
+        error = (prediction.float() - target.float()).square() * pixel_weights[index_d]
+        per_sample = error.mean(dim=(1, 2, 3))
         loss = (per_sample * loss_weights(alphas_cumprod, timesteps, config)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -511,7 +548,7 @@ def folder_size(folder: Path) -> int:
 
 def train(out: Path, config: TrainConfig, *, resume: bool = False, threads: int = 2, device: str = "cpu",
           checkpoint_every: int = 250, eval_prompts: int = 256, keep_state: bool = False, half: bool = True,
-          command: str | None = None, progress: bool = True) -> Path:
+          command: str | None = None, progress: bool = True, form_prompts: int = 200) -> Path:
     """Run both stages and save the model folder (with its card) to ``out``; returns ``out``."""
     import torch
 
@@ -543,7 +580,7 @@ def train(out: Path, config: TrainConfig, *, resume: bool = False, threads: int 
     recommended = {"sampler": config.samplers[0], "steps": config.sample_steps, "guidance": config.guidances[0]}
     report = None
     if eval_prompts:
-        recommended, report = _evaluate_saved(out, config, eval_prompts, device)
+        recommended, report = _evaluate_saved(out, config, eval_prompts, device, form_prompts)
     _record_defaults(out, config, recommended)
     timing = {"threads": threads, "device": device, "vae_minutes": vae_minutes, "minutes": minutes,
               "torch": torch.__version__}
@@ -553,12 +590,13 @@ def train(out: Path, config: TrainConfig, *, resume: bool = False, threads: int 
     return out
 
 
-def _evaluate_saved(out: Path, config: TrainConfig, count: int,
-                    device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _evaluate_saved(out: Path, config: TrainConfig, count: int, device: str,
+                    form_prompts: int = 200) -> tuple[dict[str, Any], dict[str, Any]]:
     """Choose the default sampler and guidance, then measure the saved model on the held-out prompts.
 
     Returns the recommendation and the report (the table with the autoencoder's ceiling and the metric's check on
-    the dataset images, timings, the choice's own scores).
+    the dataset images, timings, the choice's own scores, and ``form_prompts`` held-out prompts of every prompt
+    form at the chosen CFG and at CFG 7: the table ``bench/eval_shapes.py --forms`` prints).
     """
     import numpy as np
     import torch
@@ -573,10 +611,18 @@ def _evaluate_saved(out: Path, config: TrainConfig, count: int,
     trials = {}
     for sampler in config.samplers:
         for guidance in config.guidances:
-            result, _ = metrics.evaluate(pipe, config.choice_prompts, steps=config.sample_steps, guidance=guidance,
-                                         sampler=sampler, rows=config.rows, split="validation")
-            trials[(sampler, guidance)] = result
-    # Best "all five right"; ties go to the best mean over the attributes, then to the earlier candidate.
+            # Every prompt form people type, on training combinations (the held-out ones stay unseen): a default
+            # that only suits the full caption is what issue 12 was about.
+            tally = metrics.Tally()
+            for form in world.EVALUATION_FORMS:
+                cases = world.form_cases(form, config.choice_prompts_per_form, seed=4321, rows=config.rows,
+                                         split="validation")
+                images = metrics.generate(pipe, cases, steps=config.sample_steps, guidance=guidance,
+                                          sampler=sampler, form=form)
+                for image, (spec, _) in zip(images, cases, strict=True):
+                    tally.add(metrics.score_named(image, spec, form.named))
+            trials[(sampler, guidance)] = tally
+    # Best "everything named right"; ties go to the best mean over the attributes, then to the earlier candidate.
     sampler, guidance = max(trials, key=lambda k: (trials[k].accuracy()["all"], sum(trials[k].accuracy().values())))
     recommended = {"sampler": sampler, "steps": config.sample_steps, "guidance": guidance}
 
@@ -602,7 +648,14 @@ def _evaluate_saved(out: Path, config: TrainConfig, count: int,
         "autoencoder round trip (ceiling)": metrics.tally(round_trip, specs),
         "dataset images (metric check)": metrics.tally(truth, specs),
     }
-    choice = metrics.markdown_table({f"{s}, CFG {g:g}": t for (s, g), t in trials.items()})
+    choice = metrics.markdown_table({f"{s}, CFG {g:g}": t for (s, g), t in trials.items()}, "all named")
+    forms_table = None
+    if form_prompts:
+        guidances = list(dict.fromkeys([guidance, metrics.HIGH_CFG]))
+        results, _ = metrics.evaluate_forms(pipe, world.EVALUATION_FORMS, form_prompts, steps=config.sample_steps,
+                                            guidances=guidances, default_guidance=guidance, sampler=sampler,
+                                            rows=config.rows)
+        forms_table = metrics.forms_table(results, sampler, config.sample_steps)
     grid = np.concatenate([np.concatenate([np.asarray(im) for im in images[r * 8:(r + 1) * 8]], axis=1)
                            for r in range(min(4, len(images) // 8))], axis=0) if len(images) >= 8 else None
     if grid is not None:
@@ -610,6 +663,7 @@ def _evaluate_saved(out: Path, config: TrainConfig, count: int,
 
         Image.fromarray(grid).save(out / "samples.png")
     report = {"table": metrics.markdown_table(rows), "choice_table": choice, "count": count,
+              "forms_table": forms_table, "form_prompts": form_prompts,
               "seconds_per_image": seconds, "latency": sorted(latency[1:])[1]}
     return recommended, report
 
@@ -632,14 +686,19 @@ def write_model_card(out: Path, config: TrainConfig, command: str, timing: dict[
 
     size_mb = folder_size(out) / 1e6
     accuracy = report["table"] if report else "_Not measured: run `python bench/eval_shapes.py MODEL --card`._"
-    choice = (f"The default sampler and guidance scale were chosen on {config.choice_prompts} validation prompts "
-              f"(training combinations, other seeds), by the share of images with all five attributes right:\n\n"
+    choice = (f"The default sampler and guidance scale were chosen on {config.choice_prompts_per_form} validation "
+              f"prompts of each prompt form (training combinations and captions, other seeds), by the share of images "
+              f"with everything the prompt named right:\n\n"
               f"{report['choice_table']}" if report else "")
     speed = (f"One image ({recommended['steps']} steps, CFG, batch 1) takes {report['latency']:.2f} s "
              f"({timing['device']}, {timing['threads']} thread(s)); in batches of 16, "
              f"{report['seconds_per_image']:.3f} s per image.\n\n![samples](samples.png)" if report else "")
+    forms_count = report.get("form_prompts", 200) if report else 200
+    forms = (f"{FORMS_START}\n{report['forms_table']}\n{FORMS_END}" if report and report.get("forms_table") else
+             f"{FORMS_START}\n_Not measured: run `python bench/eval_shapes.py MODEL --forms --card`._\n{FORMS_END}")
     grammar = world.__doc__.split("Caption grammar", 1)[1].split("Geometry", 1)[0].strip()
-    grammar = grammar.replace("``OMIT_PROBABILITY``", f"{world.OMIT_PROBABILITY:g}").replace("::", ":")
+    weights = ", ".join(f"{_form_label(form)} {weight:.0%}" for form, weight in world.FORM_WEIGHTS.items())
+    grammar = grammar.replace("``FORM_WEIGHTS``", f"these weights ({weights})").replace("::", ":")
     where = ("a 3 x 3 grid (top / middle / bottom x left / centre / right)" if config.rows == 3 else
              "left / centre / right, vertically centred (this model knows no top or bottom)")
     vae_config = json.loads((out / "vae" / "config.json").read_text(encoding="utf-8"))
@@ -683,7 +742,9 @@ and PyTorch version give the same weights; `--resume` continues from `.train-sta
    {config.steps} steps of batch {config.batch} over {config.latent_cache} cached latents, AdamW {config.lr:g} with
    {config.warmup} warm-up steps and cosine decay, EMA {config.ema_decay}, {config.caption_dropout:.0%} empty
    captions (for classifier-free guidance), {config.prediction_type} loss weighted by Min-SNR (gamma
-   {config.snr_gamma:g}) on the predicted latents, never below the plain v loss.
+   {config.snr_gamma:g}) on the predicted latents, never below the plain v loss, and by 1 + \
+{config.object_loss_weight:g} on the latent
+   pixels of the shape and its edge. Captions are drawn in every prompt form (see the grammar below).
 
 The tokenizer is the real, unmodified CLIP BPE tokenizer, so the text encoder keeps the full 49,408-row embedding;
 only the rows of the grammar's words are trained. Stored as float16 that table is 6.3 MB, which keeps the whole
@@ -693,7 +754,7 @@ All settings are in `training_config.json`.
 
 ## Data and vocabulary
 {world.IMAGE_SIZE} x {world.IMAGE_SIZE} images of one shape on a flat background, drawn by
-`modules/shapes_dataset.py` (antialiased, deterministic from the seed). Shapes: {", ".join(world.SHAPES)}.
+`tools/shapes/dataset.py` (antialiased, deterministic from the seed). Shapes: {", ".join(world.SHAPES)}.
 Colours (foreground and background, always different): {", ".join(world.COLOURS)}. Sizes: small (box
 {world.SIZE_RANGES["small"][0]}–{world.SIZE_RANGES["small"][1]} px), large ({world.SIZE_RANGES["large"][0]}–\
 {world.SIZE_RANGES["large"][1]} px). Positions: {where}.
@@ -705,9 +766,16 @@ Words outside this vocabulary reach embedding rows that were never trained; the 
 ## Measured accuracy
 `python bench/eval_shapes.py MODEL` generates {report['count'] if report else 256} held-out prompts (attribute
 combinations that training never drew, one fixed seed each) and measures from the pixels
-({", ".join(ATTRIBUTES)}; `modules/shapes_metrics.py`).
+({", ".join(ATTRIBUTES)}; `tools/shapes/metrics.py`).
 
 {accuracy}
+
+### By prompt form
+`python bench/eval_shapes.py MODEL --forms --card` writes each prompt form separately, {forms_count} prompts per
+form and CFG, on combinations held out for that form (a held-out short prompt was never a training caption
+either); an attribute the prompt does not name is not scored ("—"). ✓ / ✗: the targets of issue 12.
+
+{forms}
 
 {speed}
 
@@ -716,6 +784,12 @@ combinations that training never drew, one fixed seed each) and measures from th
     path = out / "README.md"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _form_label(parts: tuple[bool, bool, bool]) -> str:
+    """A training form's name from its (size, where, background) flags, for the model card."""
+    names = [n for n, on in zip(("size", "position", "background"), parts, strict=True) if on]
+    return "full" if len(names) == 3 else ("colour + shape" + "".join(f" + {n}" for n in names))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -728,6 +802,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/.train-state")
     parser.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (0: none)")
     parser.add_argument("--eval-prompts", type=int, default=256, help="held-out prompts to evaluate (0: skip)")
+    parser.add_argument("--form-prompts", type=int, default=200,
+                        help="held-out prompts per prompt form and CFG for the card's forms table (0: skip)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a recipe setting, e.g. --set guidance=6 --set 'unet_attention=[1,1,1]'")
@@ -768,7 +844,7 @@ def main(argv: list[str] | None = None) -> int:
     out = train(args.out, config, resume=args.resume, threads=args.threads, device=args.device,
                 checkpoint_every=args.checkpoint_every, eval_prompts=args.eval_prompts,
                 keep_state=args.keep_state, half=not args.full_precision, command=command,
-                progress=not args.quiet)
+                progress=not args.quiet, form_prompts=args.form_prompts)
     print((out / "README.md").read_text(encoding="utf-8").split("## Measured accuracy", 1)[-1])
     print(f"Saved to {out} ({folder_size(out) / 1e6:.1f} MB)")
     return 0
