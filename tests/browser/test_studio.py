@@ -322,7 +322,9 @@ def test_skip_then_interrupt_end_the_tab_job_without_server_warnings(page, studi
     set_number(tab, "Batch count", 20)
     generate(tab, "a skipped batch", steps=150)
     expect(tab.get_by_text(re.compile(r"step \d+/150 · batch 1/20"))).to_be_visible()
-    tab.get_by_role("button", name="Skip", exact=True).click()
+    skip = tab.get_by_role("button", name="Skip", exact=True)
+    expect(skip).to_be_visible()  # shown while the tab's job runs
+    skip.click()
     expect(tab.get_by_text(re.compile(r"batch ([2-9]|1\d)/20"))).to_be_visible()
     tab.get_by_role("button", name="Interrupt", exact=True).click()
     expect(tab.get_by_text(re.compile(r"interrupted"))).to_be_visible()
