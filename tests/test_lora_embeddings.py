@@ -1,0 +1,140 @@
+"""LoRAs (``<lora:name:w>``) and textual-inversion embeddings through the queue, on the tiny SD 1.x model.
+
+The LoRA files are made with PEFT on the tiny model's own UNet and text encoder (random, non-zero ``lora_B``) and
+saved in both key layouts users download (diffusers/PEFT and kohya/A1111); what is checked is what a user sees:
+the pixels change with the LoRA and its weight, nothing of it is left in the next job, and the infotext records
+the hashes.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from modules.errors import RequestError
+from modules.image.extra_networks import LoraUse, extract_loras
+from tests.helpers import pixels, txt2img
+
+
+@pytest.fixture(scope="module")
+def network_files(tmp_path_factory):
+    """LoRA and embedding files for the tiny SD 1.x model (and one LoRA for the tiny SDXL), built once."""
+    from tools.tiny_lora import save_tiny_embedding, save_tiny_lora
+    from tools.tiny_model import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("networks")
+    sd1 = build_tiny_pipeline("sd1", seed=0)
+    save_tiny_lora(sd1, root / "Lora" / "peftstyle.safetensors", "peft", seed=1)
+    save_tiny_lora(sd1, root / "Lora" / "kohyastyle.safetensors", "kohya", seed=1)  # the same weights, kohya keys
+    save_tiny_lora(sd1, root / "Lora" / "sub" / "other.safetensors", "kohya", seed=2)
+    save_tiny_lora(build_tiny_pipeline("sdxl", seed=0), root / "Lora" / "xl-only.safetensors", "kohya", seed=3)
+    truncated = root / "Lora" / "broken.safetensors"
+    shutil.copy(root / "Lora" / "peftstyle.safetensors", truncated)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    save_tiny_embedding(root / "embeddings" / "shinyemb.pt", vectors=2, seed=4)
+    save_tiny_embedding(root / "embeddings" / "glossyemb.safetensors", vectors=1, seed=5)
+    save_tiny_embedding(root / "embeddings" / "xlemb.safetensors", vectors=1, seed=6, sdxl_dim=64)
+    return root
+
+
+@pytest.fixture
+def lora_services(app_config, network_files, one_thread):
+    from modules.runtime.services import build_services
+
+    for folder in ("Lora", "embeddings"):
+        shutil.copytree(network_files / folder, app_config.models_dir / folder)
+    built = build_services(app_config)
+    built.start()
+    yield built
+    built.stop()
+
+
+def run(services, **fields):
+    return services.run(txt2img(steps=3, **fields)).images[0]
+
+
+def differs(a, b) -> float:
+    return float(np.abs(pixels(a.image) - pixels(b.image)).max())
+
+
+def test_prompt_tags_parse_like_a1111():
+    prompt, negative, loras = extract_loras("a cat <lora:one:0.5>, <lora:two>", "blurry <LORA:one:0.25:1>")
+    assert (prompt, negative) == ("a cat , ", "blurry ")
+    assert loras == (LoraUse("one", 0.75, 1.5), LoraUse("two", 1.0, 1.0))
+    with pytest.raises(RequestError, match="hypernet"):
+        extract_loras("<hypernet:x:1>", "")
+    with pytest.raises(RequestError, match="not a number"):
+        extract_loras("<lora:x:strong>", "")
+
+
+def test_lora_weight_changes_pixels_and_nothing_leaks_into_the_next_job(lora_services):
+    before = run(lora_services)
+    zero = run(lora_services, prompt="a red circle on a blue background <lora:peftstyle:0>")
+    full = run(lora_services, prompt="a red circle on a blue background <lora:peftstyle:1>")
+    after = run(lora_services)
+    assert differs(zero, before) == 0
+    assert differs(full, before) > 10
+    assert differs(after, before) == 0, "the LoRA leaked into the next job"
+    assert "<lora:peftstyle:1>" in full.infotext.splitlines()[0]  # the prompt as written, as A1111 keeps it
+    short = lora_services.engine.networks.short_hash(lora_services.config.models_dir / "Lora" / "peftstyle.safetensors")
+    assert f'Lora hashes: "peftstyle: {short}"' in full.infotext
+    assert "Lora hashes" not in after.infotext
+
+
+def test_kohya_and_peft_files_of_the_same_lora_give_the_same_pixels(lora_services):
+    peft = run(lora_services, prompt="a red circle <lora:peftstyle:0.8>")
+    kohya = run(lora_services, prompt="a red circle <lora:kohyastyle:0.8>")
+    assert differs(peft, kohya) <= 1
+
+
+def test_two_loras_with_their_own_weights_and_one_in_the_negative_prompt(lora_services):
+    one = run(lora_services, prompt="a star <lora:peftstyle:0.7>")
+    both = run(lora_services, prompt="a star <lora:peftstyle:0.7> <lora:other:0.4>")
+    heavier = run(lora_services, prompt="a star <lora:peftstyle:0.7> <lora:other:1.2>")
+    negative = run(lora_services, prompt="a star <lora:peftstyle:0.7>", negative_prompt="<lora:other:0.4>")
+    assert differs(both, one) > 0 and differs(heavier, both) > 0
+    assert differs(negative, both) <= 1  # A1111 applies a LoRA written in the negative prompt to the model too
+    assert "peftstyle: " in both.infotext and "other: " in both.infotext
+
+
+def test_unknown_lora_is_refused_at_submit_naming_it(lora_services):
+    with pytest.raises(RequestError) as caught:
+        lora_services.queue.submit(txt2img(prompt="a cat <lora:nope:1>"))
+    assert caught.value.field == "prompt" and "nope" in caught.value.message and "peftstyle" in caught.value.message
+    with pytest.raises(RequestError) as caught:
+        lora_services.queue.submit(txt2img(negative_prompt="<lora:nope2:1>"))
+    assert caught.value.field == "negative_prompt"
+    assert not lora_services.queue.pending()
+
+
+@pytest.mark.parametrize(("name", "words"), [("broken", ("broken.safetensors", "truncated")),
+                                             ("xl-only", ("xl-only.safetensors", "another architecture"))])
+def test_a_bad_lora_fails_its_job_naming_the_file_and_the_next_job_works(lora_services, name, words):
+    before = run(lora_services)
+    with pytest.raises(RequestError) as caught:
+        run(lora_services, prompt=f"a red circle on a blue background <lora:{name}:1>")
+    for word in words:
+        assert word in caught.value.message
+    assert differs(run(lora_services), before) == 0
+
+
+def test_embedding_names_change_the_pixels_and_are_recorded(lora_services):
+    before = run(lora_services)
+    shiny = run(lora_services, prompt="a red circle on a blue background, shinyemb")
+    glossy = run(lora_services, prompt="a red circle on a blue background", negative_prompt="glossyemb")
+    after = run(lora_services)
+    assert differs(shiny, before) > 0 and differs(glossy, before) > 0
+    assert differs(after, before) == 0, "the embedding's tokens leaked into the next job"
+    short = lora_services.engine.networks.short_hash(lora_services.config.models_dir / "embeddings" / "shinyemb.pt")
+    assert f"TI hashes: \"shinyemb: {short}\"" in shiny.infotext
+    assert "TI hashes" not in after.infotext
+    again = run(lora_services, prompt="a red circle on a blue background, shinyemb")
+    assert differs(again, shiny) == 0  # loaded, removed, loaded again: the same tokens, the same picture
+
+
+def test_an_embedding_for_another_architecture_is_named_in_the_error(lora_services):
+    with pytest.raises(RequestError, match="xlemb.safetensors"):
+        run(lora_services, prompt="a cat, xlemb")
+    run(lora_services, prompt="a cat")
