@@ -395,12 +395,13 @@ def embedding_fits(pipe: Any, vectors: dict[str, Any]) -> str | None:
     for key, _tokenizer, encoder in _embedding_targets(pipe):
         width = encoder.get_input_embeddings().embedding_dim
         if key not in vectors:
-            return f"made for one text encoder; this {_family_name(pipe)} model has two"
+            return (f"made for one text encoder; this {_family_name(pipe)} model has two (an embedding for another "
+                    f"architecture)")
         if vectors[key].shape[-1] != width:
             return (f"its vectors are {vectors[key].shape[-1]} wide but this {_family_name(pipe)} model's text "
                     f"encoder takes {width} (an embedding for another architecture)")
     if len(vectors) > len(_embedding_targets(pipe)):
-        return f"made for SDXL's two text encoders; this is an {_family_name(pipe)} model"
+        return f"made for SDXL's two text encoders; this is an {_family_name(pipe)} model (another architecture)"
     return None
 
 
