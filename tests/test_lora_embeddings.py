@@ -18,13 +18,22 @@ from modules.image.extra_networks import LoraUse, extract_loras
 from tests.helpers import pixels, txt2img
 
 
-@pytest.fixture
-def lora_services(app_config, network_files, one_thread):
+def _services(root, models):
+    from modules.runtime.config import AppConfig
     from modules.runtime.services import build_services
 
+    return build_services(AppConfig(models_dir=models, outdir=root / "outputs", data_dir=root / "data",
+                                    default_ckpt="tiny-sd1"))
+
+
+@pytest.fixture(scope="module")
+def lora_services(tmp_path_factory, tiny_model_store, network_files, one_thread):
+    """One studio for the module (the model loads once) whose models folder holds the test LoRAs and embeddings."""
+    root = tmp_path_factory.mktemp("lora-studio")
+    shutil.copytree(tiny_model_store, root / "models")
     for folder in ("Lora", "embeddings"):
-        shutil.copytree(network_files / folder, app_config.models_dir / folder)
-    built = build_services(app_config)
+        shutil.copytree(network_files / folder, root / "models" / folder)
+    built = _services(root, root / "models")
     built.start()
     yield built
     built.stop()
@@ -117,3 +126,29 @@ def test_an_embedding_for_another_architecture_is_named_in_the_error(lora_servic
     with pytest.raises(RequestError, match="xlemb.safetensors"):
         run(lora_services, prompt="a cat, xlemb")
     run(lora_services, prompt="a cat")
+
+
+def test_sdxl_lora_in_both_layouts_and_an_sdxl_embedding(tmp_path, one_thread):
+    """SDXL: kohya keys for two text encoders (``lora_te1_``/``lora_te2_``) and a ``clip_l``/``clip_g`` embedding."""
+    from tools.tiny_lora import save_tiny_embedding, save_tiny_lora
+    from tools.tiny_model import build_tiny_pipeline
+
+    models = tmp_path / "models"
+    pipe = build_tiny_pipeline("sdxl", seed=0)
+    pipe.save_pretrained(models / "Stable-diffusion" / "tiny-sdxl", safe_serialization=True)
+    save_tiny_lora(pipe, models / "Lora" / "xlpeft.safetensors", "peft", seed=1)
+    save_tiny_lora(pipe, models / "Lora" / "xlkohya.safetensors", "kohya", seed=1)
+    save_tiny_embedding(models / "embeddings" / "cat.safetensors", vectors=2, seed=2, sdxl_dim=64)  # "cat": a word
+    services = _services(tmp_path, models)
+    services.start()
+    try:
+        before = run(services, model="tiny-sdxl")
+        peft = run(services, model="tiny-sdxl", prompt="a red circle <lora:xlpeft:1>")
+        kohya = run(services, model="tiny-sdxl", prompt="a red circle <lora:xlkohya:1>")
+        assert differs(peft, before) > 10 and differs(kohya, peft) <= 1
+        assert differs(run(services, model="tiny-sdxl"), before) == 0
+        with_cat = run(services, model="tiny-sdxl", prompt="a red circle on a blue background, Cat")
+        assert differs(with_cat, before) > 0 and "TI hashes: \"cat: " in with_cat.infotext
+        assert differs(run(services, model="tiny-sdxl"), before) == 0
+    finally:
+        services.stop()

@@ -110,8 +110,10 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
 
     try:
         with applied_networks(loaded.base, engine.networks, run.loras, (run.encode_prompt, run.encode_negative)
-                              ) as network_params:
-            run.network_params = network_params
+                              ) as applied:
+            run.network_params = applied.params
+            run.encode_prompt, run.encode_negative = applied.rewrite(run.encode_prompt), applied.rewrite(
+                run.encode_negative)
             interrupted = _batches(request, engine, run, control, progress, all_seeds, all_subseeds, images)
     except NetworkLoadError as error:
         raise RequestError("prompt", str(error)) from None

@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,15 +98,9 @@ class NetworkRegistry:
         raise RequestError(field_name, f"<lora:{name}>: no LoRA named {name!r}. Available: {available}")
 
     def mentioned_embeddings(self, *texts: str) -> list[NetworkFile]:
-        """The embeddings whose name appears as a word in any of ``texts`` (how A1111 users invoke them)."""
-        import re
-
-        found = []
-        for item in self.embeddings():
-            pattern = re.compile(r"(?<![\w-])" + re.escape(item.name) + r"(?![\w-])")
-            if any(pattern.search(text) for text in texts):
-                found.append(item)
-        return found
+        """The embeddings whose name appears as a word in any of ``texts`` (how A1111 users invoke them; as there,
+        regardless of case, since CLIP lowercases the prompt)."""
+        return [item for item in self.embeddings() if any(_mention(item.name).search(text) for text in texts)]
 
     def short_hash(self, path: Path) -> str:
         """A1111's short hash of a network file: AutoV3 (SHA-256 of a safetensors file's tensor data, so editing
@@ -114,6 +110,10 @@ class NetworkRegistry:
         if key not in self._hashes:
             self._hashes[key] = _network_hash(path)
         return self._hashes[key][:SHORT_HASH_LEN]
+
+
+def _mention(name: str) -> re.Pattern:
+    return re.compile(r"(?<![\w-])" + re.escape(name) + r"(?![\w-])", re.IGNORECASE)
 
 
 def _stem(path: Path) -> str:
@@ -268,7 +268,9 @@ def _inject_text_encoder(encoder: Any, state: dict[str, Any], alphas: dict[str, 
         own_alphas = {key.removeprefix(prefix + "."): value for key, value in alphas.items()
                       if key.split(".")[0] == prefix}
     config = _create_lora_config(own, own_alphas, None, ranks, is_unet=False)
-    inject_adapter_in_model(config, encoder, adapter_name=adapter)
+    with warnings.catch_warnings():  # a job's second LoRA is a second adapter on purpose
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        inject_adapter_in_model(config, encoder, adapter_name=adapter)
     set_peft_model_state_dict(encoder, own, adapter_name=adapter)
     encoder.to(device=encoder.device, dtype=encoder.dtype)
 
@@ -405,44 +407,62 @@ def embedding_fits(pipe: Any, vectors: dict[str, Any]) -> str | None:
     return None
 
 
+@dataclass
+class AppliedNetworks:
+    """What one job has applied: the infotext entries (``Lora hashes``, ``TI hashes``) and the tokens standing
+    for its embeddings, which ``rewrite`` puts in place of their names in a prompt."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def rewrite(self, text: str) -> str:
+        for name, token in self.tokens.items():
+            text = _mention(name).sub(token, text)
+        return text
+
+
 @contextmanager
-def applied_embeddings(pipe: Any, registry: NetworkRegistry, infos: list[NetworkFile]) -> Iterator[list[str]]:
-    """The embeddings a job's prompts name, added as tokens to ``pipe``'s tokenizers and text encoders for the
-    ``with`` block and removed after, so a model switch or the next job never finds stale or doubled tokens.
-    Yields the infotext's ``name: hash`` entries."""
+def applied_embeddings(pipe: Any, registry: NetworkRegistry, infos: list[NetworkFile]
+                       ) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """The embeddings a job's prompts name, added to ``pipe``'s tokenizers and text encoders for the ``with``
+    block and removed after, so a model switch or the next job never finds stale or doubled tokens. Each gets a
+    token of our own (``<sfumato-ti-0>``), not its name: a name can be a word the tokenizer already knows.
+    Yields the infotext's ``name: hash`` entries and name -> token."""
     if not infos:
-        yield []
+        yield [], {}
         return
     loaded: list[tuple[list[str], Any, Any]] = []
-    hashes = []
+    hashes: list[str] = []
+    tokens: dict[str, str] = {}
     try:
-        for info in infos:
+        for index, info in enumerate(infos):
             vectors = read_embedding(info)
             problem = embedding_fits(pipe, vectors)
             if problem:
                 raise NetworkLoadError(f"embedding {info.filename} does not fit this model: {problem}")
+            token = f"<sfumato-ti-{index}>"
             for key, tokenizer, encoder in _embedding_targets(pipe):
                 tensor = vectors[key].to(dtype=encoder.dtype)
-                tokens = [info.name] + [f"{info.name}_{i}" for i in range(1, tensor.shape[0])]
-                pipe.load_textual_inversion(tensor, token=info.name, tokenizer=tokenizer, text_encoder=encoder)
-                loaded.append((tokens, tokenizer, encoder))
+                added = [token] + [f"{token}_{i}" for i in range(1, tensor.shape[0])]
+                pipe.load_textual_inversion(tensor, token=token, tokenizer=tokenizer, text_encoder=encoder)
+                loaded.append((added, tokenizer, encoder))
+            tokens[info.name] = token
             hashes.append(f"{info.name.replace(':', '').replace(',', '')}: {registry.short_hash(info.path)}")
-        yield hashes
+        yield hashes, tokens
     finally:
-        for tokens, tokenizer, encoder in reversed(loaded):
-            pipe.unload_textual_inversion(tokens=tokens, tokenizer=tokenizer, text_encoder=encoder)
+        for added, tokenizer, encoder in reversed(loaded):
+            pipe.unload_textual_inversion(tokens=added, tokenizer=tokenizer, text_encoder=encoder)
 
 
 @contextmanager
 def applied_networks(pipe: Any, registry: NetworkRegistry, loras: tuple[LoraUse, ...], prompts: tuple[str, ...]
-                     ) -> Iterator[dict[str, str]]:
-    """LoRAs and the embeddings ``prompts`` name, applied for one job; yields the infotext entries
-    (``Lora hashes``, ``TI hashes``) for what was applied."""
+                     ) -> Iterator[AppliedNetworks]:
+    """LoRAs and the embeddings ``prompts`` name, applied to ``pipe`` for one job (``with`` block)."""
     with applied_loras(pipe, registry, loras) as lora_hashes, \
-            applied_embeddings(pipe, registry, registry.mentioned_embeddings(*prompts)) as ti_hashes:
-        params = {}
+            applied_embeddings(pipe, registry, registry.mentioned_embeddings(*prompts)) as (ti_hashes, tokens):
+        applied = AppliedNetworks(tokens=tokens)
         if lora_hashes:
-            params["Lora hashes"] = ", ".join(lora_hashes)
+            applied.params["Lora hashes"] = ", ".join(lora_hashes)
         if ti_hashes:
-            params["TI hashes"] = ", ".join(ti_hashes)
-        yield params
+            applied.params["TI hashes"] = ", ".join(ti_hashes)
+        yield applied
