@@ -290,10 +290,9 @@ def latent_upscale_modes() -> list[dict[str, str]]:
 def loras(services: ServicesDep) -> list[dict[str, Any]]:
     """A1111's list: name (what ``<lora:name:w>`` writes), alias (the training name in its metadata), path and
     the safetensors metadata."""
-    from modules.models.networks import read_metadata
-
-    return [{"name": item.name, "alias": item.alias, "path": str(item.path), "metadata": read_metadata(item.path)}
-            for item in services.engine.networks.loras()]
+    networks = services.engine.networks
+    return [{"name": item.name, "alias": item.alias, "path": str(item.path), "metadata": networks.metadata(item.path)}
+            for item in networks.loras()]
 
 
 @router.post("/refresh-loras")

@@ -67,6 +67,11 @@ def split_loras(text: str, field: str = "prompt") -> tuple[str, list[LoraUse]]:
     return _TAG.sub(take, text), found
 
 
+def strip_extra_networks(text: str) -> str:
+    """The text without any ``<type:...>`` tag: what the text encoder reads, for counting tokens as A1111 does."""
+    return _TAG.sub("", text)
+
+
 def extract_loras(prompt: str, negative_prompt: str) -> tuple[str, str, tuple[LoraUse, ...]]:
     """Both prompts without their tags, and the LoRAs of both (A1111 activates tags of the negative prompt too).
     A LoRA named twice is applied once with the weights added, as applying it twice would."""

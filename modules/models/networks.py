@@ -62,7 +62,7 @@ class NetworkRegistry:
     files in while the studio runs). Hashes are remembered by path, size and mtime for this registry's lifetime."""
 
     models_dir: Path
-    _hashes: dict[tuple[str, int, int], str] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[str, str, int, int], Any] = field(default_factory=dict, repr=False)
 
     @property
     def lora_root(self) -> Path:
@@ -74,11 +74,21 @@ class NetworkRegistry:
 
     def loras(self) -> list[NetworkFile]:
         """Every LoRA file, sorted by name; the alias comes from the safetensors metadata when it has one."""
-        found = []
-        for path in _files(self.lora_root, LORA_SUFFIXES):
-            alias = read_metadata(path).get("ss_output_name") or path.stem
-            found.append(NetworkFile(_stem(path), path, str(alias)))
+        found = [NetworkFile(_stem(path), path, str(self.metadata(path).get("ss_output_name") or _stem(path)))
+                 for path in _files(self.lora_root, LORA_SUFFIXES)]
         return sorted(found, key=lambda item: item.name.lower())
+
+    def metadata(self, path: Path) -> dict[str, Any]:
+        """``read_metadata``, remembered by path, size and mtime: kohya metadata holds tag counts worth 100 KB a
+        file, and a folder of hundreds of LoRAs is listed at every submit."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return {}
+        key = ("metadata", str(path.absolute()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._cache:
+            self._cache[key] = read_metadata(path)
+        return self._cache[key]
 
     def embeddings(self) -> list[NetworkFile]:
         return sorted((NetworkFile(_stem(path), path, _stem(path))
@@ -87,9 +97,14 @@ class NetworkRegistry:
 
     def find_lora(self, name: str, field_name: str = "prompt") -> NetworkFile:
         """The LoRA a prompt names (stem, then alias, then either ignoring case); a RequestError listing what
-        exists when there is none."""
+        exists when there is none. Stems are tried before any metadata is read."""
+        paths = _files(self.lora_root, LORA_SUFFIXES)
+        exact = [path for path in paths if _stem(path) == name]
+        if exact:
+            path = exact[0]
+            return NetworkFile(name, path, str(self.metadata(path).get("ss_output_name") or name))
         loras = self.loras()
-        for check in (lambda item: item.name == name, lambda item: item.alias == name,
+        for check in (lambda item: item.alias == name,
                       lambda item: name.lower() in (item.name.lower(), item.alias.lower())):
             matches = [item for item in loras if check(item)]
             if matches:
@@ -106,10 +121,10 @@ class NetworkRegistry:
         """A1111's short hash of a network file: AutoV3 (SHA-256 of a safetensors file's tensor data, so editing
         its metadata keeps the hash) for .safetensors, SHA-256 of the whole file otherwise; 12 hex digits."""
         stat = path.stat()
-        key = (str(path.absolute()), stat.st_size, stat.st_mtime_ns)
-        if key not in self._hashes:
-            self._hashes[key] = _network_hash(path)
-        return self._hashes[key][:SHORT_HASH_LEN]
+        key = ("sha256", str(path.absolute()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._cache:
+            self._cache[key] = _network_hash(path)
+        return self._cache[key][:SHORT_HASH_LEN]
 
 
 def _mention(name: str) -> re.Pattern:
@@ -268,9 +283,7 @@ def _inject_text_encoder(encoder: Any, state: dict[str, Any], alphas: dict[str, 
         own_alphas = {key.removeprefix(prefix + "."): value for key, value in alphas.items()
                       if key.split(".")[0] == prefix}
     config = _create_lora_config(own, own_alphas, None, ranks, is_unet=False)
-    with warnings.catch_warnings():  # a job's second LoRA is a second adapter on purpose
-        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-        inject_adapter_in_model(config, encoder, adapter_name=adapter)
+    inject_adapter_in_model(config, encoder, adapter_name=adapter)
     set_peft_model_state_dict(encoder, own, adapter_name=adapter)
     encoder.to(device=encoder.device, dtype=encoder.dtype)
 
@@ -298,13 +311,15 @@ def applied_loras(pipe: Any, registry: NetworkRegistry, uses: tuple[LoraUse, ...
             adapter = f"{ADAPTER_PREFIX}{index}"
             touched = True
             unet_state = {key: value for key, value in state.items() if key.startswith("unet.")}
-            if unet_state:
-                type(pipe).load_lora_into_unet(unet_state, alphas, unet=pipe.unet, adapter_name=adapter,
-                                               _pipeline=pipe)
-            for prefix in TEXT_ENCODERS:
-                encoder = getattr(pipe, prefix, None)
-                if encoder is not None:
-                    _inject_text_encoder(encoder, state, alphas, prefix, adapter)
+            with warnings.catch_warnings():  # a job's second LoRA is a second adapter on purpose
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                if unet_state:
+                    type(pipe).load_lora_into_unet(unet_state, alphas, unet=pipe.unet, adapter_name=adapter,
+                                                   _pipeline=pipe)
+                for prefix in TEXT_ENCODERS:
+                    encoder = getattr(pipe, prefix, None)
+                    if encoder is not None:
+                        _inject_text_encoder(encoder, state, alphas, prefix, adapter)
             names.append(adapter)
             te_weights.append(use.te_weight)
             unet_weights.append(use.unet_weight)
