@@ -313,13 +313,15 @@ def applied_loras(pipe: Any, registry: NetworkRegistry, uses: tuple[LoraUse, ...
             unet_state = {key: value for key, value in state.items() if key.startswith("unet.")}
             with warnings.catch_warnings():  # a job's second LoRA is a second adapter on purpose
                 warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-                if unet_state:
-                    type(pipe).load_lora_into_unet(unet_state, alphas, unet=pipe.unet, adapter_name=adapter,
-                                                   _pipeline=pipe)
+                # Text encoders first: diffusers' UNet loading takes CPU offload hooks off every component and puts
+                # them back, so the new text-encoder layers are hooked like the rest.
                 for prefix in TEXT_ENCODERS:
                     encoder = getattr(pipe, prefix, None)
                     if encoder is not None:
                         _inject_text_encoder(encoder, state, alphas, prefix, adapter)
+                if unet_state:
+                    type(pipe).load_lora_into_unet(unet_state, alphas, unet=pipe.unet, adapter_name=adapter,
+                                                   _pipeline=pipe)
             names.append(adapter)
             te_weights.append(use.te_weight)
             unet_weights.append(use.unet_weight)
