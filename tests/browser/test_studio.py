@@ -375,3 +375,22 @@ def test_a_disabled_extension_loses_its_controls_at_the_next_page_load(page):
         set_xyz("Enable")  # the suite shares one studio
     reload(page)
     expect(visible_panel(page).get_by_role("button", name="X/Y/Z plot")).to_be_visible()
+
+
+def test_extra_networks_lists_a_new_lora_after_refresh_and_a_click_uses_it(page, studio, network_files):
+    import shutil
+
+    shutil.copytree(network_files / "Lora", studio["root"] / "models" / "Lora", dirs_exist_ok=True)
+    tab = visible_panel(page)
+    set_number(tab, "Sampling steps", 2)
+    tab.get_by_text("Extra networks", exact=True).click()
+    tab.get_by_role("button", name="Refresh", exact=True).click()
+    search = tab.get_by_label("Search", exact=True)
+    search.fill("peft")
+    expect(tab.get_by_role("button", name="kohyastyle")).to_have_count(0)
+    tab.get_by_role("button", name="peftstyle", exact=True).click()
+    prompt = tab.get_by_label("Prompt", exact=True)
+    expect(prompt).to_have_value("<lora:peftstyle:1>")
+    prompt.press("Control+Enter")
+    expect(tab.get_by_text(DONE)).to_be_visible()
+    expect(tab.get_by_label("Generation parameters")).to_have_value(re.compile(r'Lora hashes: "peftstyle: '))
