@@ -152,3 +152,10 @@ def test_sdxl_lora_in_both_layouts_and_an_sdxl_embedding(tmp_path, one_thread):
         assert differs(run(services, model="tiny-sdxl"), before) == 0
     finally:
         services.stop()
+
+
+def test_a_bad_second_lora_takes_the_first_one_out_too(lora_services):
+    before = run(lora_services)
+    with pytest.raises(RequestError, match="broken.safetensors"):
+        run(lora_services, prompt="a red circle on a blue background <lora:peftstyle:1> <lora:broken:1>")
+    assert differs(run(lora_services), before) == 0
