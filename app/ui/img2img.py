@@ -10,6 +10,7 @@ from app.ui import controls
 from app.ui.controls import GenerationTab
 from app.ui.extra_networks import build_extra_networks
 from app.ui.styles_editor import build_style_editor
+from app.ui.uploads import named_upload
 from modules.image.request import RESIZE_MODES
 
 if TYPE_CHECKING:
@@ -27,8 +28,8 @@ def build_img2img(services: Services) -> GenerationTab:
     build_extra_networks(services, tab)
     with gr.Row(elem_classes=[controls.WORKSPACE_CLASS]):
         with gr.Column(scale=1):
-            tab.add("init_image", gr.Image(label="Image", type="pil", image_mode="RGB",
-                                           sources=["upload", "clipboard"], height=320))
+            tab.add("init_image", named_upload(gr.Image(label="Image", type="pil", image_mode="RGB",
+                                                        sources=["upload", "clipboard"], height=320)))
             tab.add("resize_mode", gr.Radio(RESIZE_LABELS, value=RESIZE_LABELS[0], label="Resize mode"))
             tab.add("denoising_strength", gr.Slider(0, 1, step=0.01, value=0.75, label="Denoising strength"))
             controls.sampling_controls(services, tab, size_note="0 = the image's size")

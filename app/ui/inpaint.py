@@ -20,6 +20,7 @@ from app.ui.form import Values
 from app.ui.img2img import RESIZE_LABELS
 from app.ui.request_form import INPAINT_AREAS, MASK_MODES, OUTPAINT_SIDES
 from app.ui.styles_editor import build_style_editor
+from app.ui.uploads import named_upload
 from modules.image.request import INPAINT_FILLS
 
 if TYPE_CHECKING:
@@ -97,9 +98,9 @@ def build_inpaint(services: Services) -> GenerationTab:
                 brush=brush_for(None),
             ))
             with gr.Accordion("Mask from a file", open=False):
-                tab.add("mask_upload", gr.Image(label="Mask (white = repaint), added to what you paint",
-                                                type="pil", image_mode=None,
-                                                sources=["upload", "clipboard"], height=240))
+                tab.add("mask_upload", named_upload(gr.Image(
+                    label="Mask (white = repaint), added to what you paint", type="pil", image_mode=None,
+                    sources=["upload", "clipboard"], height=240)))
                 gr.Markdown("With no painted or uploaded mask, the image's transparent pixels are repainted.")
             with gr.Row():
                 tab.add("mask_mode", gr.Radio(list(MASK_MODES), value=MASK_MODES[0], label="Mask mode"))

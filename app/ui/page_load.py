@@ -20,6 +20,7 @@ from typing import Any
 import gradio as gr
 
 log = logging.getLogger(__name__)
+LOADED_MARK = "sfLoaded"  # data attribute of <body> set once the starting values have arrived
 
 
 def load_together(blocks: gr.Blocks) -> int:
@@ -49,5 +50,11 @@ def load_together(blocks: gr.Blocks) -> int:
                 values.append(gr.skip())
         return values
 
-    blocks.load(load_all, inputs=None, outputs=outputs, api_name=False, show_progress="hidden", queue=False)
+    loaded = blocks.load(load_all, inputs=None, outputs=outputs, api_name=False, show_progress="hidden",
+                         queue=False)
+    # The page marks the moment its starting values are in (``<body data-sf-loaded="1">``): from then on what a
+    # user (or a browser test) types is no longer overwritten. Their build-time values look the same, so the
+    # controls themselves cannot tell.
+    loaded.then(None, js=f"() => {{ document.body.dataset.{LOADED_MARK} = '1'; }}", api_name=False,
+                queue=False)
     return len(folded)

@@ -13,6 +13,7 @@ import gradio as gr
 from app.ui.form import Form, Values
 from app.ui.generate import error_html, status_html
 from app.ui.request_form import load_image
+from app.ui.uploads import named_upload
 from modules.errors import RequestError
 
 if TYPE_CHECKING:
@@ -24,8 +25,8 @@ def build_pnginfo(services: Services) -> Form:
     form = Form()
     with gr.Row():
         with gr.Column():
-            form["image"] = gr.Image(label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                     height=420)
+            form["image"] = named_upload(gr.Image(label="Image", type="filepath", image_mode=None,
+                                                  sources=["upload", "clipboard"], height=420))
         with gr.Column():
             form["infotext"] = gr.Textbox(label="Parameters", lines=8, interactive=False, buttons=["copy"])
             with gr.Row():

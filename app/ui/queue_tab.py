@@ -3,11 +3,22 @@
 Every front end shares one queue, so this is where a user sees why their job has not started, cancels one they
 no longer want, and finds the images of an earlier job, including one that finished before a restart (the queue
 reads it back from its store). Handlers are plain functions over values by name, so tests call them directly.
+
+The tab is pushed, not polled: on page load one long-running event (``queue_pushes``) subscribes to every change
+the queue publishes and sends the waiting jobs and the stats line only when they changed, so a page where nothing
+happens makes no request and receives nothing but Gradio's own keep-alives (a 2 s timer kept the page busy forever,
+costing battery and keeping tools that wait for the requests to stop waiting). When the set of jobs changes, a
+small state (``queue_mark``) changes with it and its ``.change`` event redraws the Job list and the history with
+the page's *current* selection, page and filter, which a generator started at load cannot see.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as _dt
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -17,11 +28,14 @@ from app.ui.generate import error_html, progress_text, status_html
 from app.ui.results import result_state
 
 if TYPE_CHECKING:
+    from modules.jobs.events import Subscription
     from modules.jobs.queue import Job
     from modules.runtime.services import Services
 
 PAGE_SIZE = 20
-REFRESH_SECONDS = 2.0
+PUSH_SECONDS = 0.5  # the most often a page is sent the queue: steps faster than this are shown together
+WAKE_SECONDS = 30.0  # how often a quiet page's pusher looks whether its page was closed (it sends nothing then)
+PUSHED = ("pending", "stats", "queue_mark")  # what the pusher sends; the rest follows queue_mark's change
 PENDING_HEADERS = ["#", "Task", "Prompt", "State", "Progress"]
 HISTORY_HEADERS = ["Time", "#", "Task", "State", "Prompt", "Seconds", "Outputs", "Error"]
 STATE_FILTERS = ("all", "done", "failed", "cancelled")
@@ -32,12 +46,14 @@ def build_queue(services: Services) -> Form:
     """Lay out and wire the tab (call inside a ``gr.Tab``)."""
     form = Form()
     with gr.Row(equal_height=True):
-        form["stats"] = gr.Markdown(lambda: stats_markdown(services))
+        form["stats"] = gr.Markdown("")
         form["refresh"] = gr.Button("Refresh", size="sm", scale=0, min_width=100)
-    form["pending"] = gr.Dataframe(headers=PENDING_HEADERS, value=lambda: pending_rows(services), interactive=False,
-                                   label="Waiting and running", wrap=True)
+    form["pending"] = gr.Dataframe(headers=PENDING_HEADERS, interactive=False, label="Waiting and running",
+                                   wrap=True)
     with gr.Row(equal_height=True):
-        form["cancel_job"] = gr.Dropdown(label="Job", choices=[], value=None, scale=4)
+        # A choice can end (and leave the list) between the pick and the click: the stale id must reach
+        # cancel_job, which says the job had already ended, instead of failing in Gradio's check (an HTTP 500).
+        form["cancel_job"] = gr.Dropdown(label="Job", choices=[], value=None, scale=4, allow_custom_value=True)
         form["cancel"] = gr.Button("Cancel job", variant="stop", size="sm", scale=1)
     form["status"] = gr.HTML("")
     gr.Markdown("### History")
@@ -50,23 +66,22 @@ def build_queue(services: Services) -> Form:
     form["history"] = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, label="Past jobs (select one to "
                                    "see its images)", wrap=True)
     form["history_ids"] = gr.State([])
-    form["seen_finished"] = gr.State(-1)
+    form["queue_mark"] = gr.State(None)
     form["gallery"] = gr.Gallery(label="Images of the selected job", columns=4, height=384, format="png",
                                  interactive=False, object_fit="contain")
     form["job_info"] = gr.Textbox(label="Job", lines=4, interactive=False, buttons=["copy"])
-    form["timer"] = gr.Timer(REFRESH_SECONDS)
     _wire(services, form)
+    _wire_pushes(services, form)
     return form
 
 
 def _wire(services: Services, form: Form) -> None:
-    queue_outputs = ["pending", "cancel_job", "stats", "seen_finished"]
+    queue_outputs = ["pending", "cancel_job", "stats"]
     history_inputs = ["page", "state_filter"]
     history_outputs = ["history", "history_ids", "page", "page_info"]
     every = {"api_name": False, "show_progress": "hidden"}
-    form.connect(form["timer"].tick, lambda values: tick(services, values),
-                 ["cancel_job", "seen_finished", *history_inputs], [*queue_outputs, *history_outputs],
-                 queue=False, **every)
+    form.connect(form["queue_mark"].change, lambda values: jobs_changed(services, values),
+                 ["cancel_job", *history_inputs], ["cancel_job", *history_outputs], **every)
     form.connect(form["refresh"].click, lambda values: refresh(services, values),
                  ["cancel_job", *history_inputs], [*queue_outputs, *history_outputs], **every)
     form.connect(form["cancel"].click, lambda values: cancel_job(services, values),
@@ -86,6 +101,27 @@ def _wire(services: Services, form: Form) -> None:
                            outputs=[form["gallery"], form["job_info"], form["status"]], api_name=False)
 
 
+def _wire_pushes(services: Services, form: Form) -> None:
+    """Start the pusher when a page loads and end it when the page goes (Gradio's unload, on the page's heartbeat
+    connection closing). Its event has no concurrency limit: one runs per open page for the page's lifetime, and
+    it must never hold back another page's pusher or any other event."""
+    blocks = gr.context.Context.root_block  # the Blocks being built: unload is a Blocks event, not a component's
+    if blocks is None:
+        raise RuntimeError("build_queue must be called inside a gr.Blocks")
+    pages = OpenPages()
+    outputs = [form[name] for name in PUSHED]
+
+    async def push(request: gr.Request) -> AsyncIterator[dict]:
+        async for update in queue_pushes(services, pages, request.session_hash or ""):
+            yield form.by_component(update)
+
+    def page_closed(request: gr.Request) -> None:
+        pages.close(request.session_hash or "")
+
+    gr.on(None, push, inputs=None, outputs=outputs, concurrency_limit=None, show_progress="hidden", api_name=False)
+    blocks.unload(page_closed)
+
+
 # -- the queue ---------------------------------------------------------------------------------------------------
 def waiting_jobs(services: Services) -> list[Any]:
     """The running job first, then the queued ones in the order they will run."""
@@ -95,9 +131,10 @@ def waiting_jobs(services: Services) -> list[Any]:
     return running + [job for job in queued if job not in running]
 
 
-def pending_rows(services: Services) -> list[list[Any]]:
+def pending_rows(services: Services, jobs: list[Any] | None = None) -> list[list[Any]]:
+    jobs = waiting_jobs(services) if jobs is None else jobs
     return [[job.number, _label(services, job), _prompt(services, job), job.state, progress_text(services, job)]
-            for job in waiting_jobs(services)]
+            for job in jobs]
 
 
 def job_label(services: Services, job: Job) -> str:
@@ -117,12 +154,16 @@ def stats_markdown(services: Services, stats: dict[str, Any] | None = None) -> s
 def queue_view(services: Services, values: Values) -> Values:
     """The waiting jobs, the cancel choices (keeping the selection while that job still waits), the stats line."""
     jobs = waiting_jobs(services)
-    choices = [(job_label(services, job), job.id) for job in jobs]
+    return {"pending": pending_rows(services, jobs), "cancel_job": job_choices(services, values, jobs),
+            "stats": stats_markdown(services)}
+
+
+def job_choices(services: Services, values: Values, jobs: list[Any] | None = None) -> Any:
+    """The Job list's choices, keeping the selection while that job still waits or runs."""
+    jobs = waiting_jobs(services) if jobs is None else jobs
     selected = values.get("cancel_job")
     value = selected if selected in {job.id for job in jobs} else None
-    stats = services.queue.stats()
-    return {"pending": pending_rows(services), "cancel_job": gr.update(choices=choices, value=value),
-            "stats": stats_markdown(services, stats), "seen_finished": stats["finished"]}
+    return gr.update(choices=[(job_label(services, job), job.id) for job in jobs], value=value)
 
 
 def cancel_job(services: Services, values: Values) -> Values:
@@ -191,13 +232,88 @@ def refresh(services: Services, values: Values) -> Values:
     return {**queue_view(services, values), **history_view(services, values)}
 
 
-def tick(services: Services, values: Values) -> Values:
-    """The timer: the queue every tick; the history only when a job has ended since, so a row being looked at
-    does not jump around for nothing."""
-    update = queue_view(services, values)
-    if update["seen_finished"] != values.get("seen_finished"):
-        update.update(history_view(services, values))
+def jobs_changed(services: Services, values: Values) -> Values:
+    """A job was submitted, started or ended (``queue_mark`` changed): the Job list and the history, read with the
+    page's current selection, page and filter. Not on progress, so an open list is not redrawn under the pointer."""
+    return {"cancel_job": job_choices(services, values), **history_view(services, values)}
+
+
+def pushed_view(services: Services) -> Values:
+    """Everything the pusher may send. ``queue_mark`` names each waiting job with its state, plus the count of
+    ended ones: it changes exactly when the Job list or the history has something new to show."""
+    jobs = waiting_jobs(services)
+    stats = services.queue.stats()
+    return {"pending": pending_rows(services, jobs), "stats": stats_markdown(services, stats),
+            "queue_mark": [stats["finished"], [[job.id, job.state] for job in jobs]]}
+
+
+def changed_view(services: Services, shown: Values) -> Values:
+    """What differs from what the page was last sent (``shown``, updated in place); empty when nothing does."""
+    update = {name: value for name, value in pushed_view(services).items()
+              if name not in shown or shown[name] != value}
+    shown.update(update)
     return update
+
+
+class OpenPages:
+    """The pushers of the pages that are open, by Gradio session, so a page's unload wakes its pusher to end it at
+    once instead of when the queue next changes. One per built tab, shared by its pages; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pages: dict[str, set[Subscription]] = {}
+
+    @contextlib.contextmanager
+    def open(self, session: str, changes: Subscription) -> Iterator[Callable[[], bool]]:
+        """Register a page's pusher for the ``with`` block; yields "is this page still open?"."""
+        with self._lock:
+            self._pages.setdefault(session, set()).add(changes)
+
+        def is_open() -> bool:
+            with self._lock:
+                return changes in self._pages.get(session, ())
+
+        try:
+            yield is_open
+        finally:
+            self.close(session, changes)
+
+    def close(self, session: str, changes: Subscription | None = None) -> None:
+        """The page has gone (or one pusher of it ended): wake its pushers so they notice."""
+        with self._lock:
+            listeners = self._pages.get(session, set())
+            ended = {changes} & listeners if changes is not None else set(listeners)
+            listeners -= ended
+            if not listeners:
+                self._pages.pop(session, None)
+        for subscription in ended:
+            subscription.notify()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(listeners) for listeners in self._pages.values())
+
+
+async def queue_pushes(services: Services, pages: OpenPages, session: str, *, interval: float = PUSH_SECONDS,
+                       wake: float = WAKE_SECONDS) -> AsyncIterator[Values]:
+    """The Queue tab's updates for one page, for as long as it is open: everything at once, then only what changed,
+    each time the queue publishes a change, at most every ``interval`` seconds. Between changes it waits without
+    sending anything, waking every ``wake`` seconds only to see whether the page was closed.
+
+    A coroutine, not a thread: a page may stay open for days, and a blocked thread per open page would drain the
+    thread pool that Gradio's other (synchronous) handlers run in.
+    """
+    shown: Values = {}
+    with services.queue.events.subscribe(asynchronous=True) as changes, pages.open(session, changes) as is_open:
+        while is_open():
+            update = changed_view(services, shown)
+            if update:
+                yield update
+                await asyncio.sleep(interval)  # changes meanwhile keep the subscription set: shown together next
+            # Only a published change is looked at: a timed-out wait only checks the page, so an ETA that moved
+            # with the clock alone is not sent either.
+            while is_open() and not await changes.wait_async(timeout=wake):
+                pass
 
 
 def _label(services: Services, job: Job) -> str:

@@ -20,6 +20,7 @@ from app.ui.form import Form, Values
 from app.ui.generate import failure, follow_job, interrupt, skip
 from app.ui.request_form import load_image
 from app.ui.results import empty_state, select_image
+from app.ui.uploads import named_upload
 from modules.errors import RequestError
 from modules.upscaling.request import UpscaleRequest
 
@@ -38,8 +39,8 @@ def build_upscale(services: Services) -> Form:
     with gr.Row():
         with gr.Column(scale=1):
             form["source"] = gr.Radio(list(SOURCES), value=SOURCES[0], label="Upscale")
-            form["image"] = gr.Image(label="Image", type="filepath", image_mode=None,
-                                     sources=["upload", "clipboard"], height=320)
+            form["image"] = named_upload(gr.Image(label="Image", type="filepath", image_mode=None,
+                                                  sources=["upload", "clipboard"], height=320))
             form["files"] = gr.File(label="Images", file_count="multiple", file_types=["image"], visible=False)
             form["input_dir"] = gr.Textbox(label="Input folder", placeholder="/path/to/images", visible=False,
                                            info="every image directly in this folder, by name")

@@ -95,7 +95,8 @@ class ConsoleLog:
 
 # What a page prints while it is being reloaded: its open event streams are cut (Gradio logs the abort and
 # "Connection errored out" for each). Dropped only for errors that arrive during ``reload``.
-RELOAD_NOISE = ("AbortError", "Connection errored out")
+# "Unexpected error 404" is the old page's queue stream asking for its session after the server closed it.
+RELOAD_NOISE = ("AbortError", "Connection errored out", "Unexpected error 404")
 
 
 def reload(tab) -> None:
@@ -104,6 +105,7 @@ def reload(tab) -> None:
     before = len(log.errors)
     tab.reload()
     wait_loaded(tab)
+    tab.wait_for_timeout(1000)  # the old page's cut streams may report a moment after the new one loaded
     log.errors[before:] = [error for error in log.errors[before:]
                            if not any(noise in error for noise in RELOAD_NOISE)]
 
@@ -116,9 +118,10 @@ def wait_loaded(tab) -> None:
     tab.get_by_role("tab", name="txt2img").wait_for()
     width = tab.get_by_role("tabpanel").filter(visible=True).first.get_by_role(
         "spinbutton", name="number input for Width")
-    # Every saved default arrives in the page's one load answer (app/ui/page_load.py): once txt2img has its
-    # real size, typing is no longer overwritten.
     expect(width).not_to_have_value("0")
+    # Every saved default arrives in the page's one load answer, after which the page marks <body> (see
+    # app/ui/page_load.py); typing before that would be overwritten.
+    tab.locator("body[data-sf-loaded='1']").wait_for(state="attached")
 
 
 @pytest.fixture

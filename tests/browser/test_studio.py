@@ -251,8 +251,7 @@ def test_a_second_generate_click_queues_a_job_that_the_queue_tab_cancels(page):
     tab.get_by_label("Prompt", exact=True).fill("the queued job")
     tab.get_by_role("button", name="Generate", exact=True).click()
     expect(tab.get_by_text(re.compile(r"waiting in queue · 1 ahead"))).to_be_visible()
-    queue = open_tab(page, "Queue")
-    queue.get_by_role("button", name="Refresh", exact=True).click()
+    queue = open_tab(page, "Queue")  # no Refresh: the tab is pushed the jobs
     number = pick_job(queue, "the queued job")
     queue.get_by_role("button", name="Cancel job").click()
     expect(queue.get_by_text(f"Cancelled job #{number}.")).to_be_visible()
@@ -265,8 +264,9 @@ def test_a_second_generate_click_queues_a_job_that_the_queue_tab_cancels(page):
 
 
 def pick_job(queue, prompt: str) -> str:
-    """Choose the job with this prompt in the Queue tab's "Job" list; its number. The list is refreshed every
-    2 s, which may close it under the pointer, so the choice is checked and made again if it was lost."""
+    """Choose the job with this prompt in the Queue tab's "Job" list; its number. The list is redrawn when a job
+    is submitted, starts or ends (not on progress), which may close it under the pointer, so the choice is checked
+    and made again if it was lost."""
     box = queue.get_by_role("combobox", name="Job", exact=True)
     for _ in range(5):
         box.click()
@@ -375,6 +375,21 @@ def test_a_disabled_extension_loses_its_controls_at_the_next_page_load(page):
         set_xyz("Enable")  # the suite shares one studio
     reload(page)
     expect(visible_panel(page).get_by_role("button", name="X/Y/Z plot")).to_be_visible()
+
+
+@pytest.mark.parametrize("tab_name", ["img2img", "PNG info", "Upscale"])
+def test_an_upload_that_is_not_an_image_gets_a_notice_naming_it(page, tmp_path, tab_name):
+    """Not a bare "Error" badge: the tab's status names the field and says the file is not an image."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+    tab = open_tab(page, tab_name)
+    tab.locator("input[type=file]").first.set_input_files(broken)
+    if tab_name == "img2img":
+        generate(tab, "a red circle")
+    elif tab_name == "Upscale":
+        tab.get_by_role("button", name="Upscale", exact=True).click()
+    expect(tab.get_by_role("alert").first).to_contain_text("not a readable image")
+    expect(tab.get_by_text("Error", exact=True)).to_have_count(0)
 
 
 def test_extra_networks_lists_a_new_lora_after_refresh_and_a_click_uses_it(page, studio, network_files):
