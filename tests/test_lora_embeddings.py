@@ -129,7 +129,8 @@ def test_an_embedding_for_another_architecture_is_named_in_the_error(lora_servic
 
 
 def test_sdxl_lora_in_both_layouts_and_an_sdxl_embedding(tmp_path, one_thread):
-    """SDXL: kohya keys for two text encoders (``lora_te1_``/``lora_te2_``) and a ``clip_l``/``clip_g`` embedding."""
+    """SDXL: kohya keys for two text encoders (``lora_te1_``/``lora_te2_``), with diffusers' or the original
+    (``input_blocks_3_1``) UNet block names, and a ``clip_l``/``clip_g`` embedding."""
     from tools.tiny_lora import save_tiny_embedding, save_tiny_lora
     from tools.tiny_model import build_tiny_pipeline
 
@@ -138,6 +139,7 @@ def test_sdxl_lora_in_both_layouts_and_an_sdxl_embedding(tmp_path, one_thread):
     pipe.save_pretrained(models / "Stable-diffusion" / "tiny-sdxl", safe_serialization=True)
     save_tiny_lora(pipe, models / "Lora" / "xlpeft.safetensors", "peft", seed=1)
     save_tiny_lora(pipe, models / "Lora" / "xlkohya.safetensors", "kohya", seed=1)
+    save_tiny_lora(pipe, models / "Lora" / "xlsgm.safetensors", "kohya-sgm", seed=1)  # kohya's SDXL block names
     save_tiny_embedding(models / "embeddings" / "cat.safetensors", vectors=2, seed=2, sdxl_dim=64)  # "cat": a word
     services = _services(tmp_path, models)
     services.start()
@@ -145,7 +147,8 @@ def test_sdxl_lora_in_both_layouts_and_an_sdxl_embedding(tmp_path, one_thread):
         before = run(services, model="tiny-sdxl")
         peft = run(services, model="tiny-sdxl", prompt="a red circle <lora:xlpeft:1>")
         kohya = run(services, model="tiny-sdxl", prompt="a red circle <lora:xlkohya:1>")
-        assert differs(peft, before) > 10 and differs(kohya, peft) <= 1
+        sgm = run(services, model="tiny-sdxl", prompt="a red circle <lora:xlsgm:1>")
+        assert differs(peft, before) > 10 and differs(kohya, peft) <= 1 and differs(sgm, peft) <= 1
         assert differs(run(services, model="tiny-sdxl"), before) == 0
         with_cat = run(services, model="tiny-sdxl", prompt="a red circle on a blue background, Cat")
         assert differs(with_cat, before) > 0 and "TI hashes: \"cat: " in with_cat.infotext

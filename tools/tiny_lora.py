@@ -8,6 +8,7 @@ saved either as diffusers/PEFT keys or converted to the kohya/A1111 layout (``lo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,16 +62,37 @@ def to_kohya(state: dict[str, Any], alpha: float | None = None) -> dict[str, Any
     return kohya
 
 
-def save_tiny_lora(pipe: Any, path: Path, layout: Literal["peft", "kohya"] = "peft", seed: int = 0) -> Path:
-    """Write a tiny LoRA for ``pipe`` to ``path`` (.safetensors) in the given key layout."""
+def to_sgm_block_names(kohya: dict[str, Any], layers_per_block: int) -> dict[str, Any]:
+    """Kohya UNet keys renamed to the original (SGM) block names kohya's SDXL trainer writes:
+    ``down_blocks_1_attentions_0`` -> ``input_blocks_3_1``, ``mid_block_attentions_0`` -> ``middle_block_1``,
+    ``up_blocks_0_attentions_1`` -> ``output_blocks_1_1`` (the UNet's first input block is its stem)."""
+    def rename(match: re.Match) -> str:
+        kind, block, layer = match.group(1), int(match.group(2)), int(match.group(3))
+        if kind == "down":
+            return f"lora_unet_input_blocks_{1 + block * (layers_per_block + 1) + layer}_1_"
+        return f"lora_unet_output_blocks_{block * (layers_per_block + 1) + layer}_1_"
+
+    renamed = {}
+    for key, value in kohya.items():
+        key = re.sub(r"^lora_unet_(down|up)_blocks_(\d+)_attentions_(\d+)_", rename, key)
+        renamed[key.replace("lora_unet_mid_block_attentions_0_", "lora_unet_middle_block_1_")] = value
+    return renamed
+
+
+def save_tiny_lora(pipe: Any, path: Path, layout: Literal["peft", "kohya", "kohya-sgm"] = "peft",
+                   seed: int = 0) -> Path:
+    """Write a tiny LoRA for ``pipe`` to ``path`` (.safetensors) in the given key layout ("kohya-sgm": kohya keys
+    with the original UNet block names, as kohya's SDXL LoRAs have)."""
     from safetensors.torch import save_file
 
     state = tiny_lora_state_dict(pipe, seed=seed)
-    if layout == "kohya":
+    if layout.startswith("kohya"):
         state = to_kohya(state)
+    if layout == "kohya-sgm":
+        state = to_sgm_block_names(state, int(pipe.unet.config.layers_per_block))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={"ss_output_name": path.stem} if layout == "kohya" else None)
+    save_file(state, str(path), metadata={"ss_output_name": path.stem} if layout != "peft" else None)
     return path
 
 
