@@ -15,6 +15,7 @@ import pytest
 
 from modules.errors import RequestError
 from modules.image.extra_networks import LoraUse, extract_loras
+from modules.image.infotext import parse_infotext
 from tests.helpers import pixels, txt2img
 
 
@@ -69,6 +70,9 @@ def test_lora_weight_changes_pixels_and_nothing_leaks_into_the_next_job(lora_ser
     short = lora_services.engine.networks.short_hash(lora_services.config.models_dir / "Lora" / "peftstyle.safetensors")
     assert f'Lora hashes: "peftstyle: {short}"' in full.infotext
     assert "Lora hashes" not in after.infotext
+    parsed = parse_infotext(full.infotext)  # pasted back (PNG info, "Read parameters"), it asks for the LoRA again
+    assert parsed["Lora hashes"] == f"peftstyle: {short}"
+    assert parsed["Prompt"] == "a red circle on a blue background <lora:peftstyle:1>"
 
 
 def test_kohya_and_peft_files_of_the_same_lora_give_the_same_pixels(lora_services):
