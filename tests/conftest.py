@@ -27,6 +27,29 @@ def tiny_model_store(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def network_files(tmp_path_factory):
+    """LoRA and embedding files for the tiny SD 1.x model (and one LoRA for the tiny SDXL), built once."""
+    import shutil
+
+    from tools.tiny_lora import save_tiny_embedding, save_tiny_lora
+    from tools.tiny_model import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("networks")
+    sd1 = build_tiny_pipeline("sd1", seed=0)
+    save_tiny_lora(sd1, root / "Lora" / "peftstyle.safetensors", "peft", seed=1)
+    save_tiny_lora(sd1, root / "Lora" / "kohyastyle.safetensors", "kohya", seed=1)  # the same weights, kohya keys
+    save_tiny_lora(sd1, root / "Lora" / "sub" / "other.safetensors", "kohya", seed=2)
+    save_tiny_lora(build_tiny_pipeline("sdxl", seed=0), root / "Lora" / "xl-only.safetensors", "kohya", seed=3)
+    truncated = root / "Lora" / "broken.safetensors"
+    shutil.copy(root / "Lora" / "peftstyle.safetensors", truncated)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    save_tiny_embedding(root / "embeddings" / "shinyemb.pt", vectors=2, seed=4)
+    save_tiny_embedding(root / "embeddings" / "glossyemb.safetensors", vectors=1, seed=5)
+    save_tiny_embedding(root / "embeddings" / "xlemb.safetensors", vectors=1, seed=6, sdxl_dim=64)
+    return root
+
+
 @pytest.fixture
 def app_config(tmp_path, tiny_model_store):
     """An AppConfig whose models, outputs and data live under tmp_path (models copied from the session store)."""

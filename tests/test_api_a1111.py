@@ -284,14 +284,40 @@ def test_file_listings_follow_the_models_folder(client, studio):
     (models_dir / "embeddings").mkdir(exist_ok=True)
     (models_dir / "embeddings" / "bad-hands.pt").write_bytes(b"\0")
     assert [lora["name"] for lora in client.get_loras()] == ["ink"]
-    assert client.get_embeddings() == {"loaded": {}, "skipped": {"bad-hands": {
-        "step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": None, "vectors": 0}}}
+    embeddings = client.get_embeddings()
+    assert embeddings["loaded"] == {} and set(embeddings["skipped"]) == {"bad-hands"}
+    skipped = embeddings["skipped"]["bad-hands"]
+    assert skipped["vectors"] == 0 and "bad-hands.pt" in skipped["reason"]
     assert client.get_sd_vae() == []
 
     shutil.copytree(models_dir / "Stable-diffusion" / "tiny-sd1", models_dir / "Stable-diffusion" / "copy")
     assert "copy" not in [model["model_name"] for model in client.get_sd_models()]
     assert client.refresh_checkpoints() is None
     assert "copy" in [model["model_name"] for model in client.get_sd_models()]
+
+
+def test_loras_and_embeddings_routes_and_a_lora_in_txt2img(client, studio, network_files):
+    models_dir = studio.services.config.models_dir
+    for folder in ("Lora", "embeddings"):
+        shutil.copytree(network_files / folder, models_dir / folder, dirs_exist_ok=True)
+    loras = {item["name"]: item for item in httpx.get(studio.url("loras")).json()}
+    assert {"peftstyle", "kohyastyle", "other", "xl-only"} <= set(loras)
+    assert set(loras["kohyastyle"]) == {"name", "alias", "path", "metadata"}
+    assert loras["kohyastyle"]["metadata"]["ss_output_name"] == "kohyastyle"
+    assert loras["other"]["path"].endswith("sub/other.safetensors")
+    for route in ("refresh-loras", "refresh-embeddings"):
+        assert httpx.post(studio.url(route)).status_code == 200
+
+    result = client.txt2img(prompt="a red circle <lora:peftstyle:0.9>, shinyemb", seed=5, **TINY)
+    assert "Lora hashes" in result.info["infotexts"][0] and "TI hashes" in result.info["infotexts"][0]
+    embeddings = httpx.get(studio.url("embeddings")).json()  # a model is loaded now: shapes are checked
+    assert embeddings["loaded"]["shinyemb"] == {"step": 1000, "sd_checkpoint": "0123456789",
+                                                "sd_checkpoint_name": "tiny", "shape": 64, "vectors": 2}
+    assert "another architecture" in embeddings["skipped"]["xlemb"]["reason"]
+
+    response = httpx.post(studio.url("txt2img"), json={"prompt": "a cat <lora:nope:1>", **TINY}, timeout=60)
+    assert 400 <= response.status_code < 500
+    assert "nope" in response.text and "prompt" in response.text
 
 
 def test_styles_memory_flags_and_scripts(client, studio):

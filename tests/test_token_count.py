@@ -73,3 +73,14 @@ def test_each_prompt_box_has_a_counter_run_in_the_browser(services):
             assert event["js"] == COUNT_JS and not event["backend_fn"] and event["outputs"] == [counter]
             assert event["queue"] is False and event["show_progress"] == "hidden"
         assert "prompt_tokens" not in tab.inputs
+
+
+def test_lora_tags_cost_no_tokens_in_the_engine_or_the_page():
+    from modules.image.prompt_embeddings import prompt_token_count
+    from modules.models.clip_vocab import load_clip_tokenizer
+
+    tokenizer = load_clip_tokenizer()
+    assert prompt_token_count(tokenizer, "a cat <lora:ink_style:0.8>, <lora:x>") == prompt_token_count(tokenizer,
+                                                                                                        "a cat , ")
+    tagged, plain = browser_counts(["a cat <lora:ink_style:0.8>, <lora:x>", "a cat , "])
+    assert tagged == plain

@@ -44,9 +44,6 @@ def require_admin(http_request: Request) -> None:
 
 Admin = Depends(require_admin)
 
-LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
-EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
-
 
 # -- generation -----------------------------------------------------------------------------------------------
 
@@ -291,28 +288,46 @@ def latent_upscale_modes() -> list[dict[str, str]]:
 
 @router.get("/loras")
 def loras(services: ServicesDep) -> list[dict[str, Any]]:
-    from modules.models.registry import LORA_DIR
+    """A1111's list: name (what ``<lora:name:w>`` writes), alias (the training name in its metadata), path and
+    the safetensors metadata."""
+    networks = services.engine.networks
+    return [{"name": item.name, "alias": item.alias, "path": str(item.path), "metadata": networks.metadata(item.path)}
+            for item in networks.loras()]
 
-    return [{"name": path.stem, "alias": path.stem, "path": str(path), "metadata": {}}
-            for path in _files(services.engine.registry.models_dir / LORA_DIR, LORA_SUFFIXES)]
+
+@router.post("/refresh-loras")
+def refresh_loras(services: ServicesDep) -> None:
+    """The folder is read at every request, so a new file is already usable; kept for A1111 clients."""
+    services.engine.networks.loras()
 
 
 @router.get("/embeddings")
 def embeddings(services: ServicesDep) -> dict[str, dict[str, Any]]:
-    """Textual-inversion files found; none is loaded yet, so all are listed as skipped (A1111's word for it)."""
-    from modules.models.registry import EMBEDDINGS_DIR
+    """A1111's split: ``loaded`` are the embeddings a prompt can use with the model loaded now (all readable
+    ones when none is loaded yet), ``skipped`` the others, each with a ``reason``."""
+    from modules.models.networks import NetworkLoadError, describe_embedding, embedding_fits, read_embedding
 
-    skipped = {path.stem: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": None,
-                           "vectors": 0}
-               for path in _files(services.engine.registry.models_dir / EMBEDDINGS_DIR, EMBEDDING_SUFFIXES)}
-    return {"loaded": {}, "skipped": skipped}
+    current = services.engine.pipelines.most_recent()
+    loaded: dict[str, Any] = {}
+    skipped: dict[str, Any] = {}
+    for item in services.engine.networks.embeddings():
+        try:
+            entry = describe_embedding(item)
+            problem = embedding_fits(current.base, read_embedding(item)) if current is not None else None
+        except NetworkLoadError as error:
+            entry = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": None, "vectors": 0}
+            problem = str(error)
+        if problem:
+            skipped[item.name] = {**entry, "reason": problem}
+        else:
+            loaded[item.name] = entry
+    return {"loaded": loaded, "skipped": skipped}
 
 
-def _files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    if not root.is_dir():
-        return []
-    return sorted(path for path in root.rglob("*")
-                  if path.is_file() and path.name.lower().endswith(suffixes) and not path.name.startswith("."))
+@router.post("/refresh-embeddings")
+def refresh_embeddings(services: ServicesDep) -> None:
+    """Embeddings are read from the folder for each job; nothing to reload (kept for A1111 clients)."""
+    services.engine.networks.embeddings()
 
 
 @router.get("/prompt-styles")

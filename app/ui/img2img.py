@@ -8,6 +8,7 @@ import gradio as gr
 
 from app.ui import controls
 from app.ui.controls import GenerationTab
+from app.ui.extra_networks import build_extra_networks
 from app.ui.styles_editor import build_style_editor
 from app.ui.uploads import named_upload
 from modules.image.request import RESIZE_MODES
@@ -24,6 +25,7 @@ def build_img2img(services: Services) -> GenerationTab:
     controls.model_row(services, tab)
     controls.prompt_row(services, tab)
     build_style_editor(services, tab)
+    build_extra_networks(services, tab)
     with gr.Row(elem_classes=[controls.WORKSPACE_CLASS]):
         with gr.Column(scale=1):
             tab.add("init_image", named_upload(gr.Image(label="Image", type="pil", image_mode="RGB",

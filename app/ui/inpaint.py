@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from app.ui import controls
 from app.ui.controls import GenerationTab
+from app.ui.extra_networks import build_extra_networks
 from app.ui.form import Values
 from app.ui.img2img import RESIZE_LABELS
 from app.ui.request_form import INPAINT_AREAS, MASK_MODES, OUTPAINT_SIDES
@@ -88,6 +89,7 @@ def build_inpaint(services: Services) -> GenerationTab:
     controls.model_row(services, tab)
     controls.prompt_row(services, tab)
     build_style_editor(services, tab)
+    build_extra_networks(services, tab)
     with gr.Row(elem_classes=[controls.WORKSPACE_CLASS]):
         with gr.Column(scale=1):
             tab.add("inpaint_editor", gr.ImageEditor(

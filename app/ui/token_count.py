@@ -7,7 +7,8 @@ click, queued the counter's event beside the generation, and on a busy two-core 
 behind it or read a stale prompt. A local function cannot delay or drop that click, and counting needs no model:
 every family the studio runs (SD 1.x, 2.x, SDXL) uses the same CLIP vocabulary and 75-token chunks, so the
 estimate does not depend on which checkpoint is selected. It follows the prompt syntax the engine parses:
-``(word:1.2)`` and ``[word]`` brackets and weights cost nothing, and ``BREAK`` starts a new chunk. A word
+``(word:1.2)`` and ``[word]`` brackets and weights cost nothing, nor do ``<lora:name:w>`` tags (the engine takes
+them out before encoding), and ``BREAK`` starts a new chunk. A word
 of letters costs one token per eight letters (the vocabulary holds most whole English words; rarer ones split in
 pieces), a digit one token each, a run of punctuation one token, and a full chunk moves the words after its last
 comma into the next one, as the engine does; tests check it against the engine's own count.
@@ -25,7 +26,7 @@ COUNT_JS = f"""(text) => {{
   const words = /'s|'t|'re|'ve|'m|'ll|'d|\\p{{L}}+|\\p{{N}}|[^\\s\\p{{L}}\\p{{N}}]+/gu;
   let full = 0, current = 0, lastComma = -1;
   const next = () => {{ full += 1; current = 0; lastComma = -1; }};
-  String(text || "").split(/\\bBREAK\\b/).forEach((part, index) => {{
+  String(text || "").replace(/<\\w+:[^>]+>/g, "").split(/\\bBREAK\\b/).forEach((part, index) => {{
     if (index > 0) next();
     const clean = part.replace(/:\\s*-?\\d*\\.?\\d+\\s*([)\\]])/g, "$1")
       .replace(/(^|[^\\\\])[()\\[\\]]+/g, "$1 ")

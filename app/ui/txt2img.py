@@ -8,6 +8,7 @@ import gradio as gr
 
 from app.ui import choices, controls
 from app.ui.controls import GenerationTab
+from app.ui.extra_networks import build_extra_networks
 from app.ui.styles_editor import build_style_editor
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ def build_txt2img(services: Services) -> GenerationTab:
     controls.model_row(services, tab)
     controls.prompt_row(services, tab)
     build_style_editor(services, tab)
+    build_extra_networks(services, tab)
     with gr.Row(elem_classes=[controls.WORKSPACE_CLASS]):
         with gr.Column(scale=1):
             controls.sampling_controls(services, tab, size_note="0 = the model's default size")

@@ -29,9 +29,10 @@ def check_request(request: GenerationRequest, engine: Engine, extensions: Extens
         raise RequestError("scheduler", str(error)) from None
     engine.resolve_model(request.model)
     try:
-        engine.styles.apply(request.prompt, request.negative_prompt, request.styles)
+        prompt, negative = engine.styles.apply(request.prompt, request.negative_prompt, request.styles)
     except ValueError as error:
         raise RequestError("styles", str(error)) from None
+    _check_loras(prompt, negative, engine)
     if request.vae:
         try:
             engine.registry.find_vae(request.vae)
@@ -51,6 +52,16 @@ def check_request(request: GenerationRequest, engine: Engine, extensions: Extens
     _check_canvas(request, engine.limits)
     if extensions is not None:
         extensions.check_request(request)
+
+
+def _check_loras(prompt: str, negative: str, engine: Engine) -> None:
+    """Every ``<lora:name:w>`` of the styled prompts names a LoRA file: refused at submit, naming the prompt
+    field and the name, rather than failing (or, worse, running without it) once queued."""
+    from modules.image.extra_networks import split_loras
+
+    for field_name, text in (("prompt", prompt), ("negative_prompt", negative)):
+        for use in split_loras(text, field_name)[1]:
+            engine.networks.find_lora(use.name, field_name)
 
 
 def _check_canvas(request: GenerationRequest, limits: Limits) -> None:

@@ -24,6 +24,7 @@ from modules.upscaling.names import LATENT_UPSCALERS
 
 if TYPE_CHECKING:
     from modules.image.styles import StyleStore
+    from modules.models.networks import NetworkRegistry
     from modules.models.pipelines import LoadedModel, PipelineManager
     from modules.models.registry import CheckpointInfo, ModelRegistry, VaeInfo
     from modules.runtime.outputs import OutputStore
@@ -44,6 +45,13 @@ class Engine:
     limits: Limits
     device: str = "cpu"
     version: str = "0.1.0"
+    networks: NetworkRegistry | None = None  # LoRAs and embeddings; None = the registry's models folder
+
+    def __post_init__(self) -> None:
+        if self.networks is None:
+            from modules.models.networks import NetworkRegistry
+
+            self.networks = NetworkRegistry(self.registry.models_dir)
 
     def resolve_model(self, query: str | None) -> CheckpointInfo:
         """The request's checkpoint, else the first one installed (the studio's default is filled in at submission)."""
@@ -97,8 +105,30 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
     run = _Run(request, engine, loaded, control, prompt, negative, width, height, sampler, make_scheduler)
     images: list[GeneratedImage] = []
     progress = Progress(job_count=request.n_iter, steps=run.total_steps)
+    # 4. LoRAs and embeddings the prompts name, applied for this job only (removed however it ends)
+    from modules.models.networks import NetworkLoadError, applied_networks
+
+    try:
+        with applied_networks(loaded.base, engine.networks, run.loras, (run.encode_prompt, run.encode_negative)
+                              ) as applied:
+            run.network_params = applied.params
+            run.encode_prompt, run.encode_negative = applied.rewrite(run.encode_prompt), applied.rewrite(
+                run.encode_negative)
+            interrupted = _batches(request, engine, run, control, progress, all_seeds, all_subseeds, images)
+    except NetworkLoadError as error:
+        raise RequestError("prompt", str(error)) from None
+
+    # 6. grid, summary
+    grid = _grid(images, request, engine) if request.make_grid and len(images) > 1 else None
+    summary = _summary(request, info, prompt, negative, width, height, sampler, engine.version, run.vae)
+    return GenerationResult(images=images, grid=grid, summary=summary, interrupted=interrupted)
+
+
+def _batches(request: GenerationRequest, engine: Engine, run: _Run, control: JobControl, progress: Progress,
+             all_seeds: list[int], all_subseeds: list[int], images: list[GeneratedImage]) -> bool:
+    """5. one pipeline call per batch, each image saved as soon as it exists; True when interrupted."""
+    prompt, negative = run.prompt, run.negative
     interrupted = False
-    # 4. one pipeline call per batch
     for batch in range(request.n_iter):
         if control.interrupted.is_set():
             interrupted = True
@@ -118,11 +148,7 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
             images.append(_saved(engine.store, request.task, item, request.output_format) if request.save_images
                           else item)
         interrupted = interrupted or control.interrupted.is_set()
-
-    # 5. grid, summary
-    grid = _grid(images, request, engine) if request.make_grid and len(images) > 1 else None
-    summary = _summary(request, info, prompt, negative, width, height, sampler, engine.version, run.vae)
-    return GenerationResult(images=images, grid=grid, summary=summary, interrupted=interrupted)
+    return interrupted
 
 
 class _Run:
@@ -133,7 +159,11 @@ class _Run:
         self.engine: Engine = engine
         self.loaded: LoadedModel = loaded
         self.control: JobControl = control
-        self.prompt, self.negative = prompt, negative
+        from modules.image.extra_networks import extract_loras
+
+        self.prompt, self.negative = prompt, negative  # as written (with <lora:...>): what the infotext keeps
+        self.encode_prompt, self.encode_negative, self.loras = extract_loras(prompt, negative)
+        self.network_params: dict[str, str] = {}  # "Lora hashes", "TI hashes" of what was applied
         self.width, self.height = width, height
         self.sampler = sampler
         self._make_scheduler = make_scheduler
@@ -174,7 +204,7 @@ class _Run:
     def _common(self, pipe: Any, seeds: list[int], progress: Progress, step_offset: int, steps: int) -> dict:
         from modules.image.prompt_embeddings import encode_prompt_pair
 
-        kwargs = encode_prompt_pair(pipe, self.prompt, self.negative, clip_skip=self.request.clip_skip)
+        kwargs = encode_prompt_pair(pipe, self.encode_prompt, self.encode_negative, clip_skip=self.request.clip_skip)
         kwargs.update(
             num_inference_steps=steps,
             guidance_scale=self.request.cfg_scale,
@@ -377,6 +407,7 @@ class _Run:
         if request.task == "outpaint":
             pad = request.outpaint
             params["Outpaint"] = f"{pad.left},{pad.right},{pad.top},{pad.bottom}"
+        params.update(self.network_params)
         if request.styles:
             params["Styles array"] = list(request.styles)
         params["Version"] = f"sfumato {self.engine.version}"

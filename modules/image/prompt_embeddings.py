@@ -91,8 +91,11 @@ def tokenize_chunks(tokenizer: Any, prompt: str, pipe: Any = None, backtrack: in
 
 
 def prompt_token_count(tokenizer: Any, prompt: str) -> tuple[int, int]:
-    """(tokens used, tokens available) for a UI counter like A1111's "12/75"; full chunks count as used."""
-    chunks = tokenize_chunks(tokenizer, prompt)
+    """(tokens used, tokens available) for a UI counter like A1111's "12/75"; full chunks count as used. LoRA tags
+    are not read by the text encoder, so they count nothing."""
+    from modules.image.extra_networks import strip_extra_networks
+
+    chunks = tokenize_chunks(tokenizer, strip_extra_networks(prompt))
     limit = _sequence_length(tokenizer) - 2
     used = limit * (len(chunks) - 1) + len(chunks[-1].tokens)
     return used, limit * len(chunks)

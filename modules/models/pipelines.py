@@ -137,6 +137,11 @@ class PipelineManager:
                 self._vaes.popitem(last=False)
         return vae
 
+    def most_recent(self) -> LoadedModel | None:
+        """The model the last job ran on (what A1111 calls the loaded model), None before any loads."""
+        with self._lock:
+            return next(reversed(self._loaded.values()), None)
+
     def loaded_titles(self) -> list[str]:
         with self._lock:
             return [item.info.title for item in self._loaded.values()]

@@ -392,3 +392,22 @@ def test_an_upload_that_is_not_an_image_gets_a_notice_naming_it(page, tmp_path, 
         tab.get_by_role("button", name="Upscale", exact=True).click()
     expect(tab.get_by_role("alert").first).to_contain_text("not a readable image")
     expect(tab.get_by_text("Error", exact=True)).to_have_count(0)
+
+
+def test_extra_networks_lists_a_new_lora_after_refresh_and_a_click_uses_it(page, studio, network_files):
+    import shutil
+
+    shutil.copytree(network_files / "Lora", studio["root"] / "models" / "Lora", dirs_exist_ok=True)
+    tab = visible_panel(page)
+    set_number(tab, "Sampling steps", 2)
+    tab.get_by_text("Extra networks", exact=True).click()
+    tab.get_by_role("button", name="Refresh", exact=True).click()
+    search = tab.get_by_label("Search", exact=True)
+    search.fill("peft")
+    expect(tab.get_by_role("button", name="kohyastyle")).to_have_count(0)
+    tab.get_by_role("button", name="peftstyle", exact=True).click()
+    prompt = tab.get_by_label("Prompt", exact=True)
+    expect(prompt).to_have_value("<lora:peftstyle:1>")
+    prompt.press("Control+Enter")
+    expect(tab.get_by_text(DONE)).to_be_visible()
+    expect(tab.get_by_label("Generation parameters")).to_have_value(re.compile(r'Lora hashes: "peftstyle: '))
