@@ -24,10 +24,13 @@ def keep_vae_float32(vae: Any, compute_dtype: torch.dtype) -> bool:
     if compute_dtype != torch.bfloat16:
         return False
     vae.to(torch.float32)
+    if getattr(vae.config, "force_upcast", False):
+        # Already float32: stops SDXL's pipelines from casting it to the latents' dtype after an encode.
+        vae.register_to_config(force_upcast=False)
     if getattr(vae, _MARK, None) is None:
         for part in (vae.encoder, vae.decoder, getattr(vae, "post_quant_conv", None)):
             if part is not None:
-                part.register_forward_pre_hook(_inputs_to_float32)
+                part.register_forward_pre_hook(_inputs_to_own_dtype)
         last = getattr(vae, "quant_conv", None) or vae.encoder  # the encoder's moments: latents come from them
         last.register_forward_hook(_output_to_compute_dtype(vae))
     setattr(vae, _MARK, compute_dtype)
@@ -39,10 +42,12 @@ def compute_dtype_of(vae: Any) -> torch.dtype | None:
     return getattr(vae, _MARK, None)
 
 
-def _inputs_to_float32(_module: Any, args: tuple) -> tuple:
+def _inputs_to_own_dtype(module: Any, args: tuple) -> tuple:
+    """Inputs in the part's own dtype (float32 unless something cast the VAE since: then it still runs)."""
     import torch
 
-    return tuple(arg.float() if isinstance(arg, torch.Tensor) and arg.is_floating_point() else arg for arg in args)
+    dtype = next(module.parameters()).dtype
+    return tuple(arg.to(dtype) if isinstance(arg, torch.Tensor) and arg.is_floating_point() else arg for arg in args)
 
 
 def _output_to_compute_dtype(vae: Any) -> Any:
