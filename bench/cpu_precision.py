@@ -1,5 +1,6 @@
-"""CPU speed of the default precision (what the CPU's features pick: bf16 with AVX-512 BF16 / AMX, else fp32)
-against float32, measured in the same run, on an SD 1.5-size UNet with random weights and on the embedded model.
+"""CPU speed of bf16 against float32, measured in the same run, on an SD 1.5-size UNet with random weights and on
+the embedded model, and which of the two the studio picks by default for each (the CPU's features: bf16 with
+AVX-512 BF16 / AMX, else fp32; models under 200 MB stay fp32, see ``modules.runtime.devices.SMALL_MODEL_BYTES``).
 
 - SD 1.5 UNet (``modules/models/configs/sd15``, random weights: speed does not depend on them): UNet forward
   passes at 256x256 (32x32 latents), batch 2 as with CFG.
@@ -9,7 +10,7 @@ against float32, measured in the same run, on an SD 1.5-size UNet with random we
 Each measurement alternates the two dtypes, ``--repeats`` times, and prints medians and the ratio
 (fp32 seconds / default seconds: above 1 means the default is faster).
 
-    python bench/cpu_precision.py [--threads 2] [--repeats 5] [--unet-passes 3] [--steps 20] [--skip-sd15]
+    python bench/cpu_precision.py [--threads 2] [--repeats 5] [--unet-passes 3] [--steps 20] [--batch 4] [--skip-sd15]
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def sd15_unet_runs(dtypes: dict[str, object], passes: int) -> dict[str, object]:
     return runs
 
 
-def embedded_runs(dtypes: dict[str, object], steps: int) -> dict[str, object]:
+def embedded_runs(dtypes: dict[str, object], steps: int, batch: int) -> dict[str, object]:
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -78,7 +79,7 @@ def embedded_runs(dtypes: dict[str, object], steps: int) -> dict[str, object]:
         apply_memory_options(pipe, MemoryOptions(), "cpu", dtype)
 
         def run(pipe=pipe) -> None:
-            pipe(["a red circle on a blue background"] * 4, num_inference_steps=steps, height=64, width=64,
+            pipe(["a red circle on a blue background"] * batch, num_inference_steps=steps, height=64, width=64,
                  guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
 
         runs[name] = run
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--unet-passes", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=4, help="images per embedded-model generation")
     parser.add_argument("--skip-sd15", action="store_true")
     args = parser.parse_args(argv)
 
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from modules.runtime.devices import choose_dtype, cpu_flags, detect_device
+    from modules.runtime.devices import choose_dtype, cpu_flags, detect_device, model_dtype, weights_bytes
 
     torch.set_num_threads(args.threads)
     device = detect_device("cpu")
@@ -108,18 +110,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"CPU: {device.name}; bf16 flags: {', '.join(bf16_flags) or 'none'}; torch capability "
           f"{torch.backends.cpu.get_cpu_capability()}; default dtype {str(default).removeprefix('torch.')}; "
           f"{args.threads} threads; load average {os.getloadavg()[0]:.2f}", flush=True)
-    dtypes = {"float32": torch.float32, "default": default}
-    if default == torch.float32:
-        dtypes["bfloat16 (forced)"] = torch.bfloat16  # what the default would cost here
-    benches = [(f"embedded model, 4 images 64x64, {args.steps} steps", embedded_runs(dtypes, args.steps))]
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    auto_bf16 = default == torch.bfloat16
+    benches = [(f"embedded model, {args.batch} images 64x64, {args.steps} steps", weights_bytes(EMBEDDED),
+                lambda: embedded_runs(dtypes, args.steps, args.batch))]
     if not args.skip_sd15:
-        benches.insert(0, (f"SD 1.5 UNet, {args.unet_passes} forward passes, batch 2, 256x256",
-                           sd15_unet_runs(dtypes, args.unet_passes)))
-    for title, runs in benches:
-        medians = interleaved(runs, args.repeats)
+        sd15_bytes = 859_520_964 * 4  # the SD 1.5 UNet's parameters in float32
+        benches.insert(0, (f"SD 1.5 UNet, {args.unet_passes} forward passes, batch 2, 256x256", sd15_bytes,
+                           lambda: sd15_unet_runs(dtypes, args.unet_passes)))
+    for title, size, runs in benches:
+        chosen = model_dtype(str(default).removeprefix("torch."), auto_bf16, size)  # type: ignore[arg-type]
+        medians = interleaved(runs(), args.repeats)
         base = medians["float32"]
         cells = ", ".join(f"{name} {seconds:.2f} s ({base / seconds:.2f}x)" for name, seconds in medians.items())
-        print(f"{title}: {cells}  [median of {args.repeats}; ratio = float32 s / that s]", flush=True)
+        print(f"{title}: {cells}; studio default here: {chosen} (default/fp32 speed "
+              f"{base / medians[chosen]:.2f}x)  [median of {args.repeats}; ratio = float32 s / that s]", flush=True)
 
 
 if __name__ == "__main__":

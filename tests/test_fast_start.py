@@ -176,3 +176,23 @@ def test_bf16_pipeline_keeps_a_float32_vae_and_runs_txt2img_and_img2img():
     out = img2img("a red circle", image=pipe("x", num_inference_steps=2, height=64, width=64).images[0],
                   strength=0.5, num_inference_steps=4)
     assert out.images[0].size == (64, 64)
+
+
+def test_small_models_stay_float32_unless_bf16_is_asked_for(tmp_path):
+    from modules.runtime.devices import SMALL_MODEL_BYTES, model_dtype, weights_bytes
+
+    big, small = 2 * 1024**3, SMALL_MODEL_BYTES // 10
+    assert model_dtype("bfloat16", True, big) == "bfloat16"  # SD 1.5 and up: bf16 pays
+    assert model_dtype("bfloat16", True, small) == "float32"  # tiny layers: bf16 is slower
+    assert model_dtype("bfloat16", False, small) == "bfloat16"  # --precision bf16 is obeyed
+    assert model_dtype("float32", False, big) == "float32"
+    assert model_dtype("bfloat16", True, None) == "bfloat16"  # unknown size: the features decide
+    folder = tmp_path / "model"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"0" * 1000)
+    (folder / "unet" / "config.json").write_text("{}")
+    assert weights_bytes(folder) == 1000
+    assert weights_bytes(tmp_path / "absent.safetensors") is None
+    embedded = ROOT / "models" / "Stable-diffusion" / "sfumato-shapes"
+    choice = DeviceRuntime("cpu", probe=lambda: Hardware(cpu_flags=SAPPHIRE_RAPIDS)).get()
+    assert choice.cpu_auto_bf16 and str(choice.dtype_for_model(embedded)) == "torch.float32"

@@ -316,6 +316,34 @@ def apply_threads(threads: int | None) -> int:
 DETECTING = "device: detecting… (torch loads with the first job, or a few seconds after start-up)"
 
 
+# Below this many bytes of weights a model's layers are too narrow for bf16 to pay on a CPU: conversions and
+# reorders outweigh the faster matmuls. Measured (bench/cpu_precision.py, Xeon with AMX, 2 threads): the SD 1.5
+# UNet (3.4 GB fp32) ran 1.45x faster in bf16, the embedded sfumato-shapes model (~20 MB) 0.71x, i.e. slower.
+# Every real SD 1.x/2.x/XL checkpoint (>= 1 GB) is far above the line, the embedded and test models far below.
+SMALL_MODEL_BYTES = 200 * 1024 * 1024
+
+
+def model_dtype(dtype_name: DtypeName, cpu_auto_bf16: bool, weights_bytes: int | None) -> DtypeName:
+    """The dtype one model loads in: the runtime's, except that a small model stays float32 when bf16 came only
+    from the CPU's features (``--precision bf16`` is obeyed for every model)."""
+    if cpu_auto_bf16 and weights_bytes is not None and weights_bytes < SMALL_MODEL_BYTES:
+        return "float32"
+    return dtype_name
+
+
+def weights_bytes(path: str | Path) -> int | None:
+    """Bytes of weights in a checkpoint file or a diffusers folder (its UNet's files), None if unreadable."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            folder = path / "unet" if (path / "unet").is_dir() else path
+            return sum(item.stat().st_size for item in folder.rglob("*")
+                       if item.suffix in (".safetensors", ".bin", ".ckpt", ".pt"))
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class RuntimeChoice:
     """The device, the weight dtype and the CPU threads the worker runs with, and why that dtype."""
@@ -324,12 +352,19 @@ class RuntimeChoice:
     dtype_name: DtypeName
     threads: int
     precision_reason: str
+    cpu_auto_bf16: bool = False  # bf16 chosen by the CPU's features, not by --precision
 
     @property
     def dtype(self) -> torch.dtype:
         import torch
 
         return getattr(torch, self.dtype_name)
+
+    def dtype_for_model(self, path: str | Path) -> torch.dtype:
+        """The dtype to load the checkpoint at ``path`` in (see ``model_dtype``)."""
+        import torch
+
+        return getattr(torch, model_dtype(self.dtype_name, self.cpu_auto_bf16, weights_bytes(path)))
 
     def report(self) -> list[str]:
         """Lines for Settings and ``/api/v1/system``."""
@@ -346,8 +381,8 @@ def precision_reason(device: DeviceInfo, precision: str, no_half: bool, dtype_na
     if device.type != "cpu":
         return f"{dtype_name} (default on {device.type}; --precision full for float32)"
     if device.native_bf16:
-        return (f"{dtype_name} weights and compute, VAE in float32 (the CPU has native bf16: AVX-512 BF16 or AMX; "
-                "--precision full for float32)")
+        return (f"{dtype_name} weights and compute, VAE in float32 (the CPU has native bf16: AVX-512 BF16 or AMX); "
+                "models under 200 MB stay float32, as bf16 is slower for them; --precision full for float32")
     return f"{dtype_name} (the CPU has no native bf16; --precision bf16 to force it)"
 
 
@@ -423,4 +458,6 @@ class DeviceRuntime:
         device = select_device(preference, self._probe())
         dtype = choose_dtype(device, precision, no_half)
         name: DtypeName = str(dtype).removeprefix("torch.")  # type: ignore[assignment]
-        return RuntimeChoice(device, name, apply_threads(threads), precision_reason(device, precision, no_half, name))
+        auto_bf16 = device.type == "cpu" and precision == "auto" and not no_half and name == "bfloat16"
+        return RuntimeChoice(device, name, apply_threads(threads), precision_reason(device, precision, no_half, name),
+                             cpu_auto_bf16=auto_bf16)

@@ -105,8 +105,9 @@ def build_services(config: AppConfig) -> Services:
     )
     registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
     pipelines = PipelineManager(
-        loader=lambda info: load_pipeline(info, torch_dtype=runtime.get().dtype, cache_dir=config.config_cache_dir),
-        prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, runtime.get().dtype),
+        loader=lambda info: load_pipeline(info, torch_dtype=runtime.get().dtype_for_model(info.path),
+                                          cache_dir=config.config_cache_dir),
+        prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, pipe.unet.dtype),
         max_loaded=config.max_loaded_models,
         vae_loader=lambda info, family, scaling: load_vae(
             info, family=family, scaling_factor=scaling, cache_dir=config.config_cache_dir
