@@ -316,10 +316,13 @@ def apply_threads(threads: int | None) -> int:
 DETECTING = "device: detecting… (torch loads with the first job, or a few seconds after start-up)"
 
 
-# Below this many bytes of weights a model's layers are too narrow for bf16 to pay on a CPU: conversions and
-# reorders outweigh the faster matmuls. Measured (bench/cpu_precision.py, Xeon with AMX, 2 threads): the SD 1.5
-# UNet (3.4 GB fp32) ran 1.45x faster in bf16, the embedded sfumato-shapes model (~20 MB) 0.71x, i.e. slower.
-# Every real SD 1.x/2.x/XL checkpoint (>= 1 GB) is far above the line, the embedded and test models far below.
+# Below this many bytes of weights a model's layers are too narrow for bf16 to pay reliably on a CPU: conversions
+# and reorders compete with the faster matmuls. Measured with bench/cpu_precision.py (Xeon with AMX, busy 2-core
+# machine): the SD 1.5 UNet (3.4 GB fp32) ran 1.94x faster in bf16 (1 thread; 1.45x with 2); the embedded
+# sfumato-shapes model (~8 MB UNet) ran 0.76-0.84x (slower) at batch 1, the UI's default, 1.05x at batch 4 and
+# 2.3x at batch 16. bf16 also makes image i
+# of a batch differ slightly from the same seed alone (fp32 matches bit for bit), which small models' users (and
+# the test suite) rely on. Every real SD 1.x/2.x/XL checkpoint (>= 1 GB) is far above the line.
 SMALL_MODEL_BYTES = 200 * 1024 * 1024
 
 
