@@ -60,7 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     device = parser.add_argument_group("device and memory")
     device.add_argument("--device", help="torch device to use, e.g. cpu, cuda:1, mps (default: best available)")
     device.add_argument("--precision", choices=["auto", "full", "half", "bf16", "autocast"], default="auto",
-                        help="weights precision (auto: fp16 on GPUs, fp32 on CPU)")
+                        help="weights precision (auto: fp16 on GPUs; on a CPU bf16 where it has native bf16, "
+                             "AVX-512 BF16 or AMX, with a float32 VAE, else fp32)")
     device.add_argument("--no-half", action="store_true", help="never use fp16 weights")
     device.add_argument("--medvram", action="store_true", help="model CPU offload: keep only the active part on GPU")
     device.add_argument("--lowvram", action="store_true", help="sequential CPU offload: least VRAM, slowest")

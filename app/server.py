@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from app.api import API_TITLE, attach_api, create_api, server_middleware
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
     from modules.runtime.services import Services
 
 log = logging.getLogger(__name__)
+# Seconds between the server answering and torch's import for device detection (see DeviceRuntime): long enough
+# for a browser to fetch the page and its assets undisturbed, short enough to be done before most first jobs.
+DETECT_DELAY = 3.0
 
 SHARE_REFUSED = (
     "Refusing to create a public --share link without a login: anyone with the link could use this machine. "
@@ -158,6 +163,7 @@ def serve_ui(services: Services, config: Any) -> None:
     services.start()
     try:
         app, local_url = _launch(blocks, launch_options(services, config, context, policy), share)
+        services.runtime.detect_in_background(DETECT_DELAY)  # torch loads while the user reads the page
         if config.api:
             attach_to_launched(app, services, context, policy)
             print(f"* API on the same server: {local_url.rstrip('/')}/sdapi/v1/ ... "
@@ -183,6 +189,8 @@ def serve_api(services: Services, config: Any, context: ApiContext | None = None
     app = create_api(services, context or api_context(services))
     server = uvicorn.Server(uvicorn.Config(app, host=config.server_name, port=config.port, log_level="info"))
     services.start()
+    threading.Thread(target=_detect_once_serving, args=(server, services), name="sfumato-wait-serving",
+                     daemon=True).start()
     try:
         shown = f"http://{config.server_name}:{config.port}"
         print(f"* Sfumato API (no web UI) on {shown} (docs at {shown}/docs)", flush=True)
@@ -191,6 +199,15 @@ def serve_api(services: Services, config: Any, context: ApiContext | None = None
         print("Stopped.", flush=True)
     finally:
         services.stop()
+
+
+def _detect_once_serving(server: Any, services: Services) -> None:
+    """Start device detection (torch's import) once uvicorn accepts connections: earlier, the import would hold the
+    interpreter while the server starts and delay its first answer."""
+    while not server.started and not server.should_exit:
+        time.sleep(0.05)
+    if server.started:
+        services.runtime.detect_in_background(DETECT_DELAY)
 
 
 def _api_openapi(app: FastAPI, services: Services) -> Any:

@@ -6,6 +6,7 @@ background colour, foreground colour, shape, size and position with ``tools/shap
 
     python bench/eval_shapes.py MODEL_DIR [--prompts 256] [--steps 20] [--guidance 5 7.5] [--sampler Euler "DPM++ 2M"]
                                 [--card] [--markdown FILE] [--grid FILE.png] [--device cpu|cuda] [--threads 2]
+                                [--dtype float32|bfloat16]
 
 Without ``--sampler`` / ``--steps`` / ``--guidance`` it uses the defaults recorded in the model's
 ``training_config.json``. ``--card`` replaces the accuracy table in the model's README.md with this run's.
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="weights and compute of the UNet and text encoder (the VAE stays float32 with "
+                             "bfloat16, as in the studio)")
     parser.add_argument("--card", action="store_true", help="write the table into MODEL/README.md")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--grid", type=Path, help="save the first run's images as one PNG")
@@ -118,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     defaults = recorded_defaults(args.model)
+    from modules.runtime.memory import MemoryOptions, apply_memory_options
+
     pipe = StableDiffusionPipeline.from_pretrained(str(args.model), torch_dtype=torch.float32,
-                                                   local_files_only=True).to(args.device)
+                                                   local_files_only=True)
+    apply_memory_options(pipe, MemoryOptions(), args.device, getattr(torch, args.dtype))  # as the studio does
     pipe.set_progress_bar_config(disable=True)
     if args.forms:
         from tools.shapes import dataset as world

@@ -10,6 +10,8 @@ from modules.runtime.devices import (
     DeviceUnavailableError,
     Hardware,
     choose_dtype,
+    cpu_flags,
+    cpu_native_bf16,
     detect_device,
     dtype_for,
     select_device,
@@ -25,12 +27,14 @@ XPU_BOX = Hardware(xpu=(Accelerator("Intel Arc A770", 16 * GIB, True),))
 CPU_ONLY = Hardware(cpu_name="x86_64", cpu_memory=8 * GIB)
 
 
-def test_detect_on_this_machine_is_cpu_float32():
+def test_detect_on_this_machine_is_cpu_with_the_dtype_its_features_allow():
     if torch.cuda.is_available():
         pytest.skip("this test describes the CPU-only machines the suite runs on")
     device = detect_device()
     assert device.type == "cpu" and device.torch_device == "cpu"
-    assert choose_dtype(device) == torch.float32
+    assert device.native_bf16 == cpu_native_bf16(cpu_flags())
+    assert choose_dtype(device) == (torch.bfloat16 if device.native_bf16 else torch.float32)
+    assert choose_dtype(device, "full") == torch.float32
     assert detect_device("cpu") == device
 
 

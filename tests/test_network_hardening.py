@@ -105,7 +105,7 @@ def test_threads_flag_default_and_refusal():
         config_from(["--threads", "0"])
 
 
-def test_threads_are_applied_by_the_wiring_and_shown_in_the_system_report(tmp_path):
+def test_threads_are_applied_when_the_device_is_decided_and_shown_in_the_system_report(tmp_path):
     import torch
     from fastapi.testclient import TestClient
 
@@ -114,13 +114,17 @@ def test_threads_are_applied_by_the_wiring_and_shown_in_the_system_report(tmp_pa
 
     before = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)
         services = studio_services(tmp_path, threads=1)
+        assert torch.get_num_threads() == 2  # start-up leaves torch alone (it is not even imported there)
+        services.runtime.get()  # the first job, or the background detection after the server answers
         assert torch.get_num_threads() == 1
         report = TestClient(create_api(services), base_url="http://localhost").get("/api/v1/system").json()
         assert "CPU threads: 1" in report["device_report"]
     finally:
         torch.set_num_threads(before)
     untouched = studio_services(tmp_path / "again")  # no --threads (tests, embedding): torch keeps its own count
+    untouched.runtime.get()
     assert f"CPU threads: {before}" in untouched.device_report
 
 

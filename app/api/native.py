@@ -321,13 +321,23 @@ async def system_load(http_request: Request, services: ServicesDep) -> dict:
     stats = _queue_stats(queue)
     running = queue.current
     shown = running is not None and visible_to(running, owner_of(http_request))
+    report = list(services.device_report)  # before _device_now, which may start detecting
     return {
         "queue_length": stats["queue_length"],
         "running": _running_view(running) if shown else None,
         "average_seconds_per_job": stats["average_seconds_per_job"],
-        "device": str(services.engine.device),
-        "device_report": list(services.device_report),
+        "device": _device_now(services),
+        "device_report": report,
     }
+
+
+def _device_now(services: Services) -> str:
+    """The torch device, or "detecting" while torch still loads: this handler must never wait for it."""
+    choice = services.runtime.peek()
+    if choice is not None:
+        return choice.device.torch_device
+    services.runtime.detect_in_background()  # someone is asking: start deciding if nothing else did
+    return "detecting"
 
 
 # -- views -------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ class Engine:
     styles: StyleStore
     store: OutputStore
     limits: Limits
-    device: str = "cpu"
+    device_source: Callable[[], str] | str = "cpu"  # a callable decides on first use (torch is slow to import)
     version: str = "0.1.0"
     networks: NetworkRegistry | None = None  # LoRAs and embeddings; None = the registry's models folder
 
@@ -52,6 +53,11 @@ class Engine:
             from modules.models.networks import NetworkRegistry
 
             self.networks = NetworkRegistry(self.registry.models_dir)
+
+    @property
+    def device(self) -> str:
+        """The torch device jobs run on ("cpu", "cuda:0")."""
+        return self.device_source() if callable(self.device_source) else self.device_source
 
     def resolve_model(self, query: str | None) -> CheckpointInfo:
         """The request's checkpoint, else the first one installed (the studio's default is filled in at submission)."""

@@ -175,6 +175,10 @@ def _place_vae(vae: Any, pipe: Any, own: Any) -> None:
     offloaded = own is not None and hasattr(own, "_hf_hook")
     device = pipe._execution_device if offloaded or unet.device.type == "meta" else unet.device
     vae.to(device=device, dtype=unet.dtype)
+    from modules.models.precision import compute_dtype_of, keep_vae_float32
+
+    if own is not None and compute_dtype_of(own) is not None:  # the own VAE is kept in float32: so is this one
+        keep_vae_float32(vae, compute_dtype_of(own))
     for flag, enable, disable in (("use_slicing", "enable_slicing", "disable_slicing"),
                                   ("use_tiling", "enable_tiling", "disable_tiling")):
         if own is not None and hasattr(own, flag) and hasattr(vae, enable):

@@ -138,6 +138,11 @@ def apply_memory_options(
         else:
             pipe.to(info.torch_device)
         lines.append(f"device: {info.torch_device}{_dtype_text(dtype)}")
+        if info.type == "cpu" and dtype is not None:
+            from modules.models.precision import keep_vae_float32
+
+            if keep_vae_float32(pipe.vae, dtype):  # bf16 banding shows in pixels; the VAE is a small share of time
+                lines.append("VAE: float32 (decodes without bf16 banding)")
         return lines
     if dtype is not None and getattr(pipe, "dtype", None) != dtype:
         pipe.to(dtype=dtype)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from modules.jobs.artifacts import JobResult
     from modules.jobs.control import JobControl
     from modules.jobs.queue import JobQueue
+    from modules.runtime.devices import DeviceRuntime
     from modules.runtime.outputs import OutputStore
     from modules.runtime.settings import SettingsStore
 
@@ -31,7 +32,13 @@ class Services:
     queue: JobQueue
     settings: SettingsStore
     extensions: ExtensionManager
-    device_report: list[str]
+    runtime: DeviceRuntime
+
+    @property
+    def device_report(self) -> list[str]:
+        """Device, precision and threads for Settings and ``/api/v1/system``; "detecting…" until decided (never
+        waits for torch)."""
+        return self.runtime.report()
 
     def start(self) -> None:
         """Clean what a killed run left half written, then start the worker (which first takes back the jobs
@@ -80,16 +87,15 @@ def build_services(config: AppConfig) -> Services:
     from modules.models.registry import ModelRegistry
     from modules.models.vae import load_vae
     from modules.runtime.config import ROOT
-    from modules.runtime.devices import apply_threads, choose_dtype, detect_device
+    from modules.runtime.devices import DeviceRuntime
     from modules.runtime.memory import MemoryOptions, apply_memory_options
     from modules.runtime.outputs import OutputStore
     from modules.runtime.settings import SettingsStore
     from modules.upscaling import UpscalerModels, UpscalerRegistry, default_tile_options
     from modules.upscaling.kind import FolderPolicy, UpscaleRunner, upscale_kind
 
-    device = detect_device(config.device)
-    threads = apply_threads(config.threads)
-    dtype = choose_dtype(device, config.precision, config.no_half)
+    # Device, dtype and threads are decided on first use (importing torch takes seconds; start-up must not wait).
+    runtime = DeviceRuntime(config.device, config.precision, config.no_half, config.threads)
     memory = MemoryOptions(
         attention_slicing=config.attention_slicing,
         vae_slicing=config.vae_slicing,
@@ -99,8 +105,9 @@ def build_services(config: AppConfig) -> Services:
     )
     registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
     pipelines = PipelineManager(
-        loader=lambda info: load_pipeline(info, torch_dtype=dtype, cache_dir=config.config_cache_dir),
-        prepare=lambda pipe: apply_memory_options(pipe, memory, device, dtype),
+        loader=lambda info: load_pipeline(info, torch_dtype=runtime.get().dtype_for_model(info.path),
+                                          cache_dir=config.config_cache_dir),
+        prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, pipe.unet.dtype),
         max_loaded=config.max_loaded_models,
         vae_loader=lambda info, family, scaling: load_vae(
             info, family=family, scaling_factor=scaling, cache_dir=config.config_cache_dir
@@ -111,12 +118,12 @@ def build_services(config: AppConfig) -> Services:
     engine = Engine(
         registry=registry,
         upscalers=upscalers,
-        upscaler_models=UpscalerModels(device=device.torch_device),
+        upscaler_models=UpscalerModels(device=runtime.device_name),
         pipelines=pipelines,
         styles=StyleStore(config.styles_file),
         store=OutputStore(config.outdir),
         limits=config.limits,
-        device=device.torch_device,
+        device_source=runtime.device_name,
         version=_version(),
     )
     extensions = ExtensionManager(builtin_dir=ROOT / "extensions", user_dir=config.extensions_dir,
@@ -129,16 +136,14 @@ def build_services(config: AppConfig) -> Services:
 
     kinds = KindRegistry()
     queue = JobQueue(kinds, preview_interval=config.preview_interval, store=JobStore(config.jobs_db))
-    report = [f"device: {device.name} ({device.type}), dtype {str(dtype).removeprefix('torch.')}",
-              f"CPU threads: {threads}"]
     services = Services(config=config, engine=engine, queue=queue, settings=settings, extensions=extensions,
-                        device_report=report)
+                        runtime=runtime)
     kinds.register(image_kind(recording_outputs(run_image, queue, engine.store),
                               lambda request: check_request(request, engine, extensions),
                               default_model=services.default_model))
     upscale = upscale_kind(UpscaleRunner(
         upscalers, engine.upscaler_models, engine.store, config.limits,
-        tile_defaults=default_tile_options(device.type, device.total_memory),
+        tile_defaults=lambda: default_tile_options(runtime.get().device.type, runtime.get().device.total_memory),
         folders=FolderPolicy(roots=(config.outdir,) if config.listen or config.share else None),
     ))
     kinds.register(dataclasses.replace(upscale, run=recording_outputs(upscale.run, queue, engine.store)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,13 +69,22 @@ class UpscaleRunner:
     """Runs upscale requests on the worker thread, which owns ``models`` (the loaded upscaler networks)."""
 
     def __init__(self, registry: UpscalerRegistry, models: UpscalerModels, store: OutputStore, limits: Limits,
-                 *, tile_defaults: TileOptions | None = None, folders: FolderPolicy = FolderPolicy()) -> None:
+                 *, tile_defaults: TileOptions | Callable[[], TileOptions] | None = None,
+                 folders: FolderPolicy = FolderPolicy()) -> None:
         self.registry = registry
         self.models = models
         self.store = store
         self.limits = limits
-        self.tile_defaults = tile_defaults or default_tile_options(models.device_type, None)
+        self._tile_defaults = tile_defaults  # a callable asks the device on first use, not at start-up
         self.folders = folders
+
+    @property
+    def tile_defaults(self) -> TileOptions:
+        """Tile size and overlap when the request leaves them out: they depend on the device's memory."""
+        wanted = self._tile_defaults
+        if wanted is None:
+            return default_tile_options(self.models.device_type, None)
+        return wanted() if callable(wanted) else wanted
 
     # -- before queueing -------------------------------------------------------------------------------------------
     def validate(self, request: UpscaleRequest) -> None:

@@ -17,6 +17,7 @@ import gc
 import pickle
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -205,14 +206,19 @@ class UpscalerModels:
     model for accelerator memory, so by default only one stays loaded. Owned and used by one worker thread.
     """
 
-    def __init__(self, device: str = "cpu", dtype: torch.dtype | None = None, max_loaded: int = 1) -> None:
+    def __init__(self, device: str | Callable[[], str] = "cpu", dtype: torch.dtype | None = None,
+                 max_loaded: int = 1) -> None:
         if max_loaded < 1:
             raise ValueError("max_loaded must be at least 1")
-        self.device = device
+        self._device = device  # a callable decides on first use (torch is slow to import)
         self.dtype = dtype
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[tuple[str, int, int], LoadedUpscaler] = OrderedDict()
         self._scales: dict[tuple[str, int, int], int] = {}
+
+    @property
+    def device(self) -> str:
+        return self._device() if callable(self._device) else self._device
 
     @property
     def device_type(self) -> str:
