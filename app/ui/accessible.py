@@ -19,6 +19,9 @@ TIP_CLASS = "sf-tip"
 NO_GENERATE_CLASS = "sf-no-generate"
 NOTICE_CLASS = "sf-notice"  # where the page says a typed value was put back into its slider's range
 NOTICE_MS = 8000
+# An upload whose file the page checks before handing it on: the inpaint editor decodes its image in the browser
+# and, for a file that is not an image, only throws a page error and shows nothing.
+CHECKED_UPLOAD_CLASS = "sf-checked-upload"
 SLIDER_BOX = "number input for "  # how Gradio names a slider's number box: "number input for <label>"
 # The hover text and accessible name of each icon button, by key (the button's ``sf-tip-<key>`` class).
 TOOLTIPS = {
@@ -87,6 +90,28 @@ def head_script() -> str:
     const kept = value > high ? high : low;
     const why = value > high ? "over this studio's limit of " + high : "under the minimum of " + low;
     notice(name.slice({len(SLIDER_BOX)}) + " " + value + " is " + why + ": set to " + kept + ".");
+  }}, true);
+  // A file for a checked upload is decoded first; one that is not an image is named and dropped, and a good one
+  // is handed on with a fresh change event (the original is held back in the capture phase).
+  document.addEventListener("change", (event) => {{
+    const input = event.target;
+    if (event.sfChecked || !(input instanceof HTMLInputElement) || input.type !== "file") return;
+    const area = input.closest(".{CHECKED_UPLOAD_CLASS}");
+    if (!area || !input.files || !input.files.length) return;
+    event.stopImmediatePropagation();
+    const files = [...input.files];
+    Promise.allSettled(files.map((file) => createImageBitmap(file))).then((results) => {{
+      const bad = files.filter((_file, index) => results[index].status === "rejected");
+      if (bad.length) {{
+        const label = (area.querySelector("[data-testid=block-label]") || {{}}).textContent || "Image";
+        notice(label.trim() + ": " + bad.map((file) => file.name).join(", ") + " is not a readable image.");
+        input.value = "";
+        return;
+      }}
+      const again = new Event("change", {{ bubbles: true }});
+      again.sfChecked = true;
+      input.dispatchEvent(again);
+    }});
   }}, true);
   const notice = (text) => {{
     let area = document.querySelector(".{NOTICE_CLASS}");

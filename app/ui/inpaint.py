@@ -14,6 +14,7 @@ import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
 from app.ui import controls
+from app.ui.accessible import CHECKED_UPLOAD_CLASS
 from app.ui.controls import GenerationTab
 from app.ui.extra_networks import build_extra_networks
 from app.ui.form import Values
@@ -95,7 +96,7 @@ def build_inpaint(services: Services) -> GenerationTab:
             tab.add("inpaint_editor", gr.ImageEditor(
                 label="Image: paint over the area to repaint", type="pil", image_mode="RGBA", format="png",
                 sources=["upload", "clipboard"], transforms=(), layers=False, height=420,
-                brush=brush_for(None),
+                brush=brush_for(None), elem_classes=[CHECKED_UPLOAD_CLASS],
             ))
             with gr.Accordion("Mask from a file", open=False):
                 tab.add("mask_upload", named_upload(gr.Image(
