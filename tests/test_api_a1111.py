@@ -336,7 +336,16 @@ def test_styles_memory_flags_and_scripts(client, studio):
     assert client.get_scripts() == {"txt2img": ["x/y/z plot"], "img2img": ["x/y/z plot"]}
     info = httpx.get(studio.url("script-info")).json()
     xyz = next(entry for entry in info if entry["name"] == "x/y/z plot" and not entry["is_img2img"])
-    assert [arg["label"] for arg in xyz["args"]][:3] == ["x_type", "x_values", "x_values_dropdown"]
+    assert [arg["label"] for arg in xyz["args"]][:3] == ["X type", "X values", "X values"]
+    assert len(xyz["args"]) == 18 and xyz["args"][-2]["label"] == "Grid margins (px)"
+    # a client resolves an axis label to the index it sends, per tab, as with A1111 (Steps is 4 in both tabs;
+    # "Hires steps" exists only in txt2img, so "CFG Scale" is 6 in txt2img and 5 in img2img)
+    for entry, cfg_index in ((xyz, 6), (next(entry for entry in info if entry["is_img2img"]), 5)):
+        choices = entry["args"][0]["choices"]
+        assert choices.index("Steps") == 4 and choices.index("CFG Scale") == cfg_index
+    steps_by_label = client.txt2img(prompt="a red circle", steps=2, width=64, height=64, script_name="x/y/z plot",
+                                    script_args=[xyz["args"][0]["choices"].index("Steps"), "2,3"])
+    assert len(steps_by_label.images) >= 2
     rows = httpx.get(studio.url("extensions")).json()
     assert {"name": "xyz_plot", "enabled": True, "status": "active", "source": "built-in"}.items() <= next(
         row for row in rows if row["name"] == "xyz_plot").items()

@@ -352,12 +352,12 @@ def scripts(services: ServicesDep) -> dict[str, list[str]]:
 
 @router.get("/script-info")
 def script_info(services: ServicesDep) -> list[dict[str, Any]]:
-    """Each script's title and its positional arguments' names (what ``script_args`` must hold, in order)."""
+    """Each script's title and its positional arguments in ``script_args`` order, each with A1111's label, default,
+    range and choices (the X/Y/Z plot's axis lists per tab: clients turn an axis label into the index they send)."""
     info = []
-    for title, (_name, arg_names) in _script_titles(services).items():
-        args = [{"label": arg, "value": None, "minimum": None, "maximum": None, "step": None, "choices": None}
-                for arg in arg_names]
+    for title in _script_titles(services):
         for is_img2img in (False, True):
+            args = services.extensions.script_args(title, "img2img" if is_img2img else "txt2img")
             info.append({"name": title, "is_alwayson": False, "is_img2img": is_img2img, "args": args})
     return info
 

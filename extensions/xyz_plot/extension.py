@@ -21,7 +21,7 @@ from modules.extensions.api import Extension, GenerationRequest, GenerationResul
 
 from .controls import build_controls
 from .output import plot_result
-from .plan import A1111_ARGS, SCRIPT_TITLE, build_sweep, read_plot
+from .plan import A1111_ARGS, SCRIPT_TITLE, a1111_script_args, build_sweep, read_plot
 
 TABS = ("txt2img", "img2img", "inpaint")
 
@@ -43,6 +43,6 @@ def setup(ext: Extension) -> None:
     def finish(outcome: JobOutcome, settings: dict[str, Any]) -> GenerationResult | None:
         return plot_result(outcome)
 
-    ext.add_script(SCRIPT_TITLE, A1111_ARGS)
+    ext.add_script(SCRIPT_TITLE, A1111_ARGS, describe=a1111_script_args)
     for tab in TABS:
         ext.add_controls(tab, lambda tab=tab: build_controls(tab, ext.catalog))

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from io import StringIO
 from typing import Any
 
-from modules.extensions.api import Catalog, GenerationRequest, RequestError, Sweep
+from modules.extensions.api import Catalog, GenerationRequest, RequestError, ScriptArg, Sweep
 
-from .axes import AxisType, find_axis, parse_size, parse_values
+from .axes import AxisType, a1111_labels, find_axis, parse_size, parse_values
 
 NAME = "xyz_plot"
 SCRIPT_TITLE = "X/Y/Z plot"
@@ -26,6 +26,23 @@ A1111_ARGS = ["x_type", "x_values", "x_values_dropdown", "y_type", "y_values", "
               "z_values", "z_values_dropdown", "draw_legend", "include_lone_images", "include_sub_grids",
               "no_fixed_seeds", "vary_seeds_x", "vary_seeds_y", "vary_seeds_z", "margin_size", "csv_mode"]
 LETTERS = ("x", "y", "z")
+
+
+def a1111_script_args(tab: str) -> list[ScriptArg]:
+    """The arguments as A1111's script-info describes them (labels and defaults of A1111 1.10's controls), with the
+    axis lists of ``tab`` in the index order A1111 clients send."""
+    axes = tuple(a1111_labels(tab))
+    args: list[ScriptArg] = []
+    for letter, default in zip(LETTERS, (axes[1], "Nothing", "Nothing"), strict=True):
+        upper = letter.upper()
+        args += [ScriptArg(f"{upper} type", default, choices=axes), ScriptArg(f"{upper} values", ""),
+                 ScriptArg(f"{upper} values", None, choices=())]
+    args += [ScriptArg("Draw legend", True), ScriptArg("Include Sub Images", False),
+             ScriptArg("Include Sub Grids", False), ScriptArg("Keep -1 for seeds", False),
+             *(ScriptArg(f"Vary seeds for {letter.upper()}", False) for letter in LETTERS),
+             ScriptArg("Grid margins (px)", 0, minimum=0, maximum=500, step=2),
+             ScriptArg("Use text inputs instead of dropdowns", False)]
+    return args
 DEFAULT_MAX_PIXELS = 200_000_000  # A1111's default grid limit (200 megapixels)
 UNKNOWN_SIDE = 1024  # a size left to the model's default is counted as the largest default (SDXL)
 SEED_AXES = ("Seed", "Var. seed")

@@ -38,7 +38,7 @@ from modules.jobs.control import Progress
 
 __all__ = [
     "Catalog", "Cell", "Extension", "GeneratedImage", "GenerationRequest", "GenerationResult", "JobOutcome",
-    "Progress", "RequestError", "StepEvent", "Sweep",
+    "Progress", "RequestError", "ScriptArg", "StepEvent", "Sweep",
 ]
 
 Settings = dict[str, Any]
@@ -123,7 +123,34 @@ class Hooks:
     routers: list[Any] = field(default_factory=list)
     css: list[str] = field(default_factory=list)
     js: list[str] = field(default_factory=list)
-    scripts: list[tuple[str, list[str]]] = field(default_factory=list)
+    scripts: list[ScriptHook] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScriptArg:
+    """How A1111's ``/sdapi/v1/script-info`` describes one positional argument: the control's label, its default,
+    its range, and for a list the choices in index order (clients turn a label into the index they send)."""
+
+    label: str
+    value: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def as_a1111(self) -> dict[str, Any]:
+        return {"label": self.label, "value": self.value, "minimum": self.minimum, "maximum": self.maximum,
+                "step": self.step, "choices": list(self.choices) if self.choices is not None else None}
+
+
+@dataclass(frozen=True)
+class ScriptHook:
+    """An A1111 script an extension answers to: its title, its arguments' setting names in ``script_args`` order,
+    and (optionally) how each argument is described per tab ("txt2img" or "img2img")."""
+
+    title: str
+    arg_names: tuple[str, ...]
+    describe: Callable[[str], list[ScriptArg]] | None = None
 
 
 class Extension:
@@ -171,9 +198,11 @@ class Extension:
     def add_js(self, text: str) -> None:
         self.hooks.js.append(text)
 
-    def add_script(self, title: str, arg_names: list[str]) -> None:
-        """Answer to A1111's ``script_name: title``; ``script_args[i]`` becomes setting ``arg_names[i]``."""
-        self.hooks.scripts.append((title, list(arg_names)))
+    def add_script(self, title: str, arg_names: list[str],
+                   describe: Callable[[str], list[ScriptArg]] | None = None) -> None:
+        """Answer to A1111's ``script_name: title``; ``script_args[i]`` becomes setting ``arg_names[i]``.
+        ``describe(tab)`` gives each argument's label, default and choices for ``/sdapi/v1/script-info``."""
+        self.hooks.scripts.append(ScriptHook(title, tuple(arg_names), describe))
 
     def settings(self, request: GenerationRequest) -> Settings:
         """This extension's settings inside a request (a copy, empty when absent)."""

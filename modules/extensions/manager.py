@@ -241,9 +241,27 @@ class ExtensionManager:
         """A1111 script title (lower case) -> (extension name, argument names)."""
         found = {}
         for item in self.active():
-            for title, names in item.api.hooks.scripts:
-                found[title.lower()] = (item.name, names)
+            for hook in item.api.hooks.scripts:
+                found[hook.title.lower()] = (item.name, list(hook.arg_names))
         return found
+
+    def script_args(self, title: str, tab: str) -> list[dict[str, Any]]:
+        """A script's arguments as A1111's script-info lists them for ``tab``; an argument its extension does not
+        describe is listed by its setting name alone. An extension's describe that raises is logged and skipped."""
+        for item in self.active():
+            for hook in item.api.hooks.scripts:
+                if hook.title.lower() != title.lower():
+                    continue
+                described: list[Any] = []
+                if hook.describe is not None:
+                    try:
+                        described = list(hook.describe(tab))
+                    except Exception:  # an extension's description must not break the listing
+                        log.exception("extension %s: describing script %r failed", item.name, hook.title)
+                plain = [{"label": name, "value": None, "minimum": None, "maximum": None, "step": None,
+                          "choices": None} for name in hook.arg_names]
+                return [arg.as_a1111() for arg in described] + plain[len(described):]
+        return []
 
     def controls(self, tab: str) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
         return [(item.name, build) for item in self.active() for where, build in item.api.hooks.controls
