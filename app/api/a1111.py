@@ -262,6 +262,34 @@ def refresh_checkpoints(services: ServicesDep) -> None:
     services.engine.registry.refresh()
 
 
+@router.post("/refresh-vae")
+def refresh_vae(services: ServicesDep) -> None:
+    """The VAE folder is scanned at every listing, so a new file is already there; kept for A1111 clients."""
+    services.engine.registry.list_vaes()
+
+
+@router.get("/sd-modules")
+def sd_modules(services: ServicesDep) -> list[dict[str, Any]]:
+    """A1111 1.10 / Forge's list of separately loadable modules: here the VAEs (text encoders come with their
+    checkpoint)."""
+    return [{"model_name": info.name, "filename": str(info.path)} for info in services.engine.registry.list_vaes()]
+
+
+@router.post("/unload-checkpoint", dependencies=[Admin])
+def unload_checkpoint(services: ServicesDep) -> None:
+    """Free the loaded models' memory now; a running job keeps the model it holds until it ends, and the next job
+    loads its model again (the page and the progress say "Loading model")."""
+    services.engine.pipelines.unload_all()
+
+
+@router.post("/reload-checkpoint", dependencies=[Admin])
+def reload_checkpoint(services: ServicesDep) -> None:
+    """Load the checkpoints afresh from disk (e.g. after a file was replaced under the same name). Loading is the
+    worker's job, so the models are dropped here and the next job loads its model from the file again."""
+    services.engine.pipelines.unload_all()
+    services.engine.registry.refresh()
+
+
 @router.get("/sd-vae")
 def sd_vae(services: ServicesDep) -> list[dict[str, Any]]:
     return [{"model_name": info.name, "filename": str(info.path)} for info in services.engine.registry.list_vaes()]
