@@ -277,6 +277,26 @@ def test_model_and_sampler_listings(client, studio):
     assert {"name": "Latent"} in client.get_latent_upscale_modes()
 
 
+
+def test_new_a1111_samplers_run_and_refused_ones_are_named(client, studio):
+    """Issue 13: the samplers diffusers can express run through the API; the others are a 400 saying why."""
+    listed = {item["name"] for item in client.get_samplers()}
+    assert {"DPM++ 3M SDE", "DPM++ 2M SDE Heun"} <= listed
+    assert not listed & {"Restart", "DPM fast", "DPM adaptive", "DPM++ 2S a", "DDIM CFG++"}
+    labels = {item["label"] for item in client.get_schedulers()}
+    assert {"Normal", "DDIM"} <= labels and not labels & {"Polyexponential", "KL Optimal", "Align Your Steps"}
+
+    result = client.txt2img(prompt="a red circle", seed=3, **{**TINY, "sampler_name": "DPM++ 3M SDE",
+                                                               "scheduler": "Normal"})
+    assert "Sampler: DPM++ 3M SDE" in result.info["infotexts"][0]
+
+    for field, value, name in [("sampler_name", "Restart", "Restart"), ("sampler_name", "DPM fast", "DPM fast"),
+                               ("scheduler", "align_your_steps", "Align Your Steps")]:
+        response = post(studio, "txt2img", {**TINY, field: value})
+        assert response.status_code == 400, response.text
+        body = response.json()
+        assert body["field"] == field and name in body["detail"] and "not available" in body["detail"], body
+
 def test_file_listings_follow_the_models_folder(client, studio):
     models_dir = studio.services.config.models_dir
     (models_dir / "Lora").mkdir(exist_ok=True)

@@ -12,9 +12,13 @@ from modules.image import samplers
 from modules.image.samplers import (
     SAMPLERS,
     SCHEDULES,
+    UNSUPPORTED_SAMPLERS,
+    UNSUPPORTED_SCHEDULES,
     SamplerChoice,
     UnknownSamplerError,
     UnknownScheduleError,
+    UnsupportedSamplerError,
+    UnsupportedScheduleError,
     effective_schedule,
     list_samplers,
     list_schedulers,
@@ -36,6 +40,8 @@ EXPECTED_CLASS = {
     "DPM2 a": "KDPM2AncestralDiscreteScheduler",
     "DPM++ 2M": "DPMSolverMultistepScheduler",
     "DPM++ 2M SDE": "DPMSolverMultistepScheduler",
+    "DPM++ 2M SDE Heun": "DPMSolverMultistepScheduler",
+    "DPM++ 3M SDE": "DPMSolverMultistepScheduler",
     "DPM++ SDE": "DPMSolverSinglestepScheduler",
     "DDIM": "DDIMScheduler",
     "PLMS": "PNDMScheduler",
@@ -59,7 +65,8 @@ def _skip_without_scipy(sampler: str, schedule: str) -> None:
 
 def test_table_matches_reference():
     assert set(SAMPLER_NAMES) == set(EXPECTED_CLASS)
-    assert SCHEDULE_LABELS == ["Automatic", "Uniform", "Karras", "Exponential", "Beta", "SGM Uniform", "Simple"]
+    assert SCHEDULE_LABELS == ["Automatic", "Uniform", "Karras", "Exponential", "Beta", "SGM Uniform", "Simple",
+                               "Normal", "DDIM"]
 
 
 @pytest.mark.parametrize("schedule", SCHEDULE_LABELS)
@@ -82,6 +89,8 @@ def test_every_sampler_and_schedule_builds_the_right_scheduler(sampler, schedule
     spacing_supported = "timestep_spacing" in parameters
     if effective in ("SGM Uniform", "Simple") and spacing_supported:
         assert config["timestep_spacing"] == "trailing"
+    elif effective == "Normal" and spacing_supported:
+        assert config["timestep_spacing"] == "linspace"
     elif spacing_supported:
         assert config["timestep_spacing"] == "leading"  # the model's own
     # the model's training setup is kept whatever the sampler
@@ -97,6 +106,12 @@ def test_sampler_settings():
     assert build("DPM++ 2M SDE")["algorithm_type"] == "sde-dpmsolver++"
     assert build("DPM++ SDE")["algorithm_type"] == "sde-dpmsolver++"
     assert build("PLMS")["skip_prk_steps"] is True
+    heun = build("DPM++ 2M SDE Heun")
+    assert (heun["algorithm_type"], heun["solver_order"], heun["solver_type"]) == ("sde-dpmsolver++", 2, "heun")
+    three = build("DPM++ 3M SDE")
+    assert (three["algorithm_type"], three["solver_order"], three["solver_type"]) == ("sde-dpmsolver++", 3,
+                                                                                     "midpoint")
+    assert build("DPM++ 2M SDE")["solver_type"] == "midpoint"  # Heun's solver type does not leak
 
 
 def test_base_config_survives():
@@ -205,7 +220,8 @@ def test_scipy_missing_gives_a_clear_error(monkeypatch):
 
 def test_needs_generator():
     stochastic = {name for name in SAMPLER_NAMES if needs_generator(SamplerChoice(name))}
-    assert stochastic == {"Euler a", "DPM2 a", "DPM++ 2M SDE", "DPM++ SDE", "LCM"}
+    assert stochastic == {"Euler a", "DPM2 a", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "DPM++ SDE",
+                          "LCM"}
 
 
 def test_api_lists():
@@ -219,7 +235,7 @@ def test_api_lists():
     assert all(isinstance(value, str) for item in listed for value in item["options"].values())
     schedules = list_schedulers()
     assert [item["name"] for item in schedules] == ["automatic", "uniform", "karras", "exponential", "beta",
-                                                    "sgm_uniform", "simple"]
+                                                    "sgm_uniform", "simple", "normal", "ddim"]
     assert all(set(item) == {"name", "label", "aliases", "default_rho", "need_inner_model"} for item in schedules)
     karras = next(item for item in schedules if item["name"] == "karras")
     assert karras == {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0,
@@ -286,3 +302,100 @@ def test_sdxl_pipeline_runs_with_a_karras_sampler():
     images = pipe("a cat", num_inference_steps=4, width=64, height=64, output_type="np",
                   generator=torch.Generator("cpu").manual_seed(0)).images
     assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()
+
+
+# -- the A1111 names added for issue 13, and those refused ---------------------------------------------------
+
+NEW_SAMPLERS = ["DPM++ 2M SDE Heun", "DPM++ 3M SDE"]
+NEW_SCHEDULES = ["Normal", "DDIM"]
+
+
+@pytest.fixture(scope="module")
+def euler_image(sd1_pipe):
+    return _generate_short(sd1_pipe, resolve_sampler("Euler"))
+
+
+def _generate_short(pipe, choice: SamplerChoice) -> np.ndarray:
+    import torch
+
+    pipe.scheduler = make_scheduler(choice, dict(pipe.scheduler.config))
+    return pipe("a red circle", num_inference_steps=3, width=64, height=64, guidance_scale=5.0, output_type="np",
+                generator=torch.Generator("cpu").manual_seed(7)).images
+
+
+def _check_image(images: np.ndarray, euler: np.ndarray) -> None:
+    assert images.shape == (1, 64, 64, 3)
+    assert np.isfinite(images).all()
+    assert float(images.std()) > 0  # not a constant image
+    assert not np.allclose(images, euler)
+
+
+@pytest.mark.parametrize("sampler", NEW_SAMPLERS)
+def test_new_samplers_run_and_differ_from_euler(sd1_pipe, euler_image, sampler):
+    _check_image(_generate_short(sd1_pipe, resolve_sampler(sampler)), euler_image)
+
+
+@pytest.mark.parametrize("schedule", NEW_SCHEDULES)
+def test_new_schedules_run_and_differ_from_euler(sd1_pipe, euler_image, schedule):
+    # with DPM++ 2M, so the image differs from Euler by more than the spacing alone
+    _check_image(_generate_short(sd1_pipe, resolve_sampler("DPM++ 2M", schedule)), euler_image)
+
+
+def test_new_schedules_set_the_spacing_and_clear_sigma_flags():
+    base = {**SCHEDULER_CONFIG, "use_karras_sigmas": True, "timestep_spacing": "trailing"}
+    normal = make_scheduler(resolve_sampler("Euler", "Normal"), base).config
+    assert normal["timestep_spacing"] == "linspace" and not normal["use_karras_sigmas"]
+    ddim = make_scheduler(resolve_sampler("DPM++ 2M", "ddim"), base).config
+    assert ddim["timestep_spacing"] == "leading" and not ddim["use_karras_sigmas"]
+    euler = make_scheduler(resolve_sampler("Euler"), dict(ddim)).config  # the model's own comes back
+    assert euler["timestep_spacing"] == "trailing" and euler["use_karras_sigmas"] is True
+
+
+@pytest.mark.parametrize(
+    ("sampler", "scheduler", "expected"),
+    [
+        ("DPM++ 3M SDE", None, ("DPM++ 3M SDE", "Automatic")),
+        ("k_dpmpp_3m_sde", "karras", ("DPM++ 3M SDE", "Karras")),
+        ("DPM++ 2M SDE Heun", None, ("DPM++ 2M SDE Heun", "Automatic")),
+        ("DPM++ 2M SDE Heun Karras", None, ("DPM++ 2M SDE Heun", "Karras")),
+        ("DPM++ 3M SDE Exponential", None, ("DPM++ 3M SDE", "Exponential")),
+        ("Euler", "normal", ("Euler", "Normal")),
+        ("Euler", "DDIM", ("Euler", "DDIM")),
+        ("DDIM", None, ("DDIM", "Automatic")),  # the sampler, not Euler + DDIM schedule
+        ("Euler Normal", None, ("Euler", "Normal")),
+    ],
+)
+def test_new_names_resolve(sampler, scheduler, expected):
+    choice = resolve_sampler(sampler, scheduler)
+    assert (choice.sampler, choice.schedule) == expected
+
+
+@pytest.mark.parametrize("name", ["DPM++ 2S a", "k_dpmpp_2s_a", "Restart", "DPM fast", "DPM adaptive", "DDIM CFG++",
+                                  "dpm ADAPTIVE", "Restart Karras", "DPM++ 2S a Karras"])
+def test_unsupported_samplers_are_refused_by_name(name):
+    with pytest.raises(UnsupportedSamplerError, match="is not available") as error:
+        resolve_sampler(name)
+    assert any(refused in str(error.value) for refused in UNSUPPORTED_SAMPLERS)
+    assert isinstance(error.value, UnknownSamplerError)  # so the API answers 400 on sampler_name
+
+
+@pytest.mark.parametrize(("sampler", "scheduler"), [("Euler", "Polyexponential"), ("Euler", "kl_optimal"),
+                                                    ("DPM++ 2M", "Align Your Steps"), ("Euler KL Optimal", None),
+                                                    ("DPM++ 2M Align Your Steps", None)])
+def test_unsupported_schedules_are_refused_by_name(sampler, scheduler):
+    with pytest.raises(UnsupportedScheduleError, match="is not available") as error:
+        resolve_sampler(sampler, scheduler)
+    assert any(refused in str(error.value) for refused in UNSUPPORTED_SCHEDULES)
+    assert isinstance(error.value, UnknownScheduleError)
+
+
+def test_api_lists_only_what_works():
+    listed = {item["name"] for item in list_samplers()} | {alias for item in list_samplers()
+                                                             for alias in item["aliases"]}
+    assert not listed & set(UNSUPPORTED_SAMPLERS)
+    assert {"DPM++ 2M SDE Heun", "DPM++ 3M SDE"} <= listed
+    labels = {item["label"] for item in list_schedulers()}
+    assert not labels & set(UNSUPPORTED_SCHEDULES)
+    assert {"Normal", "DDIM"} <= labels
+    options = {item["name"]: item["options"] for item in list_samplers()}
+    assert options["DPM++ 3M SDE"] == {"scheduler": "exponential", "uses_ensd": "True"}

@@ -8,6 +8,23 @@ adds its solver settings and the schedule type only its sigma / spacing flags.
 
 A schedule type that a scheduler class cannot honour (Karras sigmas on DDIM, say) is ignored with a logged note,
 as A1111 does, so that any sampler × schedule pair a user picks in the UI runs.
+
+A1111 names that diffusers cannot express faithfully are refused with the reason rather than run as some other
+sampler (``UNSUPPORTED_SAMPLERS`` / ``UNSUPPORTED_SCHEDULES``; the API answers 400 naming them), and are not
+listed by ``/sdapi/v1/samplers`` / ``/sdapi/v1/schedulers``:
+
+======================  ==========================================================================================
+A1111 name              why it is refused
+======================  ==========================================================================================
+DPM++ 2S a              diffusers' DPMSolverSinglestepScheduler has no ancestral (noise-adding) variant
+Restart                 diffusers has no Restart sampler (back-and-forth re-noising between sigma levels)
+DPM fast                diffusers has no fixed-step DPM-Solver "fast" sampler (k-diffusion sample_dpm_fast)
+DPM adaptive            diffusers has no adaptive-step-size DPM-Solver (k-diffusion sample_dpm_adaptive)
+DDIM CFG++              needs CFG++ guidance (unconditional noise for re-noising); no diffusers scheduler has it
+Polyexponential         a custom sigma list; Sfumato does not yet pass ``sigmas=`` to the pipeline call
+KL Optimal              a custom sigma list; Sfumato does not yet pass ``sigmas=`` to the pipeline call
+Align Your Steps        fixed timestep lists (``AysSchedules``); Sfumato does not yet pass ``timesteps=``
+======================  ==========================================================================================
 """
 
 from __future__ import annotations
@@ -53,6 +70,34 @@ class UnknownScheduleError(ValueError):
     """A schedule type that is not one of A1111's (or whose needs are not installed)."""
 
 
+class UnsupportedSamplerError(UnknownSamplerError):
+    """An A1111 sampler that diffusers cannot express faithfully; the message names it and says why."""
+
+
+class UnsupportedScheduleError(UnknownScheduleError):
+    """An A1111 schedule type that Sfumato cannot run faithfully; the message names it and says why."""
+
+
+# A1111 names refused on purpose, with the reason (see the module docstring's table).
+UNSUPPORTED_SAMPLERS: dict[str, str] = {
+    "DPM++ 2S a": "diffusers' DPMSolverSinglestepScheduler has no ancestral (noise-adding) variant",
+    "Restart": "diffusers has no Restart sampler",
+    "DPM fast": "diffusers has no fixed-step DPM-Solver 'fast' sampler",
+    "DPM adaptive": "diffusers has no adaptive-step-size DPM-Solver sampler",
+    "DDIM CFG++": "CFG++ guidance is not available in diffusers' schedulers",
+}
+UNSUPPORTED_SCHEDULES: dict[str, str] = {
+    "Polyexponential": "it is a custom sigma list and Sfumato does not yet pass sigmas to the pipeline",
+    "KL Optimal": "it is a custom sigma list and Sfumato does not yet pass sigmas to the pipeline",
+    "Align Your Steps": "it is a fixed timestep list and Sfumato does not yet pass timesteps to the pipeline",
+}
+_UNSUPPORTED_SAMPLER_ALIASES = {"k_dpmpp_2s_a": "DPM++ 2S a", "k_dpmpp_2s_ancestral": "DPM++ 2S a",
+                                "k_dpm_fast": "DPM fast", "k_dpm_ad": "DPM adaptive",
+                                "k_dpm_adaptive": "DPM adaptive", "restart": "Restart"}
+_UNSUPPORTED_SCHEDULE_ALIASES = {"polyexponential": "Polyexponential", "kl_optimal": "KL Optimal",
+                                 "align_your_steps": "Align Your Steps", "ays": "Align Your Steps"}
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     """One A1111 sampler: its diffusers class, the settings that make the class behave as that sampler."""
@@ -90,6 +135,12 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
     SamplerSpec("DPM++ 2M SDE", ("k_dpmpp_2m_sde",), "DPMSolverMultistepScheduler",
                 (("algorithm_type", "sde-dpmsolver++"), ("solver_order", 2)), automatic_schedule="Exponential",
                 stochastic=True),
+    SamplerSpec("DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",), "DPMSolverMultistepScheduler",
+                (("algorithm_type", "sde-dpmsolver++"), ("solver_order", 2), ("solver_type", "heun")),
+                automatic_schedule="Exponential", stochastic=True),
+    SamplerSpec("DPM++ 3M SDE", ("k_dpmpp_3m_sde",), "DPMSolverMultistepScheduler",
+                (("algorithm_type", "sde-dpmsolver++"), ("solver_order", 3)), automatic_schedule="Exponential",
+                stochastic=True),
     SamplerSpec("Euler a", ("k_euler_a", "k_euler_ancestral"), "EulerAncestralDiscreteScheduler", stochastic=True),
     SamplerSpec("Euler", ("k_euler",), "EulerDiscreteScheduler"),
     SamplerSpec("LMS", ("k_lms",), "LMSDiscreteScheduler", needs_scipy=True),
@@ -112,6 +163,10 @@ SCHEDULES: tuple[ScheduleSpec, ...] = (
     ScheduleSpec("beta", "Beta", sigmas="use_beta_sigmas", need_inner_model=True, needs_scipy=True),
     ScheduleSpec("sgm_uniform", "SGM Uniform", aliases=("SGMUniform",), spacing="trailing", need_inner_model=True),
     ScheduleSpec("simple", "Simple", spacing="trailing", need_inner_model=True),
+    # A1111's normal_scheduler spaces timesteps evenly from the first to the last (diffusers' "linspace");
+    # its ddim_scheduler takes every (1000 // steps)-th timestep from the start (diffusers' "leading").
+    ScheduleSpec("normal", "Normal", spacing="linspace", need_inner_model=True),
+    ScheduleSpec("ddim", "DDIM", spacing="leading", need_inner_model=True),
 )
 
 
@@ -132,9 +187,21 @@ def _scipy_available() -> bool:
     return importlib.util.find_spec("scipy") is not None
 
 
+def _unsupported(name: str, reasons: dict[str, str], aliases: dict[str, str]) -> str | None:
+    """The canonical A1111 name when ``name`` is one refused on purpose, else None."""
+    wanted = _key(name)
+    for canonical in reasons:
+        if wanted == _key(canonical):
+            return canonical
+    return next((canonical for alias, canonical in aliases.items() if wanted == _key(alias)), None)
+
+
 def sampler_spec(name: str) -> SamplerSpec:
     """The table row of a sampler name or alias (case-insensitive)."""
     wanted = _key(name)
+    refused = _unsupported(name, UNSUPPORTED_SAMPLERS, _UNSUPPORTED_SAMPLER_ALIASES)
+    if refused:
+        raise UnsupportedSamplerError(f"sampler {refused!r} is not available: {UNSUPPORTED_SAMPLERS[refused]}")
     for spec in SAMPLERS:
         if wanted == _key(spec.name) or any(wanted == _key(alias) for alias in spec.aliases):
             return spec
@@ -146,6 +213,10 @@ def sampler_spec(name: str) -> SamplerSpec:
 def schedule_spec(name: str) -> ScheduleSpec:
     """The table row of a schedule type by API name, label or alias (case-insensitive)."""
     wanted = _key(name)
+    refused = _unsupported(name, UNSUPPORTED_SCHEDULES, _UNSUPPORTED_SCHEDULE_ALIASES)
+    if refused:
+        raise UnsupportedScheduleError(f"schedule type {refused!r} is not available: "
+                                       f"{UNSUPPORTED_SCHEDULES[refused]}")
     for spec in SCHEDULES:
         if wanted in {_key(spec.name), _key(spec.label), *(_key(alias) for alias in spec.aliases)}:
             return spec
@@ -162,8 +233,15 @@ def _split_combined(name: str) -> tuple[SamplerSpec, ScheduleSpec] | None:
             if key.endswith(tail) and len(key) > len(tail):
                 try:
                     return sampler_spec(key[: -len(tail)]), schedule
+                except UnsupportedSamplerError:
+                    raise
                 except UnknownSamplerError:
                     continue
+    for label in UNSUPPORTED_SCHEDULES:  # "Euler Align Your Steps": say why, not "unknown sampler"
+        tail = " " + _key(label)
+        if key.endswith(tail) and len(key) > len(tail):
+            sampler_spec(key[: -len(tail)])
+            schedule_spec(label)
     return None
 
 
