@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,22 +24,13 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools.ports import free_port  # noqa: E402  (after the path insert: run as a script from bench/)
+
 TARGETS = {"ui": 2.0, "api": 1.0}
 PATHS = {"ui": "/", "api": "/api/v1/system"}
 TIMEOUT = 120.0
-
-
-def free_port() -> int:
-    """A free port below Linux's ephemeral range, so a concurrent bind to port 0 elsewhere cannot take it."""
-    for _ in range(100):
-        port = random.randint(20000, 32000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found")
 
 
 def answers(url: str) -> bool:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,21 +11,10 @@ from pathlib import Path
 
 import httpx
 
+from tools.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 300.0  # imports and the first model load are slow on a busy CI machine
-
-
-def free_port() -> int:
-    """A free port below Linux's ephemeral range, so a concurrent bind to port 0 elsewhere cannot take it."""
-    for _ in range(100):
-        port = random.randint(20000, 32000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found")
 
 
 class ServerProcess:

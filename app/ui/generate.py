@@ -89,10 +89,11 @@ def follow_job(services: Services, job: Job, poll: float = POLL_SECONDS,
             if not following.shows(job.id):
                 return
             update: Values = {}
-            if progress_html(services, job) != bar or waiting:
+            now = progress_html(services, job)
+            if now != bar or waiting:
                 # While it waits, its line is sent again each check: an older job's last step update may
                 # reach the page after this job's first one (two events' messages are not ordered).
-                update["progress"] = bar = progress_html(services, job)
+                update["progress"] = bar = now
             preview = job.progress.preview
             if changed and preview is not None and preview is not shown:
                 update["preview"] = shown = preview
