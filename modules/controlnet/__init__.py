@@ -1,0 +1,1 @@
+"""ControlNet: models from ``models/ControlNet``, no-download preprocessors, and the units a request carries."""
