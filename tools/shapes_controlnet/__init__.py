@@ -1,0 +1,1 @@
+"""The embedded ControlNet: scribble / edge control images of the shapes world, its training script and data."""

@@ -1,0 +1,179 @@
+"""Control images of the shapes world: what a person scribbles, or what an edge detector sees, for one shape.
+
+The convention is sd-webui-controlnet's scribble one: white strokes on black, RGB, the size of the generation.
+Three kinds are drawn, so that the ControlNet reads what people actually feed it:
+
+- ``scribble``: the shape's outline as a stroke 1-3 px wide (at 64 px), optionally wobbling like a hand-drawn line
+  and sometimes left open by a small gap;
+- ``canny``: the edge map of the rendered image (our own Canny: per-channel gradients, thinning and hysteresis), as
+  the extension's "canny" preprocessor hands over a picture's edges;
+- ``silhouette``: the filled shape, as people who colour in their scribble draw it.
+
+Everything is drawn at 4x and box-filtered down, like the shapes themselves, and is deterministic from the rng.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tools.shapes import dataset as world
+
+CONTROL_KINDS: tuple[str, ...] = ("scribble", "canny", "silhouette")
+CIRCLE_POINTS = 96  # vertices of the circle's outline polygon
+
+
+@dataclass(frozen=True)
+class Stroke:
+    """How a scribble is drawn: line width in px at 64, wobble amplitude in px, and the open gap's share of the
+    outline (0: closed)."""
+
+    width: float = 2.0
+    wobble: float = 0.0
+    gap: float = 0.0
+
+
+CLEAN_STROKE = Stroke()  # the evaluator's reference scribble: a clean, closed 2 px outline
+
+
+def draw_box(spec: world.ShapeSpec, rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """The box ``world.render(spec, rng)`` draws the shape in, with the same draws from ``rng`` in the same order
+    (so a caller that renders with ``render_in_box`` gets the dataset's own image)."""
+    low, high = world.SIZE_RANGES[spec.size]
+    side = float(rng.integers(low, high + 1))
+    dx, dy = rng.uniform(-world.JITTER, world.JITTER, size=2).tolist()
+    return world.box_for(spec, side, dx, dy)
+
+
+def render_in_box(spec: world.ShapeSpec, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The image (uint8 HxWx3) of ``spec``'s shape and colours drawn into ``box`` (px at 64): the dataset's
+    rendering, for a box that need not sit at an anchor."""
+    coverage = world.draw_mask(spec.shape, box)[..., None]
+    background = np.asarray(world.PALETTE[spec.background], dtype=np.float32)
+    foreground = np.asarray(world.PALETTE[spec.colour], dtype=np.float32)
+    return np.clip(np.rint(background + coverage * (foreground - background)), 0, 255).astype(np.uint8)
+
+
+def outline_points(shape: str, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The closed outline of ``shape`` filling ``box`` as an Nx2 array of (x, y) px (first point not repeated)."""
+    left, top, right, bottom = box
+    if shape == "circle":
+        angles = np.linspace(0.0, 2.0 * math.pi, CIRCLE_POINTS, endpoint=False)
+        unit = np.stack([0.5 + 0.5 * np.cos(angles), 0.5 + 0.5 * np.sin(angles)], axis=1)
+    else:
+        unit = np.asarray(world._unit_polygon(shape), dtype=np.float64)
+    return np.stack([left + unit[:, 0] * (right - left), top + unit[:, 1] * (bottom - top)], axis=1)
+
+
+def _resample(points: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points every ``spacing`` px along the closed outline, keeping its corners; and each point's arc position
+    in [0, 1)."""
+    closed = np.concatenate([points, points[:1]])
+    out, positions, travelled = [], [], 0.0
+    lengths = np.linalg.norm(np.diff(closed, axis=0), axis=1)
+    total = float(lengths.sum())
+    for start, end, length in zip(closed[:-1], closed[1:], lengths, strict=True):
+        pieces = max(1, int(math.ceil(length / spacing)))
+        for k in range(pieces):
+            out.append(start + (end - start) * k / pieces)
+            positions.append((travelled + length * k / pieces) / total)
+        travelled += length
+    return np.asarray(out), np.asarray(positions)
+
+
+def scribble(shape: str, box: tuple[float, float, float, float], stroke: Stroke = CLEAN_STROKE,
+             rng: np.random.Generator | None = None) -> np.ndarray:
+    """The outline of ``shape`` in ``box`` as a white stroke on black (uint8 HxW, 0..255).
+
+    The stroke straddles the shape's edge, as a pen traced round it would. ``stroke.wobble`` bends it by a smooth
+    random offset of up to that many px (low harmonics along the outline, so it stays one continuous line);
+    ``stroke.gap`` leaves that share of the outline undrawn. Both need ``rng``.
+    """
+    from PIL import Image, ImageDraw
+
+    scale = world.SUPERSAMPLE
+    points, arc = _resample(outline_points(shape, box), spacing=0.5)
+    if stroke.wobble > 0 and rng is not None:
+        offset = np.zeros_like(points)
+        for harmonic in (1, 2, 3, 5):
+            amplitude = stroke.wobble / harmonic * rng.uniform(0.3, 1.0, size=2)
+            phase = rng.uniform(0.0, 2.0 * math.pi, size=2)
+            offset += amplitude[None, :] * np.sin(2.0 * math.pi * harmonic * arc[:, None] + phase[None, :])
+        points = points + offset * (stroke.wobble / max(np.abs(offset).max(), 1e-9))
+    if stroke.gap > 0 and rng is not None:
+        # Open the outline: walk round from just after a random gap back to where the gap starts.
+        start = (arc - rng.uniform(0.0, 1.0)) % 1.0
+        order = np.argsort(start, kind="stable")
+        polyline = points[order[start[order] >= stroke.gap]]
+    else:
+        polyline = np.concatenate([points, points[:1]])
+    big = world.IMAGE_SIZE * scale
+    canvas = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(canvas)
+    width = max(1, round(stroke.width * scale))
+    draw.line([(float(x) * scale, float(y) * scale) for x, y in polyline], fill=255, width=width, joint="curve")
+    radius = width / 2
+    for x, y in polyline[[0, -1]]:  # round caps, so an open stroke's ends and the closing corner are not notched
+        draw.ellipse([x * scale - radius, y * scale - radius, x * scale + radius, y * scale + radius], fill=255)
+    small = canvas.resize((world.IMAGE_SIZE, world.IMAGE_SIZE), Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.uint8)
+
+
+def silhouette(shape: str, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The filled shape, white on black (uint8 HxW)."""
+    return np.clip(np.rint(world.draw_mask(shape, box) * 255.0), 0, 255).astype(np.uint8)
+
+
+def canny_edges(image: np.ndarray, sigma: float = 0.8, low: float = 0.15, high: float = 0.35) -> np.ndarray:
+    """Canny's edge map of an RGB image (uint8 HxW, 255 on edges): gradients per colour channel with the strongest
+    kept (two colours of equal brightness still have an edge), thinned to 1 px, weak edges kept where they touch
+    strong ones. ``low`` / ``high`` are fractions of the image's strongest gradient."""
+    from scipy import ndimage
+
+    pixels = ndimage.gaussian_filter(image.astype(np.float32), sigma=(sigma, sigma, 0))
+    gx = np.stack([ndimage.sobel(pixels[..., c], axis=1) for c in range(pixels.shape[-1])], axis=-1)
+    gy = np.stack([ndimage.sobel(pixels[..., c], axis=0) for c in range(pixels.shape[-1])], axis=-1)
+    magnitude = np.hypot(gx, gy)
+    channel = magnitude.argmax(axis=-1)[..., None]
+    gx = np.take_along_axis(gx, channel, -1)[..., 0]
+    gy = np.take_along_axis(gy, channel, -1)[..., 0]
+    magnitude = np.take_along_axis(magnitude, channel, -1)[..., 0]
+    peak = float(magnitude.max())
+    if peak <= 1e-6:
+        return np.zeros(magnitude.shape, dtype=np.uint8)
+    # Non-maximum suppression along the gradient direction, quantised to 0 / 45 / 90 / 135 degrees.
+    angle = (np.rad2deg(np.arctan2(gy, gx)) + 180.0) % 180.0
+    padded = np.pad(magnitude, 1)
+    height, width = magnitude.shape
+    thin = np.zeros_like(magnitude)
+    for lo, hi, (dy, dx) in ((0, 22.5, (0, 1)), (157.5, 180.1, (0, 1)), (22.5, 67.5, (1, 1)),
+                             (67.5, 112.5, (1, 0)), (112.5, 157.5, (1, -1))):
+        sector = (angle >= lo) & (angle < hi)
+        ahead = padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+        behind = padded[1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
+        keep = sector & (magnitude >= ahead) & (magnitude >= behind)
+        thin[keep] = magnitude[keep]
+    weak = thin >= low * peak
+    labels, count = ndimage.label(weak, structure=np.ones((3, 3), dtype=bool))
+    strong_labels = np.unique(labels[thin >= high * peak])
+    edges = np.isin(labels, strong_labels[strong_labels > 0])
+    return (edges * 255).astype(np.uint8)
+
+
+def to_rgb(control: np.ndarray) -> np.ndarray:
+    """A single-channel control map as the RGB image a ControlNet pipeline takes (uint8 HxWx3)."""
+    return np.repeat(control[..., None], 3, axis=-1)
+
+
+def control_for(kind: str, spec: world.ShapeSpec, box: tuple[float, float, float, float], image: np.ndarray,
+                stroke: Stroke = CLEAN_STROKE, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The control map (uint8 HxW) of one kind for a shape in ``box``; ``image`` is its rendering (for canny)."""
+    if kind == "scribble":
+        return scribble(spec.shape, box, stroke, rng)
+    if kind == "canny":
+        return canny_edges(image)
+    if kind == "silhouette":
+        return silhouette(spec.shape, box)
+    raise ValueError(f"unknown control kind {kind!r}; known: {', '.join(CONTROL_KINDS)}")

@@ -1,0 +1,474 @@
+"""Train the embedded ControlNet for the embedded shapes model: a scribble / edge map decides the shape, its size
+and where it is; the prompt decides the colours. Offline, on the CPU, in under half an hour::
+
+    python -m tools.shapes_controlnet.train --base models/Stable-diffusion/sfumato-shapes \\
+        --out models/ControlNet/sfumato-shapes-scribble --threads 2 --seed 0
+
+The ControlNet is ``ControlNetModel.from_unet`` on the base model's UNet (its encoder's weights as the start), with
+a conditioning embedding of two stride-2 stages (``embedding_channels``), because the base's autoencoder turns 64 px
+into 16 x 16 latents (SD's four-stage embedding is for its 8x autoencoder). The autoencoder, text encoder and UNet
+stay frozen; only the ControlNet learns, with the base's own noise schedule and prediction type (read from its
+scheduler config) and the base trainer's loss weighting (Min-SNR with high-noise steps at full weight, more weight
+on the shape's latent pixels). Examples come from ``tools/shapes_controlnet/data.py`` (training combinations only;
+control maps drawn as scribbles, canny edges or silhouettes; captions that sometimes contradict the control map).
+
+Every random draw of a step comes from (seed, step), the examples from (seed, index), so the same seed and thread
+count give the same weights, and ``--resume`` from ``OUT/.train-state`` ends where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tools.shapes_controlnet.data import ExampleRecipe
+
+STATE_DIR = ".train-state"
+CAPTION_LENGTH = 77
+# The markers bench/eval_controlnet.py --card writes its tables between.
+EVAL_START = "<!-- controlnet-eval:start (bench/eval_controlnet.py --card) -->"
+EVAL_END = "<!-- controlnet-eval:end -->"
+
+
+@dataclass(frozen=True)
+class ControlNetConfig:
+    """Everything that decides the trained weights besides the base model (the command line sets a few)."""
+
+    seed: int = 0
+    embedding_channels: tuple[int, ...] = (16, 32, 64)  # 64 px -> 16 x 16: two stride-2 stages
+    steps: int = 2400
+    batch: int = 64
+    lr: float = 5e-4
+    warmup: int = 100
+    ema_decay: float = 0.995  # 0: no EMA
+    caption_dropout: float = 0.1  # empty captions, so the unconditional half of CFG follows the control map too
+    snr_gamma: float = 5.0
+    object_loss_weight: float = 2.0
+    examples: int = 16384  # the fixed training set (latents and control maps computed once)
+    recipe: ExampleRecipe = dataclasses.field(default_factory=ExampleRecipe)
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # For tests and smoke runs: the same code path in seconds (the result controls nothing).
+    "tiny": {"embedding_channels": (8, 8, 16), "steps": 3, "batch": 4, "warmup": 1, "examples": 12},
+}
+
+
+def make_config(preset: str = "default", seed: int = 0, steps: int | None = None,
+                overrides: list[str] | None = None) -> ControlNetConfig:
+    """The recipe: defaults, then the preset, then explicit ``KEY=JSON`` overrides (``recipe.KEY`` too)."""
+    values: dict[str, Any] = {**PRESETS[preset], "seed": seed}
+    if steps is not None:
+        values["steps"] = steps
+    recipe: dict[str, Any] = {}
+    fields = {f.name for f in dataclasses.fields(ControlNetConfig)}
+    recipe_fields = {f.name for f in dataclasses.fields(ExampleRecipe)}
+    for item in overrides or []:
+        key, _, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        value = tuple(value) if isinstance(value, list) else value
+        if key.startswith("recipe.") and key[7:] in recipe_fields:
+            recipe[key[7:]] = value
+        elif key in fields and key != "recipe":
+            values[key] = value
+        else:
+            raise SystemExit(f"--set: unknown setting {key!r}")
+    return ControlNetConfig(**values, recipe=ExampleRecipe(**recipe))
+
+
+@dataclass(frozen=True)
+class Base:
+    """What the ControlNet is trained for: the base model's folder, world, schedule and recommended sampling."""
+
+    path: Path
+    rows: int
+    scheduler: dict[str, Any]
+    recommended: dict[str, Any]
+    unet_sha256: str
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler.get("prediction_type", "epsilon")
+
+
+def read_base(path: Path) -> Base:
+    """The base model's settings from its folder (scheduler config, training_config.json, UNet weights' hash)."""
+    path = Path(path)
+    scheduler = json.loads((path / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+    training = path / "training_config.json"
+    record = json.loads(training.read_text(encoding="utf-8")) if training.is_file() else {}
+    weights = sorted((path / "unet").glob("*.safetensors"))
+    digest = hashlib.sha256(weights[0].read_bytes()).hexdigest() if weights else ""
+    recommended = {"sampler": "Euler", "steps": 20, "guidance": 3.0, **record.get("recommended", {})}
+    return Base(path=path, rows=int(record.get("rows", 3)), scheduler=scheduler, recommended=recommended,
+                unet_sha256=digest)
+
+
+def noise_schedule(base: Base):
+    """The base's training noise schedule (DDPM form of its saved sampler's betas and prediction type)."""
+    from diffusers import DDPMScheduler
+
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type",
+            "steps_offset", "timestep_spacing", "rescale_betas_zero_snr")
+    return DDPMScheduler.from_config({k: base.scheduler[k] for k in keys if k in base.scheduler})
+
+
+def build_controlnet(unet, config: ControlNetConfig):
+    """The ControlNet: the UNet's encoder and middle block copied, zero-initialised output convolutions."""
+    from diffusers import ControlNetModel
+
+    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(config.embedding_channels),
+                                     conditioning_channels=3)
+
+
+def _set_determinism(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already set in this process (tests train more than once)
+        torch.set_num_interop_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _step_generator(seed: int, step: int):
+    """The generator of one step: a pure function of (seed, step), so resuming changes nothing."""
+    import torch
+
+    return torch.Generator("cpu").manual_seed((seed * 1_000_003 + 7 * 100_003 + step) % (2**63))
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to zero (as the base trainer)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def loss_weights(alphas_cumprod, timesteps, prediction_type: str, snr_gamma: float):
+    """The base trainer's per-sample weights: for v-prediction, the clean-latent loss weighted by
+    min(SNR, gamma) + 1 (high-noise steps, where the layout is decided, keep full weight); Min-SNR for epsilon."""
+    snr = alphas_cumprod[timesteps] / (1.0 - alphas_cumprod[timesteps])
+    if prediction_type == "v_prediction":
+        return (snr.clamp(max=snr_gamma) + 1.0) / (snr + 1.0)
+    return snr.clamp(max=snr_gamma) / snr
+
+
+@dataclass
+class TrainingSet:
+    """The fixed examples: latent mean / std, control maps (uint8, one channel), specs, shape masks at the
+    latents' resolution."""
+
+    means: Any
+    stds: Any
+    controls: Any
+    specs: list
+    masks: Any
+    kinds: list
+
+
+def build_training_set(vae, config: ControlNetConfig, rows: int, progress: bool = True) -> TrainingSet:
+    """Draw the examples and encode their images once (the autoencoder is frozen)."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from tools.shapes.train import object_masks
+    from tools.shapes_controlnet.data import training_example
+
+    means, stds, controls, specs, masks, kinds = [], [], [], [], [], []
+    chunk = 256
+    with torch.no_grad():
+        for start in tqdm(range(0, config.examples, chunk), desc="examples", disable=not progress,
+                          dynamic_ncols=True, mininterval=2.0):
+            batch = [training_example(config.seed, i, rows, config.recipe)
+                     for i in range(start, min(start + chunk, config.examples))]
+            images = np.stack([e.image for e in batch])
+            pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+            posterior = vae.encode(pixels).latent_dist
+            means.append(posterior.mean.float())
+            stds.append(posterior.std.float())
+            controls.append(torch.from_numpy(np.stack([e.control for e in batch]))[:, None])
+            masks.append(object_masks(images, [e.spec for e in batch], posterior.mean.shape[-1]))
+            specs += [e.spec for e in batch]
+            kinds += [e.kind for e in batch]
+    return TrainingSet(torch.cat(means), torch.cat(stds), torch.cat(controls), specs, torch.cat(masks), kinds)
+
+
+class _Ema:
+    """Exponential moving average of the ControlNet's parameters (with the usual warm-up of the decay)."""
+
+    def __init__(self, parameters, decay: float):
+        self.decay = decay
+        self.shadow = [p.detach().clone() for p in parameters]
+
+    def update(self, parameters, step: int) -> None:
+        import torch
+
+        decay = min(self.decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for shadow, param in zip(self.shadow, parameters, strict=True):
+                shadow.lerp_(param.detach(), 1.0 - decay)
+
+    def copy_to(self, parameters) -> None:
+        import torch
+
+        with torch.no_grad():
+            for shadow, param in zip(self.shadow, parameters, strict=True):
+                param.copy_(shadow)
+
+
+def _save_state(out: Path, payload: dict[str, Any]) -> None:
+    """A checkpoint in OUT/.train-state, written atomically (a crash mid-write keeps the previous one)."""
+    import torch
+
+    folder = out / STATE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / ".controlnet.pt.tmp"
+    torch.save(payload, staging)
+    os.replace(staging, folder / "controlnet.pt")
+
+
+def _load_state(out: Path) -> dict[str, Any] | None:
+    import torch
+
+    path = out / STATE_DIR / "controlnet.pt"
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
+def load_base_parts(base: Base):
+    """The frozen parts of the base model: autoencoder, text encoder, tokenizer, UNet (float32, eval mode)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = str(base.path)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32, local_files_only=True)
+    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=torch.float32,
+                                                 local_files_only=True)
+    tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32,
+                                                local_files_only=True)
+    for module in (vae, text_encoder, unet):
+        module.requires_grad_(False)
+        module.eval()
+    return vae, text_encoder, tokenizer, unet
+
+
+@dataclass
+class Trained:
+    """What ``train`` returns: the ControlNet (EMA weights loaded) and how long each part took."""
+
+    controlnet: Any
+    seconds: dict[str, float]
+
+
+def train(base: Base, config: ControlNetConfig, out: Path, *, resume: bool = False, threads: int = 2,
+          checkpoint_every: int = 200, progress: bool = True) -> Trained:
+    """Train the ControlNet for ``base`` (checkpoints in ``out/.train-state``); returns it with its timings."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from tools.shapes_controlnet.data import training_caption
+
+    _set_determinism(threads)
+    clock = time.perf_counter()
+    vae, text_encoder, tokenizer, unet = load_base_parts(base)
+    data = build_training_set(vae, config, base.rows, progress)
+    prepared = time.perf_counter() - clock
+    schedule = noise_schedule(base)
+    alphas_cumprod = schedule.alphas_cumprod
+    torch.manual_seed(config.seed)
+    controlnet = build_controlnet(unet, config).train()
+    # channels-last convolutions are faster on CPU (oneDNN); the numbers are the same either way.
+    controlnet = controlnet.to(memory_format=torch.channels_last)
+    unet = unet.to(memory_format=torch.channels_last)
+    parameters = list(controlnet.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=0.0, fused=True)
+    ema = _Ema(parameters, config.ema_decay) if config.ema_decay else None
+    start, earlier = 0, 0.0
+    saved = _load_state(out) if resume else None
+    if saved is not None:
+        if saved["config"] != config.to_json() or saved["base_unet_sha256"] != base.unet_sha256:
+            raise SystemExit("--resume: the checkpoint was made with other settings or another base model")
+        controlnet.load_state_dict(saved["controlnet"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if ema is not None:
+            ema.shadow = list(saved["ema"])
+        start, earlier = saved["step"], float(saved["seconds"])
+    scaling = vae.config.scaling_factor
+    pixel_weights = 1.0 + config.object_loss_weight * data.masks
+    token_cache: dict[str, list[int]] = {}
+
+    def encode(captions: list[str]):
+        missing = [c for c in dict.fromkeys(captions) if c not in token_cache]
+        if missing:
+            ids = tokenizer(missing, padding="max_length", max_length=CAPTION_LENGTH, truncation=True).input_ids
+            token_cache.update(zip(missing, ids, strict=True))
+        with torch.no_grad():
+            return text_encoder(torch.tensor([token_cache[c] for c in captions], dtype=torch.long))[0]
+
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="controlnet",
+               disable=not progress, dynamic_ncols=True, mininterval=2.0)
+    started, running = time.perf_counter(), None
+    for step in bar:
+        generator = _step_generator(config.seed, step)
+        rng = np.random.default_rng([config.seed, 7, step])
+        index = torch.randint(len(data.specs), (config.batch,), generator=generator)
+        shape = (config.batch, *data.means.shape[1:])
+        latent_noise = torch.randn(shape, generator=generator)
+        noise = torch.randn(shape, generator=generator)
+        timesteps = torch.randint(0, schedule.config.num_train_timesteps, (config.batch,), generator=generator)
+        latents = (data.means[index] + data.stds[index] * latent_noise) * scaling
+        drop = rng.random(config.batch) < config.caption_dropout
+        captions = ["" if drop[i] else training_caption(data.specs[int(j)], rng, base.rows, config.recipe)
+                    for i, j in enumerate(index.tolist())]
+        control = data.controls[index].float().div(255.0).expand(-1, 3, -1, -1)
+        noisy = schedule.add_noise(latents, noise, timesteps).contiguous(memory_format=torch.channels_last)
+        target = schedule.get_velocity(latents, noise, timesteps) if base.prediction_type == "v_prediction" \
+            else noise
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config.steps, config.lr, config.warmup)
+        hidden = encode(captions)
+        down, mid = controlnet(noisy, timesteps, hidden, controlnet_cond=control.contiguous(
+            memory_format=torch.channels_last), return_dict=False)
+        prediction = unet(noisy, timesteps, hidden, down_block_additional_residuals=down,
+                          mid_block_additional_residual=mid).sample
+        error = (prediction.float() - target.float()).square() * pixel_weights[index]
+        per_sample = error.mean(dim=(1, 2, 3))
+        loss = (per_sample * loss_weights(alphas_cumprod, timesteps, base.prediction_type, config.snr_gamma)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        if ema is not None:
+            ema.update(parameters, step)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 10 == 0:
+            pace = (time.perf_counter() - started) / (step - start + 1)
+            bar.set_postfix(loss=f"{running:.4f}", s_per_step=f"{pace:.2f}")
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < config.steps:
+            _save_state(out, {"config": config.to_json(), "base_unet_sha256": base.unet_sha256, "step": step + 1,
+                              "seconds": earlier + time.perf_counter() - clock,
+                              "controlnet": controlnet.state_dict(), "optimizer": optimizer.state_dict(),
+                              "ema": ema.shadow if ema is not None else []})
+    if ema is not None:
+        ema.copy_to(parameters)
+    controlnet = controlnet.to(memory_format=torch.contiguous_format).eval()
+    # A resumed run counts the interrupted run's time up to its checkpoint too (the wall time of the whole job).
+    return Trained(controlnet, {"prepare": prepared, "total": earlier + time.perf_counter() - clock})
+
+
+def halve_weights(folder: Path) -> None:
+    """Store the float32 tensors of a saved model as float16 (half the size; they load as float32 as well)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        tensors = load_file(str(path))
+        halved = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
+        staging = path.with_suffix(".tmp")
+        save_file(halved, str(staging), metadata={"format": "pt"})
+        os.replace(staging, path)
+
+
+def save(trained: Trained, out: Path, base: Base, config: ControlNetConfig, *, command: str, threads: int,
+         half: bool = True) -> Path:
+    """Write the diffusers ControlNet folder (config.json + safetensors), training_config.json and the card."""
+    import torch
+
+    out = Path(out)
+    staging = out.parent / f".{out.name}.saving"
+    if staging.exists():
+        shutil.rmtree(staging)
+    trained.controlnet.save_pretrained(str(staging), safe_serialization=True)
+    if half:
+        halve_weights(staging)
+    out.mkdir(parents=True, exist_ok=True)
+    for child in out.iterdir():
+        if child.name != STATE_DIR:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    for child in staging.iterdir():
+        os.replace(child, out / child.name)
+    staging.rmdir()
+    record = {
+        **config.to_json(),
+        "base": {"name": base.path.name, "unet_sha256": base.unet_sha256, "rows": base.rows,
+                 "prediction_type": base.prediction_type},
+        "recommended": base.recommended,
+        "timing": {"threads": threads, "torch": torch.__version__, "minutes": trained.seconds["total"] / 60,
+                   "prepare_minutes": trained.seconds["prepare"] / 60},
+        "command": command,
+    }
+    (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    from tools.shapes_controlnet.card import write_card
+
+    write_card(out, record)
+    return out
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of a model folder (without training state)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and STATE_DIR not in p.parts)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tools.shapes_controlnet.train",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--base", type=Path, default=Path("models/Stable-diffusion/sfumato-shapes"),
+                        help="the base model folder (diffusers)")
+    parser.add_argument("--out", type=Path, required=True, help="ControlNet folder to write")
+    parser.add_argument("--steps", type=int, help="training steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (results depend on it: keep it fixed)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/.train-state")
+    parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (0: none)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a recipe setting, e.g. --set lr=3e-4 --set recipe.canny=0.3")
+    parser.add_argument("--keep-state", action="store_true", help="keep .train-state after saving")
+    parser.add_argument("--full-precision", action="store_true", help="save float32 weights")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    args = parse_args(arguments)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = make_config(args.preset, args.seed, args.steps, args.set)
+    base = read_base(args.base)
+    out = Path(args.out)
+    if not args.resume and (out / STATE_DIR).exists():
+        shutil.rmtree(out / STATE_DIR)
+    trained = train(base, config, out, resume=args.resume, threads=args.threads,
+                    checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    command = "python -m tools.shapes_controlnet.train " + " ".join(a for a in arguments if a != "--resume")
+    save(trained, out, base, config, command=command, threads=args.threads, half=not args.full_precision)
+    if not args.keep_state and (out / STATE_DIR).exists():
+        shutil.rmtree(out / STATE_DIR)
+    print(f"Trained in {trained.seconds['total'] / 60:.1f} min; saved to {out} ({folder_size(out) / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
