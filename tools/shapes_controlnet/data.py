@@ -39,7 +39,7 @@ class ExampleRecipe:
     wobble: float = 1.5  # largest hand-drawn wobble, px at 64
     gap_probability: float = 0.1
     gap: tuple[float, float] = (0.04, 0.12)  # share of the outline an open scribble leaves out
-    conflict_probability: float = 0.3
+    conflict_probability: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,19 @@ class Example:
     free: bool
 
 
-def measured_spec(spec: world.ShapeSpec, image: np.ndarray) -> world.ShapeSpec:
-    """``spec`` with the size and position the evaluator reads from ``image`` (a free box's nearest anchors)."""
+def measured_spec(spec: world.ShapeSpec, image: np.ndarray, rows: int) -> world.ShapeSpec:
+    """``spec`` with the size and position the evaluator reads from ``image`` (a free box's nearest anchors); in a
+    1-row world a shape above or below the middle keeps only its column (the base model knows no "top" or
+    "bottom", so a caption must not name them)."""
     from tools.shapes import metrics
 
     reading = metrics.measure(image)
     if not reading.found:
         return spec
-    return dataclasses.replace(spec, size=reading.size, position=reading.position)
+    position = reading.position
+    if position not in world.positions(rows):
+        position = f"middle {position.split()[1]}"
+    return dataclasses.replace(spec, size=reading.size, position=position)
 
 
 def _free_box(rng: np.random.Generator) -> tuple[float, float, float, float]:
@@ -86,7 +91,7 @@ def training_example(seed: int, index: int, rows: int, recipe: ExampleRecipe) ->
             break
         box = _free_box(rng)
         image = ctl.render_in_box(spec, box)
-        spec = measured_spec(spec, image)
+        spec = measured_spec(spec, image, rows)
         if not world.is_heldout(spec, rows):
             break
     kind = "canny" if draws[1] < recipe.canny else "silhouette" if draws[1] < recipe.canny + recipe.silhouette \

@@ -56,6 +56,7 @@ class ControlNetConfig:
     snr_gamma: float = 5.0
     object_loss_weight: float = 2.0
     examples: int = 16384  # the fixed training set (latents and control maps computed once)
+    bf16: bool = False  # bfloat16 autocast for the ControlNet and UNet (weights and loss stay float32)
     recipe: ExampleRecipe = dataclasses.field(default_factory=ExampleRecipe)
 
     def to_json(self) -> dict[str, Any]:
@@ -349,10 +350,11 @@ def train(base: Base, config: ControlNetConfig, out: Path, *, resume: bool = Fal
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.steps, config.lr, config.warmup)
         hidden = encode(captions)
-        down, mid = controlnet(noisy, timesteps, hidden, controlnet_cond=control.contiguous(
-            memory_format=torch.channels_last), return_dict=False)
-        prediction = unet(noisy, timesteps, hidden, down_block_additional_residuals=down,
-                          mid_block_additional_residual=mid).sample
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            down, mid = controlnet(noisy, timesteps, hidden, controlnet_cond=control.contiguous(
+                memory_format=torch.channels_last), return_dict=False)
+            prediction = unet(noisy, timesteps, hidden, down_block_additional_residuals=down,
+                              mid_block_additional_residual=mid).sample
         error = (prediction.float() - target.float()).square() * pixel_weights[index]
         per_sample = error.mean(dim=(1, 2, 3))
         loss = (per_sample * loss_weights(alphas_cumprod, timesteps, base.prediction_type, config.snr_gamma)).mean()
