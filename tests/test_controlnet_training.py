@@ -188,3 +188,17 @@ def test_the_committed_controlnet_puts_the_shape_where_the_scribble_is():
     tally, _ = score(images, cases)
     accuracy = tally.accuracy()
     assert accuracy["position"] >= 7 / 8 and accuracy["foreground"] >= 7 / 8, accuracy
+
+
+def test_a_time_capped_run_is_reproduced_by_the_steps_it_reached(tmp_path):
+    from tools.shapes_controlnet.train import reproduce_command
+
+    base = read_base(BASE)
+    capped = train(base, make_config("tiny", seed=0), tmp_path / "a", threads=1, checkpoint_every=0,
+                   progress=False, max_minutes=0.0)
+    assert capped.steps == 1
+    exact = train(base, make_config("tiny", seed=0, steps=1), tmp_path / "b", threads=1, checkpoint_every=0,
+                  progress=False)
+    assert same(weights(capped.controlnet), weights(exact.controlnet))
+    command = "python -m tools.shapes_controlnet.train --out x --max-minutes 29 --steps 3000 --seed 0"
+    assert reproduce_command(command, 1234) == "python -m tools.shapes_controlnet.train --out x --seed 0 --steps 1234"

@@ -35,6 +35,10 @@ def write_card(out: Path, record: dict[str, Any]) -> Path:
     where = ("left / centre / right, vertically centred" if base["rows"] == 1 else
              "a 3 x 3 grid (top / middle / bottom x left / centre / right)")
     size_mb = folder_size(out) / 1e6
+    steps_done = record.get("steps_done", record["steps"])
+    stopped = (f" The time cap stopped it after {steps_done} of {record['steps']} planned steps; the learning rate "
+               f"is constant after warm-up, so `{record['reproduce']}` gives the same weights."
+               if steps_done < record["steps"] else "")
     scribble = 1.0 - recipe["canny"] - recipe["silhouette"]
     text = f"""---
 license: agpl-3.0
@@ -73,8 +77,8 @@ scribble) or a scribble / canny preprocessor.
 {record["command"]}
 ```
 Took {timing["minutes"]:.1f} minutes on {timing["threads"]} CPU thread(s) (torch {timing["torch"]}), of which
-{timing["prepare_minutes"]:.1f} drawing and encoding the examples. The same command, seed, thread count and
-PyTorch version give the same weights; `--resume` continues from `.train-state/` after an interruption.
+{timing["prepare_minutes"]:.1f} drawing and encoding the examples.{stopped} The same command, seed, thread count
+and PyTorch version give the same weights; `--resume` continues from `.train-state/` after an interruption.
 
 - `ControlNetModel.from_unet` on the base UNet (its encoder and middle block copied, zero-initialised output
   convolutions), conditioning embedding channels {tuple(record["embedding_channels"])}: two stride-2 stages,
@@ -83,9 +87,10 @@ PyTorch version give the same weights; `--resume` continues from `.train-state/`
   schedule and {base["prediction_type"]} (from its scheduler config) and the base trainer's loss weighting
   (Min-SNR gamma {record["snr_gamma"]:g}, high-noise steps at full weight, 1 + {record["object_loss_weight"]:g} on
   the shape's latent pixels).
-- {record["steps"]} steps of batch {record["batch"]} over {record["examples"]} fixed examples, AdamW
-  {record["lr"]:g} with {record["warmup"]} warm-up steps and cosine decay, EMA {record["ema_decay"]},
-  {record["caption_dropout"]:.0%} empty captions (the unconditional half of CFG sees the control image too).
+- {steps_done} steps of batch {record["batch"]} over {record["examples"]} fixed examples, AdamW
+  {record["lr"]:g} with {record["warmup"]} warm-up steps, then constant, EMA {record["ema_decay"]},
+  {record["caption_dropout"]:.0%} empty captions (the unconditional half of CFG sees the control image too);
+  bfloat16 autocast {"on" if record.get("bf16") else "off"} (weights and loss in float32).
 - Base model: `{base["name"]}`, UNet sha256 `{base["unet_sha256"][:16]}…`; all settings in
   `training_config.json`.
 

@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import sys
@@ -156,12 +155,10 @@ def _step_generator(seed: int, step: int):
     return torch.Generator("cpu").manual_seed((seed * 1_000_003 + 7 * 100_003 + step) % (2**63))
 
 
-def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to zero (as the base trainer)."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+def learning_rate(step: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then constant (the EMA does the averaging a decay would): the weights after step k do not
+    depend on how many steps were planned, so a run stopped by ``--max-minutes`` is reproduced by ``--steps k``."""
+    return peak * min(1.0, (step + 1) / max(1, warmup))
 
 
 def loss_weights(alphas_cumprod, timesteps, prediction_type: str, snr_gamma: float):
@@ -280,11 +277,16 @@ class Trained:
 
     controlnet: Any
     seconds: dict[str, float]
+    steps: int
 
 
 def train(base: Base, config: ControlNetConfig, out: Path, *, resume: bool = False, threads: int = 2,
-          checkpoint_every: int = 200, progress: bool = True) -> Trained:
-    """Train the ControlNet for ``base`` (checkpoints in ``out/.train-state``); returns it with its timings."""
+          checkpoint_every: int = 200, progress: bool = True, max_minutes: float | None = None) -> Trained:
+    """Train the ControlNet for ``base`` (checkpoints in ``out/.train-state``); returns it with its timings.
+
+    ``max_minutes`` stops after the step that passes that much wall time (preparation included); ``Trained.steps``
+    says how many steps were done.
+    """
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -330,7 +332,7 @@ def train(base: Base, config: ControlNetConfig, out: Path, *, resume: bool = Fal
 
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="controlnet",
                disable=not progress, dynamic_ncols=True, mininterval=2.0)
-    started, running = time.perf_counter(), None
+    started, running, done = time.perf_counter(), None, start
     for step in bar:
         generator = _step_generator(config.seed, step)
         rng = np.random.default_rng([config.seed, 7, step])
@@ -348,7 +350,7 @@ def train(base: Base, config: ControlNetConfig, out: Path, *, resume: bool = Fal
         target = schedule.get_velocity(latents, noise, timesteps) if base.prediction_type == "v_prediction" \
             else noise
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config.steps, config.lr, config.warmup)
+            group["lr"] = learning_rate(step, config.lr, config.warmup)
         hidden = encode(captions)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
             down, mid = controlnet(noisy, timesteps, hidden, controlnet_cond=control.contiguous(
@@ -373,11 +375,15 @@ def train(base: Base, config: ControlNetConfig, out: Path, *, resume: bool = Fal
                               "seconds": earlier + time.perf_counter() - clock,
                               "controlnet": controlnet.state_dict(), "optimizer": optimizer.state_dict(),
                               "ema": ema.shadow if ema is not None else []})
+        done = step + 1
+        if max_minutes is not None and earlier + time.perf_counter() - clock > 60 * max_minutes:
+            bar.close()
+            break
     if ema is not None:
         ema.copy_to(parameters)
     controlnet = controlnet.to(memory_format=torch.contiguous_format).eval()
     # A resumed run counts the interrupted run's time up to its checkpoint too (the wall time of the whole job).
-    return Trained(controlnet, {"prepare": prepared, "total": earlier + time.perf_counter() - clock})
+    return Trained(controlnet, {"prepare": prepared, "total": earlier + time.perf_counter() - clock}, done)
 
 
 def halve_weights(folder: Path) -> None:
@@ -420,12 +426,30 @@ def save(trained: Trained, out: Path, base: Base, config: ControlNetConfig, *, c
         "timing": {"threads": threads, "torch": torch.__version__, "minutes": trained.seconds["total"] / 60,
                    "prepare_minutes": trained.seconds["prepare"] / 60},
         "command": command,
+        "steps_done": trained.steps,
+        "reproduce": reproduce_command(command, trained.steps) if trained.steps < config.steps else command,
     }
     (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     from tools.shapes_controlnet.card import write_card
 
     write_card(out, record)
     return out
+
+
+def reproduce_command(command: str, steps: int) -> str:
+    """``command`` with its time cap replaced by the steps it reached (what gives the same weights anywhere)."""
+    words, kept, skip = command.split(), [], False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        if word in ("--max-minutes", "--steps"):
+            skip = True
+            continue
+        if word.startswith(("--max-minutes=", "--steps=")):
+            continue
+        kept.append(word)
+    return " ".join([*kept, "--steps", str(steps)])
 
 
 def folder_size(folder: Path) -> int:
@@ -450,6 +474,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep-state", action="store_true", help="keep .train-state after saving")
     parser.add_argument("--full-precision", action="store_true", help="save float32 weights")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--max-minutes", type=float,
+                        help="stop after this much wall time and save (the card then gives the --steps that "
+                             "reproduce the weights)")
     return parser.parse_args(argv)
 
 
@@ -463,12 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume and (out / STATE_DIR).exists():
         shutil.rmtree(out / STATE_DIR)
     trained = train(base, config, out, resume=args.resume, threads=args.threads,
-                    checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+                    checkpoint_every=args.checkpoint_every, progress=not args.quiet, max_minutes=args.max_minutes)
     command = "python -m tools.shapes_controlnet.train " + " ".join(a for a in arguments if a != "--resume")
     save(trained, out, base, config, command=command, threads=args.threads, half=not args.full_precision)
     if not args.keep_state and (out / STATE_DIR).exists():
         shutil.rmtree(out / STATE_DIR)
-    print(f"Trained in {trained.seconds['total'] / 60:.1f} min; saved to {out} ({folder_size(out) / 1e6:.1f} MB)")
+    print(f"Trained {trained.steps} of {config.steps} steps in {trained.seconds['total'] / 60:.1f} min; "
+          f"saved to {out} ({folder_size(out) / 1e6:.1f} MB)")
     return 0
 
 
