@@ -1,9 +1,9 @@
 """Tiny ControlNets for the tests, built from a tiny pipeline's UNet and saved in the layouts users download.
 
 ``ControlNetModel.from_unet`` copies the UNet's encoder; its zero convolutions start at zero (a new ControlNet
-changes nothing), so they are drawn at random here, or the tests could not see a ControlNet act; the
-conditioning encoder is redrawn too, so that the control image (not only the ControlNet's presence) matters. Three layouts:
-a diffusers folder, a diffusers state dict in one ``.safetensors`` file, and the original ControlNet layout
+changes nothing), so they are drawn at random here, or the tests could not see a ControlNet act; the conditioning
+encoder is redrawn too, so that the control image (not only the ControlNet's presence) matters. Three layouts: a
+diffusers folder, a diffusers state dict in one ``.safetensors`` file, and the original ControlNet layout
 (``control_model.input_blocks...``, what ``control_v11p_sd15_canny.pth`` holds), written by inverting the key
 renames diffusers' converter applies when it reads that layout.
 """

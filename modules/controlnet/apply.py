@@ -189,7 +189,7 @@ def plan_controls(units: tuple[ControlNetUnit, ...], *, registry: ControlNetRegi
         if source is None:
             raise RequestError(f"{prefix}.image", "give the unit a control image (txt2img has no input image to "
                                                   "fall back on)")
-        control = preprocess(unit, source, size, prefix)
+        control = preprocess(unit, source, size, prefix, registry.models_dir)
         try:
             model = models.get(info, unet, device)
         except ControlNetLoadError as error:
@@ -200,7 +200,8 @@ def plan_controls(units: tuple[ControlNetUnit, ...], *, registry: ControlNetRegi
     return plan
 
 
-def preprocess(unit: ControlNetUnit, image: Image.Image, size: tuple[int, int], prefix: str) -> Image.Image:
+def preprocess(unit: ControlNetUnit, image: Image.Image, size: tuple[int, int], prefix: str,
+               models_dir: Any = None) -> Image.Image:
     """The unit's preprocessor on its image (RGB), at ``processor_res`` or, pixel-perfect, at the output's size."""
     from modules.image.masks import flatten
 
@@ -211,6 +212,7 @@ def preprocess(unit: ControlNetUnit, image: Image.Image, size: tuple[int, int], 
 
     resolution = min(size) if unit.pixel_perfect else unit.processor_res
     try:
-        return preprocessors.run(unit.module, rgb, resolution, unit.threshold_a, unit.threshold_b)
+        return preprocessors.run(unit.module, rgb, resolution, unit.threshold_a, unit.threshold_b,
+                                 models_dir=models_dir)
     except RequestError as error:
         raise RequestError(f"{prefix}.{error.field}", error.message) from None

@@ -82,10 +82,7 @@ def _check_controlnets(request: GenerationRequest, engine: Engine) -> None:
         if unit.module.strip().lower() not in (NONE_MODULE, ""):
             from modules.controlnet import preprocessors
 
-            try:
-                preprocessors.find(unit.module)
-            except RequestError as error:
-                raise RequestError(f"controlnet[{index}].module", error.message) from None
+            preprocessors.check_runnable(unit.module, f"controlnet[{index}].module", engine.controlnets.models_dir)
 
 
 def _check_canvas(request: GenerationRequest, limits: Limits) -> None:
