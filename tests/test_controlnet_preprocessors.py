@@ -202,3 +202,42 @@ def test_module_list_and_detail_follow_the_extension_shape():
     assert detail["depth"]["available"] is False
     assert detail["depth"]["requires"] == ["models/ControlNet/annotators/dpt_hybrid-midas-501f0c75.pt"]
     assert "depth_midas" in module_detail(alias_names=True)
+
+
+# -- the UI part: the handlers are plain functions ------------------------------------------------------------------
+
+
+def test_ui_sliders_follow_the_chosen_preprocessor():
+    from app.ui.controlnet_preprocessor import module_choices, slider_updates
+
+    assert module_choices()[0] == "none" and "invert (from white bg & black line)" in module_choices()
+    assert "depth_midas" not in module_choices()  # listed by the API, not offered where it could only fail
+    resolution, low, high = slider_updates("canny")
+    assert resolution["visible"] and resolution["value"] == 512
+    assert (low["label"], low["minimum"], low["maximum"], low["value"]) == ("Low Threshold", 1, 255, 100)
+    assert high["label"] == "High Threshold" and high["value"] == 200
+    resolution, sigma, hidden = slider_updates("blur_gaussian")
+    assert sigma["label"] == "Sigma" and sigma["value"] == 9.0 and hidden["visible"] is False
+    assert all(update["visible"] is False for update in slider_updates("invert (from white bg & black line)"))
+
+
+def test_ui_preview_shows_the_control_image_or_warns_naming_the_field(monkeypatch):
+    import app.ui.controlnet_preprocessor as ui
+
+    warnings: list[str] = []
+    monkeypatch.setattr(ui.gr, "Warning", warnings.append)
+    shown = ui.preview("canny", np.asarray(white_square(64, 16)), 64, 100, 200)
+    assert shown.size == (64, 64) and np.asarray(shown).any()
+    assert ui.preview("canny", None, 64, 100, 200) is None and warnings[-1].startswith("image:")
+    assert ui.preview("nope", white_square(64, 16), 64, 0, 0) is None and warnings[-1].startswith("module:")
+
+
+def test_ui_controls_build_inside_blocks():
+    import gradio as gr
+
+    from app.ui.controlnet_preprocessor import build_preprocessor_controls
+
+    with gr.Blocks():
+        image = gr.Image(type="pil")
+        controls = build_preprocessor_controls(image)
+    assert controls.module.value == "none" and controls.threshold_a.visible is False
