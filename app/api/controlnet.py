@@ -77,10 +77,10 @@ def version() -> dict[str, int]:
 
 
 @router.get("/module_list", response_model=ModuleListResponse)
-def module_list(services: ServicesDep, alias_names: bool = False) -> dict[str, Any]:
+def module_list(alias_names: bool = False) -> dict[str, Any]:
     """Every preprocessor with its sliders; ``alias_names=true`` answers the extension's UI labels instead."""
     return {"module_list": preprocessors.module_names(alias_names),
-            "module_detail": preprocessors.module_detail(alias_names, services.config.models_dir)}
+            "module_detail": preprocessors.module_detail(alias_names)}
 
 
 @router.post("/detect", response_model=DetectResponse)

@@ -130,11 +130,12 @@ class Preprocessor:
         """The error for asking to run a model-based preprocessor, naming the files that are missing."""
         missing = tuple(shown for shown, name in zip(self.required_files(), self.needs, strict=True)
                         if models_dir is None or not (Path(models_dir) / ANNOTATOR_FOLDER / name).is_file())
+        shown_name = repr(self.name) if self.label == self.name else f"{self.name!r} ({self.label})"
         if missing:
-            message = (f"preprocessor {self.name!r} needs a model this studio does not have: "
+            message = (f"preprocessor {shown_name} needs a model this studio does not have: "
                        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
         else:
-            message = (f"preprocessor {self.name!r} needs a model ({', '.join(self.required_files())}); the file is "
+            message = (f"preprocessor {shown_name} needs a model ({', '.join(self.required_files())}); the file is "
                        "there but this version of Sfumato cannot run it yet: use a model-free preprocessor or "
                        "send a ready control image with module 'none'")
         return PreprocessorNeedsModel(field_name, message, missing)
@@ -343,7 +344,7 @@ def module_names(alias_names: bool = False) -> list[str]:
     return [p.label if alias_names else p.name for p in PREPROCESSORS.values()]
 
 
-def module_detail(alias_names: bool = False, models_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+def module_detail(alias_names: bool = False) -> dict[str, dict[str, Any]]:
     """The extension's ``module_detail``: per module, ``model_free`` (False: every one needs a ControlNet model)
     and its ``sliders``; plus ``available`` (runs in this studio) and ``requires`` (the annotator files a
     model-based one needs under ``models/``), which the extension's clients ignore."""
