@@ -9,11 +9,12 @@ from PIL import Image, ImageDraw
 from modules.controlnet.preprocessors import (
     PREPROCESSORS,
     PreprocessorNeedsModel,
-    find_preprocessor,
+    check_runnable,
+    find,
     module_detail,
     module_names,
-    run_preprocessor,
 )
+from modules.controlnet.preprocessors import run as run_preprocessor
 from modules.errors import RequestError
 
 pytest.importorskip("cv2")
@@ -49,7 +50,7 @@ def roughness(image: Image.Image) -> float:
 
 @pytest.mark.parametrize("name", MODEL_FREE)
 def test_every_preprocessor_answers_rgb_at_the_resolution_rule(name):
-    preprocessor = find_preprocessor(name)
+    preprocessor = find(name)
     out = run_preprocessor(name, drawing(160, 96), resolution=192)
     assert out.mode == "RGB"
     if name == "tile_resample":  # keeps the size at its default rate of 1
@@ -175,7 +176,20 @@ def test_model_based_preprocessor_names_the_missing_file(tmp_path):
     ("scribble", "invert"), ("fake_scribble", "scribble_hed"), ("", "none"), (None, "none"),
 ])
 def test_aliases(sent, meant):
-    assert find_preprocessor(sent).name == meant
+    assert find(sent).name == meant
+
+
+def test_check_runnable_refuses_model_based_ones_before_anything_runs(tmp_path):
+    assert check_runnable("Canny").name == "canny"
+    with pytest.raises(PreprocessorNeedsModel) as caught:
+        check_runnable("openpose_full", "controlnet[1].module", tmp_path)
+    assert caught.value.field == "controlnet[1].module" and len(caught.value.missing) == 3
+    with pytest.raises(RequestError):
+        check_runnable("nope")
+
+
+def test_a_pixel_perfect_resolution_below_the_slider_minimum_still_runs():
+    assert run_preprocessor("canny", drawing(96, 48), resolution=32).size == (64, 32)
 
 
 def test_resolution_out_of_range_names_processor_res():

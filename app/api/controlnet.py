@@ -20,8 +20,8 @@ from app.api.errors import ApiError
 from app.api.images import decode_image, encode_png_base64
 from app.api.requests_common import ServicesDep
 from modules.controlnet import preprocessors
-from modules.controlnet.preprocessors import find_preprocessor
-from modules.errors import RequestError
+from modules.controlnet.preprocessors import find
+from modules.errors import RequestError, check_range
 
 router = APIRouter(prefix="/controlnet", tags=["ControlNet"])
 
@@ -90,7 +90,7 @@ async def detect(body: DetectBody, services: ServicesDep) -> dict[str, Any]:
     if not images and body.controlnet_images:
         field, images = "controlnet_images", body.controlnet_images
     try:
-        preprocessor = find_preprocessor(body.controlnet_module, "controlnet_module")
+        preprocessor = find(body.controlnet_module, "controlnet_module")
     except RequestError as error:
         raise ApiError(400, error.message, error.field) from None
     if not preprocessor.available:
@@ -102,6 +102,9 @@ async def detect(body: DetectBody, services: ServicesDep) -> dict[str, Any]:
 
     resolution = body.controlnet_processor_res
     resolution = preprocessors.DEFAULT_RESOLUTION if resolution < 0 else resolution
+    if preprocessor.uses_resolution:
+        check_range("controlnet_processor_res", resolution, preprocessors.MIN_RESOLUTION,
+                    preprocessors.MAX_RESOLUTION)
     max_pixels = services.config.limits.max_upscale_pixels
 
     def work() -> list[str]:

@@ -16,7 +16,7 @@ import gradio as gr
 from PIL import Image
 
 from app.ui.request_form import load_image
-from modules.controlnet.preprocessors import PREPROCESSORS, RESOLUTION_SLIDER, Slider, find_preprocessor
+from modules.controlnet.preprocessors import PREPROCESSORS, RESOLUTION_SLIDER, Slider, find
 from modules.errors import RequestError
 
 
@@ -29,7 +29,7 @@ def slider_updates(module: str) -> tuple[dict[str, Any], dict[str, Any], dict[st
     """Updates for the resolution, threshold a and threshold b sliders when ``module`` is chosen: each shown with
     the preprocessor's label, range and default, or hidden when it takes no such parameter."""
     try:
-        preprocessor = find_preprocessor(module)
+        preprocessor = find(module)
     except RequestError:
         return gr.update(visible=False), gr.update(visible=False), gr.update(visible=False)
     resolution = RESOLUTION_SLIDER if preprocessor.uses_resolution else None
@@ -52,7 +52,7 @@ def preview(module: str, image: Any, resolution: float, threshold_a: float, thre
         if picture is None:
             gr.Warning("image: upload a picture to preview its control image")
             return None
-        preprocessor = find_preprocessor(module, "module")
+        preprocessor = find(module, "module")
         return preprocessor.run(picture, int(resolution), threshold_a, threshold_b, models_dir=models_dir)
     except RequestError as error:
         gr.Warning(f"{error.field}: {error.message}")
@@ -75,7 +75,7 @@ class PreprocessorControls:
 def build_preprocessor_controls(image: gr.components.Component, models_dir: Path | None = None,
                                 elem_prefix: str = "controlnet") -> PreprocessorControls:
     """Lay out and wire the controls (call inside the unit's layout); ``image`` is the unit's control picture."""
-    first = find_preprocessor("none")
+    first = find("none")
     with gr.Row():
         module = gr.Dropdown(module_choices(), value=first.label, label="Preprocessor",
                              elem_id=f"{elem_prefix}-module")

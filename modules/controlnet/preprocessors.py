@@ -41,8 +41,10 @@ from modules.errors import RequestError
 
 ANNOTATOR_FOLDER = "ControlNet/annotators"  # under the models folder: where model-based preprocessors' weights go
 DEFAULT_RESOLUTION = 512
-MIN_RESOLUTION = 64
+MIN_RESOLUTION = 64  # the range a client may ask for (processor_res), as the extension's slider
 MAX_RESOLUTION = 2048
+# Pixel-perfect units preprocess at the generation's own size, which may be smaller than MIN_RESOLUTION.
+MIN_WORKING_RESOLUTION = 8
 # The control image of one preprocessor call may not exceed this (a very long panorama at 2048 on its short side).
 MAX_OUTPUT_PIXELS = 4096 * 4096
 
@@ -159,10 +161,13 @@ def working_size(width: int, height: int, resolution: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def check_resolution(resolution: int, width: int, height: int, field_name: str = "processor_res") -> None:
-    """Refuse a resolution out of range, or one that would make the control image larger than the limit."""
-    if not (MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
-        raise RequestError(field_name, f"must be between {MIN_RESOLUTION} and {MAX_RESOLUTION}, got {resolution}")
+def check_resolution(resolution: int, width: int, height: int, field_name: str = "processor_res",
+                     minimum: int = MIN_WORKING_RESOLUTION) -> None:
+    """Refuse a resolution out of range, or one that would make the control image larger than the limit. Front
+    ends that take ``processor_res`` from a client check it against ``MIN_RESOLUTION`` themselves; the working
+    minimum is lower so a pixel-perfect unit of a small generation works."""
+    if not (minimum <= resolution <= MAX_RESOLUTION):
+        raise RequestError(field_name, f"must be between {minimum} and {MAX_RESOLUTION}, got {resolution}")
     out_w, out_h = working_size(width, height, resolution)
     if out_w * out_h > MAX_OUTPUT_PIXELS:
         raise RequestError(field_name, f"a {width}x{height} image at {resolution} would be {out_w}x{out_h}, over the "
@@ -356,7 +361,7 @@ def module_detail(alias_names: bool = False) -> dict[str, dict[str, Any]]:
     } for p in PREPROCESSORS.values()}
 
 
-def find_preprocessor(name: str | None, field_name: str = "module") -> Preprocessor:
+def find(name: str | None, field_name: str = "module") -> Preprocessor:
     """The preprocessor a client means by ``name`` (module name or UI label, any case, or a legacy alias; empty
     means ``none``); ``RequestError`` naming ``field_name`` for an unknown one."""
     key = (name or "none").strip().lower()
@@ -366,14 +371,24 @@ def find_preprocessor(name: str | None, field_name: str = "module") -> Preproces
     return found
 
 
-def run_preprocessor(module: str | None, image: Image.Image, resolution: int = DEFAULT_RESOLUTION,
+def run(module: str | None, image: Image.Image, resolution: int = DEFAULT_RESOLUTION,
                      threshold_a: float = -1, threshold_b: float = -1, *, seed: int = 0,
                      models_dir: Path | None = None, field_name: str = "module") -> Image.Image:
     """Find ``module`` and run it on ``image``: the one call the API's detect and generation both use. A
     resolution below 0 means the default (512). Errors name ``field_name`` for the module and ``processor_res``
     for the resolution."""
-    preprocessor = find_preprocessor(module, field_name)
+    preprocessor = find(module, field_name)
     if not preprocessor.available:
         raise preprocessor.needs_model_error(field_name, models_dir)
     return preprocessor.run(image, DEFAULT_RESOLUTION if resolution < 0 else int(resolution), threshold_a,
                             threshold_b, seed=seed, models_dir=models_dir)
+
+
+def check_runnable(module: str | None, field_name: str = "module", models_dir: Path | None = None) -> Preprocessor:
+    """The preprocessor ``module`` names, if it can run here: what a check before queueing calls, so a model-based
+    one is refused at submission instead of failing the job. ``RequestError`` (unknown) or
+    ``PreprocessorNeedsModel`` naming ``field_name``."""
+    preprocessor = find(module, field_name)
+    if not preprocessor.available:
+        raise preprocessor.needs_model_error(field_name, models_dir)
+    return preprocessor
