@@ -108,3 +108,23 @@ def test_stability_sketch_and_structure_follow_the_image(studio):
         bad = api.post("/stable-image/control/sketch", files={"image": ("s.png", file_bytes(sketch))},
                        data={"prompt": "a ring", "control_strength": "3"})
         assert bad.status_code == 400 and "control_strength" in bad.text
+
+
+def test_native_jobs_take_units_by_field_name(studio):
+    title = studio.services.engine.controlnets.list()[0].title
+    body = {"prompt": "a ring", "steps": 3, "width": 64, "height": 64, "seed": 4,
+            "controlnet": [{"model": title, "image": b64(outline()), "weight": 0.9}]}
+    with httpx.Client(base_url=studio.url + "/api/v1", timeout=300) as api:
+        job = api.post("/jobs", json=body)
+        assert job.status_code in (200, 201, 202), job.text
+        job_id = job.json()["id"]
+        for _ in range(600):
+            state = api.get(f"/jobs/{job_id}").json()
+            if state["state"] in ("done", "failed", "cancelled"):
+                break
+            import time
+
+            time.sleep(0.1)
+        assert state["state"] == "done", state
+        refused = api.post("/jobs", json={**body, "controlnet": [{"model": "nope", "image": b64(outline())}]})
+        assert refused.status_code in (400, 422) and "controlnet[0].model" in refused.text

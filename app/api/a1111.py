@@ -378,7 +378,7 @@ def memory() -> dict[str, Any]:
 @router.get("/scripts")
 def scripts(services: ServicesDep) -> dict[str, list[str]]:
     """The selectable scripts (extensions that answer to ``script_name``), by lower-case title like A1111."""
-    titles = sorted(_script_titles(services))
+    titles = sorted([*_script_titles(services), "controlnet"])  # ControlNet is always on, as the extension is
     return {"txt2img": titles, "img2img": titles}
 
 

@@ -3,8 +3,7 @@ a model and how strongly and when it steers.
 
 The controls are named ``cn.<unit>.<field>`` with the request's own field names, so ``request_from_form`` turns
 them into ``ControlNetUnit``s of the one request type. "Preview" runs the unit's preprocessor on its image and
-shows what the ControlNet will read, before anything is generated (a plain function of values, tested without a
-browser).
+shows what the ControlNet will read, before anything is generated (``app/ui/controlnet_preprocessor.py``).
 """
 
 from __future__ import annotations
@@ -13,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.ui.form import WARNING, Values
+from app.ui.form import Values
 from app.ui.uploads import named_upload
-from modules.controlnet.units import CONTROL_MODES, HR_OPTIONS, NONE_MODULE, RESIZE_MODES, ControlNetUnit
+from modules.controlnet.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES, ControlNetUnit
 from modules.errors import RequestError
 
 if TYPE_CHECKING:
@@ -35,12 +34,6 @@ def model_choices(services: Services) -> list[str]:
     return [NO_MODEL, *(info.title for info in services.engine.controlnets.list())]
 
 
-def module_choices() -> list[str]:
-    from modules.controlnet import preprocessors
-
-    return preprocessors.module_names()
-
-
 def build_controlnet(services: Services, tab: GenerationTab) -> None:
     """Lay out the accordion (call inside the tab's settings column) and wire Preview and Refresh."""
     with gr.Accordion("ControlNet", open=False, elem_id=f"{tab.task}_controlnet"):
@@ -54,68 +47,40 @@ def build_controlnet(services: Services, tab: GenerationTab) -> None:
 
 
 def _unit_controls(services: Services, tab: GenerationTab, unit: int) -> None:
+    from app.ui.controlnet_preprocessor import build_preprocessor_controls
+
     add = tab.add
     with gr.Row():
         add(field(unit, "enabled"), gr.Checkbox(label="Enable", value=False))
         add(field(unit, "pixel_perfect"), gr.Checkbox(label="Pixel perfect", value=False,
                                                       info="preprocess at the output's size"))
+    image = add(field(unit, "image"), named_upload(gr.Image(label="Control image", type="pil", image_mode="RGB",
+                                                            sources=["upload", "clipboard"], height=240)))
     with gr.Row():
-        add(field(unit, "image"), named_upload(gr.Image(label="Control image", type="pil", image_mode="RGB",
-                                                        sources=["upload", "clipboard"], height=240)))
-        add(field(unit, "preview"), gr.Image(label="Preprocessor result", type="pil", interactive=False,
-                                             height=240), request_field=False)
-    with gr.Row():
-        add(field(unit, "module"), gr.Dropdown(label="Preprocessor", choices=module_choices(), value=NONE_MODULE))
         add(field(unit, "model"), gr.Dropdown(label="Model", choices=model_choices(services), value=NO_MODEL))
         add(field(unit, "refresh"), gr.Button("🔄", scale=0, min_width=40, elem_classes=["sf-icon"]),
             request_field=False)
-        add(field(unit, "run_preview"), gr.Button("Preview", scale=0, min_width=90), request_field=False)
+    built = build_preprocessor_controls(image, services.engine.controlnets.models_dir,
+                                        elem_prefix=f"{tab.task}-controlnet-{unit}")
+    for name in ("module", "processor_res", "threshold_a", "threshold_b"):
+        add(field(unit, name), getattr(built, name))
+    add(field(unit, "preview"), built.preview_image, request_field=False)
     with gr.Row():
         add(field(unit, "weight"), gr.Slider(0, 2, step=0.05, value=1.0, label="Control weight"))
         add(field(unit, "guidance_start"), gr.Slider(0, 1, step=0.01, value=0.0, label="Starting control step"))
         add(field(unit, "guidance_end"), gr.Slider(0, 1, step=0.01, value=1.0, label="Ending control step"))
-    with gr.Row():
-        add(field(unit, "processor_res"), gr.Slider(64, 2048, step=8, value=512, label="Preprocessor resolution"))
-        add(field(unit, "threshold_a"), gr.Slider(-1, 255, step=1, value=-1, label="Threshold A",
-                                                  info="-1 = the preprocessor's default"))
-        add(field(unit, "threshold_b"), gr.Slider(-1, 255, step=1, value=-1, label="Threshold B",
-                                                  info="-1 = the preprocessor's default"))
     add(field(unit, "control_mode"), gr.Radio(list(CONTROL_MODES), value=CONTROL_MODES[0], label="Control mode"))
     add(field(unit, "resize_mode"), gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[1], label="Resize mode"))
     if tab.task == "txt2img":
         add(field(unit, "hr_option"), gr.Radio(list(HR_OPTIONS), value=HR_OPTIONS[0], label="Hires fix passes"))
-    inputs = [field(unit, name) for name in ("image", "module", "processor_res", "threshold_a", "threshold_b")]
-    tab.form.connect(tab.form[field(unit, "run_preview")].click, lambda values: preview(values, unit), inputs,
-                     [field(unit, "preview")], api_name=False)
     tab.form.connect(tab.form[field(unit, "refresh")].click, lambda values: refresh(services, values, unit),
                      [field(unit, "model")], [field(unit, "model")], api_name=False)
-
-
-def preview(values: Values, unit: int) -> Values:
-    """The unit's preprocessor on its image, or a notice saying what is missing."""
-    image = values.get(field(unit, "image"))
-    if image is None:
-        return {WARNING: f"ControlNet unit {unit}: upload a control image to preview"}
-    from modules.controlnet import preprocessors
-
-    module = values.get(field(unit, "module")) or NONE_MODULE
-    try:
-        result = preprocessors.run(module, image.convert("RGB"), int(values.get(field(unit, "processor_res")) or 512),
-                                   _number(values.get(field(unit, "threshold_a"))),
-                                   _number(values.get(field(unit, "threshold_b"))))
-    except RequestError as error:
-        return {WARNING: f"ControlNet unit {unit}: {error.message}"}
-    return {field(unit, "preview"): result}
 
 
 def refresh(services: Services, values: Values, unit: int) -> Values:
     titles = model_choices(services)
     current = values.get(field(unit, "model"))
     return {field(unit, "model"): gr.update(choices=titles, value=current if current in titles else NO_MODEL)}
-
-
-def _number(value: Any) -> float:
-    return -1.0 if value is None else float(value)
 
 
 def units_from_form(values: Values) -> tuple[ControlNetUnit, ...]:
@@ -129,9 +94,13 @@ def units_from_form(values: Values) -> tuple[ControlNetUnit, ...]:
             raise RequestError(f"controlnet[{unit}].model", f"ControlNet unit {unit} is enabled: choose its model "
                                                             "(or untick Enable)")
         settings: dict[str, Any] = {"model": str(model), "image": values.get(field(unit, "image"))}
-        for name in ("module", "control_mode", "resize_mode", "hr_option"):
+        for name in ("control_mode", "resize_mode", "hr_option"):
             if values.get(field(unit, name)) is not None:
                 settings[name] = str(values[field(unit, name)])
+        from modules.controlnet import preprocessors
+
+        # The dropdown shows the extension's labels; the request (and the infotext) carries the module's name.
+        settings["module"] = preprocessors.find(values.get(field(unit, "module")), f"controlnet[{unit}].module").name
         for name in ("weight", "guidance_start", "guidance_end", "threshold_a", "threshold_b"):
             if values.get(field(unit, name)) is not None:
                 settings[name] = float(values[field(unit, name)])
