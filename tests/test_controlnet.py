@@ -171,3 +171,27 @@ def test_a_queued_unit_survives_the_job_record(cn_services, tmp_path):
     back = request_from_dict(request_to_dict(request, tmp_path), tmp_path)
     assert back.controlnet[0].weight == 0.7 and back.controlnet[0].control_mode == "My prompt is more important"
     assert np.array_equal(pixels(back.controlnet[0].image), pixels(request.controlnet[0].image))
+
+
+def test_an_sdxl_checkpoint_takes_an_sdxl_controlnet_and_refuses_an_sd1_one(tmp_path, controlnet_files, one_thread):
+    from modules.runtime.config import AppConfig
+    from modules.runtime.services import build_services
+    from tools.tiny_controlnet import save_tiny_controlnet
+    from tools.tiny_model import build_tiny_pipeline, save_tiny_model
+
+    models = tmp_path / "models"
+    save_tiny_model(models / "Stable-diffusion" / "tiny-xl", family="sdxl", seed=0)
+    save_tiny_controlnet(build_tiny_pipeline("sdxl", seed=0), models / "ControlNet" / "xl-cn", seed=4)
+    shutil.copytree(controlnet_files / "tiny-cn", models / "ControlNet" / "tiny-cn")
+    services = build_services(AppConfig(models_dir=models, outdir=tmp_path / "out", data_dir=tmp_path / "data",
+                                        default_ckpt="tiny-xl"))
+    services.start()
+    try:
+        plain = run(services)
+        steered = run(services, controlnet=(unit(model="xl-cn"),))
+        assert difference(plain, steered) > 5
+        with pytest.raises(RequestError) as caught:
+            run(services, controlnet=(unit(model="tiny-cn"),))
+        assert caught.value.field == "controlnet[0].model" and "tiny-cn" in caught.value.message
+    finally:
+        services.stop()
