@@ -353,7 +353,7 @@ def test_styles_memory_flags_and_scripts(client, studio):
     flags = client.get_cmd_flags()
     assert flags["default_ckpt"] == "tiny-sd1" and flags["limits"]["max_steps"] == 150
     # the built-in X/Y/Z plot is a selectable script, with its positional arguments named
-    assert client.get_scripts() == {"txt2img": ["x/y/z plot"], "img2img": ["x/y/z plot"]}
+    assert client.get_scripts() == {"txt2img": ["controlnet", "x/y/z plot"], "img2img": ["controlnet", "x/y/z plot"]}
     info = httpx.get(studio.url("script-info")).json()
     xyz = next(entry for entry in info if entry["name"] == "x/y/z plot" and not entry["is_img2img"])
     assert [arg["label"] for arg in xyz["args"]][:3] == ["X type", "X values", "X values"]

@@ -92,7 +92,8 @@ def test_api_flag_serves_the_api_on_the_ui_server(tmp_path, tiny_model_store, se
     assert httpx.get(server.url + "/config").status_code == 200
     assert "X-RateLimit-Limit" not in page.headers
     paths = json.loads(httpx.get(server.url + "/openapi.json").text)["paths"]
-    assert paths and all(path.startswith(("/sdapi/", "/api/v1/", "/v1/", "/v2beta/")) for path in paths), paths
+    assert paths and all(path.startswith(("/sdapi/", "/api/v1/", "/v1/", "/v2beta/", "/controlnet/"))
+                         for path in paths), paths
 
     refused = httpx.get(server.url + "/sdapi/v1/samplers")
     assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")

@@ -97,8 +97,12 @@ def _with_scripts(services: Services, request: GenerationRequest, body: wire.Gen
     if body.script_name:
         selected.append((body.script_name, list(body.script_args or [])))
     known = manager.scripts()
+    from app.api.controlnet_units import is_controlnet_script, units_from_wire
+
     for title, entry in (body.alwayson_scripts or {}).items():
-        if str(title).strip().lower() in known:
+        if is_controlnet_script(title):
+            request = request.replace(controlnet=request.controlnet + units_from_wire(entry))
+        elif str(title).strip().lower() in known:
             args = entry.get("args", []) if isinstance(entry, dict) else entry
             if args is not None and not isinstance(args, (list, tuple)):
                 raise ApiError(422, "args must be a list of the script's arguments", f"alwayson_scripts.{title}.args")
@@ -374,7 +378,7 @@ def memory() -> dict[str, Any]:
 @router.get("/scripts")
 def scripts(services: ServicesDep) -> dict[str, list[str]]:
     """The selectable scripts (extensions that answer to ``script_name``), by lower-case title like A1111."""
-    titles = sorted(_script_titles(services))
+    titles = sorted([*_script_titles(services), "controlnet"])  # ControlNet is always on, as the extension is
     return {"txt2img": titles, "img2img": titles}
 
 

@@ -245,7 +245,11 @@ def wire_error(error: RequestError, body: GenerationBody | None = None) -> ApiEr
     name = _WIRE_NAMES.get(error.field, error.field)
     if body is not None and name in body.override_settings:
         name = f"override_settings.{name}"
-    status = 400 if error.field in _LOOKUP_FIELDS else 422
+    lookup = error.field in _LOOKUP_FIELDS
+    if error.field.startswith("controlnet["):  # controlnet[0].model -> the extension's unit list
+        name = "alwayson_scripts.controlnet.args" + error.field[len("controlnet"):]
+        lookup = error.field.endswith((".model", ".module"))
+    status = 400 if lookup else 422
     return ApiError(status, error.message, name)
 
 

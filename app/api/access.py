@@ -1,7 +1,7 @@
 """Who may call the studio, how often, and from where: one ASGI middleware in front of every route of the server.
 
-The rules, in the order they are applied to a request under ``/sdapi``, ``/api/v1``, ``/v1`` or ``/v2beta``
-(``/docs`` and ``/openapi.json`` stay open):
+The rules, in the order they are applied to a request under ``/sdapi``, ``/api/v1``, ``/v1``, ``/v2beta``,
+``/controlnet`` or ``/extensions`` (``/docs`` and ``/openapi.json`` stay open):
 
 1. Bound to localhost, the ``Host`` header must name localhost: a web page cannot reach the studio by making
    its own domain resolve to 127.0.0.1 (DNS rebinding).
@@ -54,7 +54,7 @@ from app.api.ratelimit import MonthlyUsage, RateLimiter, month_key, seconds_to_n
 if TYPE_CHECKING:
     from modules.jobs.queue import Job
 
-API_PREFIXES = ("/sdapi/", "/api/v1/", "/v1/", "/v2beta/", "/extensions/")
+API_PREFIXES = ("/sdapi/", "/api/v1/", "/v1/", "/v2beta/", "/extensions/", "/controlnet/")
 OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})  # the API's description
 # Gradio's launch calls this itself, without credentials, from the same machine: it runs the app's start-up
 # events once and answers a boolean. Open to loopback clients only.

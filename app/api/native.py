@@ -30,6 +30,7 @@ from app.api.requests_common import (
     visible_to,
 )
 from app.api.webhooks import check_webhook_url, install_webhooks
+from modules.controlnet.units import ControlNetUnit
 from modules.image.request import GenerationRequest, HiresFix, Outpaint, SdUpscale
 from modules.image.results import GenerationResult
 from modules.jobs.artifacts import Artifact
@@ -84,6 +85,26 @@ class SdUpscaleBody(BaseModel):
     overlap: int = 64
 
 
+class ControlNetBody(BaseModel):
+    """One ControlNet unit (``ControlNetUnit``'s fields; ``image`` as base64, left out in img2img/inpaint to read
+    the input image)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    image: str | None = None
+    module: str = "none"
+    weight: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+    control_mode: str = "Balanced"
+    resize_mode: str = "Crop and Resize"
+    processor_res: int = 512
+    threshold_a: float = -1.0
+    threshold_b: float = -1.0
+    pixel_perfect: bool = False
+    hr_option: str = "Both"
+
+
 class JobBody(BaseModel):
     """A ``GenerationRequest`` on the wire; a field left out (or null) takes the request type's own default."""
 
@@ -119,6 +140,7 @@ class JobBody(BaseModel):
     outpaint: OutpaintBody | None = None
     hires: HiresBody | None = None
     sd_upscale: SdUpscaleBody | None = None
+    controlnet: list[ControlNetBody] | None = None
     output_format: Literal["png", "jpeg", "webp"] | None = None
     save_images: bool | None = None
     make_grid: bool | None = None
@@ -171,7 +193,8 @@ def to_upscale_request(body: UpscaleJobBody) -> UpscaleRequest:
 def to_request(body: JobBody) -> GenerationRequest:
     """Wire body -> the one request type; images decoded here so a corrupt one names its field."""
     fields = body.model_dump(exclude_none=True,
-                             exclude={"kind", "webhook_url", "init_image", "mask", "outpaint", "hires", "sd_upscale"})
+                             exclude={"kind", "webhook_url", "init_image", "mask", "outpaint", "hires", "sd_upscale",
+                                      "controlnet"})
     if "styles" in fields:
         fields["styles"] = tuple(fields["styles"])
     if body.init_image is not None:
@@ -184,6 +207,11 @@ def to_request(body: JobBody) -> GenerationRequest:
         fields["hires"] = HiresFix(**body.hires.model_dump())
     if body.sd_upscale is not None:
         fields["sd_upscale"] = SdUpscale(**body.sd_upscale.model_dump())
+    if body.controlnet:
+        fields["controlnet"] = tuple(
+            ControlNetUnit(**{**unit.model_dump(exclude={"image"}),
+                              "image": decode_image(unit.image, f"controlnet.{index}.image") if unit.image else None})
+            for index, unit in enumerate(body.controlnet))
     fields.setdefault("make_grid", False)  # API clients get the single images; a grid only costs disk
     fields["task"] = body.task or _implied_task(body)
     return GenerationRequest(**fields)

@@ -1,6 +1,7 @@
 """A subset of Stability AI's v2beta REST API over the local queue, so scripts written for it run here unchanged.
 
-``stable-image/generate/core``, ``edit/inpaint``, ``edit/outpaint``, ``upscale/fast`` and ``upscale/conservative``:
+``stable-image/generate/core``, ``edit/inpaint``, ``edit/outpaint``, ``control/sketch``, ``control/structure``,
+``upscale/fast`` and ``upscale/conservative``:
 multipart forms in, and out either the image bytes (``accept: image/*``, with ``seed`` and ``finish-reason``
 headers) or JSON ``{image, seed, finish_reason}`` for any other accept. With header ``x-async: true`` (or form
 field ``async=true``) a route answers ``{id}`` at once and ``GET /v2beta/results/{id}`` gives 202 while it runs,
@@ -187,8 +188,65 @@ async def upscale_conservative(http_request: Request, services: ServicesDep) -> 
     return await _answer(services, http_request, form, request)
 
 
+_control = APIRouter(route_class=dialect_route(stability_error, {
+    **_COMMON_FIELDS, "width": "image", "height": "image", "controlnet": "image", "controlnet[0].image": "image",
+    "controlnet[0].weight": "control_strength", "controlnet[0].model": "image", "controlnet[0].module": "image"}))
+# Which installed ControlNet each control route prefers, by words in its name (the first installed one otherwise).
+SKETCH_WORDS = ("scribble", "sketch", "lineart", "line")
+STRUCTURE_WORDS = ("canny", "edge", "structure", "lineart", "mlsd", "scribble")
+
+
+@_control.post("/stable-image/control/sketch")
+async def control_sketch(http_request: Request, services: ServicesDep) -> Response:
+    """A picture following a sketch's lines (dark lines on a light page, or light on dark): the sketch is the
+    control image of a scribble-style ControlNet, ``control_strength`` its weight."""
+    form = FormReader(await read_form(http_request))
+    image = await form.image("image")
+    sketch = image.convert("L")
+    light_page = sum(sketch.resize((32, 32)).getdata()) / 1024 > 127
+    module = "invert" if light_page else "none"  # a ControlNet reads light lines on black
+    return await _controlled(services, http_request, form, image, module, SKETCH_WORDS)
+
+
+@_control.post("/stable-image/control/structure")
+async def control_structure(http_request: Request, services: ServicesDep) -> Response:
+    """A new picture keeping the structure of the input image: its edges (canny) steer an edge-style ControlNet."""
+    form = FormReader(await read_form(http_request))
+    image = await form.image("image")
+    return await _controlled(services, http_request, form, image, "canny", STRUCTURE_WORDS)
+
+
+async def _controlled(services: Services, http_request: Request, form: FormReader, image: Image.Image, module: str,
+                      words: tuple[str, ...]) -> Response:
+    from modules.controlnet.units import ControlNetUnit
+
+    prompt = styled_prompt(form.text("prompt", required=True), form.choice("style_preset", tuple(STYLE_PRESETS),
+                                                                           None))
+    strength = form.number("control_strength", 0.7, 0.0, 1.0)
+    width, height = aspect_size(f"{image.width}:{image.height}", model_side(services))
+    unit = ControlNetUnit(model=control_model(services, words), image=image.convert("RGB"), module=module,
+                          weight=strength, resize_mode="Just Resize")
+    request = GenerationRequest(task="txt2img", prompt=prompt, width=width, height=height, make_grid=False,
+                                controlnet=(unit,), **_shared_fields(form))
+    return await _answer(services, http_request, form, request)
+
+
+def control_model(services: Services, words: tuple[str, ...]) -> str:
+    """The installed ControlNet whose name has the earliest of ``words`` (the embedded one out of the box)."""
+    models = services.engine.controlnets.list()
+    if not models:
+        raise ApiError(501, f"no ControlNet model is installed: put one in {services.engine.controlnets.root}",
+                       "image")
+    for word in words:
+        for info in models:
+            if word in info.name.lower():
+                return info.title
+    return models[0].title
+
+
 router.include_router(_generate)
 router.include_router(_edit)
+router.include_router(_control)
 router.include_router(_upscale)
 
 

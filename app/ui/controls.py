@@ -191,7 +191,8 @@ def wire(services: Services, tab: GenerationTab) -> None:
                  session=True)
     form.connect(form["interrupt"].click, partial(interrupt, services), ["job"], [], api_name=False, queue=False)
     form.connect(form["skip"].click, partial(skip, services), ["job"], [], api_name=False, queue=False)
-    pasted = [name for name in tab.inputs if name not in ("init_image", "inpaint_editor", "mask_upload")]
+    pasted = [name for name in tab.inputs if name not in ("init_image", "inpaint_editor", "mask_upload")
+              and not name.startswith("cn.")]
     form.connect(form["paste"].click, partial(paste_tab, services, pasted), ["prompt"], pasted, api_name=False)
     form.connect(form["seed_random"].click, random_seed, ["seed"], ["seed"], api_name=False, queue=False)
     form.connect(form["subseed_random"].click, random_subseed, ["subseed"], ["subseed"], api_name=False,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from app.ui import controls
+from app.ui.controlnet_panel import build_controlnet
 from app.ui.controls import GenerationTab
 from app.ui.extra_networks import build_extra_networks
 from app.ui.styles_editor import build_style_editor
@@ -33,6 +34,7 @@ def build_img2img(services: Services) -> GenerationTab:
             tab.add("resize_mode", gr.Radio(RESIZE_LABELS, value=RESIZE_LABELS[0], label="Resize mode"))
             tab.add("denoising_strength", gr.Slider(0, 1, step=0.01, value=0.75, label="Denoising strength"))
             controls.sampling_controls(services, tab, size_note="0 = the image's size")
+            build_controlnet(services, tab)
             controls.extension_controls(services, tab)
         with gr.Column(scale=1, elem_classes=[controls.OUTPUT_CLASS]):
             controls.output_panel(tab, send_targets=("img2img", "inpaint", "upscale"))

@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from app.ui import controls
 from app.ui.accessible import CHECKED_UPLOAD_CLASS
+from app.ui.controlnet_panel import build_controlnet
 from app.ui.controls import GenerationTab
 from app.ui.extra_networks import build_extra_networks
 from app.ui.form import Values
@@ -121,6 +122,7 @@ def build_inpaint(services: Services) -> GenerationTab:
                         tab.add(f"outpaint_{side}", gr.Slider(0, limits.max_side, step=8, precision=0, value=0,
                                                               label=side.capitalize()))
             controls.sampling_controls(services, tab, size_note="0 = the image's size")
+            build_controlnet(services, tab)
             controls.extension_controls(services, tab)
         with gr.Column(scale=1, elem_classes=[controls.OUTPUT_CLASS]):
             controls.output_panel(tab, send_targets=("img2img", "inpaint", "upscale"))

@@ -60,6 +60,10 @@ def request_from_form(values: Mapping[str, Any]) -> GenerationRequest:
         if values.get("resize_mode") is not None:
             fields["resize_mode"] = _choice_index("resize_mode", values["resize_mode"], RESIZE_MODES)
         _image_fields(fields, values, task)
+    if task != "outpaint":
+        from app.ui.controlnet_panel import units_from_form
+
+        fields["controlnet"] = units_from_form(values)
     settings = extension_settings(values)
     if settings:
         fields["extensions"] = settings

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from app.ui import choices, controls
+from app.ui.controlnet_panel import build_controlnet
 from app.ui.controls import GenerationTab
 from app.ui.extra_networks import build_extra_networks
 from app.ui.styles_editor import build_style_editor
@@ -42,6 +43,7 @@ def build_txt2img(services: Services) -> GenerationTab:
                                                      label="Resize width to", info="0 = use 'Upscale by'"))
                     tab.add("hr_resize_y", gr.Slider(0, limits.max_side, step=8, precision=0, value=0,
                                                      label="Resize height to"))
+            build_controlnet(services, tab)
             controls.extension_controls(services, tab)
         with gr.Column(scale=1, elem_classes=[controls.OUTPUT_CLASS]):
             controls.output_panel(tab, send_targets=("img2img", "inpaint", "upscale"))

@@ -21,6 +21,7 @@ RESIZE_MODE_ALIASES: dict[str, str] = {
     "Envelope (Outer Fit)": "Crop and Resize",
     "Scale to Fit (Inner Fit)": "Resize and Fill",
 }
+HR_OPTIONS: tuple[str, ...] = ("Both", "Low res only", "High res only")
 NONE_MODULE = "none"
 
 
@@ -40,6 +41,7 @@ class ControlNetUnit:
     threshold_a: float = -1.0  # preprocessor-specific (canny: low threshold); -1 = the preprocessor's default
     threshold_b: float = -1.0
     pixel_perfect: bool = False  # preprocess at the generation size instead of processor_res
+    hr_option: str = "Both"  # with the hires fix: which passes the unit steers
 
     def replace(self, **changes) -> ControlNetUnit:
         return dataclasses.replace(self, **changes)
@@ -62,4 +64,7 @@ def check_unit(unit: ControlNetUnit, index: int) -> None:
     if unit.resize_mode not in RESIZE_MODES:
         raise RequestError(f"{prefix}.resize_mode", f"unknown resize mode {unit.resize_mode!r}; expected one of "
                                                     f"{', '.join(RESIZE_MODES)} (or 0, 1, 2)")
+    if unit.hr_option not in HR_OPTIONS:
+        raise RequestError(f"{prefix}.hr_option", f"unknown option {unit.hr_option!r}; expected one of "
+                                                  f"{', '.join(HR_OPTIONS)}")
     check_range(f"{prefix}.processor_res", unit.processor_res, 64, 2048)

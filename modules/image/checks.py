@@ -50,6 +50,7 @@ def check_request(request: GenerationRequest, engine: Engine, extensions: Extens
         except RequestError as error:
             raise RequestError("sd_upscale.upscaler", error.message) from None
     _check_canvas(request, engine.limits)
+    _check_controlnets(request, engine)
     if extensions is not None:
         extensions.check_request(request)
 
@@ -62,6 +63,26 @@ def _check_loras(prompt: str, negative: str, engine: Engine) -> None:
     for field_name, text in (("prompt", prompt), ("negative_prompt", negative)):
         for use in split_loras(text, field_name)[1]:
             engine.networks.find_lora(use.name, field_name)
+
+
+def _check_controlnets(request: GenerationRequest, engine: Engine) -> None:
+    """Each unit names an installed ControlNet and has an image to read (its own, or img2img's input image); the
+    preprocessor name is known. Loading the model waits for the worker: it may take seconds."""
+    from modules.controlnet.registry import UnknownControlNetError
+    from modules.controlnet.units import NONE_MODULE
+
+    for index, unit in enumerate(request.controlnet):
+        try:
+            engine.controlnets.find(unit.model)
+        except UnknownControlNetError as error:
+            raise RequestError(f"controlnet[{index}].model", str(error)) from None
+        if unit.image is None and not (request.uses_init_image and request.init_image is not None):
+            raise RequestError(f"controlnet[{index}].image", "give the unit a control image (txt2img has no input "
+                                                             "image to fall back on)")
+        if unit.module.strip().lower() not in (NONE_MODULE, ""):
+            from modules.controlnet import preprocessors
+
+            preprocessors.check_runnable(unit.module, f"controlnet[{index}].module", engine.controlnets.models_dir)
 
 
 def _check_canvas(request: GenerationRequest, limits: Limits) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from modules.controlnet.units import ControlNetUnit
 from modules.errors import RequestError
 from modules.image.masks import storable
 from modules.image.request import GenerationRequest, HiresFix, Outpaint, SdUpscale
@@ -31,6 +32,8 @@ def request_to_dict(request: GenerationRequest, image_dir: Path) -> dict[str, An
         value = getattr(request, name)
         if name in IMAGE_FIELDS:
             data[name] = write_saved_image(value, Path(image_dir), IMAGE_FIELDS[name]) if value is not None else None
+        elif name == "controlnet":
+            data[name] = [_unit_to_dict(unit, Path(image_dir), number) for number, unit in enumerate(value)]
         elif isinstance(value, (HiresFix, Outpaint, SdUpscale)):
             data[name] = dataclasses.asdict(value)
         elif isinstance(value, tuple):
@@ -57,8 +60,26 @@ def request_from_dict(data: dict[str, Any], image_dir: Path, *, strict: bool = T
             value = _known(Outpaint, value) if isinstance(value, dict) else Outpaint()
         elif name == "styles":
             value = tuple(value or ())
+        elif name == "controlnet":
+            value = tuple(_unit_from_dict(item, Path(image_dir), number, strict)
+                          for number, item in enumerate(value or ()) if isinstance(item, dict))
         values[name] = value
     return GenerationRequest(**values)
+
+
+def _unit_to_dict(unit: ControlNetUnit, folder: Path, number: int) -> dict[str, Any]:
+    data = {item.name: getattr(unit, item.name) for item in dataclasses.fields(ControlNetUnit) if item.name != "image"}
+    data["image"] = write_saved_image(unit.image, folder, f"control-{number}.png") if unit.image is not None else None
+    return data
+
+
+def _unit_from_dict(data: dict[str, Any], folder: Path, number: int, strict: bool) -> ControlNetUnit:
+    image = data.get("image")
+    values = {key: value for key, value in data.items() if key != "image"}
+    unit = _known(ControlNetUnit, values)
+    if image:
+        unit = unit.replace(image=read_saved_image(image, folder, f"controlnet[{number}].image", strict))
+    return unit
 
 
 def _known(kind: type, data: dict[str, Any]) -> Any:

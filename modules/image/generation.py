@@ -24,6 +24,9 @@ from modules.jobs.control import JobControl, Progress
 from modules.upscaling.names import LATENT_UPSCALERS
 
 if TYPE_CHECKING:
+    from modules.controlnet.apply import ControlPlan
+    from modules.controlnet.loading import ControlNetModels
+    from modules.controlnet.registry import ControlNetRegistry
     from modules.image.styles import StyleStore
     from modules.models.networks import NetworkRegistry
     from modules.models.pipelines import LoadedModel, PipelineManager
@@ -47,12 +50,22 @@ class Engine:
     device_source: Callable[[], str] | str = "cpu"  # a callable decides on first use (torch is slow to import)
     version: str = "0.1.0"
     networks: NetworkRegistry | None = None  # LoRAs and embeddings; None = the registry's models folder
+    controlnets: ControlNetRegistry | None = None  # None = the registry's models folder
+    controlnet_models: ControlNetModels | None = None  # ControlNets loaded on the worker (a few are kept)
 
     def __post_init__(self) -> None:
         if self.networks is None:
             from modules.models.networks import NetworkRegistry
 
             self.networks = NetworkRegistry(self.registry.models_dir)
+        if self.controlnets is None:
+            from modules.controlnet.registry import ControlNetRegistry
+
+            self.controlnets = ControlNetRegistry(self.registry.models_dir)
+        if self.controlnet_models is None:
+            from modules.controlnet.loading import ControlNetModels
+
+            self.controlnet_models = ControlNetModels()
 
     @property
     def device(self) -> str:
@@ -100,6 +113,7 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
         control.report(Progress(job_count=request.n_iter, steps=request.steps, text=f"Loading model {info.name}"))
     loaded = engine.pipelines.get(info)
     width, height = _working_size(request, loaded, engine.limits)
+    controls = _plan_controls(request, engine, loaded, width, height)
 
     # 3. seeds
     total = request.batch_size * request.n_iter
@@ -108,7 +122,7 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
     all_seeds = batch_seeds(seed, total)
     all_subseeds = batch_seeds(subseed, total) if request.subseed_strength > 0 else [subseed] * total
 
-    run = _Run(request, engine, loaded, control, prompt, negative, width, height, sampler, make_scheduler)
+    run = _Run(request, engine, loaded, control, prompt, negative, width, height, sampler, make_scheduler, controls)
     images: list[GeneratedImage] = []
     progress = Progress(job_count=request.n_iter, steps=run.total_steps)
     # 4. LoRAs and embeddings the prompts name, applied for this job only (removed however it ends)
@@ -160,8 +174,10 @@ def _batches(request: GenerationRequest, engine: Engine, run: _Run, control: Job
 class _Run:
     """The per-request state of one ``generate`` call: resolved settings and the task's pipeline call."""
 
-    def __init__(self, request, engine, loaded, control, prompt, negative, width, height, sampler, make_scheduler):
+    def __init__(self, request, engine, loaded, control, prompt, negative, width, height, sampler, make_scheduler,
+                 controls):
         self.request: GenerationRequest = request
+        self.controls: ControlPlan = controls
         self.engine: Engine = engine
         self.loaded: LoadedModel = loaded
         self.control: JobControl = control
@@ -202,8 +218,9 @@ class _Run:
         return steps
 
     # -- the pipeline call ---------------------------------------------------------------------------------
-    def _pipe(self, kind: str) -> Any:
-        pipe = self.engine.pipelines.pipeline(self.loaded, kind, vae=self.vae)
+    def _pipe(self, kind: str, second_pass: bool = False) -> Any:
+        pipe = self.engine.pipelines.pipeline(self.loaded, kind, vae=self.vae,
+                                              controlnet=self.controls.controlnet(second_pass))
         pipe.scheduler = self._make_scheduler(self.sampler, self._base_scheduler_config)
         return pipe
 
@@ -262,8 +279,9 @@ class _Run:
             on_device=request.noise_on_device,
         )
         kwargs = self._common(pipe, seeds, progress, 0, request.steps)
+        kwargs.update(self.controls.call_arguments((self.width, self.height), "image"))
         output_type = "latent" if self.hires_size else "pil"
-        with torch.inference_mode():
+        with torch.inference_mode(), self.controls.modes(len(seeds)):
             result = pipe(height=self.height, width=self.width, latents=latents, output_type=output_type, **kwargs)
         if not self.hires_size or self.control.interrupted.is_set() or self.control.skipped.is_set():
             return result.images if output_type == "pil" else _decode(pipe, result.images)
@@ -281,7 +299,7 @@ class _Run:
             source = [self._upscale_cover(image, (width, height)) for image in _decode(pipe, latents)]
         steps = hires.steps or self.request.steps
         return self._img2img(source, seeds, progress, steps, hires.denoising_strength, self.request.steps,
-                             size=(width, height))
+                             size=(width, height), second_pass=True)
 
     def _upscale_cover(self, image: Image.Image, size: tuple[int, int]) -> Image.Image:
         """A pixel upscaler (built-in or a model from the upscaler folders) to cover ``size``, then a centre crop:
@@ -302,13 +320,14 @@ class _Run:
         return ImageOps.fit(upscaled, size, Image.Resampling.LANCZOS)
 
     def _img2img(self, image: Any, seeds: list[int], progress: Progress, steps: int, strength: float, offset: int,
-                 size: tuple[int, int] | None = None) -> list[Image.Image]:
+                 size: tuple[int, int] | None = None, second_pass: bool = False) -> list[Image.Image]:
         import torch
 
-        pipe = self._pipe("img2img")
+        pipe = self._pipe("img2img", second_pass)
         kwargs = self._common(pipe, seeds, progress, offset, steps)
+        kwargs.update(self.controls.call_arguments(size or (self.width, self.height), "control_image", second_pass))
         extra = {"width": size[0], "height": size[1]} if size and self.loaded.family == "sdxl" else {}
-        with torch.inference_mode():
+        with torch.inference_mode(), self.controls.modes(len(seeds), second_pass):
             return pipe(image=image, strength=max(strength, 1.0 / steps), output_type="pil", **extra, **kwargs).images
 
     def _txt2img_with_inpainting_model(self, seeds: list[int], progress: Progress) -> list[Image.Image]:
@@ -319,7 +338,8 @@ class _Run:
         blank = Image.new("RGB", (self.width, self.height), (127, 127, 127))
         mask = Image.new("L", (self.width, self.height), 255)
         kwargs = self._common(pipe, seeds, progress, 0, self.request.steps)
-        with torch.inference_mode():
+        kwargs.update(self.controls.call_arguments((self.width, self.height), "control_image"))
+        with torch.inference_mode(), self.controls.modes(len(seeds)):
             return pipe(image=blank, mask_image=mask, strength=1.0, height=self.height, width=self.width,
                         output_type="pil", **kwargs).images
 
@@ -357,7 +377,9 @@ class _Run:
         work_image = image_ops.fill_masked(work_image, work_mask, fill, seeds[0])
         pipe = self._pipe("inpaint")
         kwargs = self._common(pipe, seeds, progress, 0, request.steps)
-        with torch.inference_mode():
+        kwargs.update(self.controls.call_arguments(work_image.size, "control_image", crop=crop.box if crop else None,
+                                                   full_size=(self.width, self.height)))
+        with torch.inference_mode(), self.controls.modes(len(seeds)):
             outputs = pipe(image=work_image, mask_image=work_mask, strength=max(request.denoising_strength,
                            1.0 / request.steps), height=work_image.height, width=work_image.width,
                            output_type="pil", **kwargs).images
@@ -414,10 +436,24 @@ class _Run:
             pad = request.outpaint
             params["Outpaint"] = f"{pad.left},{pad.right},{pad.top},{pad.bottom}"
         params.update(self.network_params)
+        params.update(self.controls.infotext(second_pass_runs=bool(self.hires_size)))
         if request.styles:
             params["Styles array"] = list(request.styles)
         params["Version"] = f"sfumato {self.engine.version}"
         return format_infotext(self.prompt, self.negative, params)
+
+
+def _plan_controls(request: GenerationRequest, engine: Engine, loaded: LoadedModel, width: int,
+                   height: int) -> ControlPlan:
+    """The request's ControlNet units, loaded and preprocessed before any step (a bad unit fails the job now)."""
+    from modules.controlnet.apply import ControlPlan, plan_controls
+
+    if not request.controlnet:
+        return ControlPlan()
+    init = image_ops.to_rgb(request.init_image) if request.uses_init_image and request.init_image else None
+    return plan_controls(request.controlnet, registry=engine.controlnets, models=engine.controlnet_models,
+                         unet=loaded.base.unet, device=loaded.base._execution_device, init_image=init,
+                         size=(width, height))
 
 
 def _resolve_vae(engine: Engine, loaded: LoadedModel, query: str | None) -> VaeInfo | None:

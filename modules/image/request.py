@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from modules.controlnet.units import ControlNetUnit, check_unit
 from modules.errors import RequestError, check_range
 from modules.formats import IMAGE_FORMATS, ImageFormat
 from modules.image.masks import has_transparency
@@ -121,6 +122,7 @@ class GenerationRequest:
     outpaint: Outpaint = field(default_factory=Outpaint)
     hires: HiresFix | None = None
     sd_upscale: SdUpscale | None = None  # img2img only
+    controlnet: tuple[ControlNetUnit, ...] = ()  # ControlNet units, applied for this request only
     make_grid: bool = True
     save_images: bool = True
     output_format: ImageFormat = "png"
@@ -196,6 +198,11 @@ def validate_request(request: GenerationRequest, limits: Limits) -> None:
             if width * height > limits.max_upscale_pixels or max(width, height) > limits.max_upscale_side:
                 raise RequestError("sd_upscale.scale", f"{width}x{height} is over this studio's limit of "
                                    f"{limits.max_upscale_pixels:,} pixels ({limits.max_upscale_side} a side)")
+    for index, unit in enumerate(request.controlnet):
+        check_unit(unit, index)
+    if request.controlnet and request.sd_upscale is not None:
+        raise RequestError("controlnet", "SD upscale redraws tile by tile and cannot take ControlNet units yet: "
+                                         "use one or the other")
     if request.hires is not None:
         check_range("hires.scale", request.hires.scale, 1.0, 4.0)
         check_range("hires.denoising_strength", request.hires.denoising_strength, 0.0, 1.0)

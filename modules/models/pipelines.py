@@ -94,11 +94,23 @@ class PipelineManager:
             self.load_count += 1
         return loaded
 
-    def pipeline(self, loaded: LoadedModel, kind: PipelineKind, vae: VaeInfo | None = None) -> Any:
+    def pipeline(self, loaded: LoadedModel, kind: PipelineKind, vae: VaeInfo | None = None,
+                 controlnet: Any = None) -> Any:
         """The task pipeline of a loaded model, built once with ``from_pipe`` (shared weights), decoding with
         ``vae`` or, when None, the checkpoint's own VAE. Only the worker thread may call this (it sets
-        ``pipe.vae``)."""
-        if kind == "txt2img":
+        ``pipe.vae``). With ``controlnet`` (a model or a list) it is the task's ControlNet pipeline, made for
+        this call only: the ControlNet is the request's, never kept on the checkpoint."""
+        if controlnet is not None:
+            from diffusers import (
+                AutoPipelineForImage2Image,
+                AutoPipelineForInpainting,
+                AutoPipelineForText2Image,
+            )
+
+            factory = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image,
+                       "inpaint": AutoPipelineForInpainting}[kind]
+            pipe = factory.from_pipe(loaded.base, controlnet=controlnet)
+        elif kind == "txt2img":
             pipe = loaded.base
         else:
             if kind not in loaded.derived:
