@@ -6,9 +6,10 @@ prompt; ``tools/shapes/dataset.py``) with one fixed seed each, at the base model
 CFG and at CFG 7. Each case's control image is a clean 2 px scribbled outline of the held-out shape; the prompt
 (a) agrees with it, or (b) names another held-out combination's shape, size and/or position with the same
 colours. ``tools/shapes/metrics.py`` reads the result from the pixels: shape, size and position are scored against
-the control image, the two colours against the prompt. Extra rows (no targets) try hand-drawn scribbles, canny
-edge maps and silhouettes with the disagreeing prompt, and the base model alone (control weight 0) as the
-baseline; a sanity line checks that weight 0 gives the base model's pixels. Usage::
+the control image, the two colours against the prompt. Extra rows (no targets) try hand-drawn scribbles, the
+studio's canny preprocessor (on the image at 64 px, and at 512 px resized to 64) and silhouettes with the
+disagreeing prompt, and the base model alone (control weight 0) as the baseline; a sanity line checks that
+weight 0 gives the base model's pixels. Usage::
 
     python bench/eval_controlnet.py MODEL_CONTROLNET --base models/Stable-diffusion/sfumato-shapes [--cases 200]
                                     [--card] [--markdown FILE] [--threads 2] [--batch-size 16]
@@ -68,17 +69,28 @@ def make_cases(count: int, seed: int, rows: int, conflict: bool) -> list[Case]:
     return cases
 
 
+EXTRA_KINDS: tuple[str, ...] = ("hand-drawn", "canny", "canny 512 px", "silhouette")
+
+
 def control_image(case: Case, kind: str):
-    """The case's control image (PIL RGB): a clean scribble, a hand-drawn one, canny edges or a silhouette."""
+    """The case's control image (PIL RGB, 64 px unless said): a clean scribble, a hand-drawn one, the studio's
+    canny preprocessor on the image at 64 px, or at 512 px resized to 64 by the studio's "Crop and Resize", or
+    a filled silhouette."""
     from PIL import Image
 
     if kind == "hand-drawn":
         rng = np.random.default_rng([case.seed, 5])
         stroke = ctl.Stroke(width=float(rng.uniform(1.0, 3.0)), wobble=float(rng.uniform(0.5, 1.5)))
-        array = ctl.scribble(case.control_spec.shape, case.box, stroke, rng)
-    else:
-        array = ctl.control_for(kind, case.control_spec, case.box, case.truth)
-    return Image.fromarray(ctl.to_rgb(array))
+        return Image.fromarray(ctl.to_rgb(ctl.scribble(case.control_spec.shape, case.box, stroke, rng)))
+    if kind.startswith("canny"):
+        from modules.controlnet.apply import fit
+        from modules.controlnet.preprocessors import run
+
+        size = 512 if kind == "canny 512 px" else world.IMAGE_SIZE
+        picture = world.render(case.control_spec, np.random.default_rng(case.seed), image_size=size)
+        edges = run("canny", Image.fromarray(picture), resolution=size).convert("RGB")
+        return fit(edges, (world.IMAGE_SIZE, world.IMAGE_SIZE), "Crop and Resize")
+    return Image.fromarray(ctl.to_rgb(ctl.control_for(kind, case.control_spec, case.box, case.truth)))
 
 
 def generate(pipe, cases: Sequence[Case], kind: str, *, steps: int, guidance: float, weight: float = 1.0,
@@ -252,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [("(a) agrees", agree, "scribble", g, 1.0, True) for g in dict.fromkeys([guidance, HIGH_CFG])]
     runs += [("(b) disagrees", conflict, "scribble", g, 1.0, True) for g in dict.fromkeys([guidance, HIGH_CFG])]
     if not args.no_extras:
-        runs += [("(b) disagrees", conflict, kind, guidance, 1.0, False)
-                 for kind in ("hand-drawn", "canny", "silhouette")]
+        runs += [("(b) disagrees", conflict, kind, guidance, 1.0, False) for kind in EXTRA_KINDS]
         runs.append(("(b) disagrees", conflict, "none (weight 0: the base model)", guidance, 0.0, False))
     rows, kept = [], {}
     for group, cases, kind, cfg, weight, held in runs:

@@ -130,6 +130,14 @@ def test_evaluation_cases_are_held_out_and_scored_from_the_pixels():
         assert b.prompt_spec != b.control_spec
         assert (b.prompt_spec.colour, b.prompt_spec.background) == (b.control_spec.colour, b.control_spec.background)
     assert sum(world.is_heldout(b.prompt_spec, 1) for b in conflict) >= 20
+    from eval_controlnet import EXTRA_KINDS, control_image
+
+    for kind in ("scribble", *EXTRA_KINDS):  # every control image the evaluator tries marks the shape's box
+        pixels = np.asarray(control_image(conflict[0], kind)).max(axis=-1)
+        rows_, cols = np.nonzero(pixels > 8)
+        assert pixels.shape == (64, 64) and len(rows_), kind
+        drawn = (cols.min(), rows_.min(), cols.max() + 1, rows_.max() + 1)
+        assert np.allclose(drawn, conflict[0].box, atol=3.0), (kind, drawn, conflict[0].box)
     # The dataset's own images of the control combinations score full marks: a miss is the model's.
     tally, iou = score([c.truth for c in conflict], conflict)
     assert tally.accuracy()["all"] == 1.0 and iou > 0.9

@@ -99,7 +99,10 @@ Images of the shapes world (`tools/shapes/dataset.py`: one shape on a flat backg
 only from the training combinations, with their control images (`tools/shapes_controlnet/control.py`):
 - {scribble:.0%} scribbled outlines: stroke {recipe["stroke_width"][0]:g}–{recipe["stroke_width"][1]:g} px, \
 wobble up to {recipe["wobble"]:g} px, {recipe["gap_probability"]:.0%} left open by a small gap;
-- {recipe["canny"]:.0%} canny edge maps of the image; {recipe["silhouette"]:.0%} filled silhouettes.
+- {recipe["canny"]:.0%} canny edge maps of the image (OpenCV, the studio preprocessor's thresholds);
+  {recipe["silhouette"]:.0%} filled silhouettes;
+- {recipe["faint_probability"]:.0%} of all maps dimmed to {recipe["faint"][0]:g}–{recipe["faint"][1]:g} of white \
+(a map made at 512 px and resized to 64 px has grey lines);
 - {recipe["free_geometry"]:.0%} of the shapes sit at any position and size (box \
 {FREE_SIDE[0]:g}–{FREE_SIDE[1]:g} px), not only at the world's anchors, so a scribble anywhere is followed.
 

@@ -5,7 +5,7 @@ exactly that split: the colours a caption names always match the image, while th
 names are sometimes those of another combination (``conflict_probability``; the control map must win) and
 sometimes left out (the dataset's own prompt forms). A share of the examples (``free_geometry``) puts the shape
 at any position and size, off the world's anchors, so that a scribble anywhere is followed, not snapped to the
-nearest anchor.
+nearest anchor. A share of the control maps is dimmed (``faint``), as a large map resized to 64 px is.
 
 Held-out split: images are drawn only from ``world.training_specs`` (a free-geometry image whose measured
 attributes land on a held-out combination is redrawn), and a caption never names a combination held out for the
@@ -40,6 +40,8 @@ class ExampleRecipe:
     gap_probability: float = 0.1
     gap: tuple[float, float] = (0.04, 0.12)  # share of the outline an open scribble leaves out
     conflict_probability: float = 0.4
+    faint_probability: float = 0.25  # dimmed control maps (a large map resized down has grey lines)
+    faint: tuple[float, float] = (0.12, 1.0)  # brightness of a dimmed map's lines (512 px canny at 64: ~0.18)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def training_example(seed: int, index: int, rows: int, recipe: ExampleRecipe) ->
     """Example ``index`` of dataset ``seed``: always the same, independent of every other example."""
     rng = np.random.default_rng([seed, 31, index])
     specs = world.training_specs(rows)
-    draws = rng.random(3)  # free geometry?, control kind, gap? -- always three, so choices never shift each other
+    draws = rng.random(4)  # free geometry?, control kind, gap?, faint? -- always four, so none shifts another
     free = bool(draws[0] < recipe.free_geometry)
     while True:
         spec = specs[int(rng.integers(len(specs)))]
@@ -99,6 +101,8 @@ def training_example(seed: int, index: int, rows: int, recipe: ExampleRecipe) ->
     stroke = ctl.Stroke(width=float(rng.uniform(*recipe.stroke_width)), wobble=float(rng.uniform(0, recipe.wobble)),
                         gap=float(rng.uniform(*recipe.gap)) if draws[2] < recipe.gap_probability else 0.0)
     control = ctl.control_for(kind, spec, box, image, stroke, rng)
+    if draws[3] < recipe.faint_probability:
+        control = np.rint(control * rng.uniform(*recipe.faint)).astype(np.uint8)
     return Example(image=image, control=control, spec=spec, box=box, kind=kind, free=free)
 
 
