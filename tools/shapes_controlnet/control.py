@@ -68,11 +68,11 @@ def outline_points(shape: str, box: tuple[float, float, float, float]) -> np.nda
     return np.stack([left + unit[:, 0] * (right - left), top + unit[:, 1] * (bottom - top)], axis=1)
 
 
-def _resample(points: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
-    """Points every ``spacing`` px along the closed outline, keeping its corners; and each point's arc position
-    in [0, 1)."""
+def _resample(points: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points every ``spacing`` px along the closed outline, keeping its corners; each point's arc position in
+    [0, 1); and which points are the outline's own vertices."""
     closed = np.concatenate([points, points[:1]])
-    out, positions, travelled = [], [], 0.0
+    out, positions, corners, travelled = [], [], [], 0.0
     lengths = np.linalg.norm(np.diff(closed, axis=0), axis=1)
     total = float(lengths.sum())
     for start, end, length in zip(closed[:-1], closed[1:], lengths, strict=True):
@@ -80,22 +80,25 @@ def _resample(points: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarra
         for k in range(pieces):
             out.append(start + (end - start) * k / pieces)
             positions.append((travelled + length * k / pieces) / total)
+            corners.append(k == 0)
         travelled += length
-    return np.asarray(out), np.asarray(positions)
+    return np.asarray(out), np.asarray(positions), np.asarray(corners)
 
 
 def scribble(shape: str, box: tuple[float, float, float, float], stroke: Stroke = CLEAN_STROKE,
              rng: np.random.Generator | None = None) -> np.ndarray:
     """The outline of ``shape`` in ``box`` as a white stroke on black (uint8 HxW, 0..255).
 
-    The stroke straddles the shape's edge, as a pen traced round it would. ``stroke.wobble`` bends it by a smooth
-    random offset of up to that many px (low harmonics along the outline, so it stays one continuous line);
-    ``stroke.gap`` leaves that share of the outline undrawn. Both need ``rng``.
+    The stroke straddles the shape's edge, as a pen traced round it would, with round ends and corners.
+    ``stroke.wobble`` bends it by a smooth random offset of up to that many px (low harmonics along the outline,
+    so it stays one continuous line); ``stroke.gap`` leaves that share of the outline undrawn. Both need ``rng``.
     """
     from PIL import Image, ImageDraw
 
     scale = world.SUPERSAMPLE
-    points, arc = _resample(outline_points(shape, box), spacing=0.5)
+    points, arc, corners = _resample(outline_points(shape, box), spacing=1.0)
+    if shape == "circle":
+        corners[:] = False  # a 96-gon's joints are too shallow to notch
     if stroke.wobble > 0 and rng is not None:
         offset = np.zeros_like(points)
         for harmonic in (1, 2, 3, 5):
@@ -107,16 +110,18 @@ def scribble(shape: str, box: tuple[float, float, float, float], stroke: Stroke 
         # Open the outline: walk round from just after a random gap back to where the gap starts.
         start = (arc - rng.uniform(0.0, 1.0)) % 1.0
         order = np.argsort(start, kind="stable")
-        polyline = points[order[start[order] >= stroke.gap]]
+        order = order[start[order] >= stroke.gap]
+        polyline, dots = points[order], points[order][corners[order]]
+        dots = np.concatenate([dots, polyline[[0, -1]]])
     else:
-        polyline = np.concatenate([points, points[:1]])
+        polyline, dots = np.concatenate([points, points[:1]]), points[corners]
     big = world.IMAGE_SIZE * scale
     canvas = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(canvas)
     width = max(1, round(stroke.width * scale))
-    draw.line([(float(x) * scale, float(y) * scale) for x, y in polyline], fill=255, width=width, joint="curve")
+    draw.line([(float(x) * scale, float(y) * scale) for x, y in polyline], fill=255, width=width)
     radius = width / 2
-    for x, y in polyline[[0, -1]]:  # round caps, so an open stroke's ends and the closing corner are not notched
+    for x, y in dots:  # round corners and ends (a plain polyline notches the outer side of a sharp corner)
         draw.ellipse([x * scale - radius, y * scale - radius, x * scale + radius, y * scale + radius], fill=255)
     small = canvas.resize((world.IMAGE_SIZE, world.IMAGE_SIZE), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.uint8)
