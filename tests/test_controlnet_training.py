@@ -77,7 +77,7 @@ def test_control_maps_draw_the_outline_where_the_shape_is(shape):
         lines = control > 127
         assert control.dtype == np.uint8 and control.shape == (64, 64)
         assert lines.sum() > 0.5 * edge.sum(), f"{name}: too little drawn"
-        reach = 4 if name == "hand-drawn" else 2  # half the stroke, plus the wobble (px)
+        reach = 4 if name == "hand-drawn" else 3  # half the stroke (and the wobble), past thin star tips (px)
         assert (lines & ~ndimage.binary_dilation(edge, iterations=reach)).sum() == 0, f"{name}: strokes off the edge"
         if name != "hand-drawn":  # a clean outline or edge map goes all the way round
             covered = edge & ndimage.binary_dilation(lines, iterations=1)
