@@ -69,8 +69,10 @@ pipe = StableDiffusionControlNetPipeline.from_pretrained(
 image = pipe("a red star, on a blue background", image=scribble_64x64, height=64, width=64,
              guidance_scale={recommended["guidance"]:g}).images[0]
 ```
-In the studio and the A1111 API, it is the unit's model `{out.name}` with module `none` (the image already is a
-scribble) or a scribble / canny preprocessor.
+In the studio and the A1111 API it is the ControlNet unit's model `{out.name}`, with module `none` for a white
+scribble on black, `invert` for a black drawing on white, or `canny` for a picture (pixel perfect keeps the edges
+white at 64 px; a map made at 512 px and resized down has grey lines, tried in the "canny 512 px" row below).
+Stability's `control/sketch` picks it by its name.
 
 ## How it was trained
 ```
