@@ -79,6 +79,9 @@ def build_services(config: AppConfig) -> Services:
     from modules.image.request import GenerationRequest
     from modules.image.results import GenerationResult
     from modules.image.styles import StyleStore
+    from modules.interrogate.engine import InterrogateModels
+    from modules.interrogate.folders import InterrogatorFolders
+    from modules.interrogate.kind import InterrogateRunner, interrogate_kind
     from modules.jobs.kinds import KindRegistry
     from modules.jobs.queue import JobQueue
     from modules.jobs.store import JobStore
@@ -148,6 +151,10 @@ def build_services(config: AppConfig) -> Services:
         folders=FolderPolicy(roots=(config.outdir,) if config.listen or config.share else None),
     ))
     kinds.register(dataclasses.replace(upscale, run=recording_outputs(upscale.run, queue, engine.store)))
+    kinds.register(interrogate_kind(InterrogateRunner(
+        InterrogatorFolders(config.models_dir),
+        InterrogateModels(device=runtime.device_name, dtype=lambda: runtime.get().dtype),
+    )))
     return services
 
 
