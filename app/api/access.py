@@ -61,9 +61,9 @@ OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.js
 GRADIO_STARTUP_PATH = "/gradio_api/startup-events"
 LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1", "localhost"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# POST routes that submit generation work: the job and monthly-image limits apply to these only.
+# POST routes that submit work to the queue: the job and monthly-image limits apply to these only.
 GENERATION_ROUTES = re.compile(
-    r"^(/sdapi/v1/(txt2img|img2img|extra-single-image|extra-batch-images)|/api/v1/jobs"
+    r"^(/sdapi/v1/(txt2img|img2img|extra-single-image|extra-batch-images|interrogate)|/api/v1/jobs"
     r"|/v1/images/(generations|edits|variations)"
     r"|/v2beta/stable-image/.+)/?$"
 )
