@@ -21,6 +21,7 @@ from PIL import Image
 
 from app.ui.form import WARNING
 from app.ui.interrogate import interrogate_prompt
+from app.ui.queue_tab import history_view, show_job
 from modules.errors import RequestError
 from modules.interrogate.kind import InterrogateResult
 from modules.interrogate.request import InterrogateRequest
@@ -224,6 +225,9 @@ def test_the_interrogate_button_fills_the_prompt_from_the_input_image(services):
         {"prompt": expected}
     editor = {"background": picture().convert("RGBA"), "layers": [Image.new("RGBA", (64, 64))], "composite": None}
     assert interrogate_prompt(services, "inpaint_editor", {"inpaint_editor": editor}) == {"prompt": expected}
+    listed = history_view(services, {})  # the click was a job like any other: in the history, with its words
+    shown = show_job(services, {"history_ids": listed["history_ids"]}, 0)
+    assert listed["history"][0][2] == "interrogate" and expected in shown["job_info"]
 
 
 def test_the_interrogate_button_says_what_is_missing(services, tmp_path):
