@@ -33,12 +33,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def interrogate_models(tmp_path_factory) -> Path:
-    """models/BLIP/tiny-blip and models/interrogate/tiny-clip, built once (a few seconds, mostly imports)."""
-    from tools.tiny_interrogate import save_tiny_blip, save_tiny_clip
+    """models/BLIP/tiny-blip, models/interrogate/tiny-clip and a second captioner, models/interrogate/tiny-git,
+    built once (a few seconds, mostly imports)."""
+    from tools.tiny_interrogate import save_tiny_blip, save_tiny_clip, save_tiny_git
 
     root = tmp_path_factory.mktemp("interrogate-models")
     save_tiny_blip(root / "BLIP" / "tiny-blip", seed=0)
     save_tiny_clip(root / "interrogate" / "tiny-clip", seed=0)
+    save_tiny_git(root / "interrogate" / "tiny-git", seed=0)
     return root
 
 
@@ -57,13 +59,17 @@ def services(studio):
 @contextmanager
 def hidden(models_dir: Path, *folders: str) -> Iterator[None]:
     """The named model folders out of the way for one test (folders are re-read on each request)."""
-    for name in folders:
-        (models_dir / name).rename(models_dir / f".{name}-hidden")
+    paths = [models_dir / name for name in folders]
+    for path in paths:
+        path.rename(path.with_name(f".{path.name}-hidden"))
     try:
         yield
     finally:
-        for name in folders:
-            (models_dir / f".{name}-hidden").rename(models_dir / name)
+        for path in paths:
+            path.with_name(f".{path.name}-hidden").rename(path)
+
+
+NO_CAPTIONER = ("BLIP", "interrogate/tiny-git")
 
 
 def builtin_terms() -> dict[str, tuple[set[str], int]]:
@@ -95,6 +101,27 @@ def test_blip_gives_the_caption_alone_and_needs_no_clip_model(services):
     assert alone.caption == alone.sentence == full.sentence and alone.terms == () and alone.clip_model is None
 
 
+def test_another_captioner_is_found_by_its_config_and_chosen_by_name(services):
+    """GIT is a decoder-only captioner that transformers loads as image-text-to-text, like Florence-2: any such
+    folder is a captioner, in models/BLIP or (as here) models/interrogate beside the CLIP model."""
+    blip = services.run(InterrogateRequest(image=picture(), model="blip"), timeout=120)
+    git = services.run(InterrogateRequest(image=picture(), model="clip", captioner="TINY-GIT"), timeout=120)
+    assert (git.captioner, git.clip_model) == ("tiny-git", "tiny-clip")
+    assert git.sentence and git.sentence != blip.sentence
+    assert [term for _name, term in git.terms] == [term for _name, term in services.run(
+        InterrogateRequest(image=picture()), timeout=120).terms]  # the ranking does not depend on the captioner
+
+
+def test_an_interrupted_job_keeps_its_caption_and_ranks_nothing(services):
+    from modules.jobs.control import JobControl
+
+    control = JobControl()
+    control.interrupted.set()
+    request = services.queue.kinds.get("interrogate").resolve(InterrogateRequest(image=picture()))
+    result = services.queue.kinds.get("interrogate").run(request, control)
+    assert result.interrupted and result.sentence and result.terms == () and result.caption == result.sentence
+
+
 def test_a_list_in_models_interrogate_replaces_the_builtin_one(services):
     own = services.config.models_dir / "interrogate" / "mediums.top2.txt"
     own.write_text("# my mediums\nan etching\na mosaic of tiles\n\nan etching\n", encoding="utf-8")
@@ -108,7 +135,7 @@ def test_a_list_in_models_interrogate_replaces_the_builtin_one(services):
 
 def test_missing_models_are_refused_before_queueing_naming_the_folder(services):
     before = len(services.queue.jobs())
-    with hidden(services.config.models_dir, "BLIP"), pytest.raises(RequestError) as caught:
+    with hidden(services.config.models_dir, *NO_CAPTIONER), pytest.raises(RequestError) as caught:
         services.queue.submit(InterrogateRequest(image=picture()))
     assert caught.value.field == "model" and "models/BLIP/" in caught.value.message
     with hidden(services.config.models_dir, "interrogate"), pytest.raises(RequestError) as caught:
@@ -188,7 +215,7 @@ def test_interrogate_refuses_what_it_cannot_do(studio, body, status, words):
 
 def test_interrogate_without_models_is_a_400_naming_the_folder(studio):
     models = studio.services.config.models_dir
-    with hidden(models, "BLIP"):
+    with hidden(models, *NO_CAPTIONER):
         answer = httpx.post(f"{studio.url}/sdapi/v1/interrogate", json={"image": b64(picture())}, timeout=60)
     assert answer.status_code == 400 and "models/BLIP/" in answer.json()["detail"]
     with hidden(models, "interrogate"):
@@ -232,7 +259,7 @@ def test_the_interrogate_button_fills_the_prompt_from_the_input_image(services):
 
 def test_the_interrogate_button_says_what_is_missing(services, tmp_path):
     assert "put an image in first" in interrogate_prompt(services, "init_image", {"init_image": None})[WARNING]
-    with hidden(services.config.models_dir, "BLIP"):
+    with hidden(services.config.models_dir, *NO_CAPTIONER):
         notice = interrogate_prompt(services, "init_image", {"init_image": picture()})
     assert set(notice) == {WARNING} and "models/BLIP/" in notice[WARNING]
     text = tmp_path / "not-an-image.png"

@@ -70,3 +70,23 @@ def _save(model, processor, folder: Path) -> Path:  # noqa: ANN001 - any transfo
     model.save_pretrained(str(folder))
     processor.save_pretrained(str(folder))
     return folder
+
+
+def save_tiny_git(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
+    """A ``GitForCausalLM`` (a decoder-only captioner transformers loads as image-text-to-text, unlike BLIP) with
+    its ``GitProcessor``, saved into ``folder``: shows that other captioners than BLIP work."""
+    import torch
+    from transformers import BertTokenizer, CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
+
+    tokenizer = BertTokenizer(vocab=tiny_wordpiece_vocab())
+    processor = GitProcessor(image_processor=CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}),
+        tokenizer=tokenizer)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                  image_size=image_size, patch_size=8)
+    config = GitConfig(vision_config=vision, vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37,
+                       num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+                       bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+                       pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    return _save(GitForCausalLM(config).eval(), processor, folder)
