@@ -29,7 +29,8 @@ TEXT_BATCH = 64
 
 
 class InterrogateLoadError(RequestError):
-    """A model folder that cannot be loaded: names the folder and says why (field "model")."""
+    """A model folder that cannot be loaded, or whose processor and model do not fit an image: names the folder
+    and says why (field "model"), since it is the folder that needs fixing."""
 
     def __init__(self, info: InterrogatorInfo, error: BaseException, doing: str = "be loaded") -> None:
         text = " ".join(str(error).split()).replace(str(info.path), info.shown)[:300] or "no details"
@@ -85,7 +86,7 @@ class InterrogateModels:
         model_class = AutoModel if info.role == "ranker" else AutoModelForImageTextToText
         try:
             processor = AutoProcessor.from_pretrained(str(info.path), local_files_only=True)
-            model = model_class.from_pretrained(str(info.path), local_files_only=True, dtype=self.dtype())
+            model = model_class.from_pretrained(str(info.path), local_files_only=True, **_dtype_argument(self.dtype()))
         except Exception as error:  # a broken or foreign folder fails its job naming the folder, not the worker
             raise InterrogateLoadError(info, error) from None
         return model.eval(), processor
@@ -120,7 +121,7 @@ class InterrogateModels:
             inputs = {name: _to(value, self.device, self.dtype()) for name, value in inputs.items()}
             with torch.inference_mode():
                 output = loaded.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False, num_beams=1)
-        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as error:
+        except (ValueError, TypeError, KeyError, IndexError) as error:
             raise InterrogateLoadError(info, error, "caption the image") from None
         prompt_ids = inputs.get("input_ids")
         if prompt_ids is not None and not getattr(loaded.model.config, "is_encoder_decoder", False):
@@ -141,7 +142,7 @@ class InterrogateModels:
             with torch.inference_mode():
                 features = _features(loaded.model.get_image_features(pixel_values=_to(pixels, self.device,
                                                                                       self.dtype())))
-        except (RuntimeError, ValueError, TypeError, KeyError) as error:
+        except (ValueError, TypeError, KeyError, IndexError) as error:
             raise InterrogateLoadError(info, error, "encode the image") from None
         chosen: list[tuple[str, str, float]] = []
         for index, category in enumerate(categories):
@@ -186,6 +187,14 @@ def _to(value: Any, device: str, dtype: torch.dtype) -> Any:
     if not hasattr(value, "to"):
         return value
     return value.to(device, dtype) if value.is_floating_point() else value.to(device)
+
+
+def _dtype_argument(dtype: torch.dtype) -> dict[str, Any]:
+    """``from_pretrained``'s precision argument: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
 
 def _stamp(path: Path) -> float:
