@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from modules.controlnet.apply import ControlPlan
     from modules.controlnet.loading import ControlNetModels
     from modules.controlnet.registry import ControlNetRegistry
+    from modules.image.previews import LatentPreviewer
     from modules.image.styles import StyleStore
     from modules.models.networks import NetworkRegistry
     from modules.models.pipelines import LoadedModel, PipelineManager
@@ -52,6 +53,7 @@ class Engine:
     networks: NetworkRegistry | None = None  # LoRAs and embeddings; None = the registry's models folder
     controlnets: ControlNetRegistry | None = None  # None = the registry's models folder
     controlnet_models: ControlNetModels | None = None  # ControlNets loaded on the worker (a few are kept)
+    previewer: LatentPreviewer | None = None  # cheap live previews, one fitted map per autoencoder
 
     def __post_init__(self) -> None:
         if self.networks is None:
@@ -66,6 +68,10 @@ class Engine:
             from modules.controlnet.loading import ControlNetModels
 
             self.controlnet_models = ControlNetModels()
+        if self.previewer is None:
+            from modules.image.previews import LatentPreviewer
+
+            self.previewer = LatentPreviewer()
 
     @property
     def device(self) -> str:
@@ -246,7 +252,8 @@ class _Run:
             progress.step = offset + step + 1
             interval = control.preview_interval
             if interval and (progress.step % interval == 0) and "latents" in tensors:
-                progress.preview = _preview(pipe, tensors["latents"])
+                full = control.preview_method == "full"
+                progress.preview = _preview(pipe, tensors["latents"], None if full else self.engine.previewer)
             control.report(progress)
             return {}
 
@@ -531,9 +538,12 @@ def _decode(pipe: Any, latents: Any) -> list[Image.Image]:
     return pipe.image_processor.postprocess(decoded.float(), output_type="pil")
 
 
-def _preview(pipe: Any, latents: Any) -> Image.Image | None:
-    """Decode the first image of the batch as it stands, for the live preview."""
+def _preview(pipe: Any, latents: Any, previewer: LatentPreviewer | None = None) -> Image.Image | None:
+    """The first image of the batch as it stands, for the live preview: approximated from the latents by
+    ``previewer`` (cheap), else decoded by the VAE (exact, as costly as a few steps)."""
     try:
+        if previewer is not None:
+            return previewer.preview(pipe, latents, decode=_decode)
         return _decode(pipe, latents[:1, :4])[0]
     except Exception:  # a preview must never break a generation
         return None

@@ -107,7 +107,7 @@ def _tile_control(control: JobControl, progress: Progress, number: int) -> JobCo
         control.report(progress)
 
     return JobControl(interrupted=control.interrupted, skipped=control.skipped, on_progress=report,
-                      preview_interval=control.preview_interval)
+                      preview_interval=control.preview_interval, preview_method=control.preview_method)
 
 
 def _with_size_and_extras(infotext: str, size: tuple[int, int], extra: str) -> str:

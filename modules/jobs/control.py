@@ -44,7 +44,8 @@ class JobControl:
     interrupted: threading.Event = field(default_factory=threading.Event)
     skipped: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[Progress], None] | None = None
-    preview_interval: int = 5  # decode a live preview every N steps; 0 = never
+    preview_interval: int = 5  # a live preview every N steps; 0 = never
+    preview_method: str = "approximate"  # "approximate" (latents mapped to RGB, cheap) or "full" (VAE decode)
 
     def interrupt(self) -> None:
         self.interrupted.set()
