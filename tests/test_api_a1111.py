@@ -289,6 +289,10 @@ def test_new_a1111_samplers_run_and_refused_ones_are_named(client, studio):
     result = client.txt2img(prompt="a red circle", seed=3, **{**TINY, "sampler_name": "DPM++ 3M SDE",
                                                                "scheduler": "Normal"})
     assert "Sampler: DPM++ 3M SDE" in result.info["infotexts"][0]
+    written = "a [red:blue:0.5] circle AND a square :0.5"
+    result = client.txt2img(prompt=written, seed=3, **{**TINY, "scheduler": "align_your_steps"})
+    assert result.info["infotexts"][0].startswith(written + "\n")  # the prompt as written
+    assert "Sampler: Euler, Schedule type: Align Your Steps," in result.info["infotexts"][0]
 
     for field, value, name in [("sampler_name", "Restart", "Restart"), ("sampler_name", "DPM fast", "DPM fast"),
                                ("scheduler", "align_your_steps", "Align Your Steps")]:

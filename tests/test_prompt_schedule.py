@@ -150,6 +150,28 @@ def test_composable_and(services, one_thread):
     assert np.array_equal(_image(services, prompt="red :1"), red)  # one sub-prompt of weight 1 is the prompt
 
 
+def test_and_and_editing_keep_each_image_of_a_batch_on_its_own_seed(services, one_thread):
+    prompt = "[red:blue:0.5] AND green :0.6"
+    batch = services.run(txt2img(prompt=prompt, batch_size=2, seed=40)).images
+    alone = _image(services, prompt=prompt, seed=41)
+    assert np.abs(pixels(batch[1].image) - alone).max() <= 1
+    assert not np.array_equal(pixels(batch[0].image), pixels(batch[1].image))
+
+
+def test_img2img_inpaint_and_no_guidance_take_the_syntax_too(services, one_thread):
+    from PIL import Image
+
+    source = Image.new("RGB", (64, 64), (200, 40, 40))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    prompt = "[red:blue:0.5] AND green"
+    for fields in ({"task": "img2img", "init_image": source, "denoising_strength": 0.8},
+                   {"task": "inpaint", "init_image": source, "mask": mask, "denoising_strength": 0.9},
+                   {"cfg_scale": 1.0}):
+        edited = _image(services, prompt=prompt, **fields)
+        assert not np.array_equal(edited, _image(services, prompt="red", **fields)), fields
+
+
 def test_infotext_keeps_the_prompt_as_written(services, one_thread):
     from modules.image.infotext import parse_infotext
 
