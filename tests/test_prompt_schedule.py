@@ -172,6 +172,13 @@ def test_img2img_inpaint_and_no_guidance_take_the_syntax_too(services, one_threa
         assert not np.array_equal(edited, _image(services, prompt="red", **fields)), fields
 
 
+def test_prompts_of_different_lengths_share_a_batch(services, one_thread):
+    long = ", ".join(f"a small red circle number {index}" for index in range(20))  # three 75-token chunks
+    for prompt in (f"[red:{long}:0.5]", f"red AND {long} :0.5", f"[{long}|blue]"):
+        edited = _image(services, prompt=prompt, negative_prompt="[a|b]")
+        assert edited.shape == (64, 64, 3) and not np.array_equal(edited, _image(services, prompt="red"))
+
+
 def test_infotext_keeps_the_prompt_as_written(services, one_thread):
     from modules.image.infotext import parse_infotext
 
@@ -246,6 +253,17 @@ def test_computed_schedules_run_with_euler_and_round_trip_the_infotext(services,
     assert f"Sampler: Euler, Schedule type: {schedule}," in item.infotext
     fields = infotext_to_request_fields(parse_infotext(item.infotext))
     assert fields["sampler_name"] == "Euler" and fields["scheduler"] == schedule
+
+
+def test_computed_schedules_in_img2img_and_the_hires_pass(services, one_thread):
+    from PIL import Image
+
+    source = Image.new("RGB", (64, 64), (40, 40, 200))
+    for fields in ({"task": "img2img", "init_image": source, "denoising_strength": 0.6},
+                   {"hires": HiresFix(scale=2.0, upscaler="Latent", steps=3, denoising_strength=0.5)}):
+        default = _image(services, prompt="red", **fields)
+        kl = _image(services, prompt="red", scheduler="KL Optimal", **fields)
+        assert kl.shape == default.shape and not np.array_equal(kl, default), fields
 
 
 def test_computed_sigma_lists_follow_a1111():
