@@ -284,7 +284,8 @@ def test_computed_sigma_lists_follow_a1111():
     # A1111's list is the published one ending at sigma_min (11 levels, native at 11 steps), then 0.
     ays = custom_sigmas(SamplerChoice("Euler", "Align Your Steps"), scheduler, 11)["sigmas"]
     assert np.allclose(ays, [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, low, 0])
-    assert ays[-1] == 0 and len(custom_sigmas(SamplerChoice("Euler", "AYS"), scheduler, 25)["sigmas"]) == 26
+    longer = custom_sigmas(SamplerChoice("Euler", "align_your_steps"), scheduler, 25)["sigmas"]
+    assert len(longer) == 26 and longer[-1] == 0 and np.all(np.diff(longer) < 0)
     assert custom_sigmas(SamplerChoice("Euler", "Karras"), scheduler, 5) == {}
 
 

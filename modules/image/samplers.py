@@ -13,8 +13,8 @@ Polyexponential, KL Optimal and Align Your Steps are sigma lists computed here (
 the AYS lists from ``diffusers.schedulers.AysSchedules``, log-linearly interpolated to the step count) and passed as
 ``sigmas=`` to the pipeline call (``custom_sigmas``). Only schedulers whose ``set_timesteps`` takes ``sigmas`` can
 run them exactly: Euler's does; UniPC's only for flow-matching models; the others take integer ``timesteps`` at best,
-which would round the list. Other samplers with those three are therefore refused (``UnsupportedScheduleError``,
-the API answers 400 naming ``scheduler``) rather than run on a different schedule.
+which would round the list. Those three are listed, but with any other sampler the pair is refused
+(``UnsupportedScheduleError``, the API answers 400 naming ``scheduler``) rather than run on a different schedule.
 
 A1111 names that diffusers cannot express faithfully are refused with the reason rather than run as some other
 sampler (``UNSUPPORTED_SAMPLERS`` / ``UNSUPPORTED_SCHEDULES``; the API answers 400 naming them), and are not
@@ -28,9 +28,9 @@ Restart                 diffusers has no Restart sampler (back-and-forth re-nois
 DPM fast                diffusers has no fixed-step DPM-Solver "fast" sampler (k-diffusion sample_dpm_fast)
 DPM adaptive            diffusers has no adaptive-step-size DPM-Solver (k-diffusion sample_dpm_adaptive)
 DDIM CFG++              needs CFG++ guidance (unconditional noise for re-noising); no diffusers scheduler has it
-Polyexponential,        with any sampler but Euler: a custom sigma list, and only Euler's diffusers scheduler takes
-KL Optimal,             one (``set_timesteps(sigmas=...)``)
-Align Your Steps
+Polyexponential, KL     only with a sampler other than Euler (the schedule itself is listed): a computed sigma
+Optimal, Align Your     list, and only EulerDiscreteScheduler's ``set_timesteps`` takes ``sigmas=`` (UniPC's for
+Steps (as a pair)       flow-matching models only; DPM++ / Heun / LCM take integer or no custom timesteps)
 ======================  ==========================================================================================
 """
 
@@ -167,7 +167,7 @@ SCHEDULES: tuple[ScheduleSpec, ...] = (
     ScheduleSpec("polyexponential", "Polyexponential", default_rho=1.0, custom=True),
     ScheduleSpec("sgm_uniform", "SGM Uniform", aliases=("SGMUniform",), spacing="trailing", need_inner_model=True),
     ScheduleSpec("kl_optimal", "KL Optimal", custom=True),
-    ScheduleSpec("align_your_steps", "Align Your Steps", aliases=("AYS",), custom=True),
+    ScheduleSpec("align_your_steps", "Align Your Steps", custom=True),
     ScheduleSpec("simple", "Simple", spacing="trailing", need_inner_model=True),
     # A1111's normal_scheduler spaces timesteps evenly from the first to the last (diffusers' "linspace");
     # its ddim_scheduler takes every (1000 // steps)-th timestep from the start (diffusers' "leading").
