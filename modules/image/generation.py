@@ -132,6 +132,7 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
     images: list[GeneratedImage] = []
     progress = Progress(job_count=request.n_iter, steps=run.total_steps)
     # 4. LoRAs and embeddings the prompts name, applied for this job only (removed however it ends)
+    from modules.image.prompt_conditioning import UnetScope
     from modules.models.networks import NetworkLoadError, applied_networks
 
     try:
@@ -140,7 +141,8 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
             run.network_params = applied.params
             run.encode_prompt, run.encode_negative = applied.rewrite(run.encode_prompt), applied.rewrite(
                 run.encode_negative)
-            interrupted = _batches(request, engine, run, control, progress, all_seeds, all_subseeds, images)
+            with UnetScope() as run.unet_scope:  # prompt editing / AND wrap the UNet for this job only
+                interrupted = _batches(request, engine, run, control, progress, all_seeds, all_subseeds, images)
     except NetworkLoadError as error:
         raise RequestError("prompt", str(error)) from None
 
@@ -192,6 +194,7 @@ class _Run:
         self.prompt, self.negative = prompt, negative  # as written (with <lora:...>): what the infotext keeps
         self.encode_prompt, self.encode_negative, self.loras = extract_loras(prompt, negative)
         self.network_params: dict[str, str] = {}  # "Lora hashes", "TI hashes" of what was applied
+        self.unet_scope = None  # a prompt_conditioning.UnetScope while the job's batches run
         self.width, self.height = width, height
         self.sampler = sampler
         self._make_scheduler = make_scheduler
@@ -231,9 +234,14 @@ class _Run:
         return pipe
 
     def _common(self, pipe: Any, seeds: list[int], progress: Progress, step_offset: int, steps: int) -> dict:
-        from modules.image.prompt_embeddings import encode_prompt_pair
+        from modules.image.prompt_conditioning import conditioning_kwargs
+        from modules.image.samplers import custom_sigmas
 
-        kwargs = encode_prompt_pair(pipe, self.encode_prompt, self.encode_negative, clip_skip=self.request.clip_skip)
+        # A hires second pass (the only call with an offset) continues the first pass's prompt-editing timeline.
+        kwargs = conditioning_kwargs(pipe, self.encode_prompt, self.encode_negative, clip_skip=self.request.clip_skip,
+                                     steps=steps, first_pass_steps=self.request.steps if step_offset else None,
+                                     images=len(seeds), scope=self.unet_scope)
+        kwargs.update(custom_sigmas(self.sampler, pipe.scheduler, steps, sdxl=self.loaded.family == "sdxl"))
         kwargs.update(
             num_inference_steps=steps,
             guidance_scale=self.request.cfg_scale,
