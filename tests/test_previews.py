@@ -88,9 +88,25 @@ def test_a_generation_reports_previews_of_the_output_size(services, method):
     from modules.jobs.control import JobControl
 
     previews = []
-    control = JobControl(on_progress=lambda progress: previews.append(progress.preview), preview_interval=1,
-                         preview_method=method)
+    control = JobControl(on_progress=lambda progress: previews.append(progress.current_preview()),
+                         preview_interval=1, preview_method=method)
     result = generate(txt2img(steps=4, width=64, height=48, save_images=False), services.engine, control)
     shown = [image for image in previews if image is not None]
     assert len(shown) >= 3 and all(image.size == (64, 48) for image in shown)
     assert result.images[0].image.size == (64, 48)
+
+
+def test_a_job_nobody_watches_makes_no_previews(services, monkeypatch):
+    import modules.image.generation as generation
+    from modules.jobs.control import JobControl
+
+    made = []
+    real = generation._preview
+    monkeypatch.setattr(generation, "_preview", lambda *args: made.append(1) or real(*args))
+    offered = []
+    control = JobControl(on_progress=lambda progress: offered.append(progress.has_preview), preview_interval=1)
+    generation.generate(txt2img(steps=4, width=64, height=64, save_images=False), services.engine, control)
+    assert any(offered) and not made  # offered every step, made never
+    control = JobControl(on_progress=lambda progress: progress.current_preview(), preview_interval=1)
+    generation.generate(txt2img(steps=4, width=64, height=64, save_images=False), services.engine, control)
+    assert len(made) == 4

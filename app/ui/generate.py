@@ -101,7 +101,7 @@ def follow_job(services: Services, job: Job, poll: float = POLL_SECONDS,
                 # While it waits, its line is sent again each check: an older job's last step update may
                 # reach the page after this job's first one (two events' messages are not ordered).
                 update["progress"] = bar = now
-            preview = job.progress.preview
+            preview = job.progress.current_preview() if changed else None
             if changed and preview is not None and preview is not shown:
                 update["preview"] = shown = preview
             if update:  # an unchanged running job's page gets nothing

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageChops
@@ -260,8 +261,8 @@ class _Run:
             progress.step = offset + step + 1
             interval = control.preview_interval
             if interval and (progress.step % interval == 0) and "latents" in tensors:
-                full = control.preview_method == "full"
-                progress.preview = _preview(pipe, tensors["latents"], None if full else self.engine.previewer)
+                previewer = None if control.preview_method == "full" else self.engine.previewer
+                progress.offer_preview(partial(_preview, pipe, tensors["latents"], previewer))
             control.report(progress)
             return {}
 
