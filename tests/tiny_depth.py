@@ -1,0 +1,45 @@
+"""Tiny randomly initialised depth models saved as Hugging Face folders, the way a user puts a real one under
+``models/ControlNet/annotators/<folder>/``: the code that loads and runs them is the subject, not their weights.
+Built locally (no network) in well under a second."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ANNOTATORS = Path("ControlNet") / "annotators"
+
+
+def save_tiny_dpt(models_dir: Path, folder: str = "dpt-hybrid-midas", seed: int = 0) -> Path:
+    """A tiny DPT (the architecture of ``Intel/dpt-hybrid-midas`` without its BiT stem) with its image processor,
+    saved under ``models_dir/ControlNet/annotators/folder``."""
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    target = Path(models_dir) / ANNOTATORS / folder
+    torch.manual_seed(seed)
+    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, image_size=32,
+                       patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
+                       fusion_hidden_size=16, reassemble_factors=[4, 2, 1, 0.5], initializer_range=0.5)
+    DPTForDepthEstimation(config).eval().save_pretrained(target)
+    DPTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(target)
+    return target
+
+
+def save_tiny_depth_anything(models_dir: Path, folder: str = "depth-anything-small", seed: int = 0) -> Path:
+    """A tiny Depth Anything (a DINOv2 backbone and a DPT head), with the aspect-keeping image processor of the
+    real ones, saved under ``models_dir/ControlNet/annotators/folder``."""
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    target = Path(models_dir) / ANNOTATORS / folder
+    torch.manual_seed(seed)
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37,
+                            image_size=28, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, patch_size=14,
+                                 neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8,
+                                 initializer_range=0.5)
+    DepthAnythingForDepthEstimation(config).eval().save_pretrained(target)
+    DPTImageProcessor(size={"height": 28, "width": 28}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                      resample=3).save_pretrained(target)
+    return target
