@@ -31,7 +31,7 @@ def fresh_cache():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """A models folder with a tiny DPT as ``dpt-hybrid-midas`` and a tiny Depth Anything as
+    """A models folder with a tiny hybrid DPT as ``dpt-hybrid-midas`` and a tiny Depth Anything as
     ``depth-anything-small``; ``depth-anything-v2-*`` is left out."""
     root = tmp_path_factory.mktemp("annotators") / "models"
     save_tiny_dpt(root)
@@ -129,7 +129,7 @@ def test_an_empty_folder_is_missing_and_a_broken_one_says_it_cannot_be_loaded(tm
 
 
 def test_the_second_accepted_folder_is_used_when_the_first_is_absent(tmp_path):
-    save_tiny_dpt(tmp_path, "dpt-large")
+    save_tiny_dpt(tmp_path, "dpt-large", hybrid=False)
     assert find("depth").model_folder(tmp_path) == tmp_path / "ControlNet" / "annotators" / "dpt-large"
     assert run_preprocessor("depth", scene(), resolution=64, models_dir=tmp_path).size == (107, 64)
 
@@ -158,9 +158,8 @@ def test_loaded_models_are_cached_by_folder_and_mtime(tmp_path):
     os.utime(config, (stamp, stamp))  # the user replaced the model
     reloaded, _ = annotators.load_depth_model(first)
     assert reloaded is not model
-    others = [save_tiny_dpt(tmp_path, name, seed) for seed, name in enumerate(("dpt-large", "third"), start=1)]
-    for folder in others:
-        annotators.load_depth_model(folder)
+    for seed, name in enumerate(("dpt-large", "third"), start=1):
+        annotators.load_depth_model(save_tiny_dpt(tmp_path, name, seed, hybrid=False))
     assert len(annotators._cache) == annotators.CACHE_SIZE  # the least recently used one was dropped
     assert annotators.load_depth_model(first)[0] is not reloaded
 
@@ -171,3 +170,20 @@ def test_importing_the_preprocessors_loads_no_model_library():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.stdout.strip() == "False"
+
+
+def test_a_generation_units_preprocessing_runs_the_depth_model_and_names_the_unit_when_missing(models, tmp_path):
+    """What a txt2img job with a depth unit does before the ControlNet reads its image (pixel-perfect: the
+    output's size)."""
+    from modules.controlnet.apply import preprocess
+    from modules.controlnet.units import ControlNetUnit
+
+    unit = ControlNetUnit(model="control_depth", module="depth_midas", pixel_perfect=True)
+    control = preprocess(unit, scene(160, 96), (80, 48), "controlnet[0]", models)
+    assert control.size == (80, 48) and control.mode == "RGB"
+    with pytest.raises(PreprocessorNeedsModel) as caught:
+        check_runnable(unit.module, "controlnet[0].module", tmp_path)
+    assert caught.value.field == "controlnet[0].module"
+    with pytest.raises(RequestError) as failed:
+        preprocess(unit, scene(), (64, 64), "controlnet[1]", tmp_path)
+    assert failed.value.field == "controlnet[1].module" and "dpt-hybrid-midas/ is missing" in failed.value.message

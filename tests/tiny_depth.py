@@ -9,19 +9,30 @@ from pathlib import Path
 ANNOTATORS = Path("ControlNet") / "annotators"
 
 
-def save_tiny_dpt(models_dir: Path, folder: str = "dpt-hybrid-midas", seed: int = 0) -> Path:
-    """A tiny DPT (the architecture of ``Intel/dpt-hybrid-midas`` without its BiT stem) with its image processor,
-    saved under ``models_dir/ControlNet/annotators/folder``."""
+def save_tiny_dpt(models_dir: Path, folder: str = "dpt-hybrid-midas", seed: int = 0, hybrid: bool = True) -> Path:
+    """A tiny DPT with its image processor, saved under ``models_dir/ControlNet/annotators/folder``: with
+    ``hybrid``, a BiT stem before the ViT as in ``Intel/dpt-hybrid-midas``; without, a plain ViT as in
+    ``Intel/dpt-large``."""
     import torch
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+    from transformers import BitConfig, DPTConfig, DPTForDepthEstimation, DPTImageProcessor
 
     target = Path(models_dir) / ANNOTATORS / folder
     torch.manual_seed(seed)
-    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, image_size=32,
-                       patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
-                       fusion_hidden_size=16, reassemble_factors=[4, 2, 1, 0.5], initializer_range=0.5)
+    shared = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 37,
+              "backbone_out_indices": [0, 1, 2, 3], "neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16,
+              "initializer_range": 0.5}
+    if hybrid:  # the BiT's third stage (32 channels, 1/16 of the size) becomes the ViT's tokens
+        stem = BitConfig(global_padding="same", layer_type="bottleneck", depths=[1, 1, 1], hidden_sizes=[8, 16, 32],
+                         out_features=["stage1", "stage2", "stage3"], embedding_dynamic_padding=True, num_groups=2)
+        config = DPTConfig(is_hybrid=True, backbone_config=stem, backbone_featmap_shape=[1, 32, 4, 4],
+                           image_size=64, patch_size=16, reassemble_factors=[1, 1, 1, 0.5], readout_type="project",
+                           **shared)
+        size = 64
+    else:
+        config = DPTConfig(image_size=32, patch_size=8, reassemble_factors=[4, 2, 1, 0.5], **shared)
+        size = 32
     DPTForDepthEstimation(config).eval().save_pretrained(target)
-    DPTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(target)
+    DPTImageProcessor(size={"height": size, "width": size}).save_pretrained(target)
     return target
 
 
