@@ -16,7 +16,7 @@ from modules.controlnet import annotators
 from modules.controlnet.preprocessors import PreprocessorNeedsModel, check_runnable, find, module_detail
 from modules.controlnet.preprocessors import run as run_preprocessor
 from modules.errors import RequestError
-from tests.tiny_depth import save_tiny_depth_anything, save_tiny_dpt
+from tests.tiny_depth import save_tiny_depth_anything, save_tiny_dpt, save_tiny_zoedepth
 
 pytest.importorskip("cv2")
 pytest.importorskip("transformers")
@@ -31,11 +31,12 @@ def fresh_cache():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """A models folder with a tiny hybrid DPT as ``dpt-hybrid-midas`` and a tiny Depth Anything as
-    ``depth-anything-small``; ``depth-anything-v2-*`` is left out."""
+    """A models folder with a tiny hybrid DPT as ``dpt-hybrid-midas``, a tiny Depth Anything as
+    ``depth-anything-small`` and a tiny ZoeDepth as ``zoedepth-nyu``; ``depth-anything-v2-*`` is left out."""
     root = tmp_path_factory.mktemp("annotators") / "models"
     save_tiny_dpt(root)
     save_tiny_depth_anything(root)
+    save_tiny_zoedepth(root)
     return root
 
 
@@ -47,7 +48,7 @@ def scene(width: int = 160, height: int = 96) -> Image.Image:
     return image
 
 
-@pytest.mark.parametrize("module", ["depth_midas", "depth", "depth_anything"])
+@pytest.mark.parametrize("module", ["depth_midas", "depth", "depth_anything", "depth_zoe"])
 def test_depth_runs_from_its_folder_as_grey_at_the_working_size(models, module):
     out = run_preprocessor(module, scene(160, 96), resolution=96, models_dir=models)
     assert out.mode == "RGB" and out.size == (160, 96)  # the shorter side at the resolution, the aspect kept
@@ -83,6 +84,14 @@ def test_depth_image_is_near_white_far_black():
     assert not annotators.depth_image(np.full((4, 4), 2.0, dtype=np.float32)).any()  # a flat estimate: no NaN
 
 
+def test_metric_depth_image_is_near_white_and_saturates_the_far_background():
+    metres = np.tile(np.linspace(1.0, 10.0, 100, dtype=np.float32), (4, 1))  # farther to the right
+    image = annotators.metric_depth_image(metres)[0]
+    assert image[0] == 255 and image[-1] == 0 and (np.diff(image.astype(int)) <= 0).all()
+    assert (image[86:] == 0).all()  # beyond the 85th percentile: black
+    assert not annotators.metric_depth_image(np.ones((4, 4), dtype=np.float32)).any()
+
+
 def test_normal_image_leans_with_the_depth_gradient_and_is_flat_behind_the_threshold():
     inverse_depth = np.tile(np.linspace(0.0, 64.0, 64, dtype=np.float32), (16, 1))  # a plane, nearer to the right
     normal = annotators.normal_image(inverse_depth, background_threshold=0.5)
@@ -103,6 +112,9 @@ def test_without_the_folder_the_error_names_it_and_where_to_get_it(tmp_path):
         check_runnable("depth_anything_v2", "module", tmp_path)
     assert anything.value.missing == ("models/ControlNet/annotators/depth-anything-v2-small/",)
     assert "depth-anything/Depth-Anything-V2-Small-hf" in anything.value.message
+    with pytest.raises(PreprocessorNeedsModel) as zoe:
+        check_runnable("depth_zoe", "module", tmp_path)
+    assert "models/ControlNet/annotators/zoedepth-nyu/ is missing (or zoedepth-nyu-kitti/)" in zoe.value.message
 
 
 def test_the_extensions_own_file_is_named_as_unreadable(tmp_path):
@@ -140,6 +152,8 @@ def test_module_detail_and_the_ui_follow_the_folders(models, tmp_path):
     present = module_detail(models_dir=models)
     assert present["depth"]["available"] and present["normal_map"]["available"]
     assert present["depth_anything"]["available"] and not present["depth_anything_v2"]["available"]
+    assert present["depth_zoe"]["available"] and present["depth_zoe"]["accepts"] == [
+        "models/ControlNet/annotators/zoedepth-nyu/", "models/ControlNet/annotators/zoedepth-nyu-kitti/"]
     assert not present["openpose"]["available"] and not present["normal_bae"]["available"]
     assert [s["name"] for s in present["normal_map"]["sliders"]] == ["Resolution", "Normal Background Threshold"]
     assert present["normal_map"]["sliders"][1] == {"name": "Normal Background Threshold", "value": 0.4, "min": 0.0,

@@ -54,3 +54,27 @@ def save_tiny_depth_anything(models_dir: Path, folder: str = "depth-anything-sma
     DPTImageProcessor(size={"height": 28, "width": 28}, keep_aspect_ratio=True, ensure_multiple_of=14,
                       resample=3).save_pretrained(target)
     return target
+
+
+def save_tiny_zoedepth(models_dir: Path, folder: str = "zoedepth-nyu", seed: int = 0) -> Path:
+    """A tiny ZoeDepth (a BEiT backbone, a DPT neck and a metric bins head, as ``Intel/zoedepth-nyu``) with its
+    padding image processor, saved under ``models_dir/ControlNet/annotators/folder``."""
+    import torch
+    from transformers import BeitConfig, ZoeDepthConfig, ZoeDepthForDepthEstimation, ZoeDepthImageProcessor
+
+    target = Path(models_dir) / ANNOTATORS / folder
+    torch.manual_seed(seed)
+    backbone = BeitConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                          intermediate_size=37, out_features=["stage1", "stage2", "stage3", "stage4"],
+                          reshape_hidden_states=False, use_relative_position_bias=True)
+    config = ZoeDepthConfig(backbone_config=backbone, backbone_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
+                            fusion_hidden_size=16, bottleneck_features=16, num_attractors=[4, 4, 4, 4],
+                            bin_embedding_dim=16, num_relative_features=8, reassemble_factors=[4, 2, 1, 0.5],
+                            bin_configurations=[{"n_bins": 8, "min_depth": 1e-3, "max_depth": 10.0, "name": "nyu"}],
+                            readout_type="project", num_patch_transformer_layers=1, patch_transformer_hidden_size=16,
+                            patch_transformer_intermediate_size=16, patch_transformer_num_attention_heads=2,
+                            initializer_range=0.5)
+    ZoeDepthForDepthEstimation(config).eval().save_pretrained(target)
+    ZoeDepthImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=True,
+                           ensure_multiple_of=8).save_pretrained(target)
+    return target

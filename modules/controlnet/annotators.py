@@ -2,9 +2,10 @@
 under ``models/ControlNet/annotators/``, loaded with ``transformers`` and never downloaded.
 
 Why folders and ``transformers``: the extension's own annotator files (``dpt_hybrid-midas-501f0c75.pt``,
-``depth_anything_vitl14.pth``) are state dicts for model code the extension vendors; ``transformers`` ships
-maintained DPT and Depth Anything implementations that read the Hugging Face conversions of the same weights
-(``Intel/dpt-hybrid-midas``, ``LiheYoung/depth-anything-small-hf``...), so a user copies such a folder
+``depth_anything_vitl14.pth``, ``ZoeD_M12_N.pt``) are state dicts for model code the extension vendors;
+``transformers`` ships maintained DPT, Depth Anything and ZoeDepth implementations that read the Hugging Face
+conversions of the same weights (``Intel/dpt-hybrid-midas``, ``LiheYoung/depth-anything-small-hf``,
+``Intel/zoedepth-nyu``...), so a user copies such a folder
 (``config.json``, ``preprocessor_config.json``, the weights) and nothing else is needed.
 
 Loaded models are kept in a small LRU, keyed by the folder and the newest mtime of its files (a replaced model is
@@ -86,9 +87,10 @@ def shown_path(folder: Path) -> str:
 
 
 def estimate_depth(pixels: np.ndarray, folder: Path, device: str = "cpu") -> np.ndarray:
-    """Relative inverse depth (larger is nearer, as MiDaS, DPT and Depth Anything answer) of an RGB uint8 array,
-    float32 at the array's own size: the model sees the image at its own input size (its image processor's
-    resize) and its estimate is resized back bicubically."""
+    """The depth model's estimate for an RGB uint8 array, float32 at the array's own size: relative inverse depth
+    (larger is nearer) from DPT and Depth Anything, metric depth (larger is farther) from ZoeDepth. The model sees
+    the image at its own input size (its image processor's resize) and its estimate is resized back bicubically
+    (ZoeDepth's processor, which pads the image, also removes the padding)."""
     import torch
     from PIL import Image
 
@@ -96,10 +98,14 @@ def estimate_depth(pixels: np.ndarray, folder: Path, device: str = "cpu") -> np.
     height, width = pixels.shape[:2]
     inputs = processor(images=Image.fromarray(pixels), return_tensors="pt")
     with torch.inference_mode():
-        predicted = model(pixel_values=inputs["pixel_values"].to(device)).predicted_depth
-        resized = torch.nn.functional.interpolate(predicted[:, None].float(), size=(height, width), mode="bicubic",
-                                                  align_corners=False)
-    return resized[0, 0].cpu().numpy().astype(np.float32)
+        outputs = model(pixel_values=inputs["pixel_values"].to(device))
+        if getattr(model.config, "model_type", "") == "zoedepth":
+            predicted = processor.post_process_depth_estimation(outputs, source_sizes=[(height, width)],
+                                                                target_sizes=[(height, width)])[0]["predicted_depth"]
+        else:
+            predicted = torch.nn.functional.interpolate(outputs.predicted_depth[:, None].float(), size=(height, width),
+                                                        mode="bicubic", align_corners=False)[0, 0]
+    return predicted.float().cpu().numpy().astype(np.float32)
 
 
 def relative(depth: np.ndarray) -> np.ndarray:
@@ -113,6 +119,15 @@ def relative(depth: np.ndarray) -> np.ndarray:
 def depth_image(depth: np.ndarray) -> np.ndarray:
     """The extension's depth control image: near white, far black, 8-bit grey."""
     return np.round(relative(depth) * 255.0).clip(0, 255).astype(np.uint8)
+
+
+def metric_depth_image(depth: np.ndarray) -> np.ndarray:
+    """The extension's ``depth_zoe`` image from metric depth: stretched between its 2nd and 85th percentiles and
+    inverted, so near is white and the far background saturates to black."""
+    near, far = float(np.percentile(depth, 2)), float(np.percentile(depth, 85))
+    if not far > near:
+        return np.zeros(depth.shape, dtype=np.uint8)
+    return np.round((1.0 - (depth - near) / (far - near)) * 255.0).clip(0, 255).astype(np.uint8)
 
 
 def normal_image(depth: np.ndarray, background_threshold: float, z: float = NORMAL_Z) -> np.ndarray:

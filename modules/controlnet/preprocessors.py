@@ -3,10 +3,11 @@
 Names, labels, slider ranges and defaults follow the sd-webui-controlnet extension, so a client that sends
 ``"module": "canny"`` (or the extension's UI label, such as ``"invert (from white bg & black line)"``) gets the
 same kind of control image here. The preprocessors that need no weights run everywhere (OpenCV and NumPy). The
-depth ones (``depth_midas``, ``depth_anything``, ``depth_anything_v2``) and ``normal_midas`` run when their Hugging
-Face model folder is under ``models/ControlNet/annotators/`` (``DepthModel``; loaded with ``transformers`` by
-``modules.controlnet.annotators``, never downloaded). The other model-based ones (pose, HED, ``normal_bae``...) are
-listed so a client sees the whole vocabulary, and asking for one says exactly which annotator file it would need.
+depth ones (``depth_midas``, ``depth_anything``, ``depth_anything_v2``, ``depth_zoe``) and ``normal_midas`` run
+when their Hugging Face model folder is under ``models/ControlNet/annotators/`` (``DepthModel``; loaded with
+``transformers`` by ``modules.controlnet.annotators``, never downloaded). The other model-based ones (pose, HED,
+``normal_bae``...) are listed so a client sees the whole vocabulary, and asking for one says exactly which annotator
+file it would need.
 
 Conventions shared by every preprocessor, as in the extension:
 
@@ -356,6 +357,12 @@ def _depth(pixels: np.ndarray, a: float, b: float, folder: Path) -> np.ndarray:
     return annotators.depth_image(annotators.estimate_depth(pixels, folder))
 
 
+def _metric_depth(pixels: np.ndarray, a: float, b: float, folder: Path) -> np.ndarray:
+    from modules.controlnet import annotators
+
+    return annotators.metric_depth_image(annotators.estimate_depth(pixels, folder))
+
+
 def _normal_from_depth(pixels: np.ndarray, background: float, b: float, folder: Path) -> np.ndarray:
     from modules.controlnet import annotators
 
@@ -384,10 +391,12 @@ _DEPTH_ANYTHING = DepthModel(("depth-anything-small", "depth-anything-base", "de
                              "LiheYoung/depth-anything-small-hf", "depth_anything_vitl14.pth")
 _DEPTH_ANYTHING_V2 = DepthModel(("depth-anything-v2-small", "depth-anything-v2-base", "depth-anything-v2-large"),
                                 "depth-anything/Depth-Anything-V2-Small-hf", "depth_anything_v2_vitl.pth")
+_ZOE = DepthModel(("zoedepth-nyu", "zoedepth-nyu-kitti"), "Intel/zoedepth-nyu", "ZoeD_M12_N.pt")
 _WITH_MODEL: tuple[Preprocessor, ...] = (
     Preprocessor("depth", "depth_midas", model=_MIDAS, model_algorithm=_depth),
     Preprocessor("depth_anything", "depth_anything", model=_DEPTH_ANYTHING, model_algorithm=_depth),
     Preprocessor("depth_anything_v2", "depth_anything_v2", model=_DEPTH_ANYTHING_V2, model_algorithm=_depth),
+    Preprocessor("depth_zoe", "depth_zoe", model=_ZOE, model_algorithm=_metric_depth),
     Preprocessor("normal_map", "normal_midas", threshold_a=Slider("Normal Background Threshold", 0.0, 1.0, 0.4, 0.01),
                  model=_MIDAS, model_algorithm=_normal_from_depth),
 )
@@ -398,7 +407,6 @@ _OPENPOSE = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
 _NEEDS_MODEL: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("depth_leres", "depth_leres", ("res101.pth",)),
     ("depth_leres++", "depth_leres++", ("res101.pth", "latest_net_G.pth")),
-    ("depth_zoe", "depth_zoe", ("ZoeD_M12_N.pt",)),
     ("normal_bae", "normal_bae", ("scannet.pt",)),
     ("openpose", "openpose", _OPENPOSE[:1]),
     ("openpose_hand", "openpose_hand", _OPENPOSE[:2]),
