@@ -47,7 +47,10 @@ def load_depth_model(folder: Path, device: str = "cpu") -> tuple[Any, Any]:
     """The (model, image processor) of the depth model in ``folder``, loaded once and kept while recently used.
     ``RequestError`` naming ``module`` when the folder cannot be read as a depth model."""
     folder = Path(folder)
-    key = (str(folder.resolve()), _stamp(folder), device)
+    try:
+        key = (str(folder.resolve()), _stamp(folder), device)
+    except OSError as error:  # removed between finding it and loading it
+        raise RequestError("module", f"the depth model in {shown_path(folder)} cannot be read: {error}") from None
     with _lock:  # one load at a time: two requests for the same model must not load it twice
         found = _cache.get(key)
         if found is not None:
