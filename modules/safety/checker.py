@@ -34,11 +34,13 @@ FLAGGED_LABELS = frozenset({"nsfw", "porn", "hentai", "explicit", "unsafe", "sex
 
 @dataclass(frozen=True)
 class CheckerInfo:
-    """An installed checker: its folder, its kind (``"sd"`` or ``"classifier"``), where its preprocessor config is."""
+    """An installed checker: its folder, its kind (``"sd"`` or ``"classifier"``), where its preprocessor config is,
+    and the latest change to its files (a checker replaced in place is loaded again)."""
 
     path: Path
     kind: str
     processor_dir: Path
+    stamp: int = 0
 
     @property
     def name(self) -> str:
@@ -71,7 +73,9 @@ def _describe(folder: Path) -> CheckerInfo | None:
         return None
     architectures = config.get("architectures") or []
     kind = "sd" if SD_CHECKER_CLASS in architectures else "classifier"
-    return CheckerInfo(folder, kind, processor)
+    stamp = max((item.stat().st_mtime_ns for item in (*folder.iterdir(), *processor.iterdir()) if item.is_file()),
+                default=0)
+    return CheckerInfo(folder, kind, processor, stamp)
 
 
 class SafetyCheckers:
@@ -152,11 +156,11 @@ def _load(info: CheckerInfo, device: str) -> tuple[Any, Any]:
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from transformers import CLIPImageProcessor
 
-        model = StableDiffusionSafetyChecker.from_pretrained(info.path, local_files_only=True, torch_dtype=dtype)
+        model = StableDiffusionSafetyChecker.from_pretrained(info.path, local_files_only=True, dtype=dtype)
         processor = CLIPImageProcessor.from_pretrained(info.processor_dir, local_files_only=True)
     else:
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-        model = AutoModelForImageClassification.from_pretrained(info.path, local_files_only=True, torch_dtype=dtype)
+        model = AutoModelForImageClassification.from_pretrained(info.path, local_files_only=True, dtype=dtype)
         processor = AutoImageProcessor.from_pretrained(info.processor_dir, local_files_only=True)
     return model.to(device).eval(), processor
