@@ -95,6 +95,18 @@ def test_the_safety_field_is_checked_by_name_and_survives_the_job_store(tmp_path
     assert error.value.field == "safety" and "off, blur, black" in error.value.message
 
 
+def test_which_images_were_filtered_survives_the_job_store(tmp_path):
+    from modules.image.codec import result_from_dict, result_to_dict
+    from modules.image.results import GeneratedImage, GenerationResult
+
+    images = [GeneratedImage(Image.new("RGB", (8, 8)), 1, 1, "p", "", "p\nSteps: 1", nsfw=flag)
+              for flag in (True, False, None)]
+    restored, problems = result_from_dict(result_to_dict(GenerationResult(images=images), tmp_path), tmp_path)
+    assert not problems and [item.nsfw for item in restored.images] == [True, False, None]
+    assert restored.filtered == [True, False, False]
+    assert [item.parameters.get("nsfw") for item in restored.artifacts] == [True, False, None]
+
+
 def test_keys_file_safety_rules_and_what_a_request_may_change():
     from app.api.keys import KeysFileError, parse_keys
 

@@ -117,7 +117,7 @@ class SafetyCheckers:
         values = inputs["pixel_values"].to(device=model.device, dtype=model.dtype)
         with torch.inference_mode():
             if info.kind == "sd":
-                placeholder = torch.zeros(len(pixels), 1)
+                placeholder = torch.zeros(len(pixels), 1, device=values.device)
                 _, flagged = model.forward_onnx(values, placeholder)
                 return [bool(value) for value in flagged.tolist()]
             probabilities = model(pixel_values=values).logits.float().softmax(dim=-1).cpu()
