@@ -212,8 +212,8 @@ def test_a1111_info_and_the_native_job_say_which_images_were_filtered(studio, ba
     assert images[0]["nsfw"] is True and not pixels(load(base64.b64decode(images[0]["image"]))).any()
     assert clear["result"]["nsfw"] == [False]
     # a filtered job shows no live preview (it would be the unchecked picture); an unfiltered one does
-    assert studio.queue.get(dark["id"]).progress.preview is None
-    assert studio.queue.get(clear["id"]).progress.preview is not None
+    assert not studio.queue.get(dark["id"]).progress.has_preview
+    assert studio.queue.get(clear["id"]).progress.has_preview
 
 
 def wait_ended(client: httpx.Client, job_id: str, timeout: float = 300) -> dict:
