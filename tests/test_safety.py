@@ -170,6 +170,20 @@ def test_a_flagging_checker_blurs_or_blacks_out_and_marks_the_infotext(studio, b
     assert "NSFW: filtered (black)" in black.images[1].infotext
 
 
+def test_the_settings_default_filters_what_the_ui_and_anonymous_callers_send(studio, baseline):
+    from app.ui.settings_tab import save_settings
+
+    assert "safety must be one of" in save_settings(studio.settings, {"safety": "pink"})["status"]
+    install(studio, save_tiny_sd_checker, flags=True)
+    save_settings(studio.settings, {"safety": "black"})
+    try:
+        job = studio.queue.submit(txt2img(**FAST))  # no owner, no safety field: the studio's default
+        assert job.request.safety == "black"  # resolved at submission: the stored job says what runs
+        assert not pixels(studio.queue.wait(job, 300).images[0].image).any()
+    finally:
+        studio.settings.set("safety", "off")
+
+
 # -- through the APIs --------------------------------------------------------------------------------------------
 def test_stability_answers_content_filtered_for_a_key_whose_rule_filters(studio, baseline):
     install(studio, save_tiny_sd_checker, flags=True)
