@@ -144,6 +144,7 @@ class JobBody(BaseModel):
     sd_upscale: SdUpscaleBody | None = None
     controlnet: list[ControlNetBody] | None = None
     output_format: Literal["png", "jpeg", "webp"] | None = None
+    safety: Literal["off", "blur", "black"] | None = None  # NSFW filter; left out: the key's or studio's default
     save_images: bool | None = None
     make_grid: bool | None = None
     extensions: dict[str, dict[str, Any]] | None = None
@@ -312,7 +313,8 @@ def job_images(job_id: str, http_request: Request, services: ServicesDep,
     items = []
     for index, item in enumerate(images):
         entry = {"index": index, "seed": item.parameters.get("seed"), "subseed": item.parameters.get("subseed"),
-                 "grid": item.grid, "infotext": item.infotext, "url": image_url(http_request, job.id, index)}
+                 "grid": item.grid, "infotext": item.infotext, "url": image_url(http_request, job.id, index),
+                 "nsfw": bool(item.parameters.get("nsfw"))}
         if encoding == "base64":
             entry["image"] = encode_png_base64(artifact_image(item), item.infotext)
         items.append(entry)
@@ -457,6 +459,7 @@ def job_view(job: Job, http_request: Request, queue: JobQueue) -> dict[str, Any]
             "images": [image_url(http_request, job.id, index) for index in range(len(images))],
             "seeds": [artifact.parameters.get("seed") for artifact in images],
             "infotexts": [artifact.infotext for artifact in images],
+            "nsfw": [bool(artifact.parameters.get("nsfw")) for artifact in images],  # hidden by the NSFW filter
         }
         if isinstance(result, GenerationResult):
             view["result"]["parameters"] = summary_view(result)

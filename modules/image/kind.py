@@ -17,26 +17,36 @@ IMAGE = "image"
 
 def image_kind(run: Callable[[GenerationRequest, JobControl], GenerationResult],
                validate: Callable[[GenerationRequest], None], *,
-               default_model: Callable[[], str | None] = lambda: None) -> Kind:
+               default_model: Callable[[], str | None] = lambda: None,
+               default_safety: Callable[[], str | None] = lambda: None) -> Kind:
     """The image kind, running requests with ``run`` (the generation function behind the extensions' hooks) after
     ``validate`` (``modules.image.checks.check_request`` with the studio's models and extensions).
 
     ``default_model()`` says which checkpoint a request that names none gets; it is asked at submission, so a
     default changed in Settings reaches every front end's next request, and the job records what it ran.
+    ``default_safety()`` likewise says which NSFW filter a request that leaves ``safety`` out gets (an API key's
+    rule has been applied before, by the queue's submission rules).
     """
 
     def resolve(request: GenerationRequest) -> GenerationRequest:
+        if request.safety is None:
+            request = request.replace(safety=default_safety() or "off")
         if request.model:
             return request
         wanted = default_model()
         return request.replace(model=wanted) if wanted else request
+
+    def run_filtered(request: GenerationRequest, control: JobControl) -> GenerationResult:
+        if request.safety not in (None, "off"):
+            control.preview_interval = 0  # a live preview would show, unchecked, what the filter is there to hide
+        return run(request, control)
 
     return Kind(
         name=IMAGE,
         request_type=GenerationRequest,
         resolve=resolve,
         validate=validate,
-        run=run,
+        run=run_filtered,
         encode_request=lambda request, folder: request_to_dict(request, folder),
         decode_request=_decode_request,
         encode_result=lambda result, folder: result_to_dict(result, folder),

@@ -144,7 +144,8 @@ def build_services(config: AppConfig) -> Services:
                         runtime=runtime)
     kinds.register(image_kind(recording_outputs(run_image, queue, engine.store),
                               lambda request: check_request(request, engine, extensions),
-                              default_model=services.default_model))
+                              default_model=services.default_model,
+                              default_safety=lambda: settings.get("safety")))
     upscale = upscale_kind(UpscaleRunner(
         upscalers, engine.upscaler_models, engine.store, config.limits,
         tile_defaults=lambda: default_tile_options(runtime.get().device.type, runtime.get().device.total_memory),
