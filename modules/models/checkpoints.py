@@ -46,7 +46,7 @@ SD2_TEXT = "cond_stage_model.model."
 SDXL_TEXT_1 = "conditioner.embedders.0.transformer.text_model."
 SDXL_TEXT_2 = "conditioner.embedders.1.model."
 EOS_PAD, BANG_PAD = "<|endoftext|>", "!"
-SIZES = {"sd1": 512, "sd2": 512, "sdxl": 1024}
+SIZES = {"sd1": 512, "sd2": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}
 Shapes = dict[str, tuple[int, ...]]
 
 
@@ -95,7 +95,13 @@ def detect_layout(shapes: Shapes) -> Layout | None:
 
 
 def diffusers_folder_family(folder: Path) -> str | None:
-    """The family of a diffusers folder, from its configs: a second text encoder means SDXL, OpenCLIP means SD 2."""
+    """The family of a diffusers folder, from its configs: SD3 and Flux by their transformer (``families``, checked
+    first: SD3 has a second text encoder too), then a second text encoder means SDXL, OpenCLIP means SD 2."""
+    from modules.models import families
+
+    flow = families.folder_family(Path(folder))
+    if flow:
+        return flow
     index = _read_json(Path(folder) / "model_index.json")
     if "text_encoder_2" in index or "XL" in str(index.get("_class_name", "")):
         return "sdxl"
@@ -136,6 +142,13 @@ def sidecar_prediction_type(checkpoint: Path) -> str | None:
 
 def default_size(family: str, prediction_type: str | None = None, model_path: Path | None = None) -> int:
     """The image side a model was trained at: a diffusers folder says so itself, otherwise the family decides."""
+    if model_path is not None and (Path(model_path) / "transformer" / "config.json").is_file():
+        transformer = _read_json(Path(model_path) / "transformer" / "config.json")
+        vae = _read_json(Path(model_path) / "vae" / "config.json")
+        scale = 2 ** (len(vae["block_out_channels"]) - 1) if "block_out_channels" in vae else 8
+        if transformer.get("sample_size"):
+            return int(transformer["sample_size"]) * scale
+        return int(vae.get("sample_size") or SIZES.get(family, 1024))
     if model_path is not None and (Path(model_path) / "unet" / "config.json").is_file():
         unet = _read_json(Path(model_path) / "unet" / "config.json")
         vae = _read_json(Path(model_path) / "vae" / "config.json")
@@ -155,7 +168,8 @@ def load_pipeline(
     prediction_type: str | None = None,
     cache_dir: Path | None = None,
 ) -> DiffusionPipeline:
-    """The txt2img pipeline for a checkpoint (StableDiffusionPipeline or StableDiffusionXLPipeline), offline.
+    """The txt2img pipeline for a checkpoint (StableDiffusionPipeline or StableDiffusionXLPipeline; an SD3 or Flux
+    diffusers folder gives StableDiffusion3Pipeline or FluxPipeline), offline.
 
     Inpainting checkpoints come back in the same class with a 9-channel UNet; wrap them with
     ``StableDiffusionInpaintPipeline(**pipe.components)`` (or the XL one) to inpaint. ``prediction_type``
@@ -178,9 +192,16 @@ def load_pipeline(
 def _load_diffusers_folder(path: Path, dtype: torch.dtype, prediction: str | None, cache: Path) -> DiffusionPipeline:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    from modules.models import families
+
     family = diffusers_folder_family(path)
     if family is None:
         raise CheckpointLoadError(f"{path.name} is a diffusers folder but not a Stable Diffusion pipeline")
+    if families.is_flow_family(family):
+        try:
+            return families.load_folder(path, family, dtype)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise CheckpointLoadError(f"Could not load the {family} diffusers folder {path.name}: {error}") from error
     kwargs: dict[str, Any] = {**dtype_argument(dtype), "local_files_only": True}
     # A folder saved without tokenizers still loads: the tokenizers are the same for every SD model.
     for name, pad in _tokenizer_pads(family).items():
@@ -208,6 +229,11 @@ def _load_single_file(
 
     shapes = _checkpoint_shapes(path)
     layout = detect_layout(shapes)
+    from modules.models import families
+
+    flow = families.single_file_family(shapes) if layout is None else None
+    if flow:
+        raise CheckpointLoadError(families.single_file_message(path.name, flow))
     if layout is None and any(key.startswith("conditioner.embedders.0.model.") for key in shapes):
         raise CheckpointLoadError(f"{path.name} is an SDXL refiner; refiner checkpoints are not supported yet")
     if layout is None:

@@ -83,6 +83,7 @@ def build_services(config: AppConfig) -> Services:
     from modules.jobs.queue import JobQueue
     from modules.jobs.store import JobStore
     from modules.models.checkpoints import load_pipeline
+    from modules.models.families import denoiser
     from modules.models.pipelines import PipelineManager
     from modules.models.registry import ModelRegistry
     from modules.models.vae import load_vae
@@ -107,7 +108,7 @@ def build_services(config: AppConfig) -> Services:
     pipelines = PipelineManager(
         loader=lambda info: load_pipeline(info, torch_dtype=runtime.get().dtype_for_model(info.path),
                                           cache_dir=config.config_cache_dir),
-        prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, pipe.unet.dtype),
+        prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, denoiser(pipe).dtype),
         max_loaded=config.max_loaded_models,
         vae_loader=lambda info, family, scaling: load_vae(
             info, family=family, scaling_factor=scaling, cache_dir=config.config_cache_dir

@@ -1,0 +1,150 @@
+"""The flow-matching families (Stable Diffusion 3 / 3.5 and Flux.1), told apart from SD 1.x / 2.x / XL.
+
+An SD3 folder has a second text encoder like SDXL, so "has ``text_encoder_2``" cannot be the SDXL test: these
+families are recognised first, from what only they have (a ``transformer`` instead of a ``unet``; in a single
+file, SD3's ``joint_blocks`` or Flux's ``double_blocks`` / ``single_blocks``, or the diffusers-layout transformer
+keys). Each family also has its own defaults (steps, guidance, size), which differ from SD's 20 steps at CFG 7:
+Flux.1-schnell is distilled for 4 steps and ignores guidance, Flux.1-dev takes a distilled guidance of 3.5.
+
+Single files of these families are recognised (the model list shows their family) but not loaded: diffusers
+needs their configs and, for the text encoders, the real T5 tokenizer, which would be a download; the message
+says to use the diffusers folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import DiffusionPipeline
+
+FLOW_FAMILIES = ("sd3", "flux")
+# model_index.json "_class_name" prefixes and transformer classes of each family.
+_PIPELINE_PREFIXES = {"StableDiffusion3": "sd3", "Flux": "flux"}
+_TRANSFORMERS = {"SD3Transformer2DModel": "sd3", "FluxTransformer2DModel": "flux"}
+# Key fragments of a single file: the original (Stability / Black Forest Labs) layout, then diffusers'.
+_SD3_KEYS = ("joint_blocks.",)
+_FLUX_KEYS = ("double_blocks.", "single_blocks.")
+_SD3_DIFFUSERS_KEYS = ("context_embedder.", "pos_embed.proj.")
+_FLUX_DIFFUSERS_KEYS = ("single_transformer_blocks.",)
+
+
+def is_flow_family(family: str | None) -> bool:
+    """Whether a family denoises with a flow-matching transformer (SD3, Flux) rather than an SD UNet."""
+    return family in FLOW_FAMILIES
+
+
+def folder_family(folder: Path) -> str | None:
+    """"sd3" or "flux" for a diffusers folder of those families, else None (then the SD rules apply)."""
+    folder = Path(folder)
+    index = _read_json(folder / "model_index.json")
+    name = str(index.get("_class_name", ""))
+    for prefix, family in _PIPELINE_PREFIXES.items():
+        if name.startswith(prefix):
+            return family
+    if "transformer" in index:
+        transformer = _read_json(folder / "transformer" / "config.json")
+        return _TRANSFORMERS.get(str(transformer.get("_class_name", "")))
+    return None
+
+
+def single_file_family(keys: Any) -> str | None:
+    """"sd3" or "flux" when a single file's tensor names are those of these families' transformers, else None."""
+    names = list(keys)
+
+    def has(fragments: tuple[str, ...]) -> bool:
+        return any(fragment in key for key in names for fragment in fragments)
+
+    if has(_SD3_KEYS):
+        return "sd3"
+    if has(_FLUX_KEYS) or has(_FLUX_DIFFUSERS_KEYS):
+        return "flux"
+    if all(any(fragment in key for key in names) for fragment in _SD3_DIFFUSERS_KEYS) and has(
+            ("transformer_blocks.",)):
+        return "sd3"
+    return None
+
+
+def single_file_message(name: str, family: str) -> str:
+    """Why a single-file SD3 / Flux checkpoint is not loaded, and what to use instead."""
+    label = {"sd3": "Stable Diffusion 3", "flux": "Flux.1"}[family]
+    return (f"{name} is a {label} single file. Sfumato loads {label} from diffusers folders only (a folder with "
+            "model_index.json, transformer/, vae/, text encoders and tokenizers): a single file would need the "
+            "family's configs and T5 tokenizer from the Hugging Face Hub, which Sfumato never contacts. Put the "
+            "model's diffusers folder in the Stable-diffusion folder instead.")
+
+
+def load_folder(path: Path, family: str, dtype: torch.dtype) -> DiffusionPipeline:
+    """The txt2img pipeline of an SD3 or Flux diffusers folder, offline; an SD3 folder saved without its T5
+    encoder loads without it (SD3 then conditions on the two CLIPs alone)."""
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+    from modules.models.checkpoints import dtype_argument
+
+    pipeline_class = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
+    kwargs: dict[str, Any] = {**dtype_argument(dtype), "local_files_only": True}
+    if family == "sd3":
+        for name in ("text_encoder_3", "tokenizer_3"):
+            if not (Path(path) / name).is_dir():
+                kwargs[name] = None
+    return pipeline_class.from_pretrained(str(path), **kwargs)
+
+
+def denoiser(pipe: Any) -> Any:
+    """The network that denoises: an SD pipeline's UNet or a flow pipeline's transformer."""
+    unet = getattr(pipe, "unet", None)
+    return unet if unet is not None else pipe.transformer
+
+
+def pipeline_family(pipe: Any) -> str | None:
+    """"sd3" or "flux" for a loaded pipeline of those families (from its transformer's class), else None."""
+    transformer = getattr(pipe, "transformer", None)
+    return _TRANSFORMERS.get(type(transformer).__name__) if transformer is not None else None
+
+
+@dataclass(frozen=True)
+class FamilyDefaults:
+    """What a request that leaves steps or CFG unset gets on a model of this family (and which variant it is)."""
+
+    variant: str
+    steps: int
+    cfg_scale: float
+    guidance: bool  # False: the model ignores the CFG / guidance value (Flux.1-schnell)
+
+
+SD_DEFAULTS = FamilyDefaults("sd", steps=20, cfg_scale=7.0, guidance=True)
+
+
+def family_defaults(pipe: Any) -> FamilyDefaults:
+    """The published defaults of a loaded model: SD3 28 steps at CFG 7, Flux.1-dev 28 steps at distilled guidance
+    3.5, Flux.1-schnell 4 steps (no guidance input); SD 1.x / 2.x / XL keep A1111's 20 steps at CFG 7."""
+    family = pipeline_family(pipe)
+    if family == "sd3":
+        return FamilyDefaults("sd3", steps=28, cfg_scale=7.0, guidance=True)
+    if family == "flux":
+        if getattr(pipe.transformer.config, "guidance_embeds", False):
+            return FamilyDefaults("flux-dev", steps=28, cfg_scale=3.5, guidance=True)
+        return FamilyDefaults("flux-schnell", steps=4, cfg_scale=0.0, guidance=False)
+    return SD_DEFAULTS
+
+
+def default_size(pipe: Any) -> int:
+    """The image side a flow model was trained at: SD3's transformer says it in latents (128 -> 1024 px); Flux's
+    transformer has no size, so its VAE's ``sample_size`` (1024 for the published VAE) is used."""
+    transformer = pipe.transformer
+    sample = getattr(transformer.config, "sample_size", None)
+    if sample:
+        return int(sample) * int(pipe.vae_scale_factor)
+    return int(getattr(pipe.vae.config, "sample_size", 1024) or 1024)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
