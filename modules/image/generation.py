@@ -21,6 +21,7 @@ from modules.image.noise import batch_seeds, generators, initial_latents, resolv
 from modules.image.request import GenerationRequest, Limits, check_size, validate_request
 from modules.image.results import GeneratedImage, GenerationResult, GenerationSummary
 from modules.jobs.control import JobControl, Progress
+from modules.models.families import is_flow_family
 from modules.upscaling.names import LATENT_UPSCALERS
 
 if TYPE_CHECKING:
@@ -89,11 +90,13 @@ class Engine:
 
 def generate(request: GenerationRequest, engine: Engine, control: JobControl | None = None) -> GenerationResult:
     """Run one request to completion (or until interrupted) and save its images."""
+    from modules.image import flow
     from modules.image.samplers import UnknownSamplerError, UnknownScheduleError, make_scheduler, resolve_sampler
 
     control = control or JobControl()
-    # 1. check inputs that need no model
+    # 1. check inputs that need no model; steps / CFG left unset take the model family's defaults
     validate_request(request, engine.limits)
+    request = flow.with_model_defaults(request, engine)
     try:
         sampler = resolve_sampler(request.sampler_name, request.scheduler)
     except UnknownSamplerError as error:
@@ -112,6 +115,9 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
     if info.title not in engine.pipelines.loaded_titles():  # seconds to minutes: say so rather than "step 0"
         control.report(Progress(job_count=request.n_iter, steps=request.steps, text=f"Loading model {info.name}"))
     loaded = engine.pipelines.get(info)
+    flow.check_request(request, loaded.family, sampler, prompt, negative, engine)  # SD3 / Flux: what they can't run
+    if is_flow_family(loaded.family):
+        make_scheduler = flow.make_scheduler
     width, height = _working_size(request, loaded, engine.limits)
     controls = _plan_controls(request, engine, loaded, width, height)
 
@@ -199,7 +205,8 @@ class _Run:
     def variation_applies(self) -> bool:
         """Variation seeds shape the initial noise of a txt2img first pass; other tasks draw noise inside the
         pipeline, so there they are not applied (and not written to the infotext)."""
-        return self.request.task == "txt2img" and not self.loaded.is_inpainting_model
+        return (self.request.task == "txt2img" and not self.loaded.is_inpainting_model
+                and not is_flow_family(self.loaded.family))
 
     @property
     def _hires_enabled(self) -> bool:
@@ -225,9 +232,14 @@ class _Run:
         return pipe
 
     def _common(self, pipe: Any, seeds: list[int], progress: Progress, step_offset: int, steps: int) -> dict:
+        from modules.image import flow
         from modules.image.prompt_embeddings import encode_prompt_pair
 
-        kwargs = encode_prompt_pair(pipe, self.encode_prompt, self.encode_negative, clip_skip=self.request.clip_skip)
+        if is_flow_family(self.loaded.family):
+            kwargs = flow.prompt_arguments(self.loaded.family, self.encode_prompt, self.encode_negative)
+        else:
+            kwargs = encode_prompt_pair(pipe, self.encode_prompt, self.encode_negative,
+                                        clip_skip=self.request.clip_skip)
         kwargs.update(
             num_inference_steps=steps,
             guidance_scale=self.request.cfg_scale,
@@ -269,7 +281,8 @@ class _Run:
 
         request = self.request
         pipe = self._pipe("txt2img")
-        latents = initial_latents(
+        # SD3 / Flux draw their noise from the per-image generators (Flux packs it into tokens itself).
+        latents = None if is_flow_family(self.loaded.family) else initial_latents(
             seeds,
             (pipe.unet.config.in_channels, self.height // pipe.vae_scale_factor, self.width // pipe.vae_scale_factor),
             device=self.engine.device,

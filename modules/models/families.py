@@ -41,13 +41,13 @@ def is_flow_family(family: str | None) -> bool:
 def folder_family(folder: Path) -> str | None:
     """"sd3" or "flux" for a diffusers folder of those families, else None (then the SD rules apply)."""
     folder = Path(folder)
-    index = _read_json(folder / "model_index.json")
+    index = read_config(folder / "model_index.json")
     name = str(index.get("_class_name", ""))
     for prefix, family in _PIPELINE_PREFIXES.items():
         if name.startswith(prefix):
             return family
     if "transformer" in index:
-        transformer = _read_json(folder / "transformer" / "config.json")
+        transformer = read_config(folder / "transformer" / "config.json")
         return _TRANSFORMERS.get(str(transformer.get("_class_name", "")))
     return None
 
@@ -117,19 +117,22 @@ class FamilyDefaults:
 
 
 SD_DEFAULTS = FamilyDefaults("sd", steps=20, cfg_scale=7.0, guidance=True)
+SD3_DEFAULTS = FamilyDefaults("sd3", steps=28, cfg_scale=7.0, guidance=True)
+FLUX_DEV_DEFAULTS = FamilyDefaults("flux-dev", steps=28, cfg_scale=3.5, guidance=True)
+# Schnell ignores guidance; 1 is "no guidance" in A1111's and diffusers' convention, so that is what it records.
+FLUX_SCHNELL_DEFAULTS = FamilyDefaults("flux-schnell", steps=4, cfg_scale=1.0, guidance=False)
 
 
-def family_defaults(pipe: Any) -> FamilyDefaults:
-    """The published defaults of a loaded model: SD3 28 steps at CFG 7, Flux.1-dev 28 steps at distilled guidance
-    3.5, Flux.1-schnell 4 steps (no guidance input); SD 1.x / 2.x / XL keep A1111's 20 steps at CFG 7."""
-    family = pipeline_family(pipe)
+def checkpoint_defaults(family: str | None, path: Path) -> FamilyDefaults:
+    """The published defaults of a checkpoint, from its configs without loading it: SD3 28 steps at CFG 7,
+    Flux.1-dev 28 steps at distilled guidance 3.5, Flux.1-schnell (no guidance input in its transformer) 4 steps;
+    SD 1.x / 2.x / XL keep A1111's 20 steps at CFG 7."""
     if family == "sd3":
-        return FamilyDefaults("sd3", steps=28, cfg_scale=7.0, guidance=True)
-    if family == "flux":
-        if getattr(pipe.transformer.config, "guidance_embeds", False):
-            return FamilyDefaults("flux-dev", steps=28, cfg_scale=3.5, guidance=True)
-        return FamilyDefaults("flux-schnell", steps=4, cfg_scale=0.0, guidance=False)
-    return SD_DEFAULTS
+        return SD3_DEFAULTS
+    if family != "flux":
+        return SD_DEFAULTS
+    transformer = read_config(Path(path) / "transformer" / "config.json") if Path(path).is_dir() else {}
+    return FLUX_DEV_DEFAULTS if transformer.get("guidance_embeds", True) else FLUX_SCHNELL_DEFAULTS
 
 
 def default_size(pipe: Any) -> int:
@@ -142,7 +145,8 @@ def default_size(pipe: Any) -> int:
     return int(getattr(pipe.vae.config, "sample_size", 1024) or 1024)
 
 
-def _read_json(path: Path) -> dict:
+def read_config(path: Path) -> dict:
+    """A JSON config as a dict; empty when missing or unreadable (the caller falls back on the family's rule)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):

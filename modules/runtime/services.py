@@ -74,6 +74,7 @@ class Services:
 def build_services(config: AppConfig) -> Services:
     from modules.extensions.manager import ExtensionManager, engine_catalog
     from modules.image.checks import check_request
+    from modules.image.flow import with_model_defaults
     from modules.image.generation import Engine, generate
     from modules.image.kind import image_kind
     from modules.image.request import GenerationRequest
@@ -141,7 +142,8 @@ def build_services(config: AppConfig) -> Services:
                         runtime=runtime)
     kinds.register(image_kind(recording_outputs(run_image, queue, engine.store),
                               lambda request: check_request(request, engine, extensions),
-                              default_model=services.default_model))
+                              default_model=services.default_model,
+                              model_defaults=lambda request: with_model_defaults(request, engine)))
     upscale = upscale_kind(UpscaleRunner(
         upscalers, engine.upscaler_models, engine.store, config.limits,
         tile_defaults=lambda: default_tile_options(runtime.get().device.type, runtime.get().device.total_memory),
