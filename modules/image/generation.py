@@ -340,6 +340,8 @@ class _Run:
         kwargs = self._common(pipe, seeds, progress, offset, steps)
         kwargs.update(self.controls.call_arguments(size or (self.width, self.height), "control_image", second_pass))
         extra = {"width": size[0], "height": size[1]} if size and self.loaded.family == "sdxl" else {}
+        if is_flow_family(self.loaded.family):  # their img2img pipelines otherwise draw at the family's 1024 px
+            extra = {"width": (size or (self.width, self.height))[0], "height": (size or (self.width, self.height))[1]}
         with torch.inference_mode(), self.controls.modes(len(seeds), second_pass):
             return pipe(image=image, strength=max(strength, 1.0 / steps), output_type="pil", **extra, **kwargs).images
 
