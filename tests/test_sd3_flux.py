@@ -174,3 +174,12 @@ def test_what_flow_models_cannot_run_is_refused_naming_the_field(studio, fields,
     with pytest.raises(RequestError) as refused:
         studio.queue.submit(request("tiny-sd3", **fields))
     assert refused.value.field == field and "Stable Diffusion 3" in refused.value.message
+
+
+def test_the_ui_starts_a_flow_model_at_its_family_defaults(studio):
+    from app.ui.choices import form_default, model_recommendation
+
+    assert model_recommendation(studio, "tiny-flux") == {"sampler": "Euler", "steps": 28, "guidance": 3.5}
+    assert model_recommendation(studio, "tiny-flux-schnell")["steps"] == 4
+    assert model_recommendation(studio, "tiny-sd1") == {}
+    assert form_default(studio, "steps") == 28  # the studio's default model is tiny-sd3
