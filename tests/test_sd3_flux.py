@@ -167,6 +167,8 @@ def test_a1111_weights_are_removed_from_flow_prompts(studio):
     ({"scheduler": "Karras"}, "scheduler"),
     ({"hires": HiresFix(scale=2.0)}, "hires"),
     ({"prompt": "a circle <lora:style:0.8>"}, "prompt"),
+    ({"prompt": "a [circle:square:0.5]"}, "prompt"),
+    ({"prompt": "a circle AND a square"}, "prompt"),
     ({"clip_skip": 2}, "clip_skip"),
     ({"task": "inpaint", "init_image": Image.new("RGB", (64, 64)), "mask": Image.new("L", (64, 64), 255)}, "task"),
 ])

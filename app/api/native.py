@@ -266,7 +266,7 @@ def get_job(job_id: str, http_request: Request, services: ServicesDep) -> dict:
 def job_preview(job_id: str, http_request: Request, services: ServicesDep) -> Response:
     """The live preview of a running job (decoded every few steps), as a PNG."""
     job = find_job(services, job_id, http_request)
-    preview = job.progress.preview
+    preview = job.progress.current_preview()
     if preview is None:
         raise ApiError(404, f"job {job_id} has no preview yet", "job_id")
     return Response(encode_image(preview, "png"), media_type="image/png", headers={"Cache-Control": "no-store"})
@@ -410,7 +410,7 @@ def progress_view(job: Job) -> dict[str, Any]:
             "job_count": progress.job_count, "cell": progress.cell, "cells": progress.cells,
             "fraction": round(fraction, 4),
             "eta_seconds": round(eta, 2) if eta is not None else None, "text": progress.text,
-            "has_preview": progress.preview is not None}
+            "has_preview": progress.has_preview}
 
 
 def job_view(job: Job, http_request: Request, queue: JobQueue) -> dict[str, Any]:

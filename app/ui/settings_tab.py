@@ -59,6 +59,9 @@ def build_settings(services: Services) -> Form:
                                              value=current("output_format"))
             form["preview_interval"] = gr.Slider(0, 50, step=1, precision=0, label="Live preview every N steps",
                                                  info="0 = no live preview", value=current("preview_interval"))
+            form["live_preview_method"] = gr.Radio(
+                ["Approximate", "Full"], label="Live preview", value=current("live_preview_method"),
+                info="Approximate: the latents' colours, almost free; Full: decoded by the VAE, costs a few steps")
             with gr.Row():
                 form["save_images"] = gr.Checkbox(label="Save every image to the outputs folder",
                                                   value=current("save_images"))

@@ -13,8 +13,8 @@ The request keeps its shape; this module only decides, for these families:
   infotext keeps the prompt as written). Flux has no negative prompt (it is guidance-distilled, without
   classifier-free guidance): a non-empty one is refused rather than silently dropped.
 * **what does not apply yet** is refused naming the field instead of crashing mid-job: LoRAs and embeddings,
-  ControlNet, hires fix, a user VAE, clip skip and inpainting; variation seeds are not applied (the pipelines
-  draw their own noise from the seed), as on img2img.
+  prompt editing / alternation / ``AND``, ControlNet, hires fix, a user VAE, clip skip and inpainting; variation
+  seeds are not applied (the pipelines draw their own noise from the seed), as on img2img.
 """
 
 from __future__ import annotations
@@ -70,10 +70,15 @@ def check_request(request: GenerationRequest, family: str | None, sampler: Sampl
         if refused:
             raise RequestError(field, f"{what} is not supported on {label} models yet")
     from modules.image.extra_networks import extract_loras
+    from modules.image.prompt_schedule import prompt_schedule, split_and
 
-    _, _, loras = extract_loras(prompt, negative)
+    plain, plain_negative, loras = extract_loras(prompt, negative)
     if loras:
         raise RequestError("prompt", f"LoRAs (<lora:...>) are not supported on {label} models yet")
+    for field, text in (("prompt", plain), ("negative_prompt", plain_negative)):
+        if len(split_and(text)) > 1 or len(prompt_schedule(text, 20)) > 1:
+            raise RequestError(field, f"prompt editing ([a:b:0.5]), alternation ([a|b]) and AND change the "
+                                      f"conditioning of an SD UNet step by step; {label} models take plain prompts")
     embeddings = engine.networks.mentioned_embeddings(prompt, negative) if engine and engine.networks else []
     if embeddings:
         names = ", ".join(item.name for item in embeddings)

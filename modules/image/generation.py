@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageChops
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from modules.controlnet.apply import ControlPlan
     from modules.controlnet.loading import ControlNetModels
     from modules.controlnet.registry import ControlNetRegistry
+    from modules.image.previews import LatentPreviewer
     from modules.image.styles import StyleStore
     from modules.models.networks import NetworkRegistry
     from modules.models.pipelines import LoadedModel, PipelineManager
@@ -53,6 +55,7 @@ class Engine:
     networks: NetworkRegistry | None = None  # LoRAs and embeddings; None = the registry's models folder
     controlnets: ControlNetRegistry | None = None  # None = the registry's models folder
     controlnet_models: ControlNetModels | None = None  # ControlNets loaded on the worker (a few are kept)
+    previewer: LatentPreviewer | None = None  # cheap live previews, one fitted map per autoencoder
 
     def __post_init__(self) -> None:
         if self.networks is None:
@@ -67,6 +70,10 @@ class Engine:
             from modules.controlnet.loading import ControlNetModels
 
             self.controlnet_models = ControlNetModels()
+        if self.previewer is None:
+            from modules.image.previews import LatentPreviewer
+
+            self.previewer = LatentPreviewer()
 
     @property
     def device(self) -> str:
@@ -132,6 +139,7 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
     images: list[GeneratedImage] = []
     progress = Progress(job_count=request.n_iter, steps=run.total_steps)
     # 4. LoRAs and embeddings the prompts name, applied for this job only (removed however it ends)
+    from modules.image.prompt_conditioning import UnetScope
     from modules.models.networks import NetworkLoadError, applied_networks
 
     try:
@@ -140,7 +148,8 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
             run.network_params = applied.params
             run.encode_prompt, run.encode_negative = applied.rewrite(run.encode_prompt), applied.rewrite(
                 run.encode_negative)
-            interrupted = _batches(request, engine, run, control, progress, all_seeds, all_subseeds, images)
+            with UnetScope() as run.unet_scope:  # prompt editing / AND wrap the UNet for this job only
+                interrupted = _batches(request, engine, run, control, progress, all_seeds, all_subseeds, images)
     except NetworkLoadError as error:
         raise RequestError("prompt", str(error)) from None
 
@@ -192,6 +201,7 @@ class _Run:
         self.prompt, self.negative = prompt, negative  # as written (with <lora:...>): what the infotext keeps
         self.encode_prompt, self.encode_negative, self.loras = extract_loras(prompt, negative)
         self.network_params: dict[str, str] = {}  # "Lora hashes", "TI hashes" of what was applied
+        self.unet_scope = None  # a prompt_conditioning.UnetScope while the job's batches run
         self.width, self.height = width, height
         self.sampler = sampler
         self._make_scheduler = make_scheduler
@@ -233,13 +243,18 @@ class _Run:
 
     def _common(self, pipe: Any, seeds: list[int], progress: Progress, step_offset: int, steps: int) -> dict:
         from modules.image import flow
-        from modules.image.prompt_embeddings import encode_prompt_pair
+        from modules.image.prompt_conditioning import conditioning_kwargs
+        from modules.image.samplers import custom_sigmas
 
-        if is_flow_family(self.loaded.family):
+        if is_flow_family(self.loaded.family):  # plain prompts, the model's own flow schedule
             kwargs = flow.prompt_arguments(self.loaded.family, self.encode_prompt, self.encode_negative)
         else:
-            kwargs = encode_prompt_pair(pipe, self.encode_prompt, self.encode_negative,
-                                        clip_skip=self.request.clip_skip)
+            # A hires second pass (the only call with an offset) continues the first pass's prompt-editing timeline.
+            kwargs = conditioning_kwargs(pipe, self.encode_prompt, self.encode_negative,
+                                         clip_skip=self.request.clip_skip, steps=steps,
+                                         first_pass_steps=self.request.steps if step_offset else None,
+                                         images=len(seeds), scope=self.unet_scope)
+            kwargs.update(custom_sigmas(self.sampler, pipe.scheduler, steps, sdxl=self.loaded.family == "sdxl"))
         kwargs.update(
             num_inference_steps=steps,
             guidance_scale=self.request.cfg_scale,
@@ -258,7 +273,8 @@ class _Run:
             progress.step = offset + step + 1
             interval = control.preview_interval
             if interval and (progress.step % interval == 0) and "latents" in tensors:
-                progress.preview = _preview(pipe, tensors["latents"])
+                previewer = None if control.preview_method == "full" else self.engine.previewer
+                progress.offer_preview(partial(_preview, pipe, tensors["latents"], previewer))
             control.report(progress)
             return {}
 
@@ -546,9 +562,12 @@ def _decode(pipe: Any, latents: Any) -> list[Image.Image]:
     return pipe.image_processor.postprocess(decoded.float(), output_type="pil")
 
 
-def _preview(pipe: Any, latents: Any) -> Image.Image | None:
-    """Decode the first image of the batch as it stands, for the live preview."""
+def _preview(pipe: Any, latents: Any, previewer: LatentPreviewer | None = None) -> Image.Image | None:
+    """The first image of the batch as it stands, for the live preview: approximated from the latents by
+    ``previewer`` (cheap), else decoded by the VAE (exact, as costly as a few steps)."""
     try:
+        if previewer is not None:
+            return previewer.preview(pipe, latents, decode=_decode)
         return _decode(pipe, latents[:1, :4])[0]
     except Exception:  # a preview must never break a generation
         return None

@@ -103,11 +103,13 @@ def _tile_control(control: JobControl, progress: Progress, number: int) -> JobCo
     def report(tile_progress: Progress) -> None:
         progress.job_no, progress.step, progress.steps = number, tile_progress.step, max(1, tile_progress.steps)
         progress.preview = tile_progress.preview
+        if tile_progress.has_preview:
+            progress.offer_preview(tile_progress.current_preview)
         progress.text = f"Tile {number + 1} of {progress.job_count}"
         control.report(progress)
 
     return JobControl(interrupted=control.interrupted, skipped=control.skipped, on_progress=report,
-                      preview_interval=control.preview_interval)
+                      preview_interval=control.preview_interval, preview_method=control.preview_method)
 
 
 def _with_size_and_extras(infotext: str, size: tuple[int, int], extra: str) -> str:

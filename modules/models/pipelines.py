@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from modules.models.registry import CheckpointInfo, VaeInfo
 
 PipelineKind = Literal["txt2img", "img2img", "inpaint"]
+MEMORY_MARGIN = 1.5  # a model needs its weights plus room for activations and the decoder
 
 
 @dataclass
@@ -67,6 +68,7 @@ class PipelineManager:
         max_loaded: int = 1,
         vae_loader: Callable[[VaeInfo, str, float], Any] | None = None,
         max_vaes: int = 2,
+        free_memory: Callable[[], int | None] | None = None,
     ) -> None:
         """``loader`` reads a checkpoint into a pipeline; ``prepare`` moves it to the device and applies memory
         options, returning the report lines (both are injected so tests and launch.py choose them).
@@ -76,6 +78,9 @@ class PipelineManager:
         self._max_loaded = max(1, max_loaded)
         self._vae_loader = vae_loader or _load_vae
         self._max_vaes = max(1, max_vaes)
+        # Bytes free where weights live (RAM on a CPU, memory on the GPU), None when unknown: with several models
+        # kept, one more is loaded beside them only if it fits.
+        self.free_memory = free_memory
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._vaes: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -90,6 +95,7 @@ class PipelineManager:
             while len(self._loaded) >= self._max_loaded:
                 self._loaded.popitem(last=False)
             _free_accelerator_memory()
+            self._make_room(weights_size(info.path))
         base = self._loader(info)
         report = self._prepare(base)
         loaded = LoadedModel(info=info, base=base, family=_family_of(base), memory_report=report,
@@ -98,6 +104,17 @@ class PipelineManager:
             self._loaded[key] = loaded
             self.load_count += 1
         return loaded
+
+    def _make_room(self, needed: int) -> None:
+        """Unload least recently used models while the new one's weights (and a margin) would not fit."""
+        if self.free_memory is None:
+            return
+        while self._loaded:
+            free = self.free_memory()
+            if free is None or free >= needed * MEMORY_MARGIN:
+                return
+            self._loaded.popitem(last=False)
+            _free_accelerator_memory()
 
     def pipeline(self, loaded: LoadedModel, kind: PipelineKind, vae: VaeInfo | None = None,
                  controlnet: Any = None) -> Any:
@@ -173,6 +190,35 @@ class PipelineManager:
             self._loaded.clear()
             self._vaes.clear()
         _free_accelerator_memory()
+
+
+def weights_size(path: Any) -> int:
+    """Bytes of a checkpoint's weights (a file, or a diffusers folder's weight files): what loading it takes."""
+    from pathlib import Path
+
+    from modules.models.registry import folder_weight_files
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return sum(file.stat().st_size for file in folder_weight_files(path))
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def free_memory_on(device: str) -> int | None:
+    """Free bytes on ``device``: the GPU's free memory, else available RAM; None when it cannot be read."""
+    try:
+        if device.startswith("cuda"):
+            import torch
+
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # no driver, no psutil: keep the LRU limit alone
+        return None
 
 
 def _load_vae(info: VaeInfo, family: str, scaling_factor: float) -> Any:

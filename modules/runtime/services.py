@@ -85,7 +85,7 @@ def build_services(config: AppConfig) -> Services:
     from modules.jobs.store import JobStore
     from modules.models.checkpoints import load_pipeline
     from modules.models.families import denoiser
-    from modules.models.pipelines import PipelineManager
+    from modules.models.pipelines import PipelineManager, free_memory_on
     from modules.models.registry import ModelRegistry
     from modules.models.vae import load_vae
     from modules.runtime.config import ROOT
@@ -111,6 +111,7 @@ def build_services(config: AppConfig) -> Services:
                                           cache_dir=config.config_cache_dir),
         prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, denoiser(pipe).dtype),
         max_loaded=config.max_loaded_models,
+        free_memory=lambda: free_memory_on(runtime.get().device),
         vae_loader=lambda info, family, scaling: load_vae(
             info, family=family, scaling_factor=scaling, cache_dir=config.config_cache_dir
         ),

@@ -36,6 +36,7 @@ SETTINGS_TABLE: Mapping[str, tuple[Any, type]] = MappingProxyType({
     "n_iter": (1, int),
     "output_format": ("png", str),
     "preview_interval": (5, int),
+    "live_preview_method": ("Approximate", str),  # "Approximate" (latents mapped to RGB) or "Full" (VAE decode)
     "save_images": (True, bool),
     "make_grid": (True, bool),
 })
