@@ -86,12 +86,22 @@ def load_folder(path: Path, family: str, dtype: torch.dtype) -> DiffusionPipelin
     from modules.models.checkpoints import dtype_argument
 
     pipeline_class = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
-    kwargs: dict[str, Any] = {**dtype_argument(dtype), "local_files_only": True}
+    kwargs: dict[str, Any] = {**dtype_argument(load_dtype(family, dtype)), "local_files_only": True}
     if family == "sd3":
         for name in ("text_encoder_3", "tokenizer_3"):
             if not (Path(path) / name).is_dir():
                 kwargs[name] = None
     return pipeline_class.from_pretrained(str(path), **kwargs)
+
+
+def load_dtype(family: str, dtype: torch.dtype) -> torch.dtype:
+    """Flux in float16 overflows (black or NaN images; Black Forest Labs publish bfloat16 weights), so on a CUDA
+    GPU that has bfloat16 it is loaded in bfloat16 where float16 was chosen; everything else as asked."""
+    import torch
+
+    if family == "flux" and dtype == torch.float16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return dtype
 
 
 def denoiser(pipe: Any) -> Any:
