@@ -295,6 +295,7 @@ def a1111_info(result: GenerationResult) -> dict[str, Any]:
         "infotexts": [item.infotext for item in images],
         "index_of_first_image": (1 if result.grid is not None else 0) + result.leading_grids,
         "is_using_inpainting_conditioning": False,
+        "nsfw": result.filtered,  # Sfumato's: per image, whether the NSFW filter hid it (A1111 has no such field)
         **result.extension_info,
     }
 

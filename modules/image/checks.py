@@ -55,6 +55,8 @@ def check_request(request: GenerationRequest, engine: Engine, extensions: Extens
             raise RequestError("sd_upscale.upscaler", error.message) from None
     _check_canvas(request, engine.limits)
     _check_controlnets(request, engine)
+    if request.safety not in (None, "off") and engine.safety is not None:
+        engine.safety.require("safety")  # never run a filtered request without a checker: refuse it now
     if extensions is not None:
         extensions.check_request(request)
 

@@ -23,6 +23,7 @@ from modules.image.request import GenerationRequest, Limits, check_size, validat
 from modules.image.results import GeneratedImage, GenerationResult, GenerationSummary
 from modules.jobs.control import JobControl, Progress
 from modules.models.families import is_flow_family
+from modules.safety.screen import screen_image
 from modules.upscaling.names import LATENT_UPSCALERS
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from modules.models.pipelines import LoadedModel, PipelineManager
     from modules.models.registry import CheckpointInfo, ModelRegistry, VaeInfo
     from modules.runtime.outputs import OutputStore
+    from modules.safety.checker import SafetyCheckers
     from modules.upscaling.loading import UpscalerModels
     from modules.upscaling.registry import UpscalerRegistry
 
@@ -55,6 +57,7 @@ class Engine:
     networks: NetworkRegistry | None = None  # LoRAs and embeddings; None = the registry's models folder
     controlnets: ControlNetRegistry | None = None  # None = the registry's models folder
     controlnet_models: ControlNetModels | None = None  # ControlNets loaded on the worker (a few are kept)
+    safety: SafetyCheckers | None = None  # the NSFW checker in models/safety_checker, loaded when a job asks
     previewer: LatentPreviewer | None = None  # cheap live previews, one fitted map per autoencoder
 
     def __post_init__(self) -> None:
@@ -70,6 +73,10 @@ class Engine:
             from modules.controlnet.loading import ControlNetModels
 
             self.controlnet_models = ControlNetModels()
+        if self.safety is None:
+            from modules.safety.checker import SafetyCheckers
+
+            self.safety = SafetyCheckers(self.registry.models_dir, lambda: self.device)
         if self.previewer is None:
             from modules.image.previews import LatentPreviewer
 
@@ -179,6 +186,7 @@ def _batches(request: GenerationRequest, engine: Engine, run: _Run, control: Job
         for index, picture in enumerate(pictures):
             infotext = run.infotext(seeds[index], subseeds[index])
             item = GeneratedImage(picture, seeds[index], subseeds[index], prompt, negative, infotext)
+            item = screen_image(item, request.safety, engine.safety)  # the NSFW filter, before anything saves it
             # Saved as soon as it exists, so a later failing batch or a crash loses nothing already made.
             images.append(_saved(engine.store, request.task, item, request.output_format) if request.save_images
                           else item)
@@ -615,6 +623,7 @@ def _sd_upscale(request: GenerationRequest, engine: Engine, control: JobControl)
                        max_pixels=engine.limits.max_upscale_pixels, max_side=engine.limits.max_upscale_side)
 
     def save(item: GeneratedImage) -> GeneratedImage:
+        item = screen_image(item, request.safety, engine.safety)  # the whole picture: its tiles ran unfiltered
         return _saved(engine.store, request.task, item, request.output_format) if request.save_images else item
 
     return sd_upscale(request, tile, enlarge, lambda sub, sub_control: generate(sub, engine, sub_control), control,

@@ -18,6 +18,7 @@ from modules.controlnet.units import ControlNetUnit, check_unit
 from modules.errors import RequestError, check_range
 from modules.formats import IMAGE_FORMATS, ImageFormat
 from modules.image.masks import has_transparency
+from modules.safety import SafetyMode, check_mode
 
 Task = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 TASKS: tuple[str, ...] = ("txt2img", "img2img", "inpaint", "outpaint")
@@ -126,6 +127,7 @@ class GenerationRequest:
     make_grid: bool = True
     save_images: bool = True
     output_format: ImageFormat = "png"
+    safety: SafetyMode | None = None  # NSFW filter: off, blur, black; None = the studio's or the API key's default
     extensions: dict[str, dict[str, Any]] = field(default_factory=dict)  # settings by extension name
 
     def replace(self, **changes: Any) -> GenerationRequest:
@@ -174,6 +176,7 @@ def validate_request(request: GenerationRequest, limits: Limits) -> None:
             check_range(name, value, 0, 2**32 - 1)
     if request.output_format not in IMAGE_FORMATS:
         raise RequestError("output_format", "must be png, jpeg or webp")
+    check_mode(request.safety)
     if request.uses_init_image and request.init_image is None:
         raise RequestError("init_image", f"{request.task} needs an input image")
     if request.task == "inpaint" and request.mask is None and not has_transparency(request.init_image):

@@ -74,7 +74,8 @@ def sd_upscale(request: GenerationRequest, tile_size: tuple[int, int], enlarge: 
             break
         tile = enlarged.crop((left, top, left + tile_w, top + tile_h))
         sub = dataclasses.replace(request, init_image=tile, sd_upscale=None, width=tile_w, height=tile_h,
-                                  batch_size=1, n_iter=1, save_images=False, make_grid=False, resize_mode=0)
+                                  batch_size=1, n_iter=1, save_images=False, make_grid=False, resize_mode=0,
+                                  safety="off")  # the blended picture is checked whole, by ``save``
         result = generate(sub, _tile_control(control, progress, number))
         if not result.images:
             interrupted = True

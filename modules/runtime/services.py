@@ -80,6 +80,9 @@ def build_services(config: AppConfig) -> Services:
     from modules.image.request import GenerationRequest
     from modules.image.results import GenerationResult
     from modules.image.styles import StyleStore
+    from modules.interrogate.engine import InterrogateModels
+    from modules.interrogate.folders import InterrogatorFolders
+    from modules.interrogate.kind import InterrogateRunner, interrogate_kind
     from modules.jobs.kinds import KindRegistry
     from modules.jobs.queue import JobQueue
     from modules.jobs.store import JobStore
@@ -144,6 +147,7 @@ def build_services(config: AppConfig) -> Services:
     kinds.register(image_kind(recording_outputs(run_image, queue, engine.store),
                               lambda request: check_request(request, engine, extensions),
                               default_model=services.default_model,
+                              default_safety=lambda: settings.get("safety"),
                               model_defaults=lambda request: with_model_defaults(request, engine)))
     upscale = upscale_kind(UpscaleRunner(
         upscalers, engine.upscaler_models, engine.store, config.limits,
@@ -151,6 +155,10 @@ def build_services(config: AppConfig) -> Services:
         folders=FolderPolicy(roots=(config.outdir,) if config.listen or config.share else None),
     ))
     kinds.register(dataclasses.replace(upscale, run=recording_outputs(upscale.run, queue, engine.store)))
+    kinds.register(interrogate_kind(InterrogateRunner(
+        InterrogatorFolders(config.models_dir),
+        InterrogateModels(device=runtime.device_name, dtype=lambda: runtime.get().dtype),
+    )))
     return services
 
 
