@@ -143,6 +143,11 @@ def test_img2img_starts_from_the_input_image(studio, model):
     assert "Denoising strength: 0.5" in on_red.infotext
 
 
+def test_the_checkpoints_own_vae_may_be_named(studio):
+    result = studio.run(request("tiny-flux", vae="Automatic"))
+    assert result.images[0].image.size == (64, 64)
+
+
 def test_sd3_takes_a_negative_prompt_and_flux_refuses_one(studio):
     plain = studio.run(request("tiny-sd3")).images[0]
     negative = studio.run(request("tiny-sd3", negative_prompt="green squares")).images[0]
@@ -170,6 +175,7 @@ def test_a1111_weights_are_removed_from_flow_prompts(studio):
     ({"prompt": "a [circle:square:0.5]"}, "prompt"),
     ({"prompt": "a circle AND a square"}, "prompt"),
     ({"clip_skip": 2}, "clip_skip"),
+    ({"vae": "some-user-vae.safetensors"}, "vae"),
     ({"task": "inpaint", "init_image": Image.new("RGB", (64, 64)), "mask": Image.new("L", (64, 64), 255)}, "task"),
 ])
 def test_what_flow_models_cannot_run_is_refused_naming_the_field(studio, fields, field):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from modules.errors import RequestError
 from modules.models import families
 from modules.models.families import is_flow_family
+from modules.models.registry import OWN_VAE_CHOICES
 
 if TYPE_CHECKING:
     from modules.image.generation import Engine
@@ -61,7 +62,7 @@ def check_request(request: GenerationRequest, family: str | None, sampler: Sampl
     refusals = (
         (request.hires is not None and request.task == "txt2img", "hires", "hires fix"),
         (bool(request.controlnet), "controlnet", "ControlNet"),
-        (bool(request.vae), "vae", "a user VAE"),
+        (bool(request.vae) and request.vae.strip().lower() not in OWN_VAE_CHOICES, "vae", "a user VAE"),
         (request.clip_skip > 1, "clip_skip", "clip skip"),
         (request.task in ("inpaint", "outpaint"), "task", request.task),
         (request.sd_upscale is not None, "sd_upscale", "SD upscale"),
