@@ -37,9 +37,11 @@ def flow_models(tmp_path_factory) -> Path:
     save_tiny_model(checkpoints / "tiny-flux", "flux", seed=0)
     save_tiny_model(checkpoints / "tiny-flux-schnell", "flux-schnell", seed=0)
     save_tiny_model(checkpoints / "tiny-sd1", "sd1", seed=0)
-    # Single files: a Flux transformer in diffusers' layout (how many fine-tunes are shared) and SD3 in Stability's.
-    flux = build_tiny_pipeline("flux", seed=0).transformer.state_dict()
-    save_file({key: value.contiguous() for key, value in flux.items()}, checkpoints / "flux-transformer.safetensors")
+    # Single files: Flux transformers (dev, schnell) in diffusers' layout, the same weights as the folders', and
+    # a stub in Stability's SD3 layout that fits no installed SD3 folder.
+    for family, name in (("flux", "flux-transformer"), ("flux-schnell", "flux-schnell-transformer")):
+        weights = build_tiny_pipeline(family, seed=0).transformer.state_dict()
+        save_file({key: value.contiguous() for key, value in weights.items()}, checkpoints / f"{name}.safetensors")
     sd3 = {"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": np.zeros((96, 32), np.float32),
            "model.diffusion_model.x_embedder.proj.weight": np.zeros((32, 16, 2, 2), np.float32)}
     import torch
@@ -71,7 +73,7 @@ def request(model: str, **fields) -> GenerationRequest:
 def test_each_folder_and_single_file_is_listed_as_its_own_family(studio):
     families = {info.name: info.family for info in studio.engine.registry.list()}
     assert {name: families[name] for name in FAMILIES} == FAMILIES
-    assert families["flux-transformer"] == "flux"
+    assert families["flux-transformer"] == families["flux-schnell-transformer"] == "flux"
     assert families["sd3-single"] == "sd3"
 
 
@@ -94,14 +96,29 @@ def test_an_sd3_folder_is_never_taken_for_sdxl(flow_models, tmp_path):
     assert type(pipe).__name__ == "StableDiffusion3Pipeline" and _family_of(pipe) == "sd3"
 
 
-def test_single_files_are_refused_with_what_to_use_instead(flow_models):
+@pytest.mark.parametrize(("single", "folder", "steps"), [("flux-transformer", "tiny-flux", 28),
+                                                         ("flux-schnell-transformer", "tiny-flux-schnell", 4)])
+def test_a_transformer_single_file_runs_with_its_family_folders_other_components(studio, single, folder, steps):
+    from_file = studio.run(GenerationRequest(prompt="a red circle", model=single, seed=3))
+    from_folder = studio.run(GenerationRequest(prompt="a red circle", model=folder, seed=3))
+    assert from_file.summary.steps == steps  # dev or schnell, told from the file's tensor names
+    # The same transformer weights with the variant's own folder (VAE, text encoders): the same picture.
+    assert np.array_equal(pixels(from_file.images[0].image), pixels(from_folder.images[0].image))
+    assert f"Model: {single}," in from_file.images[0].infotext
+
+
+def test_a_single_file_without_a_fitting_folder_is_refused_saying_what_to_add(flow_models):
     from modules.models.checkpoints import CheckpointLoadError, load_pipeline
     from modules.models.registry import CheckpointInfo
 
-    for name, label in (("flux-transformer", "Flux.1"), ("sd3-single", "Stable Diffusion 3")):
-        path = flow_models / "Stable-diffusion" / f"{name}.safetensors"
-        with pytest.raises(CheckpointLoadError, match=f"{label} single file.*diffusers folder"):
-            load_pipeline(CheckpointInfo(name, name, path, "safetensors", None, None, None))
+    checkpoints = flow_models / "Stable-diffusion"
+    folders = [path for path in checkpoints.iterdir() if path.is_dir()]
+    flux = checkpoints / "flux-transformer.safetensors"
+    with pytest.raises(CheckpointLoadError, match="Flux.1 single file.*there is none"):
+        load_pipeline(CheckpointInfo("f", "f", flux, "safetensors", None, None, None), base_folders=[])
+    sd3 = checkpoints / "sd3-single.safetensors"
+    with pytest.raises(CheckpointLoadError, match="fits none of the installed Stable Diffusion 3 folders"):
+        load_pipeline(CheckpointInfo("s", "s", sd3, "safetensors", None, None, None), base_folders=folders)
 
 
 @pytest.mark.parametrize(("model", "steps", "cfg"), [("tiny-sd3", 28, 7.0), ("tiny-flux", 28, 3.5),

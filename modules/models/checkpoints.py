@@ -26,6 +26,7 @@ import os
 import re
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,9 +168,11 @@ def load_pipeline(
     config_root: Path | None = None,
     prediction_type: str | None = None,
     cache_dir: Path | None = None,
+    base_folders: Sequence[Path] = (),
 ) -> DiffusionPipeline:
     """The txt2img pipeline for a checkpoint (StableDiffusionPipeline or StableDiffusionXLPipeline; an SD3 or Flux
-    diffusers folder gives StableDiffusion3Pipeline or FluxPipeline), offline.
+    diffusers folder gives StableDiffusion3Pipeline or FluxPipeline), offline. An SD3 / Flux single file gives its
+    transformer, the other components coming from one of ``base_folders`` (the installed diffusers folders).
 
     Inpainting checkpoints come back in the same class with a 9-channel UNet; wrap them with
     ``StableDiffusionInpaintPipeline(**pipe.components)`` (or the XL one) to inpaint. ``prediction_type``
@@ -186,7 +189,7 @@ def load_pipeline(
         raise CheckpointLoadError(f"{path.name}: unsupported checkpoint type {path.suffix!r}; use .safetensors")
     if not path.is_file():
         raise CheckpointLoadError(f"{path} does not exist (was it moved? refresh the model list)")
-    return _load_single_file(path, dtype, Path(config_root or CONFIG_ROOT), prediction_type, cache)
+    return _load_single_file(path, dtype, Path(config_root or CONFIG_ROOT), prediction_type, cache, base_folders)
 
 
 def _load_diffusers_folder(path: Path, dtype: torch.dtype, prediction: str | None, cache: Path) -> DiffusionPipeline:
@@ -222,7 +225,8 @@ def _load_diffusers_folder(path: Path, dtype: torch.dtype, prediction: str | Non
 
 
 def _load_single_file(
-    path: Path, dtype: torch.dtype, config_root: Path, prediction_type: str | None, cache: Path
+    path: Path, dtype: torch.dtype, config_root: Path, prediction_type: str | None, cache: Path,
+    base_folders: Sequence[Path] = (),
 ) -> DiffusionPipeline:
     import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -233,7 +237,7 @@ def _load_single_file(
 
     flow = families.single_file_family(shapes) if layout is None else None
     if flow:
-        raise CheckpointLoadError(families.single_file_message(path.name, flow))
+        return families.load_single_file(path, flow, dtype, shapes, base_folders)
     if layout is None and any(key.startswith("conditioner.embedders.0.model.") for key in shapes):
         raise CheckpointLoadError(f"{path.name} is an SDXL refiner; refiner checkpoints are not supported yet")
     if layout is None:

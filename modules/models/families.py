@@ -6,9 +6,9 @@ file, SD3's ``joint_blocks`` or Flux's ``double_blocks`` / ``single_blocks``, or
 keys). Each family also has its own defaults (steps, guidance, size), which differ from SD's 20 steps at CFG 7:
 Flux.1-schnell is distilled for 4 steps and ignores guidance, Flux.1-dev takes a distilled guidance of 3.5.
 
-Single files of these families are recognised (the model list shows their family) but not loaded: diffusers
-needs their configs and, for the text encoders, the real T5 tokenizer, which would be a download; the message
-says to use the diffusers folder.
+Single files of these families load their transformer only, taking the other components from an installed
+diffusers folder of the same family (``load_single_file``): diffusers would need their configs and, for the text
+encoders, the real T5 tokenizer from the Hub, which Sfumato never contacts.
 """
 
 from __future__ import annotations
@@ -69,24 +69,70 @@ def single_file_family(keys: Any) -> str | None:
     return None
 
 
-def single_file_message(name: str, family: str) -> str:
-    """Why a single-file SD3 / Flux checkpoint is not loaded, and what to use instead."""
-    label = {"sd3": "Stable Diffusion 3", "flux": "Flux.1"}[family]
-    return (f"{name} is a {label} single file. Sfumato loads {label} from diffusers folders only (a folder with "
-            "model_index.json, transformer/, vae/, text encoders and tokenizers): a single file would need the "
-            "family's configs and T5 tokenizer from the Hugging Face Hub, which Sfumato never contacts. Put the "
-            "model's diffusers folder in the Stable-diffusion folder instead.")
+LABELS = {"sd3": "Stable Diffusion 3", "flux": "Flux.1"}
+# Tensor names only a guidance-distilled Flux (dev) has: Black Forest Labs' layout, then diffusers'.
+_GUIDANCE_KEYS = ("guidance_in.", "guidance_embedder.")
 
 
-def load_folder(path: Path, family: str, dtype: torch.dtype) -> DiffusionPipeline:
-    """The txt2img pipeline of an SD3 or Flux diffusers folder, offline; an SD3 folder saved without its T5
-    encoder loads without it (SD3 then conditions on the two CLIPs alone)."""
+def has_guidance_input(keys: Any) -> bool:
+    """Whether a Flux transformer's tensor names include the guidance embedding (Flux.1-dev, not schnell)."""
+    return any(fragment in key for key in keys for fragment in _GUIDANCE_KEYS)
+
+
+def load_single_file(path: Path, family: str, dtype: torch.dtype, keys: Any, folders: Any) -> DiffusionPipeline:
+    """A single-file SD3 / Flux checkpoint: its **transformer** from the file, every other component (VAE, text
+    encoders, tokenizers, scheduler) from an installed diffusers folder of the same family whose transformer the
+    file fits. The configs and the T5 tokenizer a whole single file would need are Hub downloads, so this is the
+    honest limit: a fine-tuned transformer is what such files usually change. Folders are tried by name, a Flux
+    file first on folders of its own variant (dev / schnell); the first that takes every tensor wins."""
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    from modules.models.checkpoints import CheckpointLoadError, dtype_argument
+
+    label = LABELS[family]
+    candidates = sorted((Path(folder) for folder in folders if folder_family(Path(folder)) == family),
+                        key=lambda folder: folder.name.lower())
+    if family == "flux":
+        wanted = has_guidance_input(keys)
+        candidates.sort(key=lambda folder: read_config(folder / "transformer" / "config.json").get(
+            "guidance_embeds", True) != wanted)
+    if not candidates:
+        raise CheckpointLoadError(
+            f"{path.name} is a {label} single file. Sfumato takes its transformer from the file and the other "
+            f"components (VAE, text encoders, tokenizers) from an installed {label} diffusers folder, and there is "
+            "none: put the base model's diffusers folder in the Stable-diffusion folder too (the configs and T5 "
+            "tokenizer a single file lacks would be Hub downloads, which Sfumato never makes).")
+    transformer_class = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
+    load = load_dtype(family, dtype)
+    reasons = []
+    for folder in candidates:
+        try:
+            transformer = transformer_class.from_single_file(
+                str(path), config=str(folder), subfolder="transformer", local_files_only=True,
+                **dtype_argument(load))
+            missing = [key for key, tensor in transformer.state_dict().items() if tensor.device.type == "meta"]
+            if missing:
+                raise ValueError(f"the file lacks {len(missing)} of its weights (e.g. {missing[0]})")
+        except Exception as error:  # shapes that do not fit this folder's config: try the next folder
+            reasons.append(f"{folder.name}: {str(error).splitlines()[0][:200]}")
+            continue
+        return load_folder(folder, family, dtype, transformer=transformer)
+    raise CheckpointLoadError(f"{path.name}'s {label} transformer fits none of the installed {label} folders: "
+                              + "; ".join(reasons))
+
+
+def load_folder(path: Path, family: str, dtype: torch.dtype, transformer: Any = None) -> DiffusionPipeline:
+    """The txt2img pipeline of an SD3 or Flux diffusers folder, offline (with ``transformer`` instead of its own
+    when given); an SD3 folder saved without its T5 encoder loads without it (SD3 then conditions on the two CLIPs
+    alone)."""
     from diffusers import FluxPipeline, StableDiffusion3Pipeline
 
     from modules.models.checkpoints import dtype_argument
 
     pipeline_class = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
     kwargs: dict[str, Any] = {**dtype_argument(load_dtype(family, dtype)), "local_files_only": True}
+    if transformer is not None:
+        kwargs["transformer"] = transformer
     if family == "sd3":
         for name in ("text_encoder_3", "tokenizer_3"):
             if not (Path(path) / name).is_dir():
@@ -141,8 +187,17 @@ def checkpoint_defaults(family: str | None, path: Path) -> FamilyDefaults:
         return SD3_DEFAULTS
     if family != "flux":
         return SD_DEFAULTS
-    transformer = read_config(Path(path) / "transformer" / "config.json") if Path(path).is_dir() else {}
-    return FLUX_DEV_DEFAULTS if transformer.get("guidance_embeds", True) else FLUX_SCHNELL_DEFAULTS
+    path = Path(path)
+    if path.is_dir():
+        guidance = read_config(path / "transformer" / "config.json").get("guidance_embeds", True)
+    else:
+        from modules.models.registry import read_safetensors_shapes
+
+        try:
+            guidance = has_guidance_input(read_safetensors_shapes(path))
+        except (OSError, ValueError):
+            guidance = True
+    return FLUX_DEV_DEFAULTS if guidance else FLUX_SCHNELL_DEFAULTS
 
 
 def default_size(pipe: Any) -> int:

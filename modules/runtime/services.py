@@ -111,7 +111,8 @@ def build_services(config: AppConfig) -> Services:
     registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
     pipelines = PipelineManager(
         loader=lambda info: load_pipeline(info, torch_dtype=runtime.get().dtype_for_model(info.path),
-                                          cache_dir=config.config_cache_dir),
+                                          cache_dir=config.config_cache_dir,
+                                          base_folders=[c.path for c in registry.list() if c.kind == "diffusers"]),
         prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, denoiser(pipe).dtype),
         max_loaded=config.max_loaded_models,
         free_memory=lambda: free_memory_on(runtime.get().device),
