@@ -27,11 +27,15 @@ def check_request(request: GenerationRequest, engine: Engine, extensions: Extens
         raise RequestError("sampler_name", str(error)) from None
     except UnknownScheduleError as error:
         raise RequestError("scheduler", str(error)) from None
-    engine.resolve_model(request.model)
+    info = engine.resolve_model(request.model)
     try:
         prompt, negative = engine.styles.apply(request.prompt, request.negative_prompt, request.styles)
     except ValueError as error:
         raise RequestError("styles", str(error)) from None
+    from modules.image import flow
+
+    flow.check_request(request, info.family, resolve_sampler(request.sampler_name, request.scheduler), prompt,
+                       negative, engine)
     _check_loras(prompt, negative, engine)
     if request.vae:
         try:

@@ -22,6 +22,7 @@ from modules.image.noise import batch_seeds, generators, initial_latents, resolv
 from modules.image.request import GenerationRequest, Limits, check_size, validate_request
 from modules.image.results import GeneratedImage, GenerationResult, GenerationSummary
 from modules.jobs.control import JobControl, Progress
+from modules.models.families import is_flow_family
 from modules.safety.screen import screen_image
 from modules.upscaling.names import LATENT_UPSCALERS
 
@@ -103,11 +104,13 @@ class Engine:
 
 def generate(request: GenerationRequest, engine: Engine, control: JobControl | None = None) -> GenerationResult:
     """Run one request to completion (or until interrupted) and save its images."""
+    from modules.image import flow
     from modules.image.samplers import UnknownSamplerError, UnknownScheduleError, make_scheduler, resolve_sampler
 
     control = control or JobControl()
-    # 1. check inputs that need no model
+    # 1. check inputs that need no model; steps / CFG left unset take the model family's defaults
     validate_request(request, engine.limits)
+    request = flow.with_model_defaults(request, engine)
     try:
         sampler = resolve_sampler(request.sampler_name, request.scheduler)
     except UnknownSamplerError as error:
@@ -126,6 +129,9 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
     if info.title not in engine.pipelines.loaded_titles():  # seconds to minutes: say so rather than "step 0"
         control.report(Progress(job_count=request.n_iter, steps=request.steps, text=f"Loading model {info.name}"))
     loaded = engine.pipelines.get(info)
+    flow.check_request(request, loaded.family, sampler, prompt, negative, engine)  # SD3 / Flux: what they can't run
+    if is_flow_family(loaded.family):
+        make_scheduler = flow.make_scheduler
     width, height = _working_size(request, loaded, engine.limits)
     controls = _plan_controls(request, engine, loaded, width, height)
 
@@ -217,7 +223,8 @@ class _Run:
     def variation_applies(self) -> bool:
         """Variation seeds shape the initial noise of a txt2img first pass; other tasks draw noise inside the
         pipeline, so there they are not applied (and not written to the infotext)."""
-        return self.request.task == "txt2img" and not self.loaded.is_inpainting_model
+        return (self.request.task == "txt2img" and not self.loaded.is_inpainting_model
+                and not is_flow_family(self.loaded.family))
 
     @property
     def _hires_enabled(self) -> bool:
@@ -243,14 +250,19 @@ class _Run:
         return pipe
 
     def _common(self, pipe: Any, seeds: list[int], progress: Progress, step_offset: int, steps: int) -> dict:
+        from modules.image import flow
         from modules.image.prompt_conditioning import conditioning_kwargs
         from modules.image.samplers import custom_sigmas
 
-        # A hires second pass (the only call with an offset) continues the first pass's prompt-editing timeline.
-        kwargs = conditioning_kwargs(pipe, self.encode_prompt, self.encode_negative, clip_skip=self.request.clip_skip,
-                                     steps=steps, first_pass_steps=self.request.steps if step_offset else None,
-                                     images=len(seeds), scope=self.unet_scope)
-        kwargs.update(custom_sigmas(self.sampler, pipe.scheduler, steps, sdxl=self.loaded.family == "sdxl"))
+        if is_flow_family(self.loaded.family):  # plain prompts, the model's own flow schedule
+            kwargs = flow.prompt_arguments(self.loaded.family, self.encode_prompt, self.encode_negative)
+        else:
+            # A hires second pass (the only call with an offset) continues the first pass's prompt-editing timeline.
+            kwargs = conditioning_kwargs(pipe, self.encode_prompt, self.encode_negative,
+                                         clip_skip=self.request.clip_skip, steps=steps,
+                                         first_pass_steps=self.request.steps if step_offset else None,
+                                         images=len(seeds), scope=self.unet_scope)
+            kwargs.update(custom_sigmas(self.sampler, pipe.scheduler, steps, sdxl=self.loaded.family == "sdxl"))
         kwargs.update(
             num_inference_steps=steps,
             guidance_scale=self.request.cfg_scale,
@@ -293,7 +305,8 @@ class _Run:
 
         request = self.request
         pipe = self._pipe("txt2img")
-        latents = initial_latents(
+        # SD3 / Flux draw their noise from the per-image generators (Flux packs it into tokens itself).
+        latents = None if is_flow_family(self.loaded.family) else initial_latents(
             seeds,
             (pipe.unet.config.in_channels, self.height // pipe.vae_scale_factor, self.width // pipe.vae_scale_factor),
             device=self.engine.device,
@@ -351,6 +364,8 @@ class _Run:
         kwargs = self._common(pipe, seeds, progress, offset, steps)
         kwargs.update(self.controls.call_arguments(size or (self.width, self.height), "control_image", second_pass))
         extra = {"width": size[0], "height": size[1]} if size and self.loaded.family == "sdxl" else {}
+        if is_flow_family(self.loaded.family):  # their img2img pipelines otherwise draw at the family's 1024 px
+            extra = {"width": (size or (self.width, self.height))[0], "height": (size or (self.width, self.height))[1]}
         with torch.inference_mode(), self.controls.modes(len(seeds), second_pass):
             return pipe(image=image, strength=max(strength, 1.0 / steps), output_type="pil", **extra, **kwargs).images
 

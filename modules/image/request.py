@@ -99,8 +99,8 @@ class GenerationRequest:
     vae: str | None = None  # None = the checkpoint's own VAE
     sampler_name: str = "Euler"
     scheduler: str = "Automatic"
-    steps: int = 20
-    cfg_scale: float = 7.0
+    steps: int = 0  # 0 = the model's default (20 for SD 1.x/2.x/XL, 28 for SD3 and Flux.1-dev, 4 for schnell)
+    cfg_scale: float | None = None  # None = the model's default (7; Flux.1-dev's distilled guidance 3.5)
     width: int = 0  # 0 = the model family's default size
     height: int = 0
     seed: int = -1
@@ -158,8 +158,9 @@ def validate_request(request: GenerationRequest, limits: Limits) -> None:
     check_range("height", request.height, 0, limits.max_side)
     if request.width or request.height:  # a side left 0 takes the model's default: its full size is checked then
         check_size(request.width or 8, request.height or 8, limits)
-    check_range("steps", request.steps, 1, limits.max_steps)
-    check_range("cfg_scale", request.cfg_scale, 0.0, limits.max_cfg)
+    check_range("steps", request.steps, 0, limits.max_steps)  # 0: the model's default, filled in at submission
+    if request.cfg_scale is not None:
+        check_range("cfg_scale", request.cfg_scale, 0.0, limits.max_cfg)
     check_range("batch_size", request.batch_size, 1, limits.max_batch_size)
     check_range("n_iter", request.n_iter, 1, limits.max_batch_count)
     check_range("clip_skip", request.clip_skip, 1, 12)

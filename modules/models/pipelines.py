@@ -46,10 +46,15 @@ class LoadedModel:
 
     @property
     def is_inpainting_model(self) -> bool:
-        return self.base.unet.config.in_channels == 9
+        unet = getattr(self.base, "unet", None)  # SD3 / Flux have a transformer and no inpainting checkpoints here
+        return unet is not None and unet.config.in_channels == 9
 
     @property
     def default_size(self) -> int:
+        from modules.models import families
+
+        if families.is_flow_family(self.family):
+            return families.default_size(self.base)
         return int(self.base.unet.config.sample_size) * int(self.base.vae_scale_factor)
 
 
@@ -229,7 +234,9 @@ def _place_vae(vae: Any, pipe: Any, own: Any) -> None:
     the VAE goes to the execution device instead and simply stays there: it is small, and unhooked it needs no
     help to run where the latents are.
     """
-    unet = pipe.unet
+    from modules.models.families import denoiser
+
+    unet = denoiser(pipe)
     offloaded = own is not None and hasattr(own, "_hf_hook")
     device = pipe._execution_device if offloaded or unet.device.type == "meta" else unet.device
     vae.to(device=device, dtype=unet.dtype)
@@ -244,6 +251,12 @@ def _place_vae(vae: Any, pipe: Any, own: Any) -> None:
 
 
 def _family_of(pipe: Any) -> str:
+    """The family of a loaded pipeline; SD3 and Flux first, since an SD3 pipeline has a ``text_encoder_2`` too."""
+    from modules.models.families import pipeline_family
+
+    flow = pipeline_family(pipe)
+    if flow:
+        return flow
     if getattr(pipe, "text_encoder_2", None) is not None:
         return "sdxl"
     hidden = pipe.text_encoder.config.hidden_size

@@ -74,6 +74,7 @@ class Services:
 def build_services(config: AppConfig) -> Services:
     from modules.extensions.manager import ExtensionManager, engine_catalog
     from modules.image.checks import check_request
+    from modules.image.flow import with_model_defaults
     from modules.image.generation import Engine, generate
     from modules.image.kind import image_kind
     from modules.image.request import GenerationRequest
@@ -86,6 +87,7 @@ def build_services(config: AppConfig) -> Services:
     from modules.jobs.queue import JobQueue
     from modules.jobs.store import JobStore
     from modules.models.checkpoints import load_pipeline
+    from modules.models.families import denoiser
     from modules.models.pipelines import PipelineManager, free_memory_on
     from modules.models.registry import ModelRegistry
     from modules.models.vae import load_vae
@@ -109,8 +111,9 @@ def build_services(config: AppConfig) -> Services:
     registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
     pipelines = PipelineManager(
         loader=lambda info: load_pipeline(info, torch_dtype=runtime.get().dtype_for_model(info.path),
-                                          cache_dir=config.config_cache_dir),
-        prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, pipe.unet.dtype),
+                                          cache_dir=config.config_cache_dir,
+                                          base_folders=[c.path for c in registry.list() if c.kind == "diffusers"]),
+        prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, denoiser(pipe).dtype),
         max_loaded=config.max_loaded_models,
         free_memory=lambda: free_memory_on(runtime.get().device),
         vae_loader=lambda info, family, scaling: load_vae(
@@ -145,7 +148,8 @@ def build_services(config: AppConfig) -> Services:
     kinds.register(image_kind(recording_outputs(run_image, queue, engine.store),
                               lambda request: check_request(request, engine, extensions),
                               default_model=services.default_model,
-                              default_safety=lambda: settings.get("safety")))
+                              default_safety=lambda: settings.get("safety"),
+                              model_defaults=lambda request: with_model_defaults(request, engine)))
     upscale = upscale_kind(UpscaleRunner(
         upscalers, engine.upscaler_models, engine.store, config.limits,
         tile_defaults=lambda: default_tile_options(runtime.get().device.type, runtime.get().device.total_memory),
