@@ -47,7 +47,7 @@ def test_webuiapi_unit_with_the_embedded_controlnet_puts_the_shape_where_the_scr
     readings = []
     for seed in (1, 2, 3, 4):
         result = client.txt2img(prompt="a small yellow square on the left, on a purple background", seed=seed,
-                                width=64, height=64, controlnet_units=[unit])
+                                width=64, height=64, alwayson_scripts={}, controlnet_units=[unit])
         readings.append(metrics.measure(result.image))
     placed = sum(r.position == "middle right" and r.size == "large" for r in readings)
     coloured = sum(r.foreground == "yellow" and r.background == "purple" for r in readings)
