@@ -67,6 +67,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     device.add_argument("--lowvram", action="store_true", help="sequential CPU offload: least VRAM, slowest")
     device.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for inference (default: the physical cores available to this process)")
+    device.add_argument("--max-loaded-models", type=int, default=1, metavar="N",
+                        help="keep up to N checkpoints loaded, least recently used out first, so switching back and "
+                             "forth does not reload (a model is still unloaded first when memory runs short)")
     device.add_argument("--attention-slicing", action="store_true", help="compute attention in slices")
     device.add_argument("--vae-slicing", action="store_true", help="decode batches one image at a time")
     device.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
@@ -147,6 +150,8 @@ def build_config(args: argparse.Namespace):
         raise SystemExit("--share makes a public link to the web UI; it cannot be combined with --nowebui.")
     if not args.max_body_mb > 0:
         raise SystemExit(f"--max-body-mb: must be more than 0, got {args.max_body_mb}")
+    if args.max_loaded_models < 1:
+        raise SystemExit(f"--max-loaded-models: must be at least 1, got {args.max_loaded_models}")
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"--threads: must be at least 1, got {args.threads}")
     return AppConfig(
@@ -163,6 +168,7 @@ def build_config(args: argparse.Namespace):
         attention_slicing=args.attention_slicing,
         vae_slicing=args.vae_slicing,
         vae_tiling=args.vae_tiling,
+        max_loaded_models=args.max_loaded_models,
         threads=args.threads if args.threads is not None else physical_cores(),
         limits=Limits(max_pixels=args.max_pixels, max_batch_size=args.max_batch_size),
         port=args.port,

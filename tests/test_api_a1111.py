@@ -284,15 +284,20 @@ def test_new_a1111_samplers_run_and_refused_ones_are_named(client, studio):
     assert {"DPM++ 3M SDE", "DPM++ 2M SDE Heun"} <= listed
     assert not listed & {"Restart", "DPM fast", "DPM adaptive", "DPM++ 2S a", "DDIM CFG++"}
     labels = {item["label"] for item in client.get_schedulers()}
-    assert {"Normal", "DDIM"} <= labels and not labels & {"Polyexponential", "KL Optimal", "Align Your Steps"}
+    assert {"Normal", "DDIM", "Polyexponential", "KL Optimal", "Align Your Steps"} <= labels
 
     result = client.txt2img(prompt="a red circle", seed=3, **{**TINY, "sampler_name": "DPM++ 3M SDE",
                                                                "scheduler": "Normal"})
     assert "Sampler: DPM++ 3M SDE" in result.info["infotexts"][0]
+    written = "a [red:blue:0.5] circle AND a square :0.5"
+    result = client.txt2img(prompt=written, seed=3, **{**TINY, "scheduler": "align_your_steps"})
+    assert result.info["infotexts"][0].startswith(written + "\n")  # the prompt as written
+    assert "Sampler: Euler, Schedule type: Align Your Steps," in result.info["infotexts"][0]
 
     for field, value, name in [("sampler_name", "Restart", "Restart"), ("sampler_name", "DPM fast", "DPM fast"),
                                ("scheduler", "align_your_steps", "Align Your Steps")]:
-        response = post(studio, "txt2img", {**TINY, field: value})
+        # a computed sigma list needs a sampler that takes one (Euler): with DPM++ 2M it is refused, named
+        response = post(studio, "txt2img", {**TINY, "sampler_name": "DPM++ 2M", field: value})
         assert response.status_code == 400, response.text
         body = response.json()
         assert body["field"] == field and name in body["detail"] and "not available" in body["detail"], body

@@ -48,17 +48,20 @@ def decoded(data: str) -> Image.Image:
     return image
 
 
+# webuiapi's txt2img/img2img keep one ``alwayson_scripts={}`` default dict and add the units to it, so a unit sent
+# once would ride along with every later call of the process: each call here passes a dict of its own.
+
+
 def test_webuiapi_units_steer_txt2img_and_the_model_list_names_them(client):
     titles = client.controlnet_model_list()
     assert len(titles) == 1 and titles[0].startswith("tiny-scribble [")
     plain = client.txt2img(prompt="a cat", **TINY)
     unit = webuiapi.ControlNetUnit(image=outline(), module="none", model=titles[0], weight=1.0)
-    steered = client.txt2img(prompt="a cat", controlnet_units=[unit], **TINY)
+    steered = client.txt2img(prompt="a cat", alwayson_scripts={}, controlnet_units=[unit], **TINY)
     assert np.abs(pixels(plain.image) - pixels(steered.image)).max() > 5
     assert f"ControlNet 0: \"Module: none, Model: {titles[0]}" in steered.info["infotexts"][0]
-    off = client.txt2img(prompt="a cat", controlnet_units=[webuiapi.ControlNetUnit(image=outline(),
-                                                                                     model=titles[0],
-                                                                                     enabled=False)], **TINY)
+    disabled = webuiapi.ControlNetUnit(image=outline(), model=titles[0], enabled=False)
+    off = client.txt2img(prompt="a cat", alwayson_scripts={}, controlnet_units=[disabled], **TINY)
     assert np.array_equal(pixels(plain.image), pixels(off.image))
 
 
@@ -67,8 +70,9 @@ def test_img2img_unit_without_an_image_reads_the_input_image(client):
     ImageDraw.Draw(source).ellipse((12, 12, 52, 52), outline=(250, 250, 250), width=3)
     title = client.controlnet_model_list()[0]
     plain = client.img2img(images=[source], prompt="a ring", denoising_strength=0.8, **TINY)
-    steered = client.img2img(images=[source], prompt="a ring", denoising_strength=0.8,
-                             controlnet_units=[webuiapi.ControlNetUnit(model=title, control_mode=2)], **TINY)
+    unit = webuiapi.ControlNetUnit(model=title, control_mode=2)
+    steered = client.img2img(images=[source], prompt="a ring", denoising_strength=0.8, alwayson_scripts={},
+                             controlnet_units=[unit], **TINY)
     assert np.abs(pixels(plain.image) - pixels(steered.image)).max() > 5
     assert "Control Mode: ControlNet is more important" in steered.info["infotexts"][0]
 

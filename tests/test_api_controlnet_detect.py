@@ -118,7 +118,7 @@ def test_model_based_module_names_the_missing_file(server):
     answer = detect(server, controlnet_module="depth_midas", controlnet_input_images=[b64(white_square())])
     assert answer.status_code == 422
     assert answer.json()["field"] == "controlnet_module"
-    assert "models/ControlNet/annotators/dpt_hybrid-midas-501f0c75.pt" in answer.json()["detail"]
+    assert "models/ControlNet/annotators/dpt-hybrid-midas/ is missing" in answer.json()["detail"]
 
 
 @pytest.mark.parametrize(("body", "status", "field"), [

@@ -195,3 +195,10 @@ def test_an_sdxl_checkpoint_takes_an_sdxl_controlnet_and_refuses_an_sd1_one(tmp_
         assert caught.value.field == "controlnet[0].model" and "tiny-cn" in caught.value.message
     finally:
         services.stop()
+
+
+def test_units_run_with_prompt_editing_and_composable_and(cn_services):
+    plain = run(cn_services, controlnet=(unit(),))
+    for prompt in ("a [red:blue:0.5] circle", "a red circle AND a blue square :0.5"):
+        steered = run(cn_services, prompt=prompt, controlnet=(unit(control_mode="ControlNet is more important"),))
+        assert steered.image.size == (64, 64) and difference(plain, steered) > 0

@@ -19,7 +19,7 @@ from modules.errors import RequestError
 
 pytest.importorskip("cv2")
 
-MODEL_FREE = [p.name for p in PREPROCESSORS.values() if p.available]
+MODEL_FREE = [p.name for p in PREPROCESSORS.values() if p.model_free]
 
 
 def white_square(size: int = 128, inset: int = 32) -> Image.Image:
@@ -158,15 +158,15 @@ def test_unknown_module_names_the_field_and_lists_the_known_ones():
 
 def test_model_based_preprocessor_names_the_missing_file(tmp_path):
     with pytest.raises(PreprocessorNeedsModel) as caught:
-        run_preprocessor("depth_midas", drawing(), models_dir=tmp_path)
+        run_preprocessor("openpose", drawing(), models_dir=tmp_path)
     assert caught.value.field == "module"
-    assert caught.value.missing == ("models/ControlNet/annotators/dpt_hybrid-midas-501f0c75.pt",)
-    assert "models/ControlNet/annotators/dpt_hybrid-midas-501f0c75.pt" in caught.value.message
-    present = tmp_path / "ControlNet" / "annotators" / "dpt_hybrid-midas-501f0c75.pt"
+    assert caught.value.missing == ("models/ControlNet/annotators/body_pose_model.pth",)
+    assert "models/ControlNet/annotators/body_pose_model.pth is missing" in caught.value.message
+    present = tmp_path / "ControlNet" / "annotators" / "body_pose_model.pth"
     present.parent.mkdir(parents=True)
     present.write_bytes(b"weights")
     with pytest.raises(PreprocessorNeedsModel) as again:  # there, but not runnable yet: it says so
-        run_preprocessor("depth", drawing(), models_dir=tmp_path)
+        run_preprocessor("openpose", drawing(), models_dir=tmp_path)
     assert again.value.missing == () and "cannot run it yet" in again.value.message
 
 
@@ -214,7 +214,10 @@ def test_module_list_and_detail_follow_the_extension_shape():
     assert detail["tile_resample"]["sliders"] == [{"name": "Down Sampling Rate", "value": 1.0, "min": 1.0,
                                                    "max": 8.0, "step": 0.01}]
     assert detail["depth"]["available"] is False
-    assert detail["depth"]["requires"] == ["models/ControlNet/annotators/dpt_hybrid-midas-501f0c75.pt"]
+    assert detail["depth"]["requires"] == ["models/ControlNet/annotators/dpt-hybrid-midas/"]
+    assert detail["depth"]["accepts"] == ["models/ControlNet/annotators/dpt-hybrid-midas/",
+                                          "models/ControlNet/annotators/dpt-large/"]
+    assert detail["openpose"]["requires"] == ["models/ControlNet/annotators/body_pose_model.pth"]
     assert "depth_midas" in module_detail(alias_names=True)
 
 

@@ -158,7 +158,7 @@ def test_txt2img_with_an_inpainting_checkpoint(services):
     [
         ({"width": 100}, "width"),
         ({"width": 8192, "height": 8192}, "width"),
-        ({"steps": 0}, "steps"),
+        ({"steps": -1}, "steps"),  # 0 is "the model's default", like width 0
         ({"cfg_scale": 99}, "cfg_scale"),
         ({"sampler_name": "Nonexistent"}, "sampler_name"),
         ({"scheduler": "Wobbly"}, "scheduler"),

@@ -62,7 +62,8 @@ def test_unknown_keys_are_ignored_and_missing_ones_take_defaults(tmp_path):
     old = {"prompt": "from an older version", "steps": 9, "restore_faces": True,
            "hires": {"scale": 2.0, "sharpness": 3}, "outpaint": {"left": 8, "feather": 2}}
     request = request_from_dict(old, tmp_path)
-    assert (request.prompt, request.steps, request.cfg_scale) == ("from an older version", 9, 7.0)
+    # A missing CFG is "the model's default" (None), filled in from the model's family when the job runs.
+    assert (request.prompt, request.steps, request.cfg_scale) == ("from an older version", 9, None)
     assert request.hires == HiresFix(scale=2.0) and request.outpaint == Outpaint(left=8)
 
 

@@ -49,6 +49,7 @@ EXPECTED_CLASS = {
     "LCM": "LCMScheduler",
     "DEIS": "DEISMultistepScheduler",
 }
+COMPUTED = ("Polyexponential", "KL Optimal", "Align Your Steps")
 SIGMA_FLAG = {"Karras": "use_karras_sigmas", "Exponential": "use_exponential_sigmas", "Beta": "use_beta_sigmas"}
 FLAGS = tuple(SIGMA_FLAG.values())
 
@@ -65,14 +66,18 @@ def _skip_without_scipy(sampler: str, schedule: str) -> None:
 
 def test_table_matches_reference():
     assert set(SAMPLER_NAMES) == set(EXPECTED_CLASS)
-    assert SCHEDULE_LABELS == ["Automatic", "Uniform", "Karras", "Exponential", "Beta", "SGM Uniform", "Simple",
-                               "Normal", "DDIM"]
+    assert SCHEDULE_LABELS == ["Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform",
+                               "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM", "Beta"]
 
 
 @pytest.mark.parametrize("schedule", SCHEDULE_LABELS)
 @pytest.mark.parametrize("sampler", SAMPLER_NAMES)
 def test_every_sampler_and_schedule_builds_the_right_scheduler(sampler, schedule):
     _skip_without_scipy(sampler, schedule)
+    if schedule in COMPUTED and sampler != "Euler":  # a sigma list only Euler's scheduler takes
+        with pytest.raises(UnsupportedScheduleError, match="custom sigma list"):
+            resolve_sampler(sampler, schedule)
+        return
     choice = resolve_sampler(sampler, schedule)
     built = make_scheduler(choice, SCHEDULER_CONFIG)
     assert type(built).__name__ == EXPECTED_CLASS[sampler]
@@ -234,8 +239,9 @@ def test_api_lists():
     assert by_name["DPM++ 2M SDE"]["options"]["scheduler"] == "exponential"
     assert all(isinstance(value, str) for item in listed for value in item["options"].values())
     schedules = list_schedulers()
-    assert [item["name"] for item in schedules] == ["automatic", "uniform", "karras", "exponential", "beta",
-                                                    "sgm_uniform", "simple", "normal", "ddim"]
+    assert [item["name"] for item in schedules] == ["automatic", "uniform", "karras", "exponential", "polyexponential",
+                                                    "sgm_uniform", "kl_optimal", "align_your_steps", "simple",
+                                                    "normal", "ddim", "beta"]  # A1111 v1.10's order
     assert all(set(item) == {"name", "label", "aliases", "default_rho", "need_inner_model"} for item in schedules)
     karras = next(item for item in schedules if item["name"] == "karras")
     assert karras == {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0,
@@ -260,9 +266,12 @@ def sd1_pipe():
 def _generate(pipe, choice: SamplerChoice, seed: int = 1) -> np.ndarray:
     import torch
 
+    from modules.image.samplers import custom_sigmas
+
     pipe.scheduler = make_scheduler(choice, dict(pipe.scheduler.config))
     result = pipe("a red circle", num_inference_steps=4, width=64, height=64, guidance_scale=5.0,
-                  output_type="np", generator=torch.Generator("cpu").manual_seed(seed))
+                  output_type="np", generator=torch.Generator("cpu").manual_seed(seed),
+                  **custom_sigmas(choice, pipe.scheduler, 4))
     return result.images
 
 
@@ -276,8 +285,9 @@ def test_every_sampler_runs(sd1_pipe, sampler):
 
 @pytest.mark.parametrize("schedule", SCHEDULE_LABELS)
 def test_every_schedule_runs(sd1_pipe, schedule):
-    _skip_without_scipy("DPM++ 2M", schedule)
-    images = _generate(sd1_pipe, resolve_sampler("DPM++ 2M", schedule))
+    sampler = "Euler" if schedule in COMPUTED else "DPM++ 2M"
+    _skip_without_scipy(sampler, schedule)
+    images = _generate(sd1_pipe, resolve_sampler(sampler, schedule))
     assert np.isfinite(images).all()
 
 
@@ -379,14 +389,16 @@ def test_unsupported_samplers_are_refused_by_name(name):
     assert isinstance(error.value, UnknownSamplerError)  # so the API answers 400 on sampler_name
 
 
-@pytest.mark.parametrize(("sampler", "scheduler"), [("Euler", "Polyexponential"), ("Euler", "kl_optimal"),
-                                                    ("DPM++ 2M", "Align Your Steps"), ("Euler KL Optimal", None),
-                                                    ("DPM++ 2M Align Your Steps", None)])
-def test_unsupported_schedules_are_refused_by_name(sampler, scheduler):
-    with pytest.raises(UnsupportedScheduleError, match="is not available") as error:
+@pytest.mark.parametrize(("sampler", "scheduler", "label"), [
+    ("DPM++ 2M", "Polyexponential", "Polyexponential"), ("Heun", "kl_optimal", "KL Optimal"),
+    ("DPM++ 2M", "Align Your Steps", "Align Your Steps"), ("UniPC KL Optimal", None, "KL Optimal"),
+    ("DPM++ 2M Align Your Steps", None, "Align Your Steps")])
+def test_computed_schedules_are_refused_with_samplers_that_cannot_take_sigmas(sampler, scheduler, label):
+    with pytest.raises(UnsupportedScheduleError, match="is not available with sampler") as error:
         resolve_sampler(sampler, scheduler)
-    assert any(refused in str(error.value) for refused in UNSUPPORTED_SCHEDULES)
+    assert "custom sigma list" in str(error.value) and label in str(error.value)
     assert isinstance(error.value, UnknownScheduleError)
+    assert resolve_sampler("Euler", label).schedule == label
 
 
 def test_api_lists_only_what_works():

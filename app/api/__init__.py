@@ -29,7 +29,16 @@ def attach_api(app: FastAPI, services: Services, context: ApiContext | None = No
                policy: AccessPolicy | None = None) -> FastAPI:
     """Add every dialect's routes, the error handlers and the access rules to ``app`` (``policy``: rules whose
     middleware ``app`` was built with, see ``install_access``)."""
-    from app.api import a1111, a1111_extras, controlnet, controlnet_units, native, openai_images, stability
+    from app.api import (
+        a1111,
+        a1111_extras,
+        a1111_interrogate,
+        controlnet,
+        controlnet_units,
+        native,
+        openai_images,
+        stability,
+    )
     from app.api.access import install_access
     from app.api.webhooks import install_webhooks
 
@@ -39,7 +48,8 @@ def attach_api(app: FastAPI, services: Services, context: ApiContext | None = No
     if policy is None:  # else the app was built with both middlewares (server_middleware)
         app.add_middleware(BodyLimitMiddleware, max_bytes=context.max_body_bytes)
     install_access(app, context, policy)
-    for module in (a1111, a1111_extras, controlnet, controlnet_units, native, openai_images, stability):
+    for module in (a1111, a1111_extras, a1111_interrogate, controlnet, controlnet_units, native, openai_images,
+                   stability):
         app.include_router(module.router, dependencies=[Depends(finite_json_body)])
     # jobs resumed after a restart still call their webhook; an exposed studio posts only to public addresses
     install_webhooks(services.queue, allow_private=not context.exposed)

@@ -168,8 +168,8 @@ def _job_progress(job: Job, skip_image: bool) -> dict[str, Any]:
         "sampling_step": snapshot.step,
         "sampling_steps": snapshot.steps,
     }
-    preview = snapshot.preview
-    image = encode_png_base64(preview) if preview is not None and not skip_image else None
+    preview = None if skip_image else snapshot.current_preview()
+    image = encode_png_base64(preview) if preview is not None else None
     return {"progress": snapshot.fraction, "eta_relative": job.eta() or 0.0, "state": state,
             "current_image": image, "textinfo": snapshot.text or None, "current_task": job.id}
 

@@ -295,6 +295,7 @@ def a1111_info(result: GenerationResult) -> dict[str, Any]:
         "infotexts": [item.infotext for item in images],
         "index_of_first_image": (1 if result.grid is not None else 0) + result.leading_grids,
         "is_using_inpainting_conditioning": False,
+        "nsfw": result.filtered,  # Sfumato's: per image, whether the NSFW filter hid it (A1111 has no such field)
         **result.extension_info,
     }
 
@@ -310,6 +311,7 @@ def _raw_base64(data: str) -> str:
 OPTION_ALIASES = {
     "samples_format": "output_format",
     "show_progress_every_n_steps": "preview_interval",
+    "show_progress_type": "live_preview_method",
     "samples_save": "save_images",
     "grid_save": "make_grid",
 }
@@ -383,6 +385,17 @@ def _size(value: Any, name: str) -> int:
     return number
 
 
+def _preview_kind(value: Any, name: str) -> str:
+    """A1111's "Full", "Approx NN", "Approx cheap", "TAESD", or ours; every approximation is the cheap map here."""
+    text = _text(value, name).strip()
+    if text.lower() == "full":
+        return "Full"
+    if text.lower() in ("approximate", "approx nn", "approx cheap", "taesd"):
+        return "Approximate"
+    raise ApiError(422, f"unknown preview type {text!r}; expected Full or Approximate (or A1111's Approx NN, Approx "
+                        "cheap, TAESD)", name)
+
+
 def _preview_interval(value: Any, name: str) -> int:
     number = _as_int(value, name)
     return 1 if number < 0 else number  # A1111's -1 means every step
@@ -417,6 +430,8 @@ _OPTION_CLEANERS = {
     "samples_format": ("output_format", _output_format),
     "preview_interval": ("preview_interval", _integer(0)),
     "show_progress_every_n_steps": ("preview_interval", _preview_interval),
+    "live_preview_method": ("live_preview_method", _preview_kind),
+    "show_progress_type": ("live_preview_method", _preview_kind),
     "save_images": ("save_images", _flag),
     "samples_save": ("save_images", _flag),
     "make_grid": ("make_grid", _flag),

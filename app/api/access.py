@@ -48,8 +48,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.context import ApiContext
 from app.api.errors import error_body
-from app.api.keys import KeyRing, KeysFileError, Tier, digest_of, load_keys
+from app.api.keys import KeyRing, KeysFileError, Tier, digest_of, load_keys, safety_rule
 from app.api.ratelimit import MonthlyUsage, RateLimiter, month_key, seconds_to_next_month
+from modules.safety import SafetyRule, apply_rule
 
 if TYPE_CHECKING:
     from modules.jobs.queue import Job
@@ -61,9 +62,9 @@ OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.js
 GRADIO_STARTUP_PATH = "/gradio_api/startup-events"
 LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1", "localhost"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# POST routes that submit generation work: the job and monthly-image limits apply to these only.
+# POST routes that submit work to the queue: the job and monthly-image limits apply to these only.
 GENERATION_ROUTES = re.compile(
-    r"^(/sdapi/v1/(txt2img|img2img|extra-single-image|extra-batch-images)|/api/v1/jobs"
+    r"^(/sdapi/v1/(txt2img|img2img|extra-single-image|extra-batch-images|interrogate)|/api/v1/jobs"
     r"|/v1/images/(generations|edits|variations)"
     r"|/v2beta/stable-image/.+)/?$"
 )
@@ -100,6 +101,7 @@ def access_policy(context: ApiContext) -> AccessPolicy:
     queue = context.services.queue
     queue.add_listener(policy.on_job_end)
     queue.add_admission_check(policy.admit_job)
+    queue.add_submission_rule(policy.apply_rules)
     return policy
 
 
@@ -142,6 +144,7 @@ class Identity:
     label: str
     tier: Tier
     admin: bool = False  # the studio's operator: global options, launch flags, the guarded web UI
+    safety: SafetyRule | None = None  # the NSFW filter its key (or tier) imposes; None: the studio's default
 
 
 @dataclass(eq=False)
@@ -297,7 +300,8 @@ class AccessPolicy:
             key = self.keys.find(token)
             if key is None:
                 raise self._unauthorized("unknown API key")
-            return Identity(f"key:{key.name}", f"key:{key.name}", f"API key {key.name!r}", key.tier, admin=key.admin)
+            return Identity(f"key:{key.name}", f"key:{key.name}", f"API key {key.name!r}", key.tier, admin=key.admin,
+                            safety=key.safety_rule)
         raise self._unauthorized("this API needs credentials: " + self._accepted())
 
     def _basic_user(self, value: str) -> Identity:
@@ -315,7 +319,9 @@ class AccessPolicy:
                 matched = known_user
         if matched is None:
             raise self._unauthorized("wrong user name or password")
-        return Identity(f"user:{matched}", f"user:{matched}", f"user {matched!r}", self.keys.default_tier, admin=True)
+        tier = self.keys.default_tier
+        return Identity(f"user:{matched}", f"user:{matched}", f"user {matched!r}", tier, admin=True,
+                        safety=safety_rule(tier.safety, tier.safety_always))
 
     def _accepted(self) -> str:
         ways = []
@@ -386,6 +392,12 @@ class AccessPolicy:
         except Refusal as refusal:
             retry = next((value for name, value in refusal.headers if name.lower() == "retry-after"), None)
             raise SubmissionRefused(refusal.message, refusal.status, int(retry) if retry else None) from None
+
+    def apply_rules(self, request: object, owner: str | None) -> object:
+        """Queue submission rule: a request from a key (or login) runs with the NSFW filter its rule imposes
+        (``SafetyRule.apply``); anonymous callers and the web UI get the studio's default."""
+        identity = self.known.get(owner) if owner else None
+        return apply_rule(request, identity.safety if identity is not None else None)
 
     def on_job_end(self, job: Job) -> None:
         """Queue listener: count an owned job's images against its owner's month (every image generated, also

@@ -2,8 +2,9 @@
 ``webuiapi.controlnet_detect`` and scripts written for the extension work unmodified.
 
 ``detect`` runs a preprocessor inline, in FastAPI's worker threads, as the extension runs it inside its route:
-the model-free preprocessors take milliseconds of CPU, and a job in the queue would wait behind a generation
-for work that small. It stays bounded: at most ``MAX_DETECT_IMAGES`` images a call, each within the decoded-image
+the model-free preprocessors take milliseconds of CPU and a depth estimate about a second (on the CPU, with a
+small model from ``models/ControlNet/annotators/``), and a job in the queue would wait behind a generation for
+work that small. It stays bounded: at most ``MAX_DETECT_IMAGES`` images a call, each within the decoded-image
 limit, at a resolution whose control image fits ``MAX_OUTPUT_PIXELS``. ``/controlnet/model_list`` belongs with the
 ControlNet model registry, not here.
 """
@@ -77,10 +78,11 @@ def version() -> dict[str, int]:
 
 
 @router.get("/module_list", response_model=ModuleListResponse)
-def module_list(alias_names: bool = False) -> dict[str, Any]:
-    """Every preprocessor with its sliders; ``alias_names=true`` answers the extension's UI labels instead."""
+def module_list(services: ServicesDep, alias_names: bool = False) -> dict[str, Any]:
+    """Every preprocessor with its sliders, and whether it runs with the annotator models this studio has;
+    ``alias_names=true`` answers the extension's UI labels instead."""
     return {"module_list": preprocessors.module_names(alias_names),
-            "module_detail": preprocessors.module_detail(alias_names)}
+            "module_detail": preprocessors.module_detail(alias_names, services.config.models_dir)}
 
 
 @router.post("/detect", response_model=DetectResponse)
@@ -93,8 +95,9 @@ async def detect(body: DetectBody, services: ServicesDep) -> dict[str, Any]:
         preprocessor = find(body.controlnet_module, "controlnet_module")
     except RequestError as error:
         raise ApiError(400, error.message, error.field) from None
-    if not preprocessor.available:
-        raise _wire_error(preprocessor.needs_model_error("controlnet_module", services.config.models_dir))
+    models_dir = services.config.models_dir
+    if not preprocessor.available_in(models_dir):
+        raise _wire_error(preprocessor.needs_model_error("controlnet_module", models_dir))
     if not images:
         raise ApiError(422, "give at least one image", field)
     if len(images) > MAX_DETECT_IMAGES:
@@ -116,7 +119,8 @@ async def detect(body: DetectBody, services: ServicesDep) -> dict[str, Any]:
                                     "pixels for an input image", f"{field}.{index}")
             try:
                 control = preprocessor.run(image, resolution, body.controlnet_threshold_a,
-                                           body.controlnet_threshold_b, seed=index)  # shuffle: one seed per image
+                                           body.controlnet_threshold_b, seed=index,  # shuffle: one seed per image
+                                           models_dir=models_dir)
             except RequestError as error:
                 raise _wire_error(error) from None
             answers.append(encode_png_base64(control))

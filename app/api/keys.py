@@ -25,6 +25,12 @@ named ``default`` applies to ``--api-auth`` users and to anonymous local clients
 operator may: change the global options (``POST /sdapi/v1/options``), read the launch flags and their paths
 (``/sdapi/v1/cmd-flags``), and open the web UI when the API's credentials guard it. The local user (no
 credentials configured) and ``--api-auth`` users are operators already; other keys get 403 on those routes.
+
+``"safety": "blur"`` (or ``"black"``, or ``"off"``) on a tier or a key is the NSFW filter its requests get when
+they leave the request's ``safety`` field out (a key's own value wins over its tier's); with
+``"safety_always": true`` a request may ask for a stricter filter but never switch it off (asking for ``"off"``
+is refused, naming the field). A studio with such keys needs a checker in ``models/safety_checker``. The
+anonymous local client has no key rule: its filter is the studio's default (Settings), off unless changed.
 """
 
 from __future__ import annotations
@@ -36,9 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modules.safety import SAFETY_MODES, SafetyRule
+
 DEFAULT_TIER_NAME = "default"
 DEFAULT_REQUESTS_PER_MINUTE = 6000  # generous: local UIs and scripts poll progress often
-_TIER_FIELDS = ("requests_per_minute", "concurrent_jobs", "monthly_images", "admin")
+_TIER_FIELDS = ("requests_per_minute", "concurrent_jobs", "monthly_images", "admin", "safety", "safety_always")
+_KEY_FIELDS = ("name", "tier", "key", "sha256", "admin", "safety", "safety_always")
 
 
 class KeysFileError(ValueError):
@@ -54,6 +63,8 @@ class Tier:
     concurrent_jobs: int | None = None  # None: no limit
     monthly_images: int | None = None  # None: no limit
     admin: bool = False  # every key of this tier may use the operator's routes
+    safety: str | None = None  # the NSFW filter for requests that leave ``safety`` out; None: not said
+    safety_always: bool = False  # requests may not switch that filter off
 
 
 DEFAULT_TIER = Tier(DEFAULT_TIER_NAME)
@@ -65,11 +76,26 @@ class ApiKey:
     tier: Tier
     digest: bytes  # SHA-256 of the key
     admin_flag: bool = False  # "admin": true on the key itself
+    safety_flag: str | None = None  # "safety" on the key itself (wins over the tier's)
+    safety_always_flag: bool | None = None  # "safety_always" on the key itself
 
     @property
     def admin(self) -> bool:
         """May use the operator's routes (global options, launch flags, the guarded web UI)."""
         return self.admin_flag or self.tier.admin
+
+    @property
+    def safety_rule(self) -> SafetyRule | None:
+        """The NSFW filter rule this key's requests run under (the key's own fields over its tier's)."""
+        return safety_rule(self.safety_flag or self.tier.safety,
+                           self.tier.safety_always if self.safety_always_flag is None else self.safety_always_flag)
+
+
+def safety_rule(mode: str | None, always: bool) -> SafetyRule | None:
+    """A tier's or key's filter fields as a rule; None when they say nothing (the studio's default applies)."""
+    if mode is None and not always:
+        return None
+    return SafetyRule(mode or "off", always)  # type: ignore[arg-type]  # checked when the file was read
 
 
 def digest_of(key: str) -> bytes:
@@ -149,14 +175,22 @@ def _parse_tier(name: str, limits: Any) -> Tier:
     rpm = _limit(name, "requests_per_minute", limits.get("requests_per_minute", DEFAULT_REQUESTS_PER_MINUTE))
     if rpm is None:
         raise KeysFileError(f"tier {name!r}: requests_per_minute must be a number")
+    where = f"tier {name!r}"
     return Tier(name, rpm, _limit(name, "concurrent_jobs", limits.get("concurrent_jobs")),
                 _limit(name, "monthly_images", limits.get("monthly_images")),
-                _flag(f"tier {name!r}", limits.get("admin", False)))
+                _flag(where, limits.get("admin", False)), _safety(where, limits.get("safety")),
+                _flag(where, limits.get("safety_always", False), "safety_always"))
 
 
-def _flag(where: str, value: Any) -> bool:
+def _flag(where: str, value: Any, field: str = "admin") -> bool:
     if not isinstance(value, bool):
-        raise KeysFileError(f"{where}: admin must be true or false, not {value!r}")
+        raise KeysFileError(f"{where}: {field} must be true or false, not {value!r}")
+    return value
+
+
+def _safety(where: str, value: Any) -> str | None:
+    if value is not None and value not in SAFETY_MODES:
+        raise KeysFileError(f"{where}: safety must be one of {', '.join(SAFETY_MODES)}, not {value!r}")
     return value
 
 
@@ -180,8 +214,13 @@ def _parse_key(index: int, entry: Any, tiers: dict[str, Tier]) -> ApiKey:
     tier = tiers.get(tier_name) or (DEFAULT_TIER if tier_name == DEFAULT_TIER_NAME else None)
     if tier is None:
         raise KeysFileError(f"{where}: unknown tier {tier_name!r}; tiers: {', '.join(tiers) or 'none'}")
+    unknown = sorted(set(entry) - set(_KEY_FIELDS))
+    if unknown:
+        raise KeysFileError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(_KEY_FIELDS)}")
+    always = entry.get("safety_always")
     return ApiKey(name=name.strip(), tier=tier, digest=_key_digest(where, entry),
-                  admin_flag=_flag(where, entry.get("admin", False)))
+                  admin_flag=_flag(where, entry.get("admin", False)), safety_flag=_safety(where, entry.get("safety")),
+                  safety_always_flag=None if always is None else _flag(where, always, "safety_always"))
 
 
 def _key_digest(where: str, entry: dict) -> bytes:

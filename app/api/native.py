@@ -33,6 +33,8 @@ from app.api.webhooks import check_webhook_url, install_webhooks
 from modules.controlnet.units import ControlNetUnit
 from modules.image.request import GenerationRequest, HiresFix, Outpaint, SdUpscale
 from modules.image.results import GenerationResult
+from modules.interrogate.kind import InterrogateResult
+from modules.interrogate.request import InterrogateRequest
 from modules.jobs.artifacts import Artifact
 from modules.jobs.queue import Job, JobQueue
 from modules.runtime.services import Services
@@ -142,6 +144,7 @@ class JobBody(BaseModel):
     sd_upscale: SdUpscaleBody | None = None
     controlnet: list[ControlNetBody] | None = None
     output_format: Literal["png", "jpeg", "webp"] | None = None
+    safety: Literal["off", "blur", "black"] | None = None  # NSFW filter; left out: the key's or studio's default
     save_images: bool | None = None
     make_grid: bool | None = None
     extensions: dict[str, dict[str, Any]] | None = None
@@ -172,13 +175,27 @@ class UpscaleJobBody(BaseModel):
     webhook_url: str | None = None
 
 
+class InterrogateJobBody(BaseModel):
+    """An ``InterrogateRequest`` on the wire (``"kind": "interrogate"``): the image as base64; the caption comes
+    back in the job's ``result.caption``."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["interrogate"]
+    image: str
+    model: str | None = None
+    captioner: str | None = None
+    clip_model: str | None = None
+    max_tokens: int | None = None
+    webhook_url: str | None = None
+
+
 def _kind_of(value: Any) -> str:
     kind = value.get("kind", "image") if isinstance(value, dict) else getattr(value, "kind", "image")
     return kind if isinstance(kind, str) else "image"
 
 
-AnyJobBody = Annotated[Annotated[JobBody, Tag("image")] | Annotated[UpscaleJobBody, Tag("upscale")],
-                       Discriminator(_kind_of)]
+AnyJobBody = Annotated[Annotated[JobBody, Tag("image")] | Annotated[UpscaleJobBody, Tag("upscale")]
+                       | Annotated[InterrogateJobBody, Tag("interrogate")], Discriminator(_kind_of)]
 
 
 def to_upscale_request(body: UpscaleJobBody) -> UpscaleRequest:
@@ -188,6 +205,11 @@ def to_upscale_request(body: UpscaleJobBody) -> UpscaleRequest:
     if names and len(names) != len(images):
         raise ApiError(422, f"{len(names)} names for {len(images)} images", "names")
     return UpscaleRequest(images=images, names=names, **fields)
+
+
+def to_interrogate_request(body: InterrogateJobBody) -> InterrogateRequest:
+    fields = body.model_dump(exclude_none=True, exclude={"kind", "webhook_url", "image"})
+    return InterrogateRequest(image=decode_image(body.image, "image"), **fields)
 
 
 def to_request(body: JobBody) -> GenerationRequest:
@@ -231,12 +253,14 @@ def _implied_task(body: JobBody) -> str:
 # -- routes ------------------------------------------------------------------------------------------------------
 @router.post("/jobs", status_code=202)
 async def submit_job(body: AnyJobBody, http_request: Request, services: ServicesDep) -> dict:
-    """Queue a job of any kind (``kind``: ``image``, the default, or ``upscale``) and answer at once with its id
-    and where to watch it."""
+    """Queue a job of any kind (``kind``: ``image``, the default, ``upscale`` or ``interrogate``) and answer at
+    once with its id and where to watch it."""
     sender = install_webhooks(services.queue)
     webhook = await run_in_threadpool(check_webhook_url, body.webhook_url, sender.allow_private)  # may resolve DNS
     # decoding a large image should not stall other clients
-    request = await run_in_threadpool(to_request if isinstance(body, JobBody) else to_upscale_request, body)
+    convert = {JobBody: to_request, UpscaleJobBody: to_upscale_request,
+               InterrogateJobBody: to_interrogate_request}[type(body)]
+    request = await run_in_threadpool(convert, body)
     job = await submit_checked(services, request, source="native", owner=owner_of(http_request), webhook=webhook)
     if webhook:
         sender.remember_base(job.id, str(http_request.base_url).rstrip("/"))
@@ -266,7 +290,7 @@ def get_job(job_id: str, http_request: Request, services: ServicesDep) -> dict:
 def job_preview(job_id: str, http_request: Request, services: ServicesDep) -> Response:
     """The live preview of a running job (decoded every few steps), as a PNG."""
     job = find_job(services, job_id, http_request)
-    preview = job.progress.preview
+    preview = job.progress.current_preview()
     if preview is None:
         raise ApiError(404, f"job {job_id} has no preview yet", "job_id")
     return Response(encode_image(preview, "png"), media_type="image/png", headers={"Cache-Control": "no-store"})
@@ -289,7 +313,8 @@ def job_images(job_id: str, http_request: Request, services: ServicesDep,
     items = []
     for index, item in enumerate(images):
         entry = {"index": index, "seed": item.parameters.get("seed"), "subseed": item.parameters.get("subseed"),
-                 "grid": item.grid, "infotext": item.infotext, "url": image_url(http_request, job.id, index)}
+                 "grid": item.grid, "infotext": item.infotext, "url": image_url(http_request, job.id, index),
+                 "nsfw": bool(item.parameters.get("nsfw"))}
         if encoding == "base64":
             entry["image"] = encode_png_base64(artifact_image(item), item.infotext)
         items.append(entry)
@@ -410,7 +435,7 @@ def progress_view(job: Job) -> dict[str, Any]:
             "job_count": progress.job_count, "cell": progress.cell, "cells": progress.cells,
             "fraction": round(fraction, 4),
             "eta_seconds": round(eta, 2) if eta is not None else None, "text": progress.text,
-            "has_preview": progress.preview is not None}
+            "has_preview": progress.has_preview}
 
 
 def job_view(job: Job, http_request: Request, queue: JobQueue) -> dict[str, Any]:
@@ -434,9 +459,14 @@ def job_view(job: Job, http_request: Request, queue: JobQueue) -> dict[str, Any]
             "images": [image_url(http_request, job.id, index) for index in range(len(images))],
             "seeds": [artifact.parameters.get("seed") for artifact in images],
             "infotexts": [artifact.infotext for artifact in images],
+            "nsfw": [bool(artifact.parameters.get("nsfw")) for artifact in images],  # hidden by the NSFW filter
         }
         if isinstance(result, GenerationResult):
             view["result"]["parameters"] = summary_view(result)
+        if isinstance(result, InterrogateResult):
+            view["result"].update(caption=result.caption, sentence=result.sentence,
+                                  terms=[{"list": name, "term": term} for name, term in result.terms],
+                                  captioner=result.captioner, clip_model=result.clip_model)
     return view
 
 

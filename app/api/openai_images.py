@@ -5,6 +5,11 @@ OpenAI's own ("dall-e-2", "gpt-image-1") mean the studio's default checkpoint; a
 Fields OpenAI's models have and Sfumato has not (quality, style, background, user, ...) are ignored, as unknown
 fields are. Errors come back in OpenAI's shape so the client raises ``BadRequestError`` naming the parameter.
 ``steps``, ``cfg_scale``, ``negative_prompt``, ``seed`` and ``sampler_name`` may be added (``extra_body``).
+
+NSFW filtering (a key's rule, or the studio's default): OpenAI refuses a request its moderation flags, before
+generating. Here the check runs on the finished image, so the image comes back as the filter left it (blurred or
+black) rather than as an error: the job has run and counted against the key's quota, and a batch keeps its clean
+images. Its infotext says ``NSFW: filtered (...)``; the native API's job view lists which images were hidden.
 """
 
 from __future__ import annotations

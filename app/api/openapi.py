@@ -57,7 +57,7 @@ _WHY = {
     400: "Bad input (a value that names no model, sampler, ...; a malformed form or size)",
     401: "Credentials are needed (--api-auth, --api-keys) and were missing or wrong",
     403: "Refused: another site's page, a Host that is not this studio, or a route for the studio's operator",
-    404: "No such job, image or artifact (or not this caller's)",
+    404: "No such job, image or artifact (or not this caller's); no interrogator of that name",
     409: "The job is not in a state for this (still running, already ended, cancelled before it made an image)",
     413: "The request body is over the studio's limit (--max-body-mb), or an image is too large",
     422: "A field is invalid; ``field`` names it",
@@ -110,6 +110,8 @@ def _error_statuses(path: str, method: str, operation: dict[str, Any], error: st
         statuses.add(422 if error == "SfumatoError" else 400)  # the dialects answer bad fields with 400
     if "{" in path:  # a job (or its image) that does not exist, or is not in a state for this
         statuses |= {404, 409}
+    if path.endswith("/interrogate"):  # an interrogator other than clip/blip: A1111's "model not found"
+        statuses.add(404)
     if error == "StabilityError":
         statuses.add(501)
     return statuses

@@ -6,7 +6,8 @@ multipart forms in, and out either the image bytes (``accept: image/*``, with ``
 headers) or JSON ``{image, seed, finish_reason}`` for any other accept. With header ``x-async: true`` (or form
 field ``async=true``) a route answers ``{id}`` at once and ``GET /v2beta/results/{id}`` gives 202 while it runs,
 then the result. Errors are Stability's ``{"name": "bad_request", "errors": ["field: message"]}``. Sfumato also
-reads optional ``steps`` and ``cfg_scale``.
+reads optional ``steps`` and ``cfg_scale``. An image the NSFW filter hid (the key's rule or the studio's default,
+``modules.safety``) comes back blurred or black with ``finish-reason: CONTENT_FILTERED``, as Stability answers.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:2
 OUTPUT_FORMATS = IMAGE_FORMATS
 MAX_SEED = 4294967294
 MAX_OUTPAINT = 2000
-FINISH_REASON = "SUCCESS"  # no content filter runs here, so CONTENT_FILTERED is never answered
+FINISH_REASON = "SUCCESS"
+CONTENT_FILTERED = "CONTENT_FILTERED"  # the NSFW filter (``safety``) blurred or blacked out the image
 STYLE_PRESETS = {
     "3d-model": "3d model render, studio lighting, highly detailed",
     "analog-film": "analog film photograph, film grain, faded colours",
@@ -345,9 +347,10 @@ def result_response(job: Job, http_request: Request) -> Response:
     result = finished_result(job)
     artifact = next(item for item in result.artifacts if item.type == "image" and not item.grid)
     seed = int(artifact.parameters.get("seed", 0) or 0)
+    finish_reason = CONTENT_FILTERED if artifact.parameters.get("nsfw") else FINISH_REASON
     fmt = job.request.output_format
     data = encode_image(artifact_image(artifact), fmt, artifact.infotext)
     if wants_image(http_request):
-        return Response(data, media_type=f"image/{fmt}", headers={"seed": str(seed), "finish-reason": FINISH_REASON})
+        return Response(data, media_type=f"image/{fmt}", headers={"seed": str(seed), "finish-reason": finish_reason})
     return JSONResponse({"image": base64.b64encode(data).decode("ascii"), "seed": seed,
-                         "finish_reason": FINISH_REASON})
+                         "finish_reason": finish_reason})

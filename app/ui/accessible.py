@@ -30,6 +30,7 @@ TOOLTIPS = {
     "reuse-seed": "Reuse the seed of the selected image",
     "random-subseed": "Random variation seed (-1)",
     "refresh-upscalers": "Refresh the upscaler lists",
+    "refresh-controlnets": "Refresh the ControlNet model list",
 }
 
 

@@ -142,19 +142,24 @@ def model_size(services: Services, title: str | None) -> int | None:
 
 
 def model_recommendation(services: Services, title: str | None) -> dict[str, Any]:
-    """The sampler/steps/guidance a model folder recommends in its ``training_config.json`` (empty if none)."""
+    """The sampler/steps/guidance a model folder recommends in its ``training_config.json``; for SD3 and Flux
+    without one, their family's published defaults (Flux.1-dev's 3.5 guidance, not SD's CFG 7); else empty."""
     import json
+
+    from modules.models import families
 
     info = next((item for item in _infos(services) if title in (item.title, item.name)), None) if title else None
     path = getattr(info, "path", None)
     if path is None or not Path(path).is_dir():
         return {}
+    flow = families.checkpoint_defaults(info.family, Path(path)) if families.is_flow_family(info.family) else None
+    fallback = {"sampler": "Euler", "steps": flow.steps, "guidance": flow.cfg_scale} if flow else {}
     try:
         record = json.loads((Path(path) / "training_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
+        return fallback
     recommended = record.get("recommended") if isinstance(record, dict) else None
-    return recommended if isinstance(recommended, dict) else {}
+    return recommended if isinstance(recommended, dict) else fallback
 
 
 def hires_upscalers(services: Services) -> list[str]:

@@ -48,6 +48,7 @@ def build_controlnet(services: Services, tab: GenerationTab) -> None:
 
 def _unit_controls(services: Services, tab: GenerationTab, unit: int) -> None:
     from app.ui.controlnet_preprocessor import build_preprocessor_controls
+    from app.ui.controls import icon
 
     add = tab.add
     with gr.Row():
@@ -58,8 +59,7 @@ def _unit_controls(services: Services, tab: GenerationTab, unit: int) -> None:
                                                             sources=["upload", "clipboard"], height=240)))
     with gr.Row():
         add(field(unit, "model"), gr.Dropdown(label="Model", choices=model_choices(services), value=NO_MODEL))
-        add(field(unit, "refresh"), gr.Button("🔄", scale=0, min_width=40, elem_classes=["sf-icon"]),
-            request_field=False)
+        add(field(unit, "refresh"), icon("🔄", "refresh-controlnets"), request_field=False)
     built = build_preprocessor_controls(image, services.engine.controlnets.models_dir,
                                         elem_prefix=f"{tab.task}-controlnet-{unit}")
     for name in ("module", "processor_res", "threshold_a", "threshold_b"):

@@ -2,8 +2,9 @@
 hidden from the preprocessor's own description, as the extension's UI does) and a preview of the control image.
 
 Built inside a unit's layout by the ControlNet accordion; the handlers are plain functions, so they are tested
-without a browser. The dropdown offers the preprocessors that run here; the model-based ones are only listed by
-the API, since choosing one could only fail.
+without a browser. The dropdown offers the preprocessors that run here (the model-free ones, and the depth ones whose
+model folder is under ``models/ControlNet/annotators/`` when the page is built); the others are only listed by the
+API, since choosing one could only fail.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from modules.controlnet.preprocessors import PREPROCESSORS, RESOLUTION_SLIDER, S
 from modules.errors import RequestError
 
 
-def module_choices() -> list[str]:
-    """The runnable preprocessors by the extension's UI labels, ``none`` first."""
-    return [p.label for p in PREPROCESSORS.values() if p.available]
+def module_choices(models_dir: Path | None = None) -> list[str]:
+    """The preprocessors that run with the models under ``models_dir``, by the extension's UI labels, ``none``
+    first."""
+    return [p.label for p in PREPROCESSORS.values() if p.available_in(models_dir)]
 
 
 def slider_updates(module: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -77,7 +79,7 @@ def build_preprocessor_controls(image: gr.components.Component, models_dir: Path
     """Lay out and wire the controls (call inside the unit's layout); ``image`` is the unit's control picture."""
     first = find("none")
     with gr.Row():
-        module = gr.Dropdown(module_choices(), value=first.label, label="Preprocessor",
+        module = gr.Dropdown(module_choices(models_dir), value=first.label, label="Preprocessor",
                              elem_id=f"{elem_prefix}-module")
         button = gr.Button("Preview", size="sm", scale=0, min_width=80, elem_id=f"{elem_prefix}-preview-button")
     processor_res = gr.Slider(RESOLUTION_SLIDER.minimum, RESOLUTION_SLIDER.maximum, value=RESOLUTION_SLIDER.default,

@@ -99,7 +99,9 @@ def model_row(services: Services, tab: GenerationTab) -> None:
         tab.add("refresh_models", icon("🔄", "refresh-models"), request_field=False)
 
 
-def prompt_row(services: Services, tab: GenerationTab) -> None:
+def prompt_row(services: Services, tab: GenerationTab, interrogate: bool = False) -> None:
+    """Prompt, negative prompt, Generate and its companions; ``interrogate`` adds the button that writes the
+    prompt from the tab's input image (img2img, inpaint: see app/ui/interrogate.py)."""
     with gr.Row():
         with gr.Column(scale=5):
             tab.add("prompt", gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (or paste an infotext and "
@@ -116,6 +118,8 @@ def prompt_row(services: Services, tab: GenerationTab) -> None:
                         request_field=False)
                 tab.add("skip", gr.Button("Skip", size="sm", visible=False), request_field=False)
             tab.add("paste", gr.Button("↙️ Read parameters", size="sm"), request_field=False)
+            if interrogate:
+                tab.add("interrogate", gr.Button("Interrogate", size="sm"), request_field=False)
             tab.add("styles", gr.Dropdown(label="Styles", choices=choices.style_names(services), multiselect=True,
                                           value=[]))
 

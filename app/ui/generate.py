@@ -60,8 +60,15 @@ def _events(services: Services, values: Values, poll: float, following: Followin
         interval = services.settings.get("preview_interval")
         if isinstance(interval, int) and interval >= 0:
             job.control.preview_interval = interval
+    job.control.preview_method = preview_method(services.settings.get("live_preview_method"))
     following.claim(job.id)
     yield from follow_job(services, job, poll, following)
+
+
+def preview_method(setting: Any) -> str:
+    """The saved live-preview choice as the job's method: "full" only when asked; A1111's approximations
+    ("Approx NN", "Approx cheap", "TAESD") all mean the cheap one here."""
+    return "full" if str(setting or "").strip().lower() == "full" else "approximate"
 
 
 def without_inactive_extensions(services: Services, values: Values) -> Values:
@@ -94,7 +101,7 @@ def follow_job(services: Services, job: Job, poll: float = POLL_SECONDS,
                 # While it waits, its line is sent again each check: an older job's last step update may
                 # reach the page after this job's first one (two events' messages are not ordered).
                 update["progress"] = bar = now
-            preview = job.progress.preview
+            preview = job.progress.current_preview() if changed else None
             if changed and preview is not None and preview is not shown:
                 update["preview"] = shown = preview
             if update:  # an unchanged running job's page gets nothing

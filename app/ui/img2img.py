@@ -10,6 +10,7 @@ from app.ui import controls
 from app.ui.controlnet_panel import build_controlnet
 from app.ui.controls import GenerationTab
 from app.ui.extra_networks import build_extra_networks
+from app.ui.interrogate import wire_interrogate
 from app.ui.styles_editor import build_style_editor
 from app.ui.uploads import named_upload
 from modules.image.request import RESIZE_MODES
@@ -24,7 +25,7 @@ def build_img2img(services: Services) -> GenerationTab:
     """Lay out and wire the tab (call inside a ``gr.Tab``); the returned tab names every component."""
     tab = GenerationTab(task="img2img")
     controls.model_row(services, tab)
-    controls.prompt_row(services, tab)
+    controls.prompt_row(services, tab, interrogate=True)
     build_style_editor(services, tab)
     build_extra_networks(services, tab)
     with gr.Row(elem_classes=[controls.WORKSPACE_CLASS]):
@@ -39,4 +40,5 @@ def build_img2img(services: Services) -> GenerationTab:
         with gr.Column(scale=1, elem_classes=[controls.OUTPUT_CLASS]):
             controls.output_panel(tab, send_targets=("img2img", "inpaint", "upscale"))
     controls.wire(services, tab)
+    wire_interrogate(services, tab, "init_image")
     return tab

@@ -20,6 +20,7 @@ from app.ui.controls import GenerationTab
 from app.ui.extra_networks import build_extra_networks
 from app.ui.form import Values
 from app.ui.img2img import RESIZE_LABELS
+from app.ui.interrogate import wire_interrogate
 from app.ui.request_form import INPAINT_AREAS, MASK_MODES, OUTPAINT_SIDES
 from app.ui.styles_editor import build_style_editor
 from app.ui.uploads import named_upload
@@ -89,7 +90,7 @@ def build_inpaint(services: Services) -> GenerationTab:
     tab = GenerationTab(task="inpaint")
     limits = services.config.limits
     controls.model_row(services, tab)
-    controls.prompt_row(services, tab)
+    controls.prompt_row(services, tab, interrogate=True)
     build_style_editor(services, tab)
     build_extra_networks(services, tab)
     with gr.Row(elem_classes=[controls.WORKSPACE_CLASS]):
@@ -127,6 +128,7 @@ def build_inpaint(services: Services) -> GenerationTab:
         with gr.Column(scale=1, elem_classes=[controls.OUTPUT_CLASS]):
             controls.output_panel(tab, send_targets=("img2img", "inpaint", "upscale"))
     controls.wire(services, tab)
+    wire_interrogate(services, tab, "inpaint_editor")
     side = tab.add("inpaint_side", gr.Number(0, visible=False, precision=0), request_field=False)
     tab.form["inpaint_editor"].change(None, inputs=side, outputs=side, js=SIDE_JS, queue=False,
                                       show_progress="hidden", api_name=False)

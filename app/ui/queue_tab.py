@@ -223,6 +223,9 @@ def show_job(services: Services, values: Values, row: Any) -> Values:
         lines.append(items[1 if len(items) > 1 and items[0]["grid"] else 0]["infotext"])
     else:
         lines.append(_describe(services, job))
+    text = getattr(job.result, "caption", None)  # a result in words (an interrogation) shows them
+    if text:
+        lines.append(text)
     status = error_html(job.error_field or "", job.error) if job.error else ""
     return {"gallery": [item["image"] for item in items], "job_info": "\n".join(lines), "status": status}
 

@@ -15,6 +15,7 @@ from app.ui import choices
 from app.ui.form import INFO, WARNING, Form, Values
 from app.ui.generate import error_html, status_html
 from modules.runtime.settings import SETTING_TYPES
+from modules.safety import SAFETY_MODES
 
 if TYPE_CHECKING:
     from modules.runtime.services import Services
@@ -59,10 +60,16 @@ def build_settings(services: Services) -> Form:
                                              value=current("output_format"))
             form["preview_interval"] = gr.Slider(0, 50, step=1, precision=0, label="Live preview every N steps",
                                                  info="0 = no live preview", value=current("preview_interval"))
+            form["live_preview_method"] = gr.Radio(
+                ["Approximate", "Full"], label="Live preview", value=current("live_preview_method"),
+                info="Approximate: the latents' colours, almost free; Full: decoded by the VAE, costs a few steps")
             with gr.Row():
                 form["save_images"] = gr.Checkbox(label="Save every image to the outputs folder",
                                                   value=current("save_images"))
                 form["make_grid"] = gr.Checkbox(label="Save a grid for batches", value=current("make_grid"))
+            form["safety"] = gr.Radio(list(SAFETY_MODES), label="NSFW filter",
+                                      info="What a flagged image becomes (a checker in models/safety_checker is "
+                                           "needed); API keys may impose their own", value=current("safety"))
             form["save"] = gr.Button("Save settings", variant="primary")
             form["status"] = gr.HTML("")
         with gr.Column():
@@ -95,6 +102,8 @@ def save_settings(store: Any, values: Values, shown: Values | None = None) -> Va
                 cleaned[key] = None if key == "sd_model_checkpoint" else store.get(key)
             else:
                 cleaned[key] = kind(float(value)) if kind is int else kind(value)
+        if cleaned.get("safety") not in (None, *SAFETY_MODES):
+            raise ValueError(f"safety must be one of {', '.join(SAFETY_MODES)}")
         if cleaned.get("output_format") not in (None, *choices.OUTPUT_FORMATS):
             raise ValueError(f"output_format must be one of {', '.join(choices.OUTPUT_FORMATS)}")
         for key in ("width", "height"):

@@ -2,9 +2,12 @@
 
 Names, labels, slider ranges and defaults follow the sd-webui-controlnet extension, so a client that sends
 ``"module": "canny"`` (or the extension's UI label, such as ``"invert (from white bg & black line)"``) gets the
-same kind of control image here. Only preprocessors that need no downloaded weights run (OpenCV and NumPy);
-the model-based ones (depth, pose, normals, HED...) are listed so a client sees the whole vocabulary, and asking
-for one says exactly which annotator file under ``models/ControlNet/annotators/`` it would need.
+same kind of control image here. The preprocessors that need no weights run everywhere (OpenCV and NumPy). The
+depth ones (``depth_midas``, ``depth_anything``, ``depth_anything_v2``, ``depth_zoe``) and ``normal_midas`` run
+when their Hugging Face model folder is under ``models/ControlNet/annotators/`` (``DepthModel``; loaded with
+``transformers`` by ``modules.controlnet.annotators``, never downloaded). The other model-based ones (pose, HED,
+``normal_bae``...) are listed so a client sees the whole vocabulary, and asking for one says exactly which annotator
+file it would need.
 
 Conventions shared by every preprocessor, as in the extension:
 
@@ -17,7 +20,8 @@ Conventions shared by every preprocessor, as in the extension:
   slider's range, because the extension passes them on unchecked and clients send out-of-range values (``webuiapi``
   sends 64 for both thresholds whatever the module), while an unbounded one (a blur sigma of 1e9) would make the
   work unbounded;
-- line preprocessors answer white lines on black, the form the ControlNet line models were trained on.
+- line preprocessors answer white lines on black, the form the ControlNet line models were trained on;
+- depth preprocessors answer near white, far black (8-bit grey as RGB), at the working size.
 
 Aliases: a name is matched case-insensitively against the module names and the extension's UI labels. Legacy
 names of the extension are accepted too (``LEGACY_ALIASES``): ``scribble`` is the extension's early preprocessor
@@ -50,8 +54,9 @@ MAX_OUTPUT_PIXELS = 4096 * 4096
 
 
 class PreprocessorNeedsModel(RequestError):
-    """A known preprocessor that needs annotator weights this studio cannot run; ``missing`` lists the files under
-    ``models/`` it looks for (empty when they are there but running them is not supported yet)."""
+    """A known preprocessor whose annotator weights are not here, or that this studio cannot run; ``missing`` lists
+    the files (or, for a depth model, the folder) under ``models/`` it looks for (empty when they are there but
+    running them is not supported yet)."""
 
     def __init__(self, field_name: str, message: str, missing: tuple[str, ...]) -> None:
         super().__init__(field_name, message)
@@ -84,6 +89,33 @@ RESOLUTION_SLIDER = Slider("Resolution", MIN_RESOLUTION, MAX_RESOLUTION, DEFAULT
 
 # The work of one preprocessor on an RGB uint8 array already at its working size: (pixels, a, b, seed) -> pixels.
 Algorithm = Callable[[np.ndarray, float, float, int], np.ndarray]
+# The same for one that reads a model: (pixels, a, b, the model's folder) -> pixels.
+ModelAlgorithm = Callable[[np.ndarray, float, float, Path], np.ndarray]
+
+
+@dataclass(frozen=True)
+class DepthModel:
+    """Where a model-based preprocessor finds its weights: Hugging Face model folders under
+    ``models/ControlNet/annotators/`` (the first one present is used), the repository the first comes from, and
+    the extension's own single file for the same model, which ``transformers`` cannot read (named in the error so
+    a user who copied it knows to put the folder instead)."""
+
+    folders: tuple[str, ...]
+    source: str  # the Hugging Face repository to copy into the first folder
+    extension_file: str
+
+    def find(self, models_dir: Path | None) -> Path | None:
+        """The folder to load from, or None when none is there."""
+        if models_dir is None:
+            return None
+        from modules.controlnet.annotators import has_model
+
+        root = Path(models_dir) / ANNOTATOR_FOLDER
+        return next((root / name for name in self.folders if has_model(root / name)), None)
+
+    def shown_folders(self) -> tuple[str, ...]:
+        """The folders as paths under the models folder, with the trailing slash that says "a folder"."""
+        return tuple(f"models/{ANNOTATOR_FOLDER}/{name}/" for name in self.folders)
 
 
 @dataclass(frozen=True)
@@ -92,19 +124,32 @@ class Preprocessor:
 
     name: str  # the extension's module name (what ``module_list`` answers)
     label: str  # the extension's UI name (``module_list?alias_names=true``)
-    algorithm: Algorithm | None = None  # None: needs a model (``needs``)
+    algorithm: Algorithm | None = None  # None: needs a model (``model`` or ``needs``)
     threshold_a: Slider | None = None
     threshold_b: Slider | None = None
     uses_resolution: bool = True  # False: the control image keeps the input's size
-    needs: tuple[str, ...] = ()  # annotator files, relative to models/ControlNet/annotators
+    needs: tuple[str, ...] = ()  # annotator files this studio cannot run yet, relative to models/ControlNet/annotators
+    model: DepthModel | None = None  # the folders a model-based one that runs here loads
+    model_algorithm: ModelAlgorithm | None = None
 
     @property
-    def available(self) -> bool:
-        """Whether it runs in this studio (no model-based preprocessor does yet)."""
+    def model_free(self) -> bool:
+        """Whether it runs with no model file at all (everywhere)."""
         return self.algorithm is not None
 
+    def available_in(self, models_dir: Path | None) -> bool:
+        """Whether it runs in this studio with the models under ``models_dir``."""
+        return self.model_free or (self.model_algorithm is not None and self.model_folder(models_dir) is not None)
+
+    def model_folder(self, models_dir: Path | None) -> Path | None:
+        """The model folder it would load from, if one is there."""
+        return self.model.find(models_dir) if self.model is not None else None
+
     def required_files(self) -> tuple[str, ...]:
-        """The files it needs, as paths under the models folder (``models/ControlNet/annotators/...``)."""
+        """What it needs, as paths under the models folder (``models/ControlNet/annotators/...``): the files, or
+        the first of the model folders it accepts."""
+        if self.model is not None:
+            return self.model.shown_folders()[:1]
         return tuple(f"models/{ANNOTATOR_FOLDER}/{name}" for name in self.needs)
 
     def sliders(self) -> list[Slider]:
@@ -115,24 +160,32 @@ class Preprocessor:
     def run(self, image: Image.Image, resolution: int = DEFAULT_RESOLUTION, threshold_a: float = -1,
             threshold_b: float = -1, seed: int = 0, models_dir: Path | None = None) -> Image.Image:
         """The control image (RGB) for ``image``; ``seed`` only matters to ``shuffle``. ``RequestError`` naming
-        ``processor_res`` for a resolution out of range, ``PreprocessorNeedsModel`` for a model-based one."""
-        if self.algorithm is None:
+        ``processor_res`` for a resolution out of range, ``PreprocessorNeedsModel`` for a model-based one whose
+        model is not under ``models_dir``."""
+        folder = self.model_folder(models_dir)
+        if self.algorithm is None and (self.model_algorithm is None or folder is None):
             raise self.needs_model_error("module", models_dir)
         pixels = rgb_array(image)
         if self.uses_resolution:
             pixels = resize_short_side(pixels, resolution)
         a = self.threshold_a.value(threshold_a) if self.threshold_a else 0.0
         b = self.threshold_b.value(threshold_b) if self.threshold_b else 0.0
-        result = self.algorithm(pixels, a, b, seed)
+        if self.algorithm is not None:
+            result = self.algorithm(pixels, a, b, seed)
+        else:
+            assert self.model_algorithm is not None and folder is not None
+            result = self.model_algorithm(pixels, a, b, folder)
         if result.ndim == 2:
             result = np.repeat(result[:, :, None], 3, axis=2)
         return Image.fromarray(np.ascontiguousarray(result, dtype=np.uint8), "RGB")
 
     def needs_model_error(self, field_name: str, models_dir: Path | None = None) -> PreprocessorNeedsModel:
         """The error for asking to run a model-based preprocessor, naming the files that are missing."""
+        if self.model is not None:
+            return self._missing_folder_error(field_name, models_dir)
         missing = tuple(shown for shown, name in zip(self.required_files(), self.needs, strict=True)
                         if models_dir is None or not (Path(models_dir) / ANNOTATOR_FOLDER / name).is_file())
-        shown_name = repr(self.name) if self.label == self.name else f"{self.name!r} ({self.label})"
+        shown_name = self._shown_name()
         if missing:
             message = (f"preprocessor {shown_name} needs a model this studio does not have: "
                        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
@@ -141,6 +194,22 @@ class Preprocessor:
                        "there but this version of Sfumato cannot run it yet: use a model-free preprocessor or "
                        "send a ready control image with module 'none'")
         return PreprocessorNeedsModel(field_name, message, missing)
+
+    def _missing_folder_error(self, field_name: str, models_dir: Path | None) -> PreprocessorNeedsModel:
+        """Which folder to put, where to get it, and, when the extension's own file is there, that it is not read."""
+        assert self.model is not None
+        first, *others = self.model.shown_folders()
+        alternatives = f" (or {', '.join(name + '/' for name in self.model.folders[1:])})" if others else ""
+        message = (f"preprocessor {self._shown_name()} needs a depth model this studio does not have: {first} is "
+                   f"missing{alternatives}. Put there the Hugging Face folder of {self.model.source} (config.json, "
+                   "preprocessor_config.json and the weights)")
+        single = f"models/{ANNOTATOR_FOLDER}/{self.model.extension_file}"
+        if models_dir is not None and (Path(models_dir) / ANNOTATOR_FOLDER / self.model.extension_file).is_file():
+            message += f"; {single} is the extension's own file, which this studio cannot read: put the folder instead"
+        return PreprocessorNeedsModel(field_name, message, (first,))
+
+    def _shown_name(self) -> str:
+        return repr(self.name) if self.label == self.name else f"{self.name!r} ({self.label})"
 
 
 # -- image handling ------------------------------------------------------------------------------------------------
@@ -279,6 +348,27 @@ def _shuffle(pixels: np.ndarray, a: float, b: float, seed: int) -> np.ndarray:
                      borderMode=cv2.BORDER_REFLECT_101)
 
 
+# -- the model-based algorithms (the weights: modules.controlnet.annotators) -----------------------------------------
+
+
+def _depth(pixels: np.ndarray, a: float, b: float, folder: Path) -> np.ndarray:
+    from modules.controlnet import annotators
+
+    return annotators.depth_image(annotators.estimate_depth(pixels, folder))
+
+
+def _metric_depth(pixels: np.ndarray, a: float, b: float, folder: Path) -> np.ndarray:
+    from modules.controlnet import annotators
+
+    return annotators.metric_depth_image(annotators.estimate_depth(pixels, folder))
+
+
+def _normal_from_depth(pixels: np.ndarray, background: float, b: float, folder: Path) -> np.ndarray:
+    from modules.controlnet import annotators
+
+    return annotators.normal_image(annotators.estimate_depth(pixels, folder), background)
+
+
 # -- the vocabulary ------------------------------------------------------------------------------------------------
 
 _MODEL_FREE: tuple[Preprocessor, ...] = (
@@ -294,15 +384,29 @@ _MODEL_FREE: tuple[Preprocessor, ...] = (
     Preprocessor("blur_gaussian", "blur_gaussian", _blur_gaussian, Slider("Sigma", 0.01, 64.0, 9.0, 0.01)),
 )
 
-# Model-based: (name, UI label, annotator files). The files are the ones the extension downloads for them.
-_MIDAS = ("dpt_hybrid-midas-501f0c75.pt",)
+# Model-based ones that run here: their Hugging Face folders (the first present is used; the smallest comes first,
+# as it is the one to fetch for a CPU) and the extension's own file for the same model.
+_MIDAS = DepthModel(("dpt-hybrid-midas", "dpt-large"), "Intel/dpt-hybrid-midas", "dpt_hybrid-midas-501f0c75.pt")
+_DEPTH_ANYTHING = DepthModel(("depth-anything-small", "depth-anything-base", "depth-anything-large"),
+                             "LiheYoung/depth-anything-small-hf", "depth_anything_vitl14.pth")
+_DEPTH_ANYTHING_V2 = DepthModel(("depth-anything-v2-small", "depth-anything-v2-base", "depth-anything-v2-large"),
+                                "depth-anything/Depth-Anything-V2-Small-hf", "depth_anything_v2_vitl.pth")
+_ZOE = DepthModel(("zoedepth-nyu", "zoedepth-nyu-kitti"), "Intel/zoedepth-nyu", "ZoeD_M12_N.pt")
+_WITH_MODEL: tuple[Preprocessor, ...] = (
+    Preprocessor("depth", "depth_midas", model=_MIDAS, model_algorithm=_depth),
+    Preprocessor("depth_anything", "depth_anything", model=_DEPTH_ANYTHING, model_algorithm=_depth),
+    Preprocessor("depth_anything_v2", "depth_anything_v2", model=_DEPTH_ANYTHING_V2, model_algorithm=_depth),
+    Preprocessor("depth_zoe", "depth_zoe", model=_ZOE, model_algorithm=_metric_depth),
+    Preprocessor("normal_map", "normal_midas", threshold_a=Slider("Normal Background Threshold", 0.0, 1.0, 0.4, 0.01),
+                 model=_MIDAS, model_algorithm=_normal_from_depth),
+)
+
+# Model-based ones that do not run here yet: (name, UI label, annotator files). The files are the ones the
+# extension downloads for them.
 _OPENPOSE = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
 _NEEDS_MODEL: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("depth", "depth_midas", _MIDAS),
     ("depth_leres", "depth_leres", ("res101.pth",)),
     ("depth_leres++", "depth_leres++", ("res101.pth", "latest_net_G.pth")),
-    ("depth_zoe", "depth_zoe", ("ZoeD_M12_N.pt",)),
-    ("normal_map", "normal_midas", _MIDAS),
     ("normal_bae", "normal_bae", ("scannet.pt",)),
     ("openpose", "openpose", _OPENPOSE[:1]),
     ("openpose_hand", "openpose_hand", _OPENPOSE[:2]),
@@ -330,7 +434,8 @@ _NEEDS_MODEL: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 PREPROCESSORS: dict[str, Preprocessor] = {
-    p.name: p for p in (*_MODEL_FREE, *(Preprocessor(name, label, needs=files) for name, label, files in _NEEDS_MODEL))
+    p.name: p for p in (*_MODEL_FREE, *_WITH_MODEL,
+                        *(Preprocessor(name, label, needs=files) for name, label, files in _NEEDS_MODEL))
 }
 # Names the extension once used (or that clients commonly send) -> the module they mean today.
 LEGACY_ALIASES: dict[str, str] = {"scribble": "invert", "fake_scribble": "scribble_hed"}
@@ -344,21 +449,24 @@ for _alias, _target in LEGACY_ALIASES.items():
 
 
 def module_names(alias_names: bool = False) -> list[str]:
-    """Every preprocessor (module names, or the extension's UI labels), the runnable ones first, ``none`` first
+    """Every preprocessor (module names, or the extension's UI labels), the model-free ones first, ``none`` first
     of all, as the extension lists them."""
     return [p.label if alias_names else p.name for p in PREPROCESSORS.values()]
 
 
-def module_detail(alias_names: bool = False) -> dict[str, dict[str, Any]]:
+def module_detail(alias_names: bool = False, models_dir: Path | None = None) -> dict[str, dict[str, Any]]:
     """The extension's ``module_detail``: per module, ``model_free`` (False: every one needs a ControlNet model)
-    and its ``sliders``; plus ``available`` (runs in this studio) and ``requires`` (the annotator files a
-    model-based one needs under ``models/``), which the extension's clients ignore."""
-    return {(p.label if alias_names else p.name): {
-        "model_free": False,
-        "sliders": [slider.wire() for slider in p.sliders()],
-        "available": p.available,
-        "requires": list(p.required_files()),
-    } for p in PREPROCESSORS.values()}
+    and its ``sliders``; plus ``available`` (runs in this studio, with the models under ``models_dir``) and
+    ``requires`` (the annotator files, or the model folder, a model-based one needs under ``models/``; ``accepts``
+    lists every folder it would load from), which the extension's clients ignore."""
+    detail: dict[str, dict[str, Any]] = {}
+    for p in PREPROCESSORS.values():
+        entry: dict[str, Any] = {"model_free": False, "sliders": [slider.wire() for slider in p.sliders()],
+                                 "available": p.available_in(models_dir), "requires": list(p.required_files())}
+        if p.model is not None:
+            entry["accepts"] = list(p.model.shown_folders())
+        detail[p.label if alias_names else p.name] = entry
+    return detail
 
 
 def find(name: str | None, field_name: str = "module") -> Preprocessor:
@@ -378,7 +486,7 @@ def run(module: str | None, image: Image.Image, resolution: int = DEFAULT_RESOLU
     resolution below 0 means the default (512). Errors name ``field_name`` for the module and ``processor_res``
     for the resolution."""
     preprocessor = find(module, field_name)
-    if not preprocessor.available:
+    if not preprocessor.available_in(models_dir):
         raise preprocessor.needs_model_error(field_name, models_dir)
     return preprocessor.run(image, DEFAULT_RESOLUTION if resolution < 0 else int(resolution), threshold_a,
                             threshold_b, seed=seed, models_dir=models_dir)
@@ -389,6 +497,6 @@ def check_runnable(module: str | None, field_name: str = "module", models_dir: P
     one is refused at submission instead of failing the job. ``RequestError`` (unknown) or
     ``PreprocessorNeedsModel`` naming ``field_name``."""
     preprocessor = find(module, field_name)
-    if not preprocessor.available:
+    if not preprocessor.available_in(models_dir):
         raise preprocessor.needs_model_error(field_name, models_dir)
     return preprocessor

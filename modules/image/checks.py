@@ -27,11 +27,15 @@ def check_request(request: GenerationRequest, engine: Engine, extensions: Extens
         raise RequestError("sampler_name", str(error)) from None
     except UnknownScheduleError as error:
         raise RequestError("scheduler", str(error)) from None
-    engine.resolve_model(request.model)
+    info = engine.resolve_model(request.model)
     try:
         prompt, negative = engine.styles.apply(request.prompt, request.negative_prompt, request.styles)
     except ValueError as error:
         raise RequestError("styles", str(error)) from None
+    from modules.image import flow
+
+    flow.check_request(request, info.family, resolve_sampler(request.sampler_name, request.scheduler), prompt,
+                       negative, engine)
     _check_loras(prompt, negative, engine)
     if request.vae:
         try:
@@ -51,6 +55,8 @@ def check_request(request: GenerationRequest, engine: Engine, extensions: Extens
             raise RequestError("sd_upscale.upscaler", error.message) from None
     _check_canvas(request, engine.limits)
     _check_controlnets(request, engine)
+    if request.safety not in (None, "off") and engine.safety is not None:
+        engine.safety.require("safety")  # never run a filtered request without a checker: refuse it now
     if extensions is not None:
         extensions.check_request(request)
 

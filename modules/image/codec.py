@@ -159,8 +159,11 @@ def _image_entry(item: GeneratedImage, folder: Path, name: str) -> dict[str, Any
         folder.mkdir(parents=True, exist_ok=True)
         save_image_with_infotext(item.image, folder / name, item.infotext, "png")
         file = name  # relative: the job's folder, wherever the data folder has moved
-    return {"file": file, "seed": item.seed, "subseed": item.subseed, "prompt": item.prompt,
-            "negative_prompt": item.negative_prompt, "infotext": item.infotext}
+    entry = {"file": file, "seed": item.seed, "subseed": item.subseed, "prompt": item.prompt,
+             "negative_prompt": item.negative_prompt, "infotext": item.infotext}
+    if item.nsfw is not None:
+        entry["nsfw"] = item.nsfw
+    return entry
 
 
 def _load_image(entry: dict[str, Any], folder: Path, problems: list[str]) -> GeneratedImage | None:
@@ -173,4 +176,5 @@ def _load_image(entry: dict[str, Any], folder: Path, problems: list[str]) -> Gen
         return None
     return GeneratedImage(image=image, seed=int(entry.get("seed", -1)), subseed=int(entry.get("subseed", -1)),
                           prompt=str(entry.get("prompt", "")), negative_prompt=str(entry.get("negative_prompt", "")),
-                          infotext=str(entry.get("infotext", "")), path=path)
+                          infotext=str(entry.get("infotext", "")), path=path,
+                          nsfw=bool(entry["nsfw"]) if entry.get("nsfw") is not None else None)

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageChops
@@ -21,17 +22,21 @@ from modules.image.noise import batch_seeds, generators, initial_latents, resolv
 from modules.image.request import GenerationRequest, Limits, check_size, validate_request
 from modules.image.results import GeneratedImage, GenerationResult, GenerationSummary
 from modules.jobs.control import JobControl, Progress
+from modules.models.families import is_flow_family
+from modules.safety.screen import screen_image
 from modules.upscaling.names import LATENT_UPSCALERS
 
 if TYPE_CHECKING:
     from modules.controlnet.apply import ControlPlan
     from modules.controlnet.loading import ControlNetModels
     from modules.controlnet.registry import ControlNetRegistry
+    from modules.image.previews import LatentPreviewer
     from modules.image.styles import StyleStore
     from modules.models.networks import NetworkRegistry
     from modules.models.pipelines import LoadedModel, PipelineManager
     from modules.models.registry import CheckpointInfo, ModelRegistry, VaeInfo
     from modules.runtime.outputs import OutputStore
+    from modules.safety.checker import SafetyCheckers
     from modules.upscaling.loading import UpscalerModels
     from modules.upscaling.registry import UpscalerRegistry
 
@@ -52,6 +57,8 @@ class Engine:
     networks: NetworkRegistry | None = None  # LoRAs and embeddings; None = the registry's models folder
     controlnets: ControlNetRegistry | None = None  # None = the registry's models folder
     controlnet_models: ControlNetModels | None = None  # ControlNets loaded on the worker (a few are kept)
+    safety: SafetyCheckers | None = None  # the NSFW checker in models/safety_checker, loaded when a job asks
+    previewer: LatentPreviewer | None = None  # cheap live previews, one fitted map per autoencoder
 
     def __post_init__(self) -> None:
         if self.networks is None:
@@ -66,6 +73,14 @@ class Engine:
             from modules.controlnet.loading import ControlNetModels
 
             self.controlnet_models = ControlNetModels()
+        if self.safety is None:
+            from modules.safety.checker import SafetyCheckers
+
+            self.safety = SafetyCheckers(self.registry.models_dir, lambda: self.device)
+        if self.previewer is None:
+            from modules.image.previews import LatentPreviewer
+
+            self.previewer = LatentPreviewer()
 
     @property
     def device(self) -> str:
@@ -89,11 +104,13 @@ class Engine:
 
 def generate(request: GenerationRequest, engine: Engine, control: JobControl | None = None) -> GenerationResult:
     """Run one request to completion (or until interrupted) and save its images."""
+    from modules.image import flow
     from modules.image.samplers import UnknownSamplerError, UnknownScheduleError, make_scheduler, resolve_sampler
 
     control = control or JobControl()
-    # 1. check inputs that need no model
+    # 1. check inputs that need no model; steps / CFG left unset take the model family's defaults
     validate_request(request, engine.limits)
+    request = flow.with_model_defaults(request, engine)
     try:
         sampler = resolve_sampler(request.sampler_name, request.scheduler)
     except UnknownSamplerError as error:
@@ -112,6 +129,9 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
     if info.title not in engine.pipelines.loaded_titles():  # seconds to minutes: say so rather than "step 0"
         control.report(Progress(job_count=request.n_iter, steps=request.steps, text=f"Loading model {info.name}"))
     loaded = engine.pipelines.get(info)
+    flow.check_request(request, loaded.family, sampler, prompt, negative, engine)  # SD3 / Flux: what they can't run
+    if is_flow_family(loaded.family):
+        make_scheduler = flow.make_scheduler
     width, height = _working_size(request, loaded, engine.limits)
     controls = _plan_controls(request, engine, loaded, width, height)
 
@@ -126,6 +146,7 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
     images: list[GeneratedImage] = []
     progress = Progress(job_count=request.n_iter, steps=run.total_steps)
     # 4. LoRAs and embeddings the prompts name, applied for this job only (removed however it ends)
+    from modules.image.prompt_conditioning import UnetScope
     from modules.models.networks import NetworkLoadError, applied_networks
 
     try:
@@ -134,7 +155,8 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
             run.network_params = applied.params
             run.encode_prompt, run.encode_negative = applied.rewrite(run.encode_prompt), applied.rewrite(
                 run.encode_negative)
-            interrupted = _batches(request, engine, run, control, progress, all_seeds, all_subseeds, images)
+            with UnetScope() as run.unet_scope:  # prompt editing / AND wrap the UNet for this job only
+                interrupted = _batches(request, engine, run, control, progress, all_seeds, all_subseeds, images)
     except NetworkLoadError as error:
         raise RequestError("prompt", str(error)) from None
 
@@ -164,6 +186,7 @@ def _batches(request: GenerationRequest, engine: Engine, run: _Run, control: Job
         for index, picture in enumerate(pictures):
             infotext = run.infotext(seeds[index], subseeds[index])
             item = GeneratedImage(picture, seeds[index], subseeds[index], prompt, negative, infotext)
+            item = screen_image(item, request.safety, engine.safety)  # the NSFW filter, before anything saves it
             # Saved as soon as it exists, so a later failing batch or a crash loses nothing already made.
             images.append(_saved(engine.store, request.task, item, request.output_format) if request.save_images
                           else item)
@@ -186,6 +209,7 @@ class _Run:
         self.prompt, self.negative = prompt, negative  # as written (with <lora:...>): what the infotext keeps
         self.encode_prompt, self.encode_negative, self.loras = extract_loras(prompt, negative)
         self.network_params: dict[str, str] = {}  # "Lora hashes", "TI hashes" of what was applied
+        self.unet_scope = None  # a prompt_conditioning.UnetScope while the job's batches run
         self.width, self.height = width, height
         self.sampler = sampler
         self._make_scheduler = make_scheduler
@@ -199,7 +223,8 @@ class _Run:
     def variation_applies(self) -> bool:
         """Variation seeds shape the initial noise of a txt2img first pass; other tasks draw noise inside the
         pipeline, so there they are not applied (and not written to the infotext)."""
-        return self.request.task == "txt2img" and not self.loaded.is_inpainting_model
+        return (self.request.task == "txt2img" and not self.loaded.is_inpainting_model
+                and not is_flow_family(self.loaded.family))
 
     @property
     def _hires_enabled(self) -> bool:
@@ -225,9 +250,19 @@ class _Run:
         return pipe
 
     def _common(self, pipe: Any, seeds: list[int], progress: Progress, step_offset: int, steps: int) -> dict:
-        from modules.image.prompt_embeddings import encode_prompt_pair
+        from modules.image import flow
+        from modules.image.prompt_conditioning import conditioning_kwargs
+        from modules.image.samplers import custom_sigmas
 
-        kwargs = encode_prompt_pair(pipe, self.encode_prompt, self.encode_negative, clip_skip=self.request.clip_skip)
+        if is_flow_family(self.loaded.family):  # plain prompts, the model's own flow schedule
+            kwargs = flow.prompt_arguments(self.loaded.family, self.encode_prompt, self.encode_negative)
+        else:
+            # A hires second pass (the only call with an offset) continues the first pass's prompt-editing timeline.
+            kwargs = conditioning_kwargs(pipe, self.encode_prompt, self.encode_negative,
+                                         clip_skip=self.request.clip_skip, steps=steps,
+                                         first_pass_steps=self.request.steps if step_offset else None,
+                                         images=len(seeds), scope=self.unet_scope)
+            kwargs.update(custom_sigmas(self.sampler, pipe.scheduler, steps, sdxl=self.loaded.family == "sdxl"))
         kwargs.update(
             num_inference_steps=steps,
             guidance_scale=self.request.cfg_scale,
@@ -246,7 +281,8 @@ class _Run:
             progress.step = offset + step + 1
             interval = control.preview_interval
             if interval and (progress.step % interval == 0) and "latents" in tensors:
-                progress.preview = _preview(pipe, tensors["latents"])
+                previewer = None if control.preview_method == "full" else self.engine.previewer
+                progress.offer_preview(partial(_preview, pipe, tensors["latents"], previewer))
             control.report(progress)
             return {}
 
@@ -269,7 +305,8 @@ class _Run:
 
         request = self.request
         pipe = self._pipe("txt2img")
-        latents = initial_latents(
+        # SD3 / Flux draw their noise from the per-image generators (Flux packs it into tokens itself).
+        latents = None if is_flow_family(self.loaded.family) else initial_latents(
             seeds,
             (pipe.unet.config.in_channels, self.height // pipe.vae_scale_factor, self.width // pipe.vae_scale_factor),
             device=self.engine.device,
@@ -327,6 +364,8 @@ class _Run:
         kwargs = self._common(pipe, seeds, progress, offset, steps)
         kwargs.update(self.controls.call_arguments(size or (self.width, self.height), "control_image", second_pass))
         extra = {"width": size[0], "height": size[1]} if size and self.loaded.family == "sdxl" else {}
+        if is_flow_family(self.loaded.family):  # their img2img pipelines otherwise draw at the family's 1024 px
+            extra = {"width": (size or (self.width, self.height))[0], "height": (size or (self.width, self.height))[1]}
         with torch.inference_mode(), self.controls.modes(len(seeds), second_pass):
             return pipe(image=image, strength=max(strength, 1.0 / steps), output_type="pil", **extra, **kwargs).images
 
@@ -531,9 +570,12 @@ def _decode(pipe: Any, latents: Any) -> list[Image.Image]:
     return pipe.image_processor.postprocess(decoded.float(), output_type="pil")
 
 
-def _preview(pipe: Any, latents: Any) -> Image.Image | None:
-    """Decode the first image of the batch as it stands, for the live preview."""
+def _preview(pipe: Any, latents: Any, previewer: LatentPreviewer | None = None) -> Image.Image | None:
+    """The first image of the batch as it stands, for the live preview: approximated from the latents by
+    ``previewer`` (cheap), else decoded by the VAE (exact, as costly as a few steps)."""
     try:
+        if previewer is not None:
+            return previewer.preview(pipe, latents, decode=_decode)
         return _decode(pipe, latents[:1, :4])[0]
     except Exception:  # a preview must never break a generation
         return None
@@ -581,6 +623,7 @@ def _sd_upscale(request: GenerationRequest, engine: Engine, control: JobControl)
                        max_pixels=engine.limits.max_upscale_pixels, max_side=engine.limits.max_upscale_side)
 
     def save(item: GeneratedImage) -> GeneratedImage:
+        item = screen_image(item, request.safety, engine.safety)  # the whole picture: its tiles ran unfiltered
         return _saved(engine.store, request.task, item, request.output_format) if request.save_images else item
 
     return sd_upscale(request, tile, enlarge, lambda sub, sub_control: generate(sub, engine, sub_control), control,

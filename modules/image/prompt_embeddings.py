@@ -228,3 +228,33 @@ def encode_prompt_pair(
         result["pooled_prompt_embeds"] = pooled.repeat_interleave(num_images, dim=0)
         result["negative_pooled_prompt_embeds"] = negative_pooled.repeat_interleave(num_images, dim=0)
     return result
+
+
+def encode_texts(pipe: Any, texts: list[str], clip_skip: int = 1) -> list[tuple[Any, Any | None]]:
+    """(hidden states [1, seq, dim], pooled [1, dim] or None) for each text, all padded with empty chunks to one
+    chunk count, so that any of them can stand beside any other in one UNet batch (prompt editing swaps the
+    conditioning mid-run; composable ``AND`` batches sub-prompts together)."""
+    import torch
+
+    sdxl = getattr(pipe, "text_encoder_2", None) is not None
+    encoders = _encoders(pipe)
+    if not encoders:
+        raise ValueError("the pipeline has no text encoder")
+    clip_skip = max(1, int(clip_skip))
+    chunked = [[tokenize_chunks(tokenizer, text, pipe) for text in texts] for tokenizer, _encoder in encoders]
+    count = max(len(chunks) for per_encoder in chunked for chunks in per_encoder)
+
+    hidden_parts = []
+    pooled = None
+    with torch.no_grad():
+        for (tokenizer, encoder), per_encoder in zip(encoders, chunked, strict=True):
+            flat = [chunk for chunks in per_encoder for chunk in chunks + [Chunk() for _ in range(count - len(chunks))]]
+            z, pooled_all = _encode_chunks(tokenizer, encoder, flat, clip_skip, sdxl)
+            z = z.to(dtype=encoder.dtype)
+            hidden_parts.append(z.reshape(len(texts), -1, z.shape[-1]))  # [texts, count * length, dim]
+            if pooled_all is not None:
+                pooled = pooled_all[::count].to(encoder.dtype)  # each text's first chunk, as encode_prompt_pair
+    hidden = torch.cat(hidden_parts, dim=-1)
+    if sdxl and pooled is None:
+        raise ValueError("SDXL's second text encoder gave no pooled output (expected CLIPTextModelWithProjection)")
+    return [(hidden[i : i + 1], pooled[i : i + 1] if pooled is not None else None) for i in range(len(texts))]

@@ -18,6 +18,7 @@ from modules.controlnet.units import ControlNetUnit, check_unit
 from modules.errors import RequestError, check_range
 from modules.formats import IMAGE_FORMATS, ImageFormat
 from modules.image.masks import has_transparency
+from modules.safety import SafetyMode, check_mode
 
 Task = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 TASKS: tuple[str, ...] = ("txt2img", "img2img", "inpaint", "outpaint")
@@ -98,8 +99,8 @@ class GenerationRequest:
     vae: str | None = None  # None = the checkpoint's own VAE
     sampler_name: str = "Euler"
     scheduler: str = "Automatic"
-    steps: int = 20
-    cfg_scale: float = 7.0
+    steps: int = 0  # 0 = the model's default (20 for SD 1.x/2.x/XL, 28 for SD3 and Flux.1-dev, 4 for schnell)
+    cfg_scale: float | None = None  # None = the model's default (7; Flux.1-dev's distilled guidance 3.5)
     width: int = 0  # 0 = the model family's default size
     height: int = 0
     seed: int = -1
@@ -126,6 +127,7 @@ class GenerationRequest:
     make_grid: bool = True
     save_images: bool = True
     output_format: ImageFormat = "png"
+    safety: SafetyMode | None = None  # NSFW filter: off, blur, black; None = the studio's or the API key's default
     extensions: dict[str, dict[str, Any]] = field(default_factory=dict)  # settings by extension name
 
     def replace(self, **changes: Any) -> GenerationRequest:
@@ -156,8 +158,9 @@ def validate_request(request: GenerationRequest, limits: Limits) -> None:
     check_range("height", request.height, 0, limits.max_side)
     if request.width or request.height:  # a side left 0 takes the model's default: its full size is checked then
         check_size(request.width or 8, request.height or 8, limits)
-    check_range("steps", request.steps, 1, limits.max_steps)
-    check_range("cfg_scale", request.cfg_scale, 0.0, limits.max_cfg)
+    check_range("steps", request.steps, 0, limits.max_steps)  # 0: the model's default, filled in at submission
+    if request.cfg_scale is not None:
+        check_range("cfg_scale", request.cfg_scale, 0.0, limits.max_cfg)
     check_range("batch_size", request.batch_size, 1, limits.max_batch_size)
     check_range("n_iter", request.n_iter, 1, limits.max_batch_count)
     check_range("clip_skip", request.clip_skip, 1, 12)
@@ -173,6 +176,7 @@ def validate_request(request: GenerationRequest, limits: Limits) -> None:
             check_range(name, value, 0, 2**32 - 1)
     if request.output_format not in IMAGE_FORMATS:
         raise RequestError("output_format", "must be png, jpeg or webp")
+    check_mode(request.safety)
     if request.uses_init_image and request.init_image is None:
         raise RequestError("init_image", f"{request.task} needs an input image")
     if request.task == "inpaint" and request.mask is None and not has_transparency(request.init_image):

@@ -23,11 +23,15 @@ class GeneratedImage:
     negative_prompt: str
     infotext: str
     path: Path | None = None
+    nsfw: bool | None = None  # the safety checker's verdict (True: filtered); None when no check ran
 
     def artifact(self, *, grid: bool = False) -> Artifact:
+        parameters = {"seed": self.seed, "subseed": self.subseed, "prompt": self.prompt,
+                      "negative_prompt": self.negative_prompt}
+        if self.nsfw is not None:
+            parameters["nsfw"] = self.nsfw
         return Artifact(type="image", path=self.path, image=self.image, infotext=self.infotext, grid=grid,
-                        parameters={"seed": self.seed, "subseed": self.subseed, "prompt": self.prompt,
-                                    "negative_prompt": self.negative_prompt})
+                        parameters=parameters)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,11 @@ class GenerationResult:
     @property
     def infotexts(self) -> list[str]:
         return [item.infotext for item in self.images]
+
+    @property
+    def filtered(self) -> list[bool]:
+        """Per image, whether the safety checker flagged it (and it was blurred or blacked out)."""
+        return [bool(item.nsfw) for item in self.images]
 
     @property
     def artifacts(self) -> list[Artifact]:

@@ -9,6 +9,13 @@ adds its solver settings and the schedule type only its sigma / spacing flags.
 A schedule type that a scheduler class cannot honour (Karras sigmas on DDIM, say) is ignored with a logged note,
 as A1111 does, so that any sampler × schedule pair a user picks in the UI runs.
 
+Polyexponential, KL Optimal and Align Your Steps are sigma lists computed here (k-diffusion's / A1111's formulas,
+the AYS lists from ``diffusers.schedulers.AysSchedules``, log-linearly interpolated to the step count) and passed as
+``sigmas=`` to the pipeline call (``custom_sigmas``). Only schedulers whose ``set_timesteps`` takes ``sigmas`` can
+run them exactly: Euler's does; UniPC's only for flow-matching models; the others take integer ``timesteps`` at best,
+which would round the list. Those three are listed, but with any other sampler the pair is refused
+(``UnsupportedScheduleError``, the API answers 400 naming ``scheduler``) rather than run on a different schedule.
+
 A1111 names that diffusers cannot express faithfully are refused with the reason rather than run as some other
 sampler (``UNSUPPORTED_SAMPLERS`` / ``UNSUPPORTED_SCHEDULES``; the API answers 400 naming them), and are not
 listed by ``/sdapi/v1/samplers`` / ``/sdapi/v1/schedulers``:
@@ -21,9 +28,9 @@ Restart                 diffusers has no Restart sampler (back-and-forth re-nois
 DPM fast                diffusers has no fixed-step DPM-Solver "fast" sampler (k-diffusion sample_dpm_fast)
 DPM adaptive            diffusers has no adaptive-step-size DPM-Solver (k-diffusion sample_dpm_adaptive)
 DDIM CFG++              needs CFG++ guidance (unconditional noise for re-noising); no diffusers scheduler has it
-Polyexponential         a custom sigma list; Sfumato does not yet pass ``sigmas=`` to the pipeline call
-KL Optimal              a custom sigma list; Sfumato does not yet pass ``sigmas=`` to the pipeline call
-Align Your Steps        fixed timestep lists (``AysSchedules``); Sfumato does not yet pass ``timesteps=``
+Polyexponential, KL     only with a sampler other than Euler (the schedule itself is listed): a computed sigma
+Optimal, Align Your     list, and only EulerDiscreteScheduler's ``set_timesteps`` takes ``sigmas=`` (UniPC's for
+Steps (as a pair)       flow-matching models only; DPM++ / Heun / LCM take integer or no custom timesteps)
 ======================  ==========================================================================================
 """
 
@@ -86,16 +93,11 @@ UNSUPPORTED_SAMPLERS: dict[str, str] = {
     "DPM adaptive": "diffusers has no adaptive-step-size DPM-Solver sampler",
     "DDIM CFG++": "CFG++ guidance is not available in diffusers' schedulers",
 }
-UNSUPPORTED_SCHEDULES: dict[str, str] = {
-    "Polyexponential": "it is a custom sigma list and Sfumato does not yet pass sigmas to the pipeline",
-    "KL Optimal": "it is a custom sigma list and Sfumato does not yet pass sigmas to the pipeline",
-    "Align Your Steps": "it is a fixed timestep list and Sfumato does not yet pass timesteps to the pipeline",
-}
+UNSUPPORTED_SCHEDULES: dict[str, str] = {}  # every A1111 schedule type runs with at least one sampler
 _UNSUPPORTED_SAMPLER_ALIASES = {"k_dpmpp_2s_a": "DPM++ 2S a", "k_dpmpp_2s_ancestral": "DPM++ 2S a",
                                 "k_dpm_fast": "DPM fast", "k_dpm_ad": "DPM adaptive",
                                 "k_dpm_adaptive": "DPM adaptive", "restart": "Restart"}
-_UNSUPPORTED_SCHEDULE_ALIASES = {"polyexponential": "Polyexponential", "kl_optimal": "KL Optimal",
-                                 "align_your_steps": "Align Your Steps", "ays": "Align Your Steps"}
+_UNSUPPORTED_SCHEDULE_ALIASES: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class SamplerSpec:
     stochastic: bool = False  # draws fresh noise every step, so needs the per-image generators
     second_order: bool = False  # two model evaluations per step (A1111's "second_order" option)
     needs_scipy: bool = False
+    custom_sigmas: bool = False  # its scheduler's set_timesteps takes a sigma list (Polyexponential, KL, AYS)
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class ScheduleSpec:
     default_rho: float = -1.0
     need_inner_model: bool = False
     needs_scipy: bool = False
+    custom: bool = False  # a sigma list computed here (``custom_sigmas``), needing a sampler that takes one
 
 
 SAMPLERS: tuple[SamplerSpec, ...] = (
@@ -142,7 +146,7 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
                 (("algorithm_type", "sde-dpmsolver++"), ("solver_order", 3)), automatic_schedule="Exponential",
                 stochastic=True),
     SamplerSpec("Euler a", ("k_euler_a", "k_euler_ancestral"), "EulerAncestralDiscreteScheduler", stochastic=True),
-    SamplerSpec("Euler", ("k_euler",), "EulerDiscreteScheduler"),
+    SamplerSpec("Euler", ("k_euler",), "EulerDiscreteScheduler", custom_sigmas=True),
     SamplerSpec("LMS", ("k_lms",), "LMSDiscreteScheduler", needs_scipy=True),
     SamplerSpec("Heun", ("k_heun",), "HeunDiscreteScheduler", second_order=True),
     SamplerSpec("DPM2", ("k_dpm_2",), "KDPM2DiscreteScheduler", automatic_schedule="Karras", second_order=True),
@@ -160,13 +164,16 @@ SCHEDULES: tuple[ScheduleSpec, ...] = (
     ScheduleSpec("uniform", "Uniform", need_inner_model=True),
     ScheduleSpec("karras", "Karras", sigmas="use_karras_sigmas", default_rho=7.0),
     ScheduleSpec("exponential", "Exponential", sigmas="use_exponential_sigmas"),
-    ScheduleSpec("beta", "Beta", sigmas="use_beta_sigmas", need_inner_model=True, needs_scipy=True),
+    ScheduleSpec("polyexponential", "Polyexponential", default_rho=1.0, custom=True),
     ScheduleSpec("sgm_uniform", "SGM Uniform", aliases=("SGMUniform",), spacing="trailing", need_inner_model=True),
+    ScheduleSpec("kl_optimal", "KL Optimal", custom=True),
+    ScheduleSpec("align_your_steps", "Align Your Steps", custom=True),
     ScheduleSpec("simple", "Simple", spacing="trailing", need_inner_model=True),
     # A1111's normal_scheduler spaces timesteps evenly from the first to the last (diffusers' "linspace");
     # its ddim_scheduler takes every (1000 // steps)-th timestep from the start (diffusers' "leading").
     ScheduleSpec("normal", "Normal", spacing="linspace", need_inner_model=True),
     ScheduleSpec("ddim", "DDIM", spacing="leading", need_inner_model=True),
+    ScheduleSpec("beta", "Beta", sigmas="use_beta_sigmas", need_inner_model=True, needs_scipy=True),
 )
 
 
@@ -264,6 +271,11 @@ def resolve_sampler(sampler_name: str | None, scheduler: str | None = None) -> S
             spec, schedule = combined
     choice = SamplerChoice(spec.name, schedule.label)
     _check_installed(choice)
+    if schedule.custom and not spec.custom_sigmas:
+        takers = ", ".join(item.name for item in SAMPLERS if item.custom_sigmas)
+        raise UnsupportedScheduleError(
+            f"schedule type {schedule.label!r} is not available with sampler {spec.name!r}: it is a custom sigma "
+            f"list and {spec.scheduler_class} in diffusers cannot take one (use {takers})")
     return choice
 
 
@@ -356,6 +368,45 @@ def make_scheduler(choice: SamplerChoice, base_config: dict[str, Any]) -> Schedu
     scheduler = cls.from_config(config)
     scheduler.register_to_config(**{MODEL_SCHEDULE_KEY: remembered})
     return scheduler
+
+
+def _training_sigmas(scheduler: Any) -> Any:
+    import numpy as np
+
+    alphas = np.asarray(scheduler.alphas_cumprod, dtype=np.float64)
+    return np.sqrt((1 - alphas) / alphas)
+
+
+def custom_sigmas(choice: SamplerChoice, scheduler: Any, steps: int, sdxl: bool = False) -> dict[str, Any]:
+    """``{"sigmas": [...]}`` for the pipeline call when ``choice`` is a computed schedule, else ``{}``.
+
+    The lists follow A1111 (``modules/sd_schedulers.py`` with k-diffusion): ``steps + 1`` values between the model's
+    own sigma_max and sigma_min; Polyexponential (rho 1) and AYS end in 0, KL Optimal ends at sigma_min.
+    """
+    import math
+
+    import numpy as np
+
+    schedule = schedule_spec(effective_schedule(choice))
+    if not schedule.custom:
+        return {}
+    trained = _training_sigmas(scheduler)
+    sigma_min, sigma_max = float(trained.min()), float(trained.max())
+    if schedule.name == "polyexponential":
+        ramp = np.linspace(1, 0, steps) ** schedule.default_rho
+        sigmas = np.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min))
+        sigmas = np.append(sigmas, 0.0)
+    elif schedule.name == "kl_optimal":
+        position = np.arange(steps + 1) / steps
+        sigmas = np.tan(position * math.atan(sigma_min) + (1 - position) * math.atan(sigma_max))
+    else:  # Align Your Steps: the published 10-step list, its final 0 replaced by sigma_min to interpolate in log
+        from diffusers.schedulers import AysSchedules
+
+        published = AysSchedules["StableDiffusionXLSigmas" if sdxl else "StableDiffusionSigmas"]
+        anchors = np.log(np.array([*published[:-1], sigma_min]))
+        sigmas = np.exp(np.interp(np.linspace(0, 1, steps), np.linspace(0, 1, len(anchors)), anchors))
+        sigmas = np.append(sigmas, 0.0)
+    return {"sigmas": [float(value) for value in sigmas]}
 
 
 def list_samplers() -> list[dict[str, Any]]:

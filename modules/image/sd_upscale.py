@@ -74,7 +74,8 @@ def sd_upscale(request: GenerationRequest, tile_size: tuple[int, int], enlarge: 
             break
         tile = enlarged.crop((left, top, left + tile_w, top + tile_h))
         sub = dataclasses.replace(request, init_image=tile, sd_upscale=None, width=tile_w, height=tile_h,
-                                  batch_size=1, n_iter=1, save_images=False, make_grid=False, resize_mode=0)
+                                  batch_size=1, n_iter=1, save_images=False, make_grid=False, resize_mode=0,
+                                  safety="off")  # the blended picture is checked whole, by ``save``
         result = generate(sub, _tile_control(control, progress, number))
         if not result.images:
             interrupted = True
@@ -103,11 +104,13 @@ def _tile_control(control: JobControl, progress: Progress, number: int) -> JobCo
     def report(tile_progress: Progress) -> None:
         progress.job_no, progress.step, progress.steps = number, tile_progress.step, max(1, tile_progress.steps)
         progress.preview = tile_progress.preview
+        if tile_progress.has_preview:
+            progress.offer_preview(tile_progress.current_preview)
         progress.text = f"Tile {number + 1} of {progress.job_count}"
         control.report(progress)
 
     return JobControl(interrupted=control.interrupted, skipped=control.skipped, on_progress=report,
-                      preview_interval=control.preview_interval)
+                      preview_interval=control.preview_interval, preview_method=control.preview_method)
 
 
 def _with_size_and_extras(infotext: str, size: tuple[int, int], extra: str) -> str:

@@ -22,10 +22,36 @@ class Progress:
     job_count: int = 1
     step: int = 0
     steps: int = 0
-    preview: Image.Image | None = None
+    preview: Image.Image | None = None  # a picture ready to show (else see ``offer_preview``)
     text: str = ""
     cell: int = 0
     cells: int = 1
+    # A preview not made yet: making one costs a decode, so a job offers how to make it and the first reader
+    # pays (a job nobody watches makes none). Guarded by ``_lock``, since readers are other threads.
+    _preview_source: Callable[[], Image.Image | None] | None = field(default=None, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def offer_preview(self, source: Callable[[], Image.Image | None]) -> None:
+        """The job's newest state can be shown by calling ``source`` (made only if someone asks)."""
+        with self._lock:
+            self._preview_source = source
+
+    def current_preview(self) -> Image.Image | None:
+        """The newest preview, made now from the newest offer if it is not made yet (once per offer)."""
+        with self._lock:
+            source, self._preview_source = self._preview_source, None
+            if source is not None:
+                try:
+                    made = source()
+                except Exception:  # a preview must never break a reader
+                    made = None
+                if made is not None:
+                    self.preview = made
+            return self.preview
+
+    @property
+    def has_preview(self) -> bool:
+        return self.preview is not None or self._preview_source is not None
 
     @property
     def fraction(self) -> float:
@@ -44,7 +70,8 @@ class JobControl:
     interrupted: threading.Event = field(default_factory=threading.Event)
     skipped: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[Progress], None] | None = None
-    preview_interval: int = 5  # decode a live preview every N steps; 0 = never
+    preview_interval: int = 5  # a live preview every N steps; 0 = never
+    preview_method: str = "approximate"  # "approximate" (latents mapped to RGB, cheap) or "full" (VAE decode)
 
     def interrupt(self) -> None:
         self.interrupted.set()

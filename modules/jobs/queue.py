@@ -131,6 +131,7 @@ class JobQueue:
         self._user_interrupts: set[str] = set()
         self._listeners: list[Callable[[Job], None]] = []
         self._admission: list[Callable[[Job], None]] = []
+        self._rules: list[Callable[[Any, str | None], Any]] = []
         self.extras: dict[str, Any] = {}  # per-queue services front ends attach (e.g. the webhook sender)
         self.extras_lock = threading.Lock()
         self._ended = 0  # without a store: jobs ended in this process, and the latest run times, for ``stats``
@@ -176,6 +177,8 @@ class JobQueue:
         names the field and nothing is queued); with a store the job is on disk before this returns."""
         self._recover()
         kind = self.kinds.for_request(request)
+        for rule in list(self._rules):  # the caller's rules (an API key's NSFW filter) come before the defaults
+            request = rule(request, owner)
         request = kind.resolve(request)
         kind.validate(request)
         with self._submit_lock:
@@ -237,6 +240,12 @@ class JobQueue:
         """Run ``check(job)`` on each new job before it is queued, atomically with the submission; it raises
         ``SubmissionRefused`` to turn the job away (per-key job and image limits live there, race-free)."""
         self._admission.append(check)
+
+    def add_submission_rule(self, rule: Callable[[Any, str | None], Any]) -> None:
+        """``rule(request, owner)`` returns the request as its owner may run it (e.g. with the NSFW filter an API
+        key imposes), or raises ``RequestError``; applied at submission before the kind's defaults and checks, so
+        the stored job says what runs."""
+        self._rules.append(rule)
 
     def add_listener(self, callback: Callable[[Job], None]) -> None:
         """Call ``callback(job)`` on the worker thread when a job ends (done, failed or cancelled), before

@@ -26,6 +26,7 @@ import os
 import re
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,7 @@ SD2_TEXT = "cond_stage_model.model."
 SDXL_TEXT_1 = "conditioner.embedders.0.transformer.text_model."
 SDXL_TEXT_2 = "conditioner.embedders.1.model."
 EOS_PAD, BANG_PAD = "<|endoftext|>", "!"
-SIZES = {"sd1": 512, "sd2": 512, "sdxl": 1024}
+SIZES = {"sd1": 512, "sd2": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}
 Shapes = dict[str, tuple[int, ...]]
 
 
@@ -95,7 +96,13 @@ def detect_layout(shapes: Shapes) -> Layout | None:
 
 
 def diffusers_folder_family(folder: Path) -> str | None:
-    """The family of a diffusers folder, from its configs: a second text encoder means SDXL, OpenCLIP means SD 2."""
+    """The family of a diffusers folder, from its configs: SD3 and Flux by their transformer (``families``, checked
+    first: SD3 has a second text encoder too), then a second text encoder means SDXL, OpenCLIP means SD 2."""
+    from modules.models import families
+
+    flow = families.folder_family(Path(folder))
+    if flow:
+        return flow
     index = _read_json(Path(folder) / "model_index.json")
     if "text_encoder_2" in index or "XL" in str(index.get("_class_name", "")):
         return "sdxl"
@@ -136,6 +143,13 @@ def sidecar_prediction_type(checkpoint: Path) -> str | None:
 
 def default_size(family: str, prediction_type: str | None = None, model_path: Path | None = None) -> int:
     """The image side a model was trained at: a diffusers folder says so itself, otherwise the family decides."""
+    if model_path is not None and (Path(model_path) / "transformer" / "config.json").is_file():
+        transformer = _read_json(Path(model_path) / "transformer" / "config.json")
+        vae = _read_json(Path(model_path) / "vae" / "config.json")
+        scale = 2 ** (len(vae["block_out_channels"]) - 1) if "block_out_channels" in vae else 8
+        if transformer.get("sample_size"):
+            return int(transformer["sample_size"]) * scale
+        return int(vae.get("sample_size") or SIZES.get(family, 1024))
     if model_path is not None and (Path(model_path) / "unet" / "config.json").is_file():
         unet = _read_json(Path(model_path) / "unet" / "config.json")
         vae = _read_json(Path(model_path) / "vae" / "config.json")
@@ -154,8 +168,11 @@ def load_pipeline(
     config_root: Path | None = None,
     prediction_type: str | None = None,
     cache_dir: Path | None = None,
+    base_folders: Sequence[Path] = (),
 ) -> DiffusionPipeline:
-    """The txt2img pipeline for a checkpoint (StableDiffusionPipeline or StableDiffusionXLPipeline), offline.
+    """The txt2img pipeline for a checkpoint (StableDiffusionPipeline or StableDiffusionXLPipeline; an SD3 or Flux
+    diffusers folder gives StableDiffusion3Pipeline or FluxPipeline), offline. An SD3 / Flux single file gives its
+    transformer, the other components coming from one of ``base_folders`` (the installed diffusers folders).
 
     Inpainting checkpoints come back in the same class with a 9-channel UNet; wrap them with
     ``StableDiffusionInpaintPipeline(**pipe.components)`` (or the XL one) to inpaint. ``prediction_type``
@@ -172,15 +189,22 @@ def load_pipeline(
         raise CheckpointLoadError(f"{path.name}: unsupported checkpoint type {path.suffix!r}; use .safetensors")
     if not path.is_file():
         raise CheckpointLoadError(f"{path} does not exist (was it moved? refresh the model list)")
-    return _load_single_file(path, dtype, Path(config_root or CONFIG_ROOT), prediction_type, cache)
+    return _load_single_file(path, dtype, Path(config_root or CONFIG_ROOT), prediction_type, cache, base_folders)
 
 
 def _load_diffusers_folder(path: Path, dtype: torch.dtype, prediction: str | None, cache: Path) -> DiffusionPipeline:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    from modules.models import families
+
     family = diffusers_folder_family(path)
     if family is None:
         raise CheckpointLoadError(f"{path.name} is a diffusers folder but not a Stable Diffusion pipeline")
+    if families.is_flow_family(family):
+        try:
+            return families.load_folder(path, family, dtype)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise CheckpointLoadError(f"Could not load the {family} diffusers folder {path.name}: {error}") from error
     kwargs: dict[str, Any] = {**dtype_argument(dtype), "local_files_only": True}
     # A folder saved without tokenizers still loads: the tokenizers are the same for every SD model.
     for name, pad in _tokenizer_pads(family).items():
@@ -201,13 +225,19 @@ def _load_diffusers_folder(path: Path, dtype: torch.dtype, prediction: str | Non
 
 
 def _load_single_file(
-    path: Path, dtype: torch.dtype, config_root: Path, prediction_type: str | None, cache: Path
+    path: Path, dtype: torch.dtype, config_root: Path, prediction_type: str | None, cache: Path,
+    base_folders: Sequence[Path] = (),
 ) -> DiffusionPipeline:
     import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     shapes = _checkpoint_shapes(path)
     layout = detect_layout(shapes)
+    from modules.models import families
+
+    flow = families.single_file_family(shapes) if layout is None else None
+    if flow:
+        return families.load_single_file(path, flow, dtype, shapes, base_folders)
     if layout is None and any(key.startswith("conditioner.embedders.0.model.") for key in shapes):
         raise CheckpointLoadError(f"{path.name} is an SDXL refiner; refiner checkpoints are not supported yet")
     if layout is None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from modules.models.registry import CheckpointInfo, VaeInfo
 
 PipelineKind = Literal["txt2img", "img2img", "inpaint"]
+MEMORY_MARGIN = 1.5  # a model needs its weights plus room for activations and the decoder
 
 
 @dataclass
@@ -45,10 +46,15 @@ class LoadedModel:
 
     @property
     def is_inpainting_model(self) -> bool:
-        return self.base.unet.config.in_channels == 9
+        unet = getattr(self.base, "unet", None)  # SD3 / Flux have a transformer and no inpainting checkpoints here
+        return unet is not None and unet.config.in_channels == 9
 
     @property
     def default_size(self) -> int:
+        from modules.models import families
+
+        if families.is_flow_family(self.family):
+            return families.default_size(self.base)
         return int(self.base.unet.config.sample_size) * int(self.base.vae_scale_factor)
 
 
@@ -62,6 +68,7 @@ class PipelineManager:
         max_loaded: int = 1,
         vae_loader: Callable[[VaeInfo, str, float], Any] | None = None,
         max_vaes: int = 2,
+        free_memory: Callable[[], int | None] | None = None,
     ) -> None:
         """``loader`` reads a checkpoint into a pipeline; ``prepare`` moves it to the device and applies memory
         options, returning the report lines (both are injected so tests and launch.py choose them).
@@ -71,6 +78,9 @@ class PipelineManager:
         self._max_loaded = max(1, max_loaded)
         self._vae_loader = vae_loader or _load_vae
         self._max_vaes = max(1, max_vaes)
+        # Bytes free where weights live (RAM on a CPU, memory on the GPU), None when unknown: with several models
+        # kept, one more is loaded beside them only if it fits.
+        self.free_memory = free_memory
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._vaes: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -85,6 +95,7 @@ class PipelineManager:
             while len(self._loaded) >= self._max_loaded:
                 self._loaded.popitem(last=False)
             _free_accelerator_memory()
+            self._make_room(weights_size(info.path))
         base = self._loader(info)
         report = self._prepare(base)
         loaded = LoadedModel(info=info, base=base, family=_family_of(base), memory_report=report,
@@ -93,6 +104,17 @@ class PipelineManager:
             self._loaded[key] = loaded
             self.load_count += 1
         return loaded
+
+    def _make_room(self, needed: int) -> None:
+        """Unload least recently used models while the new one's weights (and a margin) would not fit."""
+        if self.free_memory is None:
+            return
+        while self._loaded:
+            free = self.free_memory()
+            if free is None or free >= needed * MEMORY_MARGIN:
+                return
+            self._loaded.popitem(last=False)
+            _free_accelerator_memory()
 
     def pipeline(self, loaded: LoadedModel, kind: PipelineKind, vae: VaeInfo | None = None,
                  controlnet: Any = None) -> Any:
@@ -170,6 +192,35 @@ class PipelineManager:
         _free_accelerator_memory()
 
 
+def weights_size(path: Any) -> int:
+    """Bytes of a checkpoint's weights (a file, or a diffusers folder's weight files): what loading it takes."""
+    from pathlib import Path
+
+    from modules.models.registry import folder_weight_files
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return sum(file.stat().st_size for file in folder_weight_files(path))
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def free_memory_on(device: str) -> int | None:
+    """Free bytes on ``device``: the GPU's free memory, else available RAM; None when it cannot be read."""
+    try:
+        if device.startswith("cuda"):
+            import torch
+
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # no driver, no psutil: keep the LRU limit alone
+        return None
+
+
 def _load_vae(info: VaeInfo, family: str, scaling_factor: float) -> Any:
     from modules.models.vae import load_vae
 
@@ -183,7 +234,9 @@ def _place_vae(vae: Any, pipe: Any, own: Any) -> None:
     the VAE goes to the execution device instead and simply stays there: it is small, and unhooked it needs no
     help to run where the latents are.
     """
-    unet = pipe.unet
+    from modules.models.families import denoiser
+
+    unet = denoiser(pipe)
     offloaded = own is not None and hasattr(own, "_hf_hook")
     device = pipe._execution_device if offloaded or unet.device.type == "meta" else unet.device
     vae.to(device=device, dtype=unet.dtype)
@@ -198,6 +251,12 @@ def _place_vae(vae: Any, pipe: Any, own: Any) -> None:
 
 
 def _family_of(pipe: Any) -> str:
+    """The family of a loaded pipeline; SD3 and Flux first, since an SD3 pipeline has a ``text_encoder_2`` too."""
+    from modules.models.families import pipeline_family
+
+    flow = pipeline_family(pipe)
+    if flow:
+        return flow
     if getattr(pipe, "text_encoder_2", None) is not None:
         return "sdxl"
     hidden = pipe.text_encoder.config.hidden_size

@@ -234,8 +234,11 @@ def _family(path: Path, kind: Kind) -> str | None:
         if kind == "diffusers":
             return checkpoint_loading.diffusers_folder_family(path)
         if kind == "safetensors":
-            layout = checkpoint_loading.detect_layout(read_safetensors_shapes(path))
-            return layout.family if layout else None
+            from modules.models.families import single_file_family
+
+            shapes = read_safetensors_shapes(path)
+            layout = checkpoint_loading.detect_layout(shapes)
+            return layout.family if layout else single_file_family(shapes)
     except (OSError, ValueError, KeyError):
         return None
     return None

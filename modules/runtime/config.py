@@ -12,7 +12,7 @@ from pathlib import Path
 from modules.image.request import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL_SUBFOLDERS = ("Stable-diffusion", "VAE", "Lora", "ESRGAN", "ControlNet", "embeddings")
+MODEL_SUBFOLDERS = ("Stable-diffusion", "VAE", "Lora", "ESRGAN", "ControlNet", "embeddings", "BLIP", "interrogate")
 
 
 @dataclass(frozen=True)

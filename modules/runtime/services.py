@@ -74,16 +74,21 @@ class Services:
 def build_services(config: AppConfig) -> Services:
     from modules.extensions.manager import ExtensionManager, engine_catalog
     from modules.image.checks import check_request
+    from modules.image.flow import with_model_defaults
     from modules.image.generation import Engine, generate
     from modules.image.kind import image_kind
     from modules.image.request import GenerationRequest
     from modules.image.results import GenerationResult
     from modules.image.styles import StyleStore
+    from modules.interrogate.engine import InterrogateModels
+    from modules.interrogate.folders import InterrogatorFolders
+    from modules.interrogate.kind import InterrogateRunner, interrogate_kind
     from modules.jobs.kinds import KindRegistry
     from modules.jobs.queue import JobQueue
     from modules.jobs.store import JobStore
     from modules.models.checkpoints import load_pipeline
-    from modules.models.pipelines import PipelineManager
+    from modules.models.families import denoiser
+    from modules.models.pipelines import PipelineManager, free_memory_on
     from modules.models.registry import ModelRegistry
     from modules.models.vae import load_vae
     from modules.runtime.config import ROOT
@@ -106,9 +111,11 @@ def build_services(config: AppConfig) -> Services:
     registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
     pipelines = PipelineManager(
         loader=lambda info: load_pipeline(info, torch_dtype=runtime.get().dtype_for_model(info.path),
-                                          cache_dir=config.config_cache_dir),
-        prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, pipe.unet.dtype),
+                                          cache_dir=config.config_cache_dir,
+                                          base_folders=[c.path for c in registry.list() if c.kind == "diffusers"]),
+        prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, denoiser(pipe).dtype),
         max_loaded=config.max_loaded_models,
+        free_memory=lambda: free_memory_on(runtime.get().device),
         vae_loader=lambda info, family, scaling: load_vae(
             info, family=family, scaling_factor=scaling, cache_dir=config.config_cache_dir
         ),
@@ -140,13 +147,19 @@ def build_services(config: AppConfig) -> Services:
                         runtime=runtime)
     kinds.register(image_kind(recording_outputs(run_image, queue, engine.store),
                               lambda request: check_request(request, engine, extensions),
-                              default_model=services.default_model))
+                              default_model=services.default_model,
+                              default_safety=lambda: settings.get("safety"),
+                              model_defaults=lambda request: with_model_defaults(request, engine)))
     upscale = upscale_kind(UpscaleRunner(
         upscalers, engine.upscaler_models, engine.store, config.limits,
         tile_defaults=lambda: default_tile_options(runtime.get().device.type, runtime.get().device.total_memory),
         folders=FolderPolicy(roots=(config.outdir,) if config.listen or config.share else None),
     ))
     kinds.register(dataclasses.replace(upscale, run=recording_outputs(upscale.run, queue, engine.store)))
+    kinds.register(interrogate_kind(InterrogateRunner(
+        InterrogatorFolders(config.models_dir),
+        InterrogateModels(device=runtime.device_name, dtype=lambda: runtime.get().dtype),
+    )))
     return services
 
 

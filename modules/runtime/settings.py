@@ -36,8 +36,10 @@ SETTINGS_TABLE: Mapping[str, tuple[Any, type]] = MappingProxyType({
     "n_iter": (1, int),
     "output_format": ("png", str),
     "preview_interval": (5, int),
+    "live_preview_method": ("Approximate", str),  # "Approximate" (latents mapped to RGB) or "Full" (VAE decode)
     "save_images": (True, bool),
     "make_grid": (True, bool),
+    "safety": ("off", str),  # the NSFW filter of requests that leave it out (an API key's rule comes first)
 })
 DEFAULTS: Mapping[str, Any] = MappingProxyType({key: default for key, (default, _) in SETTINGS_TABLE.items()})
 SETTING_TYPES: Mapping[str, type] = MappingProxyType({key: kind for key, (_, kind) in SETTINGS_TABLE.items()})
