@@ -39,8 +39,12 @@ def with_model_defaults(request: GenerationRequest, engine: Engine) -> Generatio
     """The request with unset steps / CFG filled from its checkpoint's family; set values are never changed."""
     if request.steps and request.cfg_scale is not None:
         return request
-    info = engine.resolve_model(request.model)
-    defaults = families.checkpoint_defaults(info.family, info.path)
+    try:
+        info = engine.resolve_model(request.model)
+    except RequestError:  # no such checkpoint: the request's checks name it, after the fields they check first
+        defaults = families.SD_DEFAULTS
+    else:
+        defaults = families.checkpoint_defaults(info.family, info.path)
     return request.replace(steps=request.steps or defaults.steps,
                            cfg_scale=defaults.cfg_scale if request.cfg_scale is None else request.cfg_scale)
 
