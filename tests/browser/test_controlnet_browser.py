@@ -36,11 +36,13 @@ def test_a_controlnet_unit_previews_its_preprocessor_and_steers_generate(page, s
     unit = tab.get_by_role("tabpanel").filter(visible=True).filter(has_text="Control image").first
     unit.get_by_label("Enable", exact=True).check()
     unit.locator("input[type=file]").first.set_input_files(control)
+    expect(unit.get_by_test_id("image").get_by_role("img").first).to_be_visible()  # uploaded before it is used
     unit.get_by_role("button", name="Refresh the ControlNet model list").click()
     box = unit.get_by_role("combobox", name="Model", exact=True)
     box.click()
     page.get_by_role("option", name=re.compile(r"^tiny-browser-cn \[")).click()
     choose(unit, "Preprocessor", "canny")
+    expect(unit.get_by_text("Low Threshold", exact=True).first).to_be_visible()  # its sliders have come
     unit.get_by_role("button", name="Preview", exact=True).click()
     expect(page.locator("#txt2img-controlnet-0-preview img")).to_be_visible()
     generate(tab, "a red circle")
