@@ -214,29 +214,6 @@ def build_training_set(vae, config: ControlNetConfig, rows: int, progress: bool 
     return TrainingSet(torch.cat(means), torch.cat(stds), torch.cat(controls), specs, torch.cat(masks), kinds)
 
 
-class _Ema:
-    """Exponential moving average of the ControlNet's parameters (with the usual warm-up of the decay)."""
-
-    def __init__(self, parameters, decay: float):
-        self.decay = decay
-        self.shadow = [p.detach().clone() for p in parameters]
-
-    def update(self, parameters, step: int) -> None:
-        import torch
-
-        decay = min(self.decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for shadow, param in zip(self.shadow, parameters, strict=True):
-                shadow.lerp_(param.detach(), 1.0 - decay)
-
-    def copy_to(self, parameters) -> None:
-        import torch
-
-        with torch.no_grad():
-            for shadow, param in zip(self.shadow, parameters, strict=True):
-                param.copy_(shadow)
-
-
 def _save_state(out: Path, payload: dict[str, Any]) -> None:
     """A checkpoint in OUT/.train-state, written atomically (a crash mid-write keeps the previous one)."""
     import torch
@@ -310,6 +287,8 @@ def train(base: Base, config: ControlNetConfig, out: Path, *, resume: bool = Fal
     unet = unet.to(memory_format=torch.channels_last)
     parameters = list(controlnet.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=0.0, fused=True)
+    from tools.shapes.train import _Ema  # the base model's EMA, with the same decay warm-up
+
     ema = _Ema(parameters, config.ema_decay) if config.ema_decay else None
     start, earlier = 0, 0.0
     saved = _load_state(out) if resume else None
