@@ -20,7 +20,6 @@ weight 0 gives the base model's pixels. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402  (after the path insert)
 
+from bench.eval_shapes import recorded_defaults  # noqa: E402
 from tools.shapes import dataset as world  # noqa: E402
 from tools.shapes import metrics  # noqa: E402
 from tools.shapes_controlnet import control as ctl  # noqa: E402
@@ -209,15 +209,6 @@ def save_samples(path: Path, cases: Sequence[Case], agree: list, conflict: list,
             np.concatenate([np.asarray(agree[i]) for i in chunk], axis=1),
             np.concatenate([np.asarray(conflict[i]) for i in chunk], axis=1)], axis=0))
     Image.fromarray(np.concatenate(strips, axis=0)).save(path)
-
-
-def recorded_defaults(base: Path) -> dict:
-    """Sampler, steps, CFG and world rows the base model's training config records."""
-    path = base / "training_config.json"
-    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    recommended = config.get("recommended", {})
-    return {"sampler": recommended.get("sampler", "Euler"), "steps": recommended.get("steps", 20),
-            "guidance": recommended.get("guidance", 3.0), "rows": config.get("rows", 3)}
 
 
 def load_pipeline(model: Path, base: Path, sampler: str):
