@@ -12,7 +12,8 @@ The request keeps its shape; this module only decides, for these families:
   (``(word:1.2)``, ``[word]``, ``BREAK``) is not understood by them, so it is removed and the words kept (the
   infotext keeps the prompt as written). Flux has no negative prompt (it is guidance-distilled, without
   classifier-free guidance): a non-empty one is refused rather than silently dropped.
-* **what does not apply yet** is refused naming the field instead of crashing mid-job: LoRAs and embeddings,
+* **LoRAs** (``<lora:name:w>``) apply, loaded by diffusers' own reader of these families' LoRA formats.
+* **what does not apply yet** is refused naming the field instead of crashing mid-job: embeddings,
   prompt editing / alternation / ``AND``, ControlNet, hires fix, a user VAE, clip skip and inpainting; variation
   seeds are not applied (the pipelines draw their own noise from the seed), as on img2img.
 """
@@ -77,9 +78,7 @@ def check_request(request: GenerationRequest, family: str | None, sampler: Sampl
     from modules.image.extra_networks import extract_loras
     from modules.image.prompt_schedule import prompt_schedule, split_and
 
-    plain, plain_negative, loras = extract_loras(prompt, negative)
-    if loras:
-        raise RequestError("prompt", f"LoRAs (<lora:...>) are not supported on {label} models yet")
+    plain, plain_negative, _loras = extract_loras(prompt, negative)  # LoRAs apply (networks.applied_loras)
     for field, text in (("prompt", plain), ("negative_prompt", plain_negative)):
         if len(split_and(text)) > 1 or len(prompt_schedule(text, 20)) > 1:
             raise RequestError(field, f"prompt editing ([a:b:0.5]), alternation ([a|b]) and AND change the "
