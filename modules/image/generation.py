@@ -235,7 +235,7 @@ class _Run:
     def total_steps(self) -> int:
         request = self.request
         steps = request.steps
-        if request.uses_init_image:
+        if request.uses_init_image and not self.loaded.edits_images:  # Kontext edits over every step
             steps = _effective_steps(request.steps, request.denoising_strength)
         if self.hires_size:
             hires_steps = request.hires.steps or request.steps
@@ -270,6 +270,8 @@ class _Run:
             generator=generators(seeds, self.engine.device, self.request.noise_on_device),
             callback_on_step_end=self._callback(progress, step_offset),
         )
+        if self.loaded.edits_images:  # Kontext would rescale any size to its ~1 MP area: keep the working size
+            kwargs["max_area"] = self.width * self.height
         return kwargs
 
     def _callback(self, progress: Progress, offset: int):
@@ -366,6 +368,12 @@ class _Run:
         extra = {"width": size[0], "height": size[1]} if size and self.loaded.family == "sdxl" else {}
         if is_flow_family(self.loaded.family):  # their img2img pipelines otherwise draw at the family's 1024 px
             extra = {"width": (size or (self.width, self.height))[0], "height": (size or (self.width, self.height))[1]}
+        if self.loaded.edits_images:
+            # Kontext sees the image as extra tokens and draws the edit from noise over every step (no strength);
+            # it is edited at the working size (the init image's own unless asked), not snapped to Kontext's
+            # preferred ~1 MP sizes, so the output has the size the request says.
+            with torch.inference_mode():
+                return pipe(image=image, output_type="pil", _auto_resize=False, **extra, **kwargs).images
         with torch.inference_mode(), self.controls.modes(len(seeds), second_pass):
             return pipe(image=image, strength=max(strength, 1.0 / steps), output_type="pil", **extra, **kwargs).images
 

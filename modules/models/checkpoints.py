@@ -185,7 +185,7 @@ def load_pipeline(
     path = Path(info.path)
     if info.kind == "diffusers" or path.is_dir():
         return _load_diffusers_folder(path, dtype, normalize_prediction_type(prediction_type), cache)
-    if path.suffix.lower() not in (".safetensors", ".ckpt"):
+    if path.suffix.lower() not in (".safetensors", ".ckpt", ".gguf"):
         raise CheckpointLoadError(f"{path.name}: unsupported checkpoint type {path.suffix!r}; use .safetensors")
     if not path.is_file():
         raise CheckpointLoadError(f"{path} does not exist (was it moved? refresh the model list)")
@@ -238,6 +238,10 @@ def _load_single_file(
     flow = families.single_file_family(shapes) if layout is None else None
     if flow:
         return families.load_single_file(path, flow, dtype, shapes, base_folders)
+    if layout is None and path.suffix.lower() == ".gguf":
+        raise CheckpointLoadError(
+            f"{path.name} is a GGUF file but not of an SD3 or Flux.1 transformer (no joint_blocks / double_blocks / "
+            "single_transformer_blocks tensors); Sfumato loads GGUF files only for those families")
     if layout is None and any(key.startswith("conditioner.embedders.0.model.") for key in shapes):
         raise CheckpointLoadError(f"{path.name} is an SDXL refiner; refiner checkpoints are not supported yet")
     if layout is None:
@@ -294,12 +298,20 @@ def _tokenizer(pad: str, cache: Path):
 
 
 def _checkpoint_shapes(path: Path) -> Shapes:
-    """Tensor shapes without loading weights: the safetensors header, or a weights-only (mmapped) torch.load."""
+    """Tensor shapes without loading weights: the safetensors or GGUF header, or a weights-only (mmapped)
+    torch.load."""
     if path.suffix.lower() == ".safetensors":
         try:
             return read_safetensors_shapes(path)
         except (OSError, ValueError) as error:
             raise CheckpointLoadError(f"{path.name} is not a readable safetensors file: {error}") from error
+    if path.suffix.lower() == ".gguf":
+        from modules.models.gguf_files import GgufFileError, read_gguf_shapes
+
+        try:
+            return read_gguf_shapes(path)
+        except GgufFileError as error:
+            raise CheckpointLoadError(str(error)) from error
     return {key: tuple(value.shape) for key, value in load_ckpt_state_dict(path).items()}
 
 
