@@ -70,6 +70,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     device.add_argument("--max-loaded-models", type=int, default=1, metavar="N",
                         help="keep up to N checkpoints loaded, least recently used out first, so switching back and "
                              "forth does not reload (a model is still unloaded first when memory runs short)")
+    device.add_argument("--quantize", choices=["none", "nf4", "int8"], default="none",
+                        help="load the UNet / transformer quantized with bitsandbytes, 4-bit NF4 (~1/4 of bf16) or "
+                             "8-bit (~1/2), so Flux fits consumer GPUs; CUDA GPUs only (GGUF files need no option)")
     device.add_argument("--attention-slicing", action="store_true", help="compute attention in slices")
     device.add_argument("--vae-slicing", action="store_true", help="decode batches one image at a time")
     device.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
@@ -154,6 +157,12 @@ def build_config(args: argparse.Namespace):
         raise SystemExit(f"--max-loaded-models: must be at least 1, got {args.max_loaded_models}")
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"--threads: must be at least 1, got {args.threads}")
+    if args.quantize != "none":  # asks torch for a GPU, so only when the option is used
+        from modules.models.quantization import startup_problem
+
+        problem = startup_problem(args.quantize, args.device)
+        if problem:
+            raise SystemExit(f"--quantize {args.quantize}: {problem}")
     return AppConfig(
         models_dir=args.models_dir.resolve(),
         ckpt_dirs=tuple(path.resolve() for path in args.ckpt_dir),
@@ -169,6 +178,7 @@ def build_config(args: argparse.Namespace):
         vae_slicing=args.vae_slicing,
         vae_tiling=args.vae_tiling,
         max_loaded_models=args.max_loaded_models,
+        quantize=args.quantize,
         threads=args.threads if args.threads is not None else physical_cores(),
         limits=Limits(max_pixels=args.max_pixels, max_batch_size=args.max_batch_size),
         port=args.port,

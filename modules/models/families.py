@@ -79,17 +79,21 @@ def has_guidance_input(keys: Any) -> bool:
     return any(fragment in key for key in keys for fragment in _GUIDANCE_KEYS)
 
 
-def load_single_file(path: Path, family: str, dtype: torch.dtype, keys: Any, folders: Any) -> DiffusionPipeline:
+def load_single_file(path: Path, family: str, dtype: torch.dtype, keys: Any, folders: Any,
+                     quantize: str = "none") -> DiffusionPipeline:
     """A single-file SD3 / Flux checkpoint: its **transformer** from the file, every other component (VAE, text
     encoders, tokenizers, scheduler) from an installed diffusers folder of the same family whose transformer the
     file fits. The configs and the T5 tokenizer a whole single file would need are Hub downloads, so this is the
     honest limit: a fine-tuned transformer is what such files usually change. Folders are tried by name, a Flux
-    file first on folders of its own variant (dev / schnell); the first that takes every tensor wins."""
+    file first on folders of its own variant (dev / schnell / Kontext); the first that takes every tensor wins.
+    A GGUF file's transformer stays quantized as stored; a .safetensors one is quantized with bitsandbytes when
+    ``quantize`` asks ("nf4", "int8")."""
     from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 
     from modules.models.checkpoints import CheckpointLoadError, dtype_argument
     from modules.models.gguf_files import is_gguf
     from modules.models.gguf_files import quantization_config as gguf_quantization
+    from modules.models.quantization import denoiser_quantization
 
     label = LABELS[family]
     candidates = sorted((Path(folder) for folder in folders if folder_family(Path(folder)) == family),
@@ -106,9 +110,10 @@ def load_single_file(path: Path, family: str, dtype: torch.dtype, keys: Any, fol
             "tokenizer a single file lacks would be Hub downloads, which Sfumato never makes).")
     transformer_class = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
     load = load_dtype(family, dtype)
-    quantized: dict[str, Any] = {}
     if is_gguf(path):  # the file's blocks stay quantized in memory; each layer computes in the load dtype
-        quantized["quantization_config"] = gguf_quantization(load)
+        quantized: dict[str, Any] = {"quantization_config": gguf_quantization(load)}
+    else:
+        quantized = denoiser_quantization(quantize, load)
     reasons = []
     for folder in candidates:
         try:
@@ -126,20 +131,33 @@ def load_single_file(path: Path, family: str, dtype: torch.dtype, keys: Any, fol
                               + "; ".join(reasons))
 
 
-def load_folder(path: Path, family: str, dtype: torch.dtype, transformer: Any = None) -> DiffusionPipeline:
+def load_folder(path: Path, family: str, dtype: torch.dtype, transformer: Any = None,
+                quantize: str = "none") -> DiffusionPipeline:
     """The txt2img pipeline of an SD3 or Flux diffusers folder, offline (with ``transformer`` instead of its own
-    when given); an SD3 folder saved without its T5 encoder loads without it (SD3 then conditions on the two CLIPs
-    alone). A Flux.1 Kontext folder gives ``FluxKontextPipeline``: without an image it draws as plain Flux, with
-    one it edits it (see ``is_kontext``)."""
-    from diffusers import FluxKontextPipeline, FluxPipeline, StableDiffusion3Pipeline
+    when given; its own quantized with bitsandbytes when ``quantize`` asks); an SD3 folder saved without its T5
+    encoder loads without it (SD3 then conditions on the two CLIPs alone). A Flux.1 Kontext folder gives
+    ``FluxKontextPipeline``: without an image it draws as plain Flux, with one it edits it (see ``is_kontext``)."""
+    from diffusers import (
+        FluxKontextPipeline,
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
 
     from modules.models.checkpoints import dtype_argument
+    from modules.models.quantization import denoiser_quantization
 
     if family == "sd3":
         pipeline_class = StableDiffusion3Pipeline
     else:
         pipeline_class = FluxKontextPipeline if is_kontext_folder(path) else FluxPipeline
     kwargs: dict[str, Any] = {**dtype_argument(load_dtype(family, dtype)), "local_files_only": True}
+    if transformer is None and quantize != "none":
+        transformer_class = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
+        transformer = transformer_class.from_pretrained(
+            str(path), subfolder="transformer", **kwargs,
+            **denoiser_quantization(quantize, load_dtype(family, dtype)))
     if transformer is not None:
         kwargs["transformer"] = transformer
     if family == "sd3":

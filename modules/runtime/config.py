@@ -32,6 +32,7 @@ class AppConfig:
     vae_tiling: bool = False
     threads: int | None = None  # torch's CPU threads (--threads); None leaves torch's own choice alone
     max_loaded_models: int = 1
+    quantize: str = "none"  # --quantize nf4|int8: bitsandbytes UNet / transformer on CUDA (modules.models.quantization)
     preview_interval: int = 5
     limits: Limits = field(default_factory=Limits)
     # serving

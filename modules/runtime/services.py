@@ -38,7 +38,10 @@ class Services:
     def device_report(self) -> list[str]:
         """Device, precision and threads for Settings and ``/api/v1/system``; "detecting…" until decided (never
         waits for torch)."""
-        return self.runtime.report()
+        from modules.models.quantization import report_line
+
+        quantized = [report_line(self.config.quantize)] if self.config.quantize != "none" else []
+        return [*self.runtime.report(), *quantized]
 
     def start(self) -> None:
         """Clean what a killed run left half written, then start the worker (which first takes back the jobs
@@ -86,9 +89,10 @@ def build_services(config: AppConfig) -> Services:
     from modules.jobs.kinds import KindRegistry
     from modules.jobs.queue import JobQueue
     from modules.jobs.store import JobStore
-    from modules.models.checkpoints import load_pipeline
+    from modules.models.checkpoints import CheckpointLoadError, load_pipeline
     from modules.models.families import denoiser
     from modules.models.pipelines import PipelineManager, free_memory_on
+    from modules.models.quantization import has_bitsandbytes, unavailable_reason
     from modules.models.registry import ModelRegistry
     from modules.models.vae import load_vae
     from modules.runtime.config import ROOT
@@ -109,10 +113,19 @@ def build_services(config: AppConfig) -> Services:
         sequential_cpu_offload=config.lowvram,
     )
     registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
+
+
+    def load_checkpoint(info: Any) -> Any:
+        choice = runtime.get()
+        problem = unavailable_reason(config.quantize, choice.device.type, has_bitsandbytes())
+        if problem:  # launch.py refuses this at start-up; services built another way refuse each load
+            raise CheckpointLoadError(f"--quantize {config.quantize}: {problem}")
+        return load_pipeline(info, torch_dtype=choice.dtype_for_model(info.path), cache_dir=config.config_cache_dir,
+                             base_folders=[c.path for c in registry.list() if c.kind == "diffusers"],
+                             quantize=config.quantize)
+
     pipelines = PipelineManager(
-        loader=lambda info: load_pipeline(info, torch_dtype=runtime.get().dtype_for_model(info.path),
-                                          cache_dir=config.config_cache_dir,
-                                          base_folders=[c.path for c in registry.list() if c.kind == "diffusers"]),
+        loader=load_checkpoint,
         prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, denoiser(pipe).dtype),
         max_loaded=config.max_loaded_models,
         free_memory=lambda: free_memory_on(runtime.get().device),
