@@ -22,6 +22,7 @@ def quantized_models(tmp_path_factory) -> Path:
     """Tiny Flux.1-dev, Flux.1 Kontext and SD3 folders; Q8_0 GGUF files of the Flux and SD3 transformers (the
     folders' own weights) and a truncated copy of the Flux one."""
     from tools.tiny_gguf import save_gguf
+    from tools.tiny_lora import save_tiny_lora
     from tools.tiny_model import build_tiny_pipeline
 
     root = tmp_path_factory.mktemp("quantized-models")
@@ -29,6 +30,8 @@ def quantized_models(tmp_path_factory) -> Path:
     for family, name in (("flux", "tiny-flux"), ("flux-kontext", "tiny-flux-kontext"), ("sd3", "tiny-sd3")):
         pipe = build_tiny_pipeline(family, seed=0)
         pipe.save_pretrained(checkpoints / name, safe_serialization=True)
+        if family == "flux":
+            save_tiny_lora(pipe, root / "Lora" / "flux-style.safetensors")
         if family != "flux-kontext":
             stored = save_gguf(pipe.transformer.state_dict(), checkpoints / f"{name}-Q8_0.gguf",
                                arch="flux" if family == "flux" else "sd3")
@@ -94,6 +97,27 @@ def test_a_gguf_takes_img2img_and_the_models_defaults(studio):
                                           init_image=red, denoising_strength=0.5))
     assert (result.summary.steps, result.summary.cfg_scale) == (28, 3.5)  # Flux.1-dev's, told from the file
     assert result.images[0].image.size == (64, 48)
+
+
+def test_a_lora_applies_to_a_gguf_transformer_for_its_job_only(studio):
+    before = pixels(studio.run(request("tiny-flux-Q8_0")).images[0].image)
+    styled = pixels(studio.run(request("tiny-flux-Q8_0", prompt="a red circle <lora:flux-style:1>")).images[0].image)
+    after = pixels(studio.run(request("tiny-flux-Q8_0")).images[0].image)
+    assert np.abs(styled - before).max() > 10
+    assert np.array_equal(after, before)
+
+
+def test_a_comfyui_unet_folder_given_as_a_checkpoint_folder_lists_its_gguf_files(quantized_models, tmp_path):
+    import shutil
+
+    from modules.models.registry import ModelRegistry
+
+    unet = tmp_path / "ComfyUI" / "models" / "unet"
+    unet.mkdir(parents=True)
+    shutil.copy(quantized_models / "Stable-diffusion" / "tiny-flux-Q8_0.gguf", unet / "flux1-dev-Q8_0.gguf")
+    registry = ModelRegistry(tmp_path / "models", ckpt_dirs=[unet], cache_file=tmp_path / "hashes.json")
+    (found,) = registry.list()
+    assert (found.name, found.kind, found.family) == ("flux1-dev-Q8_0", "gguf", "flux")
 
 
 def test_a_truncated_gguf_fails_naming_the_file_and_the_next_job_runs(studio):
