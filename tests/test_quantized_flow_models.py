@@ -21,22 +21,25 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 def quantized_models(tmp_path_factory) -> Path:
     """Tiny Flux.1-dev, Flux.1 Kontext and SD3 folders; Q8_0 GGUF files of the Flux and SD3 transformers (the
     folders' own weights) and a truncated copy of the Flux one."""
+    from diffusers import FluxKontextPipeline
+
     from tools.tiny_gguf import save_gguf
     from tools.tiny_lora import save_tiny_lora
     from tools.tiny_model import build_tiny_pipeline
 
     root = tmp_path_factory.mktemp("quantized-models")
     checkpoints = root / "Stable-diffusion"
-    for family, name in (("flux", "tiny-flux"), ("flux-kontext", "tiny-flux-kontext"), ("sd3", "tiny-sd3")):
+    for family, name in (("flux", "tiny-flux"), ("sd3", "tiny-sd3")):
         pipe = build_tiny_pipeline(family, seed=0)
         pipe.save_pretrained(checkpoints / name, safe_serialization=True)
+        stored = save_gguf(pipe.transformer.state_dict(), checkpoints / f"{name}-Q8_0.gguf", arch=family)
+        assert "Q8_0" in stored.values() and {"F32", "F16"} & set(stored.values())  # a mix, as published
         if family == "flux":
             save_tiny_lora(pipe, root / "Lora" / "flux-style.safetensors")
-        if family != "flux-kontext":
-            stored = save_gguf(pipe.transformer.state_dict(), checkpoints / f"{name}-Q8_0.gguf",
-                               arch="flux" if family == "flux" else "sd3")
-            assert "Q8_0" in stored.values() and {"F32", "F16"} & set(stored.values())  # a mix, as published
+            # Kontext: the same components saved with its pipeline class (what tiny_model's "flux-kontext" builds)
+            FluxKontextPipeline(**pipe.components).save_pretrained(checkpoints / "tiny-flux-kontext")
     whole = (checkpoints / "tiny-flux-Q8_0.gguf").read_bytes()
+    (checkpoints / "tiny-flux-kontext-Q8_0.gguf").write_bytes(whole)  # a Kontext GGUF: told by its name only
     (checkpoints / "broken-Q8_0.gguf").write_bytes(whole[: len(whole) * 2 // 3])
     return root
 
@@ -175,3 +178,11 @@ def test_kontext_img2img_edits_the_init_image_through_its_pipeline(studio):
     assert np.array_equal(pixels(low), pixels(on_red))
     flux_img2img = studio.run(request("tiny-flux", task="img2img", init_image=red)).images[0].image
     assert not np.array_equal(pixels(flux_img2img), pixels(on_red))
+
+
+def test_a_kontext_gguf_runs_as_kontext_with_the_kontext_folders_components(studio):
+    result = studio.run(GenerationRequest(prompt="a red circle", model="tiny-flux-kontext-Q8_0", seed=3,
+                                          task="img2img", init_image=Image.new("RGB", (64, 48), (220, 30, 30))))
+    assert (result.summary.steps, result.summary.cfg_scale) == (28, 2.5)
+    loaded = studio.engine.pipelines.get(studio.engine.registry.find("tiny-flux-kontext-Q8_0"))
+    assert loaded.edits_images and result.images[0].image.size == (64, 48)

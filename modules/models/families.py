@@ -126,17 +126,19 @@ def load_single_file(path: Path, family: str, dtype: torch.dtype, keys: Any, fol
         except Exception as error:  # shapes that do not fit this folder's config: try the next folder
             reasons.append(f"{folder.name}: {str(error).splitlines()[0][:200]}")
             continue
-        return load_folder(folder, family, dtype, transformer=transformer)
+        # A file's tensors cannot tell Kontext from dev: its name decides which pipeline it runs in.
+        return load_folder(folder, family, dtype, transformer=transformer, kontext="kontext" in path.name.lower())
     raise CheckpointLoadError(f"{path.name}'s {label} transformer fits none of the installed {label} folders: "
                               + "; ".join(reasons))
 
 
 def load_folder(path: Path, family: str, dtype: torch.dtype, transformer: Any = None,
-                quantize: str = "none") -> DiffusionPipeline:
+                quantize: str = "none", kontext: bool | None = None) -> DiffusionPipeline:
     """The txt2img pipeline of an SD3 or Flux diffusers folder, offline (with ``transformer`` instead of its own
     when given; its own quantized with bitsandbytes when ``quantize`` asks); an SD3 folder saved without its T5
     encoder loads without it (SD3 then conditions on the two CLIPs alone). A Flux.1 Kontext folder gives
-    ``FluxKontextPipeline``: without an image it draws as plain Flux, with one it edits it (see ``is_kontext``)."""
+    ``FluxKontextPipeline``: without an image it draws as plain Flux, with one it edits it (see ``is_kontext``);
+    ``kontext`` overrides what the folder says (a single file's own variant)."""
     from diffusers import (
         FluxKontextPipeline,
         FluxPipeline,
@@ -151,7 +153,8 @@ def load_folder(path: Path, family: str, dtype: torch.dtype, transformer: Any = 
     if family == "sd3":
         pipeline_class = StableDiffusion3Pipeline
     else:
-        pipeline_class = FluxKontextPipeline if is_kontext_folder(path) else FluxPipeline
+        kontext = is_kontext_folder(path) if kontext is None else kontext
+        pipeline_class = FluxKontextPipeline if kontext else FluxPipeline
     kwargs: dict[str, Any] = {**dtype_argument(load_dtype(family, dtype)), "local_files_only": True}
     if transformer is None and quantize != "none":
         transformer_class = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
