@@ -169,6 +169,8 @@ def test_kontext_img2img_edits_the_init_image_through_its_pipeline(studio):
         return studio.run(request("tiny-flux-kontext", task="img2img", init_image=image, **fields)).images[0].image
 
     on_red, again, on_blue = edit(red), edit(red), edit(blue)
+    infotext = studio.run(request("tiny-flux-kontext", task="img2img", init_image=red)).images[0].infotext
+    assert "Denoising strength" not in infotext and "CFG scale: 2.5," in infotext
     assert on_red.size == (64, 48)
     assert np.array_equal(pixels(on_red), pixels(again))
     assert not np.array_equal(pixels(on_red), pixels(on_blue)), "the edit must see the input image"

@@ -460,7 +460,7 @@ class _Run:
         if request.subseed_strength > 0 and self.variation_applies:
             params["Variation seed"] = subseed
             params["Variation seed strength"] = request.subseed_strength
-        if request.uses_init_image:
+        if request.uses_init_image and not self.loaded.edits_images:  # a Kontext edit has no strength
             params["Denoising strength"] = request.denoising_strength
         if request.clip_skip > 1:
             params["Clip skip"] = request.clip_skip
