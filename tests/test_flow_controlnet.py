@@ -150,25 +150,45 @@ def test_control_modes_other_than_balanced_are_refused_with_the_reason(studio, m
         assert caught.value.field == "controlnet[0].control_mode" and "Balanced" in caught.value.message
 
 
-# An SD family is named by the width of its text conditioning (768: SD 1.x, 2048: SDXL); the tiny SD 1.x's is 64.
-SD1 = "a model with 64-wide text conditioning"
+SD = "an SD 1.x / 2.x / XL model"
 
 
 @pytest.mark.parametrize(("model", "controlnet", "words"), [
-    ("tiny-sd1", "flux-cn", ("flux-cn", "is for Flux.1", f"checkpoint is {SD1}")),
-    ("tiny-sd1", "sd3-cn", ("sd3-cn", "is for Stable Diffusion 3", f"checkpoint is {SD1}")),
-    ("tiny-sd1", "flux-cn-file", ("flux-cn-file.safetensors", "is for Flux.1", f"checkpoint is {SD1}")),
-    ("tiny-flux", "sd1-cn", ("sd1-cn", f"is for {SD1}", "checkpoint is Flux.1")),
+    ("tiny-sd1", "flux-cn", ("flux-cn", "is for Flux.1", f"checkpoint is {SD}")),
+    ("tiny-sd1", "sd3-cn", ("sd3-cn", "is for Stable Diffusion 3", f"checkpoint is {SD}")),
+    ("tiny-sd1", "flux-cn-file", ("flux-cn-file.safetensors", "is for Flux.1", f"checkpoint is {SD}")),
+    ("tiny-flux", "sd1-cn", ("sd1-cn", f"is for {SD}", "checkpoint is Flux.1")),
     ("tiny-flux", "sd3-cn", ("sd3-cn", "is for Stable Diffusion 3", "checkpoint is Flux.1")),
     ("tiny-sd3", "flux-cn", ("flux-cn", "is for Flux.1", "checkpoint is Stable Diffusion 3")),
 ])
-def test_a_controlnet_for_another_family_is_refused_naming_the_file_and_both_families(studio, model, controlnet,
-                                                                                       words):
+def test_a_controlnet_for_another_family_is_refused_at_submission_naming_the_file_and_both_families(
+        studio, model, controlnet, words):
+    request = GenerationRequest(prompt="a red circle", model=model, steps=2, width=64, height=64,
+                                controlnet=(unit(controlnet),))
     with pytest.raises(RequestError) as caught:
-        run(studio, model, controlnet=(unit(controlnet),))
+        studio.queue.submit(request)  # told from its config.json / tensor names: nothing is queued
     assert caught.value.field == "controlnet[0].model"
     assert all(word in caught.value.message for word in words), caught.value.message
     assert run(studio, model).image.size == (64, 64)  # the same request without the unit still works
+
+
+@pytest.mark.parametrize(("model", "controlnet", "words"), [
+    ("tiny-sd1", "flux-cn", ("flux-cn", "is for Flux.1", "checkpoint is a model with 64-wide text conditioning")),
+    ("tiny-flux", "sd1-cn", ("sd1-cn", "is for a model with 64-wide text conditioning", "checkpoint is Flux.1")),
+    ("tiny-flux", "sd3-cn", ("sd3-cn", "is for Stable Diffusion 3", "checkpoint is Flux.1")),
+    ("tiny-sd3", "flux-cn-file", ("flux-cn-file.safetensors", "is for Flux.1", "checkpoint is Stable Diffusion 3")),
+])
+def test_the_worker_checks_the_family_again_before_reading_weights(studio, model, controlnet, words):
+    """What the worker does when a file changed after submission (the SD family is named by its text
+    conditioning's width: 768 SD 1.x, 2048 SDXL; the tiny SD 1.x's is 64)."""
+    from modules.controlnet.loading import ControlNetLoadError, load_controlnet
+    from modules.models.families import denoiser
+
+    engine = studio.engine
+    loaded = engine.pipelines.get(engine.resolve_model(model))
+    with pytest.raises(ControlNetLoadError) as caught:
+        load_controlnet(engine.controlnets.find(controlnet), denoiser(loaded.base))
+    assert all(word in str(caught.value) for word in words), str(caught.value)
 
 
 @pytest.mark.parametrize(("controlnet", "words"), [

@@ -138,3 +138,37 @@ def sd_controlnet_refusal(info: ControlNetInfo, state: dict[str, Any] | None, ch
         return None
     return (f"ControlNet {name} is for {FAMILY_LABELS[theirs]}, but the checkpoint is {checkpoint_label}: "
             "choose a ControlNet made for this checkpoint's family")
+
+
+def controlnet_family(info: ControlNetInfo) -> str | None:
+    """"flux", "sd3" or "sd" (a UNet ControlNet), where it is cheap to tell: a folder's config.json or a
+    safetensors header; None for pickles and unreadable files (the worker tells when it loads them)."""
+    if info.kind == "diffusers":
+        name = folder_class(info)
+        return CONTROLNET_CLASSES.get(name) or ("sd" if name == "ControlNetModel" else None)
+    if info.path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(info.path), framework="pt") as handle:
+            keys = list(handle.keys())
+    except Exception:  # truncated or not safetensors: the worker's loader names the problem
+        return None
+    return state_family(keys) or ("sd" if any("input_hint_block" in key or "controlnet_cond_embedding" in key
+                                              for key in keys) else None)
+
+
+def family_refusal(info: ControlNetInfo, checkpoint_family: str | None) -> str | None:
+    """Why a ControlNet cannot steer a checkpoint of ``checkpoint_family`` ("flux", "sd3", an SD family or None
+    when unknown), told from files alone so that a request is refused before it is queued; None when it may."""
+    theirs = controlnet_family(info)
+    if theirs is None or checkpoint_family is None:
+        return None
+    ours = checkpoint_family if checkpoint_family in FAMILY_LABELS else "sd"
+    if theirs == ours:
+        return None
+    labels = {**FAMILY_LABELS, "sd": "an SD 1.x / 2.x / XL model"}
+    name = info.name if info.kind == "diffusers" else info.path.name
+    return (f"ControlNet {name} is for {labels[theirs]}, but the checkpoint is {labels[ours]}: choose a ControlNet "
+            "made for this checkpoint's family")
