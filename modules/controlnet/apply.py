@@ -10,6 +10,9 @@ the ControlNets and removes them however the pass ends, so nothing outlives the 
 - "My prompt is more important": the residuals fade from the deepest block outwards (x 0.825 per block);
 - "ControlNet is more important": faded the same way and added to the conditional half of the batch only, so
   classifier-free guidance pushes towards the control image.
+
+On Flux.1 and SD3 the units drive diffusers' transformer ControlNets (``transformer_controlnets``) with the same
+images, weights and start / end fractions, in "Balanced" mode only (``modules.image.flow`` refuses the others).
 """
 
 from __future__ import annotations
