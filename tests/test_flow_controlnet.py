@@ -213,3 +213,16 @@ def test_flux_and_sd3_controlnets_are_listed_like_the_others(studio):
     names = [title.split(" [")[0] for title in titles]
     assert {"flux-cn", "flux-xlabs-cn", "sd3-cn", "sd1-cn"} <= set(names)
     assert model_choices(studio)[1:] == titles
+
+
+def test_stabilitys_control_routes_pick_a_controlnet_of_the_default_checkpoints_family(studio):
+    from app.api.stability import control_model
+
+    words = ("scribble", "sketch")
+    assert control_model(studio, words).startswith("flux-cn [")  # tiny-flux is the default: first by name
+    try:
+        for checkpoint, expected in (("tiny-sd3", "sd3-cn ["), ("tiny-sd1", "sd1-cn [")):
+            studio.settings.set("sd_model_checkpoint", checkpoint)
+            assert control_model(studio, words).startswith(expected)
+    finally:
+        studio.settings.set("sd_model_checkpoint", "tiny-flux")
