@@ -328,13 +328,28 @@ class _Run:
             on_device=request.noise_on_device,
         )
         kwargs = self._common(pipe, seeds, progress, 0, request.steps)
-        kwargs.update(self.controls.call_arguments((self.width, self.height), "image"))
+        flow_family = is_flow_family(self.loaded.family)
+        controls = self.controls.call_arguments((self.width, self.height), "control_image" if flow_family else "image")
+        if controls and self.loaded.family == "flux":
+            latents = self._flux_noise(pipe, seeds)
+        kwargs.update(controls)
         output_type = "latent" if self.hires_size else "pil"
         with torch.inference_mode(), self.controls.modes(len(seeds)):
             result = pipe(height=self.height, width=self.width, latents=latents, output_type=output_type, **kwargs)
         if not self.hires_size or self.control.interrupted.is_set() or self.control.skipped.is_set():
             return result.images if output_type == "pil" else _decode(pipe, result.images)
         return self._hires(pipe, result.images, seeds, progress)
+
+    def _flux_noise(self, pipe: Any, seeds: list[int]) -> Any:
+        """The packed initial noise Flux's own txt2img pipeline draws from these seeds. Flux's ControlNet pipeline
+        encodes an InstantX-style unit's control image by sampling the VAE with the job's generators before it
+        draws the noise; handing it the noise drawn first keeps a unit from changing the seed's picture by
+        itself (at weight 0 the image is the unit-less one)."""
+        dtype = pipe.text_encoder_2.dtype if getattr(pipe, "text_encoder_2", None) is not None else pipe.dtype
+        noise, _ids = pipe.prepare_latents(len(seeds), pipe.transformer.config.in_channels // 4, self.height,
+                                           self.width, dtype, pipe._execution_device,
+                                           generators(seeds, self.engine.device, self.request.noise_on_device))
+        return noise
 
     def _hires(self, pipe: Any, latents: Any, seeds: list[int], progress: Progress) -> list[Image.Image]:
 
@@ -502,8 +517,10 @@ def _plan_controls(request: GenerationRequest, engine: Engine, loaded: LoadedMod
     if not request.controlnet:
         return ControlPlan()
     init = image_ops.to_rgb(request.init_image) if request.uses_init_image and request.init_image else None
+    from modules.models.families import denoiser
+
     return plan_controls(request.controlnet, registry=engine.controlnets, models=engine.controlnet_models,
-                         unet=loaded.base.unet, device=loaded.base._execution_device, init_image=init,
+                         denoiser=denoiser(loaded.base), device=loaded.base._execution_device, init_image=init,
                          size=(width, height))
 
 
