@@ -188,3 +188,14 @@ def test_a_kontext_gguf_runs_as_kontext_with_the_kontext_folders_components(stud
     assert (result.summary.steps, result.summary.cfg_scale) == (28, 2.5)
     loaded = studio.engine.pipelines.get(studio.engine.registry.find("tiny-flux-kontext-Q8_0"))
     assert loaded.edits_images and result.images[0].image.size == (64, 48)
+
+
+def test_a_controlnet_unit_on_a_kontext_edit_is_refused_before_queueing(studio):
+    from modules.controlnet.units import ControlNetUnit
+    from modules.errors import RequestError
+
+    red = Image.new("RGB", (64, 48), (220, 30, 30))
+    with pytest.raises(RequestError) as refused:
+        studio.queue.submit(request("tiny-flux-kontext", task="img2img", init_image=red,
+                                    controlnet=(ControlNetUnit(model="any-flux-controlnet"),)))
+    assert refused.value.field == "controlnet" and "Kontext" in refused.value.message

@@ -33,9 +33,11 @@ def check_request(request: GenerationRequest, engine: Engine, extensions: Extens
     except ValueError as error:
         raise RequestError("styles", str(error)) from None
     from modules.image import flow
+    from modules.models.families import FLUX_KONTEXT_DEFAULTS, checkpoint_defaults
 
+    kontext = checkpoint_defaults(info.family, info.path) == FLUX_KONTEXT_DEFAULTS
     flow.check_request(request, info.family, resolve_sampler(request.sampler_name, request.scheduler), prompt,
-                       negative, engine)
+                       negative, engine, edits_images=kontext)
     _check_loras(prompt, negative, engine)
     if request.vae:
         try:

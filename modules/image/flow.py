@@ -54,8 +54,9 @@ def with_model_defaults(request: GenerationRequest, engine: Engine) -> Generatio
 
 
 def check_request(request: GenerationRequest, family: str | None, sampler: SamplerChoice, prompt: str,
-                  negative: str, engine: Engine | None = None) -> None:
-    """Refuse, naming the field, what a flow model cannot run (see the module docstring); no-op for SD models."""
+                  negative: str, engine: Engine | None = None, edits_images: bool = False) -> None:
+    """Refuse, naming the field, what a flow model cannot run (see the module docstring); no-op for SD models.
+    ``edits_images``: the model is Flux.1 Kontext, whose img2img is an edit through its own pipeline."""
     if not is_flow_family(family):
         return
     label = _LABELS[family]
@@ -78,6 +79,10 @@ def check_request(request: GenerationRequest, family: str | None, sampler: Sampl
         if refused:
             raise RequestError(field, f"{what} is not supported on {label} models yet")
     check_controlnet_units(request, family)
+    if edits_images and request.controlnet and request.task != "txt2img":
+        raise RequestError("controlnet", "Flux.1 Kontext edits the init image through its own pipeline, which takes "
+                                         "no ControlNet (diffusers has none for Kontext): remove the units, or use "
+                                         "txt2img or a Flux.1-dev model")
     from modules.image.extra_networks import extract_loras
     from modules.image.prompt_schedule import prompt_schedule, split_and
 

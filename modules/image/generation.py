@@ -170,7 +170,8 @@ def _prepared_run(request: GenerationRequest, engine: Engine, control: JobContro
     if info.title not in engine.pipelines.loaded_titles():  # seconds to minutes: say so rather than "step 0"
         control.report(Progress(job_count=request.n_iter, steps=request.steps, text=f"Loading model {info.name}"))
     loaded = engine.pipelines.get(info)
-    flow.check_request(request, loaded.family, sampler, prompt, negative, engine)  # SD3 / Flux: what they can't run
+    flow.check_request(request, loaded.family, sampler, prompt, negative, engine,  # SD3 / Flux: what they can't run
+                       edits_images=loaded.edits_images)
     if is_flow_family(loaded.family):
         make_scheduler = flow.make_scheduler
     width, height = _working_size(request, loaded, engine.limits)
