@@ -99,7 +99,7 @@ def load_single_file(path: Path, family: str, dtype: torch.dtype, keys: Any, fol
     candidates = sorted((Path(folder) for folder in folders if folder_family(Path(folder)) == family),
                         key=lambda folder: folder.name.lower())
     if family == "flux":
-        wanted, kontext = has_guidance_input(keys), "kontext" in path.name.lower()
+        wanted, kontext = has_guidance_input(keys), named_kontext(path)
         candidates.sort(key=lambda folder: (read_config(folder / "transformer" / "config.json").get(
             "guidance_embeds", True) != wanted, is_kontext_folder(folder) != kontext))
     if not candidates:
@@ -126,8 +126,7 @@ def load_single_file(path: Path, family: str, dtype: torch.dtype, keys: Any, fol
         except Exception as error:  # shapes that do not fit this folder's config: try the next folder
             reasons.append(f"{folder.name}: {str(error).splitlines()[0][:200]}")
             continue
-        # A file's tensors cannot tell Kontext from dev: its name decides which pipeline it runs in.
-        return load_folder(folder, family, dtype, transformer=transformer, kontext="kontext" in path.name.lower())
+        return load_folder(folder, family, dtype, transformer=transformer, kontext=named_kontext(path))
     raise CheckpointLoadError(f"{path.name}'s {label} transformer fits none of the installed {label} folders: "
                               + "; ".join(reasons))
 
@@ -184,6 +183,12 @@ def is_kontext_folder(folder: Path) -> bool:
     """Whether a diffusers folder is Flux.1 Kontext (its model_index names ``FluxKontextPipeline``): the same
     transformer as Flux.1-dev, trained to edit an input image it sees as extra tokens."""
     return str(read_config(Path(folder) / "model_index.json").get("_class_name", "")).startswith("FluxKontext")
+
+
+def named_kontext(path: Path) -> bool:
+    """Whether a single file is Flux.1 Kontext by its name (``flux1-kontext-dev-Q8_0.gguf``): its tensors are
+    those of Flux.1-dev, so the name is all that tells them apart."""
+    return "kontext" in Path(path).name.lower()
 
 
 def is_kontext(pipe: Any) -> bool:
@@ -243,7 +248,7 @@ def checkpoint_defaults(family: str | None, path: Path) -> FamilyDefaults:
             guidance = has_guidance_input(read_gguf_shapes(path) if is_gguf(path) else read_safetensors_shapes(path))
         except (OSError, ValueError):
             guidance = True
-        kontext = "kontext" in path.name.lower()
+        kontext = named_kontext(path)
     if not guidance:
         return FLUX_SCHNELL_DEFAULTS
     return FLUX_KONTEXT_DEFAULTS if kontext else FLUX_DEV_DEFAULTS

@@ -116,7 +116,6 @@ def build_services(config: AppConfig) -> Services:
     )
     registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
 
-
     def load_checkpoint(info: Any) -> Any:
         choice = runtime.get()
         problem = unavailable_reason(config.quantize, choice.device.type, has_bitsandbytes())
