@@ -92,6 +92,10 @@ def test_the_gguf_weights_stay_quantized_in_memory(studio):
     layer = loaded.base.transformer.transformer_blocks[0].attn.to_q
     assert layer.weight.dtype.is_floating_point is False  # packed blocks, dequantized as each layer runs
     assert type(loaded.base).__name__ == "FluxPipeline"
+    report = studio.engine.pipelines.memory_report()[loaded.info.title]  # what Settings shows per loaded model
+    assert any(line.startswith("transformer weights: GGUF (Q8_0 x") for line in report), report
+    full = studio.engine.pipelines.get(studio.engine.registry.find("tiny-flux"))
+    assert not any("weights:" in line for line in full.memory_report)
 
 
 def test_a_gguf_takes_img2img_and_the_models_defaults(studio):

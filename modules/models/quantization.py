@@ -119,3 +119,29 @@ def report_line(mode: str) -> str:
     """The line Settings and ``/api/v1/system`` show for ``--quantize``."""
     what = "4-bit NF4" if mode == "nf4" else "8-bit int8"
     return f"quantization: {what} denoiser weights (bitsandbytes, --quantize {mode})"
+
+
+def weights_report(pipe: Any) -> list[str]:
+    """A line for Settings' loaded-model report saying how the denoiser's weights are stored when quantized (GGUF
+    types and how many tensors each, or bitsandbytes' mode); nothing for ordinary weights."""
+    from collections import Counter
+
+    from modules.models.families import denoiser
+
+    model = denoiser(pipe)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return []
+    config = quantizer.quantization_config
+    method = getattr(config.quant_method, "value", str(config.quant_method))
+    name = "transformer" if getattr(pipe, "unet", None) is None else "UNet"
+    if method == "gguf":
+        types = Counter(getattr(p.quant_type, "name", str(p.quant_type)) for p in model.parameters()
+                        if getattr(p, "quant_type", None) is not None)
+        stored = ", ".join(f"{kind} x{count}" for kind, count in sorted(types.items()))
+        return [f"{name} weights: GGUF ({stored}), computing in {str(config.compute_dtype).removeprefix('torch.')}"]
+    if getattr(config, "load_in_4bit", False):
+        return [f"{name} weights: bitsandbytes 4-bit {getattr(config, 'bnb_4bit_quant_type', '')}".rstrip()]
+    if getattr(config, "load_in_8bit", False):
+        return [f"{name} weights: bitsandbytes 8-bit"]
+    return [f"{name} weights: quantized ({method})"]

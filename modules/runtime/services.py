@@ -94,7 +94,7 @@ def build_services(config: AppConfig) -> Services:
     from modules.models.checkpoints import CheckpointLoadError, load_pipeline
     from modules.models.families import denoiser
     from modules.models.pipelines import PipelineManager, free_memory_on
-    from modules.models.quantization import has_bitsandbytes, unavailable_reason
+    from modules.models.quantization import has_bitsandbytes, unavailable_reason, weights_report
     from modules.models.registry import ModelRegistry
     from modules.models.vae import load_vae
     from modules.runtime.config import ROOT
@@ -127,7 +127,8 @@ def build_services(config: AppConfig) -> Services:
 
     pipelines = PipelineManager(
         loader=load_checkpoint,
-        prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, denoiser(pipe).dtype),
+        prepare=lambda pipe: [*apply_memory_options(pipe, memory, runtime.get().device, denoiser(pipe).dtype),
+                              *weights_report(pipe)],
         max_loaded=config.max_loaded_models,
         free_memory=lambda: free_memory_on(runtime.get().device),
         vae_loader=lambda info, family, scaling: load_vae(
