@@ -71,7 +71,8 @@ def test_gguf_files_are_listed_like_other_checkpoints(studio):
     assert listed["tiny-flux-kontext"].family == "flux"
 
 
-@pytest.mark.parametrize(("gguf", "folder"), [("tiny-flux-Q8_0", "tiny-flux"), ("tiny-sd3-Q8_0", "tiny-sd3")])
+@pytest.mark.parametrize(("gguf", "folder"), [("tiny-flux-Q8_0", "tiny-flux"),
+                                             pytest.param("tiny-sd3-Q8_0", "tiny-sd3", marks=pytest.mark.slow)])
 def test_a_gguf_transformer_generates_close_to_its_unquantized_weights(studio, gguf, folder):
     quantized = studio.run(request(gguf)).images[0]
     again = studio.run(request(gguf)).images[0]
