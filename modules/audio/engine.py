@@ -126,7 +126,15 @@ def make_sound(loaded: LoadedAudioModel, request: Any, seed: int, on_step: StepC
         samples = np.asarray(pipe(audio_length_in_s=request.duration, output_type="np", **common).audios[0])
     else:  # pragma: no cover - the registry knows no other family
         raise RequestError("model", f"{loaded.info.name}: no way to run a {family.label} model")
-    return Clip(np.atleast_2d(samples).astype(np.float32), loaded.info.sample_rate)
+    return Clip(_exactly(np.atleast_2d(samples).astype(np.float32), round(request.duration * loaded.info.sample_rate)),
+                loaded.info.sample_rate)
+
+
+def _exactly(samples: np.ndarray, length: int) -> np.ndarray:
+    """The asked duration to the sample: AudioLDM2 makes whole spectrogram frames, up to one hop (10 ms) short."""
+    if samples.shape[1] >= length:
+        return samples[:, :length]
+    return np.pad(samples, ((0, 0), (0, length - samples.shape[1])))
 
 
 def _speak(loaded: LoadedAudioModel, request: Any, seed: int) -> Clip:
