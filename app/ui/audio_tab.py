@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from app.ui.accessible import icon_button
 from app.ui.form import Form, Values
 from app.ui.generate import failure, follow_job, interrupt, skip, status_html
 from modules.audio.encode import FORMATS, decode
@@ -55,7 +56,8 @@ def build_audio(services: Services) -> Form:
             with gr.Row():
                 form["model"] = gr.Dropdown(model_choices(services, TEXT_TO_AUDIO),
                                             value=default.name if default else None, label="Model", scale=4)
-                form["refresh"] = gr.Button("🔄", size="sm", scale=0, min_width=40)
+                form["refresh"] = gr.Button("🔄", size="sm", scale=0, min_width=40,
+                                             **icon_button("refresh-audio-models"))
             form["notice"] = gr.HTML(_notice(default, TEXT_TO_AUDIO))
             form["prompt"] = gr.Textbox(label="Prompt", lines=2, placeholder="three short high beeps",
                                         elem_id="audio-prompt")
@@ -87,7 +89,8 @@ def build_audio(services: Services) -> Form:
             form["progress"] = gr.HTML("")
             form["preview"] = gr.State(None)  # follow_job's preview slot: sounds have none
             form["audio"] = gr.Audio(label="Result", type="filepath", interactive=False, elem_id="audio-result")
-            form["picture"] = gr.Image(label="Waveform and spectrogram", type="pil", interactive=False, height=260)
+            form["picture"] = gr.Image(label="Waveform and spectrogram", type="pil", interactive=False, height=260,
+                                         elem_id="audio-picture")
             form["files"] = gr.File(label="Files", file_count="multiple", interactive=False)
             form["parameters"] = gr.Textbox(label="Parameters", lines=4, interactive=False, buttons=["copy"])
             form["status"] = gr.HTML("")
