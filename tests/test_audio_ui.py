@@ -9,7 +9,7 @@ import pytest
 
 from app.ui.audio_tab import audio_events, model_changed, task_changed
 from modules.audio.encode import decode, read_parameters
-from modules.audio.request import SPEECH, TEXT_TO_AUDIO
+from modules.audio.request import SPEECH, TEXT_TO_AUDIO, AudioRequest
 
 
 @pytest.fixture
@@ -78,3 +78,19 @@ def test_the_tab_is_in_the_studio(audio_services):
     ui = build_layout(audio_services)
     labels = {getattr(block, "label", None) for block in ui.blocks.blocks.values()}
     assert {"Make", "Waveform and spectrogram", "Text to speak"} <= labels
+
+
+def test_png_info_reads_an_audio_file_and_history_lists_the_job(audio_services):
+    from app.ui.pnginfo import read_audio_info
+    from app.ui.queue_tab import history_row, show_job
+
+    job = audio_services.queue.submit(AudioRequest(task=SPEECH, model="tiny-vits", text="read me back", seed=8,
+                                                   output_format="flac"))
+    audio_services.queue.wait(job, 60)
+    path = job.result.clips[0].path
+    shown = read_audio_info({"audio": str(path)})
+    assert shown["parameters"]["text"] == "read me back" and '"seed": 8' in shown["infotext"]
+    row = history_row(audio_services, job)
+    assert "speech" in row and row[6] == 1  # its label and one output
+    info = show_job(audio_services, {"history_ids": [job.id]}, 0)["job_info"]
+    assert str(path) in info and "read me back" in info

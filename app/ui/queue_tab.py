@@ -223,6 +223,8 @@ def show_job(services: Services, values: Values, row: Any) -> Values:
         lines.append(items[1 if len(items) > 1 and items[0]["grid"] else 0]["infotext"])
     else:
         lines.append(_describe(services, job))
+    sounds = [item for item in job.result.artifacts if item.type == "audio"] if job.result is not None else []
+    lines += [f"{item.path} · seed {item.parameters.get('seed')}" for item in sounds]  # files of an audio job
     text = getattr(job.result, "caption", None)  # a result in words (an interrogation) shows them
     if text:
         lines.append(text)
