@@ -94,3 +94,4 @@ def test_png_info_reads_an_audio_file_and_history_lists_the_job(audio_services):
     assert "speech" in row and row[6] == 1  # its label and one output
     info = show_job(audio_services, {"history_ids": [job.id]}, 0)["job_info"]
     assert str(path) in info and "read me back" in info
+    assert show_job(audio_services, {"history_ids": [job.id]}, 0)["sound"] == str(path)  # it plays there
