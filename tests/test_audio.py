@@ -108,6 +108,7 @@ def _wav(seconds: float = 0.5) -> bytes:
     ({"prompt": "x", "duration": -1}, "duration"),
     ({"prompt": "x", "model": "tiny-stable-audio", "duration": 3.0}, "duration"),  # over the model's 2 s
     ({"prompt": "x", "duration": 1000}, "duration"),  # over the studio's limit
+    ({"prompt": "x", "model": "tiny-audioldm2", "duration": 0.001}, "duration"),  # under one latent row
     ({"prompt": "  "}, "prompt"),
     ({"task": SPEECH, "text": " ", "model": "tiny-vits"}, "text"),
     ({"task": SPEECH, "text": "hi", "model": "tiny-vits-two", "voice": "nova"}, "voice"),

@@ -100,6 +100,8 @@ class AudioRunner:
         if request.duration is not None and info.max_duration is not None and request.duration > info.max_duration:
             raise RequestError("duration", f"{request.duration:g} s is longer than {info.name} can make "
                                            f"({info.max_duration:g} s at most)")
+        if request.duration is not None and request.duration < info.min_duration:
+            raise RequestError("duration", f"{info.name} makes clips of at least {info.min_duration:g} s")
         if request.init_audio is not None:
             if not info.family.init_audio:
                 raise RequestError("init_audio", f"{info.family.label} models cannot start from a sound; remove the "

@@ -60,6 +60,7 @@ class AudioModelInfo:
     sample_rate: int
     channels: int = 1
     max_duration: float | None = None  # the longest clip the model can make (Stable Audio: its latent length)
+    min_duration: float = 0.0  # the shortest (AudioLDM2: one latent row of spectrogram frames)
     voices: tuple[str, ...] = ()
 
     @property
@@ -142,7 +143,11 @@ def read_model_folder(folder: Path) -> AudioModelInfo | None:
             return _stable_audio(folder)
         if family is AUDIOLDM2:
             vocoder = _json(folder / "vocoder" / "config.json") or {}
-            return AudioModelInfo(folder.name, folder, AUDIOLDM2, int(vocoder.get("sampling_rate", 16000)))
+            vae = _json(folder / "vae" / "config.json") or {}
+            rate = int(vocoder.get("sampling_rate", 16000))
+            hop = math.prod(int(step) for step in vocoder.get("upsample_rates", [5, 4, 2, 2, 2]))
+            scale = 2 ** (len(vae.get("block_out_channels", [128, 256, 512])) - 1)
+            return AudioModelInfo(folder.name, folder, AUDIOLDM2, rate, min_duration=hop * scale / rate)
         return None
     config = _json(folder / "config.json")
     if config is not None and str(config.get("model_type", "")).lower() == "vits":
