@@ -75,7 +75,9 @@ def build_services(config: AppConfig) -> Services:
     from modules.audio.engine import AudioModels
     from modules.audio.kind import AudioRunner, audio_kind
     from modules.audio.registry import AudioModelRegistry
+    from modules.errors import RequestError
     from modules.extensions.manager import ExtensionManager, engine_catalog
+    from modules.image.batching import batch_key, generate_batch
     from modules.image.checks import check_request
     from modules.image.flow import with_model_defaults
     from modules.image.generation import Engine, generate
@@ -144,15 +146,34 @@ def build_services(config: AppConfig) -> Services:
     def run_image(request: GenerationRequest, control: JobControl) -> GenerationResult:
         return extensions.run_job(request, control, lambda cell, cell_control: generate(cell, engine, cell_control))
 
+    def run_images(requests: list[GenerationRequest], controls: list[JobControl]) -> list[Any]:
+        """Compatible image jobs as one batch (``modules.image.batching``), each saving under its own job."""
+        def scope(control: JobControl) -> Any:
+            return engine.store.recording(output_manifest(queue, control))
+
+        return extensions.run_jobs(
+            requests, controls, lambda cell, cell_control: generate(cell, engine, cell_control),
+            lambda cells, observed: generate_batch(cells, engine, observed, job_scope=lambda i: scope(observed[i])),
+            job_scope=scope)
+
+    def family_of(model: str | None) -> str | None:
+        try:
+            return engine.resolve_model(model).family
+        except RequestError:
+            return None
+
     kinds = KindRegistry()
-    queue = JobQueue(kinds, preview_interval=config.preview_interval, store=JobStore(config.jobs_db))
+    queue = JobQueue(kinds, preview_interval=config.preview_interval, store=JobStore(config.jobs_db),
+                     max_batch=config.batch_images, gather_window=config.batch_window)
     services = Services(config=config, engine=engine, queue=queue, settings=settings, extensions=extensions,
                         runtime=runtime)
     kinds.register(image_kind(recording_outputs(run_image, queue, engine.store),
                               lambda request: check_request(request, engine, extensions),
                               default_model=services.default_model,
                               default_safety=lambda: settings.get("safety"),
-                              model_defaults=lambda request: with_model_defaults(request, engine)))
+                              model_defaults=lambda request: with_model_defaults(request, engine),
+                              run_batch=run_images,
+                              batch_key=lambda request: batch_key(request, family_of)))
     upscale = upscale_kind(UpscaleRunner(
         upscalers, engine.upscaler_models, engine.store, config.limits,
         tile_defaults=lambda: default_tile_options(runtime.get().device.type, runtime.get().device.total_memory),
@@ -192,7 +213,8 @@ def output_manifest(queue: JobQueue, control: JobControl) -> Path | None:
     store = queue.store
     if store is None:
         return None
-    job = next((job for job in queue.jobs() if job.control is control), None)
+    # A control wrapped for one cell (extensions) or a batch member shares the job's flags: match on those.
+    job = next((job for job in queue.jobs() if job.control.interrupted is control.interrupted), None)
     return store.job_dir(job.id) / OUTPUT_MANIFEST if job is not None else None
 
 
