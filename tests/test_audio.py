@@ -180,3 +180,14 @@ def test_a_finished_job_reads_back_from_the_store(audio_services):
     assert again.clips[0].parameters["text"] == "keep me"
     request = kind.decode_request(kind.encode_request(job.request, folder), folder, True)
     assert (request.text, request.seed, request.model) == ("keep me", 2, "tiny-vits")
+
+
+def test_speech_speed_changes_the_length_and_voices_differ(audio_services):
+    def clip(**fields) -> np.ndarray:
+        request = AudioRequest(task=SPEECH, model="tiny-vits-two", text="the same words", seed=5, **fields)
+        return decode(audio_services.run(request, timeout=60).clips[0].path).samples
+
+    slow, fast = clip(speed=0.5), clip(speed=2.0)
+    assert slow.shape[1] > 2 * fast.shape[1]  # durations scale with 1 / speed
+    first, second = clip(voice="speaker 0"), clip(voice="speaker 1")
+    assert first.shape != second.shape or not np.array_equal(first, second)
