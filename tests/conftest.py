@@ -81,3 +81,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_store(tmp_path_factory) -> Path:
+    """A models folder with ``audio/`` holding tiny Stable Audio, AudioLDM2 and VITS models (one and two voices),
+    built once."""
+    from tools.tiny_audio import save_tiny_audio_models
+
+    root = tmp_path_factory.mktemp("audio-models")
+    save_tiny_audio_models(root / "audio")
+    return root

@@ -30,6 +30,7 @@ from app.api.requests_common import (
     visible_to,
 )
 from app.api.webhooks import check_webhook_url, install_webhooks
+from modules.audio.request import AudioRequest
 from modules.controlnet.units import ControlNetUnit
 from modules.image.request import GenerationRequest, HiresFix, Outpaint, SdUpscale
 from modules.image.results import GenerationResult
@@ -189,13 +190,37 @@ class InterrogateJobBody(BaseModel):
     webhook_url: str | None = None
 
 
+class AudioJobBody(BaseModel):
+    """An ``AudioRequest`` on the wire (``"kind": "audio"``): text-to-audio (``prompt``) or speech (``text``);
+    ``init_audio`` as base64. The files come back as the job's artifacts, each with its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["audio"]
+    task: Literal["text-to-audio", "speech"] | None = None
+    model: str | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    text: str | None = None
+    duration: float | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    seed: int | None = None
+    waveforms: int | None = None
+    init_audio: str | None = None
+    voice: str | None = None
+    speed: float | None = None
+    output_format: Literal["wav", "flac", "mp3", "ogg", "opus", "aac"] | None = None
+    webhook_url: str | None = None
+
+
 def _kind_of(value: Any) -> str:
     kind = value.get("kind", "image") if isinstance(value, dict) else getattr(value, "kind", "image")
     return kind if isinstance(kind, str) else "image"
 
 
 AnyJobBody = Annotated[Annotated[JobBody, Tag("image")] | Annotated[UpscaleJobBody, Tag("upscale")]
-                       | Annotated[InterrogateJobBody, Tag("interrogate")], Discriminator(_kind_of)]
+                       | Annotated[InterrogateJobBody, Tag("interrogate")] | Annotated[AudioJobBody, Tag("audio")],
+                       Discriminator(_kind_of)]
 
 
 def to_upscale_request(body: UpscaleJobBody) -> UpscaleRequest:
@@ -210,6 +235,15 @@ def to_upscale_request(body: UpscaleJobBody) -> UpscaleRequest:
 def to_interrogate_request(body: InterrogateJobBody) -> InterrogateRequest:
     fields = body.model_dump(exclude_none=True, exclude={"kind", "webhook_url", "image"})
     return InterrogateRequest(image=decode_image(body.image, "image"), **fields)
+
+
+def to_audio_request(body: AudioJobBody) -> AudioRequest:
+    from app.api.audio_common import decode_base64_audio
+
+    fields = body.model_dump(exclude_none=True, exclude={"kind", "webhook_url", "init_audio"})
+    if body.init_audio is not None:
+        fields["init_audio"] = decode_base64_audio(body.init_audio, "init_audio")
+    return AudioRequest(**fields)
 
 
 def to_request(body: JobBody) -> GenerationRequest:
@@ -253,13 +287,13 @@ def _implied_task(body: JobBody) -> str:
 # -- routes ------------------------------------------------------------------------------------------------------
 @router.post("/jobs", status_code=202)
 async def submit_job(body: AnyJobBody, http_request: Request, services: ServicesDep) -> dict:
-    """Queue a job of any kind (``kind``: ``image``, the default, ``upscale`` or ``interrogate``) and answer at
-    once with its id and where to watch it."""
+    """Queue a job of any kind (``kind``: ``image``, the default, ``upscale``, ``interrogate`` or ``audio``) and
+    answer at once with its id and where to watch it."""
     sender = install_webhooks(services.queue)
     webhook = await run_in_threadpool(check_webhook_url, body.webhook_url, sender.allow_private)  # may resolve DNS
     # decoding a large image should not stall other clients
     convert = {JobBody: to_request, UpscaleJobBody: to_upscale_request,
-               InterrogateJobBody: to_interrogate_request}[type(body)]
+               InterrogateJobBody: to_interrogate_request, AudioJobBody: to_audio_request}[type(body)]
     request = await run_in_threadpool(convert, body)
     job = await submit_checked(services, request, source="native", owner=owner_of(http_request), webhook=webhook)
     if webhook:

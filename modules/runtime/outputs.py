@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from PIL import Image
@@ -129,11 +129,18 @@ class OutputStore:
     def save_named(self, image: Image.Image, task: str, infotext: str | None, stem: str, fmt: str = "png") -> Path:
         """Write one image as ``NNNNN-<stem>.<ext>`` under ``task``'s folder of the day (the upscaler names its
         outputs after their source files; generations after seed and prompt)."""
+        return self._save_staged(lambda staging: save_image_with_infotext(image, staging, infotext, fmt), task, stem,
+                                 FILE_EXTENSIONS[fmt])
+
+    def save_bytes(self, data: bytes, task: str, stem: str, ext: str) -> Path:
+        """Write an encoded file (a sound, a video) as ``NNNNN-<stem>.<ext>``, atomically and numbered like images."""
+        return self._save_staged(lambda staging: staging.write_bytes(data), task, stem, ext)
+
+    def _save_staged(self, write: Callable[[Path], object], task: str, stem: str, ext: str) -> Path:
         folder = self.folder(task)
         folder.mkdir(parents=True, exist_ok=True)
-        ext = FILE_EXTENSIONS[fmt]
         staging = folder / f"{STAGING_PREFIX}{os.getpid()}-{threading.get_ident()}.{ext}"
-        save_image_with_infotext(image, staging, infotext, fmt)
+        write(staging)
         try:
             digest = _sha256(staging) if getattr(self._running, "manifest", None) is not None else ""
             with self._lock:

@@ -75,6 +75,9 @@ class Services:
 
 
 def build_services(config: AppConfig) -> Services:
+    from modules.audio.engine import AudioModels
+    from modules.audio.kind import AudioRunner, audio_kind
+    from modules.audio.registry import AudioModelRegistry
     from modules.errors import RequestError
     from modules.extensions.manager import ExtensionManager, engine_catalog
     from modules.image.batching import batch_key, generate_batch
@@ -194,6 +197,10 @@ def build_services(config: AppConfig) -> Services:
         InterrogatorFolders(config.models_dir),
         InterrogateModels(device=runtime.device_name, dtype=lambda: runtime.get().dtype),
     )))
+    audio = audio_kind(AudioRunner(AudioModelRegistry(config.models_dir),
+                                   AudioModels(device=runtime.device_name, dtype=lambda: runtime.get().dtype),
+                                   engine.store, version=engine.version))
+    kinds.register(dataclasses.replace(audio, run=recording_outputs(audio.run, queue, engine.store)))
     return services
 
 
