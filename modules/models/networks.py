@@ -16,6 +16,7 @@ LoRAs go through diffusers' ``load_lora_weights``, which knows their many format
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -178,10 +179,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
     parsed = {}
     for key, value in metadata.items():
         if isinstance(value, str) and value[:1] in "{[":
-            try:
+            with contextlib.suppress(ValueError):  # kohya writes JSON in some values; others stay text
                 value = json.loads(value)
-            except ValueError:
-                pass
         parsed[key] = value
     return parsed
 
@@ -253,8 +252,8 @@ def check_lora_fits(pipe: Any, info: NetworkFile, state: dict[str, Any]) -> None
             continue
         component, module = _component_module(pipe, key)
         if module is None:
-            raise NetworkLoadError(f"LoRA {info.filename} does not fit this model: it changes {key.rsplit('.lora_', 1)[0]}, "
-                                   f"which this {_family_name(pipe)} model does not have (a LoRA for another "
+            raise NetworkLoadError(f"LoRA {info.filename} does not fit this model: it changes "
+                                   f"{key.rsplit('.lora_', 1)[0]}, which this {_family_name(pipe)} model does not have (a LoRA for another "
                                    f"architecture?)")
         expected = getattr(module, "in_features", None) or getattr(module, "in_channels", None)
         if expected is not None and tensor.shape[1] != expected:
