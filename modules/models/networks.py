@@ -253,8 +253,8 @@ def check_lora_fits(pipe: Any, info: NetworkFile, state: dict[str, Any]) -> None
         component, module = _component_module(pipe, key)
         if module is None:
             raise NetworkLoadError(f"LoRA {info.filename} does not fit this model: it changes "
-                                   f"{key.rsplit('.lora_', 1)[0]}, which this {_family_name(pipe)} model does not have (a LoRA for another "
-                                   f"architecture?)")
+                                   f"{key.rsplit('.lora_', 1)[0]}, which this {_family_name(pipe)} model does not "
+                                   f"have (a LoRA for another architecture?)")
         expected = getattr(module, "in_features", None) or getattr(module, "in_channels", None)
         if expected is not None and tensor.shape[1] != expected:
             raise NetworkLoadError(f"LoRA {info.filename} does not fit this model: {key.rsplit('.lora_', 1)[0]} takes "
