@@ -51,9 +51,9 @@ model), with no network.
 - **Use it with:** the base model at its recommended settings ({recommended["sampler"]}, {recommended["steps"]}
   steps, CFG {recommended["guidance"]:g}), {recommended["frames"]} frames of 64 x 64, {recommended["fps"]} fps.
 - **Size on disk:** {folder_size(out) / 1e6:.1f} MB (float16 weights; they load as float32 too).
-- **Architecture:** one temporal transformer layer per motion module ({record["transformer_layers"]} layer), at
-  every resolution of the base UNet and in its middle block, attention heads {record["head_dim"]} wide,
-  sinusoidal frame positions up to {record["max_seq_length"]} frames.
+- **Architecture:** motion modules of {record["transformer_layers"]} temporal transformer layer(s) after every
+  block of the base UNet and in its middle block, attention heads {record["head_dim"]} wide, sinusoidal frame
+  positions up to {record["max_seq_length"]} frames.
 
 ## Prompts
 Caption grammar (colour and shape words are the base model's):
