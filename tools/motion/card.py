@@ -104,6 +104,9 @@ mask); the motion is read from how the centroid and area change between the firs
 (not measured yet)
 {EVAL_END}
 """
+    if (out / "samples.png").is_file():
+        text += ("\nThe evaluator's first clips, one per row (16 frames left to right; prompts in the order of "
+                 "`tools.motion.clips.evaluation_cases`):\n\n![samples](samples.png)\n")
     card = out / "README.md"
     old = card.read_text(encoding="utf-8") if card.is_file() else ""
     if EVAL_START in old and EVAL_END in old:
