@@ -31,6 +31,7 @@ def write_card(out: Path, record: dict[str, Any]) -> Path:
     stopped = (f" The time cap stopped it after {steps_done} of {record['steps']} planned steps; the learning rate "
                f"is constant after warm-up, so `{record['reproduce']}` gives the same weights."
                if steps_done < record["steps"] else "")
+    note = f" {timing['note']}" if timing.get("note") else ""
     phrases = "\n".join(f"                | \"{p}\"" for p in clips.MOTION_PHRASES.values())
     phrases = phrases.replace("                |", "    motion     :=", 1)
     text = f"""---
@@ -75,8 +76,8 @@ large, on the left, in the centre or on the right. Training named the background
 {record["command"]}
 ```
 Took {timing["minutes"]:.1f} minutes on {timing["threads"]} CPU thread(s) (torch {timing["torch"]}), encoding the
-clips {timing["prepare_minutes"]:.1f} of them.{stopped} The same command, seed, thread count and PyTorch version give
-the same weights; `--resume` continues from `.train-state/` after an interruption.
+clips {timing["prepare_minutes"]:.1f} of them.{stopped}{note} The same command, seed, thread count and PyTorch version
+give the same weights; `--resume` continues from `.train-state/` after an interruption.
 
 The base model's autoencoder, text encoder and UNet are frozen; only the motion modules learn (each starts with a
 zero output projection, so at step 0 the base's images are unchanged). {record["clips"]} fixed clips of
