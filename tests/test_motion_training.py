@@ -84,6 +84,7 @@ def test_the_tiny_run_saves_an_adapter_animatediff_runs(tiny_folder):
     assert frames.shape == (1, 8, 64, 64, 3) and np.isfinite(frames).all()
 
 
+@pytest.mark.slow
 def test_resuming_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     base = read_base(BASE)
     config = make_config("tiny", steps=4)
