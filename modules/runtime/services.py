@@ -160,7 +160,31 @@ def build_services(config: AppConfig) -> Services:
         InterrogatorFolders(config.models_dir),
         InterrogateModels(device=runtime.device_name, dtype=lambda: runtime.get().dtype),
     )))
+    kinds.register(train_kind_for(config, engine, runtime, services.default_model))
     return services
+
+
+def train_kind_for(config: AppConfig, engine: Engine, runtime: DeviceRuntime,
+                   default_model: Callable[[], str | None]) -> Any:
+    """The train kind: a fresh float32 copy of the base model per run; class images made by ``generate``, the
+    same function every image job runs."""
+    from modules.image.generation import generate
+    from modules.models.checkpoints import load_pipeline
+    from modules.training.kind import TrainRunner, train_kind
+    from modules.upscaling.kind import FolderPolicy
+
+    def load_base(info: Any) -> Any:
+        import torch
+
+        return load_pipeline(info, torch_dtype=torch.float32, cache_dir=config.config_cache_dir)
+
+    return train_kind(TrainRunner(
+        registry=engine.registry, models_dir=config.models_dir, training_root=config.data_dir / "training",
+        load_base=load_base, default_model=default_model,
+        generate=lambda request, control: [item.image for item in generate(request, engine, control).images],
+        release_generation=engine.pipelines.unload_all, device=runtime.device_name,
+        folders=FolderPolicy(roots=(config.outdir, config.data_dir) if config.listen or config.share else None),
+    ))
 
 
 OUTPUT_MANIFEST = "outputs.jsonl"  # in the job's folder of the job store: the files its current run wrote
