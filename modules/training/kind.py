@@ -239,12 +239,11 @@ class TrainRunner:
 
 
 def run_config(request: TrainRequest, inputs: Path, info: Any) -> dict[str, Any]:
-    """The request as the JSON that reproduces the run: uploads copied beside it, with their hashes, and the
-    base model's hash."""
+    """The request as the JSON that reproduces the run (``python -m tools.train --config``): uploads copied into
+    ``inputs`` beside it (``images`` names them there), with their hashes, and the base model's hash."""
     data = request_to_dict(request, inputs)
     data["image_hashes"] = [_image_hash(image) for image in request.images]
     data["base_model_hash"] = getattr(info, "sha256", None)
-    data["images"] = [str(inputs / name) for name in data["images"]]
     return data
 
 

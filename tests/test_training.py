@@ -1,0 +1,176 @@
+"""The train kind on the tiny SD 1.x model: LoRA and textual inversion learn from a few pictures and land where
+the studio (and A1111) finds them; a stopped run resumes to exactly the weights of an uninterrupted one."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from modules.errors import RequestError
+from modules.training.request import TrainRequest
+from tests.helpers import pixels, txt2img
+from tests.training_helpers import heart_folder
+
+# The names A1111's Lora extension maps to its own modules (extensions-builtin/Lora/lora_convert.py /
+# networks.py: ``lora_unet_{down,up}_blocks_N_attentions_N_*``, ``lora_unet_mid_block_attentions_0_*``,
+# ``lora_te_text_model_encoder_layers_N_*``), each with ``.lora_down.weight``, ``.lora_up.weight`` and ``.alpha``.
+A1111_UNET = re.compile(r"^lora_unet_(down_blocks_\d+_attentions_\d+|up_blocks_\d+_attentions_\d+|"
+                        r"mid_block_attentions_0)_transformer_blocks_\d+_attn[12]_(to_q|to_k|to_v|to_out_0)\.(lora_down\.weight|lora_up\.weight|alpha)$")
+A1111_TE = re.compile(r"^lora_te_text_model_encoder_layers_\d+_(self_attn_(q|k|v|out)_proj|mlp_fc[12])"
+                      r"\.(lora_down\.weight|lora_up\.weight|alpha)$")
+
+
+def train_request(folder, **fields) -> TrainRequest:
+    base = dict(output_name="hearty", data_dir=str(folder), instance_prompt="a sks on a plain background",
+                resolution=64, steps=6, checkpoint_every=2, learning_rate=2e-3, seed=3)
+    base.update(fields)
+    return TrainRequest(**base)
+
+
+@pytest.fixture
+def hearts(tmp_path):
+    return heart_folder(tmp_path / "hearts")
+
+
+def read_tensors(path):
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as file:
+        metadata = file.metadata()
+    return load_file(str(path)), metadata
+
+
+def test_lora_trains_into_a_kohya_file_that_the_lora_path_applies(services, hearts, one_thread):
+    result = services.run(train_request(hearts, train_text_encoder=True, sample_every=3,
+                                        sample_prompts=("a sks",), sample_steps=2), timeout=600)
+    path = services.config.models_dir / "Lora" / "hearty.safetensors"
+    assert result.output == path and path.is_file()
+    assert len(result.losses) == 6 and all(np.isfinite(result.losses))
+    tensors, metadata = read_tensors(path)
+    assert metadata["ss_output_name"] == "hearty" and metadata["ss_network_dim"] == "4"
+    unet = [key for key in tensors if key.startswith("lora_unet_")]
+    text = [key for key in tensors if key.startswith("lora_te_")]
+    assert unet and text
+    assert [key for key in unet if not A1111_UNET.match(key)] == []
+    assert [key for key in text if not A1111_TE.match(key)] == []
+    for key in tensors:
+        if key.endswith(".lora_down.weight"):
+            base = key.removesuffix(".lora_down.weight")
+            assert tensors[base + ".lora_up.weight"].shape[1] == tensors[key].shape[0] == 4
+            assert float(tensors[base + ".alpha"]) == 4.0
+    # the training images are pictures, the samples too; the curve shows the run
+    kinds = [artifact.type for artifact in result.artifacts]
+    assert kinds.count("file") == 1 and kinds.count("image") == 1 + 2
+
+    plain = services.run(txt2img(prompt="a sks on a plain background", steps=3)).images[0]
+    with_lora = services.run(txt2img(prompt="a sks on a plain background <lora:hearty:1>", steps=3)).images[0]
+    assert np.abs(pixels(plain.image) - pixels(with_lora.image)).max() > 5
+    assert "hearty: " in with_lora.infotext  # Lora hashes: the studio's LoRA path applied it
+
+
+def test_textual_inversion_trains_an_a1111_embedding_the_prompt_uses(services, hearts, one_thread):
+    import torch
+
+    prompt = "a heartemb on a plain background"
+    before = services.run(txt2img(prompt=prompt, steps=3)).images[0]  # a word the tokenizer splits, no embedding
+    result = services.run(train_request(hearts, method="textual_inversion", output_name="heartemb", ti_vectors=2,
+                                        learning_rate=5e-2), timeout=600)
+    path = services.config.models_dir / "embeddings" / "heartemb.pt"
+    assert result.output == path
+    data = torch.load(path, weights_only=False)
+    assert data["string_to_param"]["*"].shape == (2, 64) and data["step"] == 6 and data["name"] == "heartemb"
+    after = services.run(txt2img(prompt=prompt, steps=3)).images[0]  # the folder is scanned per job: used at once
+    assert "TI hashes" in after.infotext and "heartemb: " in after.infotext
+    assert np.abs(pixels(before.image) - pixels(after.image)).max() > 5
+
+
+def _lora_tensors(services, name="hearty"):
+    return read_tensors(services.config.models_dir / "Lora" / f"{name}.safetensors")[0]
+
+
+def test_a_cancelled_run_resumes_to_the_weights_of_an_uninterrupted_one(services, hearts, one_thread):
+    request = train_request(hearts, steps=8, checkpoint_every=1)
+    whole = services.run(request.replace(output_name="whole"), timeout=600)
+    reference = _lora_tensors(services, "whole")
+
+    job = services.queue.submit(request.replace(output_name="split"))
+    stopped = threading.Event()
+
+    def stop_after_three(_job_id):
+        if job.progress.step >= 3 and not stopped.is_set():
+            stopped.set()
+            services.queue.cancel(job.id)
+
+    while not job.done_event.wait(0.02):
+        stop_after_three(job.id)
+    first = job.result
+    assert first.stopped and first.output is None and 3 <= first.step < 8
+    assert not (services.config.models_dir / "Lora" / "split.safetensors").exists()
+    checkpoints = services.queue.kinds.get("train").run.__self__.run_folder(request.replace(output_name="split"))
+    assert checkpoints.latest_checkpoint()[0] == first.step  # the stop kept where it got to
+
+    again = services.run(request.replace(output_name="split"), timeout=600)
+    assert again.losses == whole.losses
+    resumed = _lora_tensors(services, "split")
+    assert resumed.keys() == reference.keys()
+    assert all(torch_equal(resumed[key], reference[key]) for key in reference)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+@pytest.mark.parametrize("fields, field, words", [
+    (dict(data_dir=None), "images", "no training images"),
+    (dict(resolution=32), "resolution", "between"),
+    (dict(resolution=70), "resolution", "multiple of 8"),
+    (dict(lora_rank=0), "lora_rank", "between"),
+    (dict(lora_rank=1000), "lora_rank", "between"),
+    (dict(rare_token="sfumato", instance_prompt="a sfumato"), "rare_token", "e.g. 'sks'"),
+    (dict(instance_prompt="a heart"), "instance_prompt", "sks"),
+    (dict(output_name="../escape"), "output_name", "name"),
+    (dict(prior_preservation=True), "class_prompt", "class prompt"),
+    (dict(base_model="nothing-like-this"), "base_model", "nothing-like-this"),
+    (dict(data_dir="/no/such/folder"), "data_dir", "does not exist"),
+])
+def test_bad_requests_are_refused_naming_the_field_and_nothing_is_queued(services, hearts, fields, field, words):
+    with pytest.raises(RequestError) as caught:
+        services.queue.submit(train_request(hearts, **fields))
+    assert caught.value.field == field and words in caught.value.message
+    assert services.queue.jobs() == []
+
+
+def test_unreadable_images_and_other_families_are_refused(services, hearts):
+    (hearts / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(RequestError, match="broken.png cannot be read") as caught:
+        services.queue.submit(train_request(hearts))
+    assert caught.value.field == "data_dir"
+    (hearts / "broken.png").unlink()
+    from tools.tiny_model import save_tiny_model
+
+    save_tiny_model(services.config.models_dir / "Stable-diffusion" / "tiny-xl", family="sdxl")
+    services.engine.registry.refresh()
+    with pytest.raises(RequestError, match="sdxl model") as caught:
+        services.queue.submit(train_request(hearts, base_model="tiny-xl"))
+    assert caught.value.field == "base_model"
+
+
+def test_a_failed_write_leaves_no_file_in_models(services, hearts, one_thread):
+    blocker = services.config.models_dir / "Lora" / "hearty.safetensors"
+    blocker.mkdir(parents=True)  # a directory where the file should go: the final rename fails
+    job = services.queue.submit(train_request(hearts, steps=2))
+    job.done_event.wait(600)
+    assert job.state == "failed"
+    assert sorted(path.name for path in blocker.parent.iterdir()) == ["hearty.safetensors"]
+    assert blocker.is_dir() and not any(blocker.iterdir())
+    shutil.rmtree(blocker)
+    # the worker goes on, and the same request finishes from the checkpoint the failed run kept
+    again = services.run(train_request(hearts, steps=2), timeout=600)
+    assert again.output == blocker and blocker.is_file()
