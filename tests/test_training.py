@@ -115,6 +115,7 @@ def test_a_cancelled_run_resumes_to_the_weights_of_an_uninterrupted_one(services
     assert checkpoints.latest_checkpoint()[0] == first.step  # the stop kept where it got to
 
     again = services.run(request.replace(output_name="split"), timeout=600)
+    assert again.resumed_from == first.step
     assert again.losses == whole.losses
     resumed = _lora_tensors(services, "split")
     assert resumed.keys() == reference.keys()

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     kind.validate(request)
     result = kind.run(request, JobControl())
     print(json.dumps({"output": str(result.output) if result.output else None, "step": result.step,
-                      "losses": result.losses}))
+                      "resumed_from": result.resumed_from, "losses": result.losses}))
     return 0
 
 

@@ -163,7 +163,7 @@ class TrainRunner:
             output = self._write_result(request, info, outcome)
         return TrainResult(output=output, method=request.method, step=outcome.step, steps=request.steps,
                            losses=outcome.losses, loss_curve=folder.loss_curve, samples=samples,
-                           run_folder=folder.path, stopped=outcome.stopped)
+                           run_folder=folder.path, stopped=outcome.stopped, resumed_from=outcome.resumed_from)
 
     def _claim_folder(self, request: TrainRequest, folder: RunFolder, info: Any) -> None:
         """Resume an identical earlier run of this name, else start afresh; write the configuration either way."""

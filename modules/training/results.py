@@ -25,6 +25,7 @@ class TrainResult:
     samples: list[Path] = field(default_factory=list)
     run_folder: Path | None = None
     stopped: bool = False
+    resumed_from: int = 0  # the step of the checkpoint this job continued from
 
     @property
     def interrupted(self) -> bool:
@@ -66,7 +67,7 @@ def result_to_dict(result: TrainResult, _folder: Path) -> dict[str, Any]:
     return {"output": text(result.output), "method": result.method, "step": result.step, "steps": result.steps,
             "losses": result.losses, "loss_curve": text(result.loss_curve),
             "samples": [str(path) for path in result.samples], "run_folder": text(result.run_folder),
-            "stopped": result.stopped}
+            "stopped": result.stopped, "resumed_from": result.resumed_from}
 
 
 def result_from_dict(data: dict[str, Any], _folder: Path) -> tuple[TrainResult, list[str]]:
@@ -78,7 +79,8 @@ def result_from_dict(data: dict[str, Any], _folder: Path) -> tuple[TrainResult, 
                          losses=[float(value) for value in data.get("losses") or []],
                          loss_curve=path(data.get("loss_curve")),
                          samples=[Path(value) for value in data.get("samples") or []],
-                         run_folder=path(data.get("run_folder")), stopped=bool(data.get("stopped")))
+                         run_folder=path(data.get("run_folder")), stopped=bool(data.get("stopped")),
+                         resumed_from=int(data.get("resumed_from", 0)))
     missing = [str(item) for item in [result.output, result.loss_curve, *result.samples]
                if item is not None and not item.exists()]
     return result, [f"{item}: missing" for item in missing]

@@ -52,6 +52,7 @@ class TrainOutcome:
     step: int
     losses: list[float]
     stopped: bool
+    resumed_from: int = 0  # the checkpoint's step the run continued from (0: from the start)
     state: dict[str, Any] = field(default_factory=dict)  # what the result writer needs (LoRA layers, vectors...)
 
 
@@ -261,7 +262,8 @@ class Trainer:
         if ema is not None and not stopped:
             ema.copy_to(parameters)
         state = {"models": {**{name: accelerator.unwrap_model(model) for name, model in models.items()}, "pipe": pipe}}
-        return TrainOutcome(step=step, losses=losses, stopped=stopped, state=state)
+        return TrainOutcome(step=step, losses=losses, stopped=stopped, state=state,
+                            resumed_from=latest[0] if latest is not None else 0)
 
     def _loss(self, micro: int, models: dict[str, Any], noise_scheduler: Any, device: Any) -> Any:
         import torch
