@@ -91,8 +91,8 @@ class TrainRunner:
                                              f"trains SD 1.x/2.x models")
         folder = self._folder(request)
         read_examples(request.images, request.captions, folder, request.instance_prompt)
-        problem = rare_token_problem(request.rare_token)
-        if problem:
+        problem = None if request.method == "textual_inversion" else rare_token_problem(request.rare_token)
+        if problem:  # an embedding's token is replaced by its own vectors: any word will do
             raise RequestError("rare_token", problem)
 
     def _folder(self, request: TrainRequest) -> Path | None:
@@ -118,6 +118,8 @@ class TrainRunner:
         progress = Progress(steps=request.steps, text="Reading the images")
         control.report(progress)
         examples = read_examples(request.images, request.captions, self._folder(request), request.instance_prompt)
+        if request.method == "textual_inversion":
+            examples = with_token(examples, request.rare_token, request.instance_prompt)
         class_examples = self._class_examples(request, info, control, progress)
         if control.interrupted.is_set():
             return TrainResult(None, request.method, 0, request.steps, run_folder=folder.path, stopped=True)
@@ -125,7 +127,8 @@ class TrainRunner:
         progress.text = f"Loading {info.name}"
         control.report(progress)
         pipe = self.load_base(info)
-        trainer = Trainer(request, pipe, examples, class_examples, folder)
+        trainer = Trainer(request, pipe, examples, class_examples, folder,
+                          initial_vectors=self._existing_vectors(request))
         samples: list[Path] = []
 
         def on_step(report: Any) -> None:
@@ -164,6 +167,54 @@ class TrainRunner:
         return TrainResult(output=output, method=request.method, step=outcome.step, steps=request.steps,
                            losses=outcome.losses, loss_curve=folder.loss_curve, samples=samples,
                            run_folder=folder.path, stopped=outcome.stopped, resumed_from=outcome.resumed_from)
+
+    def embedding_path(self, name: str) -> Path:
+        from modules.models.registry import EMBEDDINGS_DIR
+
+        return self.models_dir / EMBEDDINGS_DIR / f"{name}.pt"
+
+    def _existing_vectors(self, request: TrainRequest) -> Any:
+        """The vectors of the embedding a textual-inversion run continues (A1111 trains a created embedding)."""
+        if request.method != "textual_inversion" or not request.ti_continue:
+            return None
+        from modules.models.networks import NetworkFile, NetworkLoadError, read_embedding
+
+        path = self.embedding_path(request.output_name)
+        if not path.is_file():
+            raise RequestError("output_name", f"no embedding {path.name} to continue; create it first")
+        try:
+            return read_embedding(NetworkFile(request.output_name, path, request.output_name))["clip_l"]
+        except NetworkLoadError as error:
+            raise RequestError("output_name", str(error)) from None
+
+    def create_embedding(self, name: str, vectors: int, init_text: str, overwrite: bool, model: str | None) -> Path:
+        """A1111's "Create embedding": ``vectors`` vectors taken from ``init_text``'s token embeddings (zeros for an
+        empty text) in the base model's text encoder, written as an untrained embedding (step 0)."""
+        import torch
+
+        from modules.models.registry import UnknownModelError
+        from modules.training import outputs
+        from modules.training.request import NAME_PATTERN
+
+        if not NAME_PATTERN.match(name or ""):
+            raise RequestError("name", "give the embedding a name: letters, digits, spaces, '_', '-' or '.'")
+        if not 1 <= vectors <= 75:
+            raise RequestError("num_vectors_per_token", f"must be between 1 and 75, got {vectors}")
+        path = self.embedding_path(name)
+        if path.exists() and not overwrite:
+            raise RequestError("name", f"file {path} already exists")
+        try:
+            info = self.registry.find(model or self.default_model() or "")
+        except UnknownModelError as error:
+            raise RequestError("model", str(error)) from None
+        pipe = self.load_base(info)
+        table = pipe.text_encoder.get_input_embeddings().weight.detach().float()
+        ids = pipe.tokenizer(init_text, add_special_tokens=False).input_ids if init_text else []
+        start = torch.zeros(vectors, table.shape[1])
+        for index in range(vectors):
+            if ids:
+                start[index] = table[ids[index * len(ids) // vectors]]
+        return outputs.write_torch(path, outputs.embedding_payload(name, start, 0, info.short_hash, info.name))
 
     def _claim_folder(self, request: TrainRequest, folder: RunFolder, info: Any) -> None:
         """Resume an identical earlier run of this name, else start afresh; write the configuration either way."""
@@ -236,6 +287,16 @@ class TrainRunner:
     @staticmethod
     def _pipe_of(models: dict[str, Any]) -> Any:
         return models["pipe"]
+
+
+def with_token(examples: list, token: str, instance_prompt: str) -> list:
+    """Textual inversion learns only where its token is: a caption without it is joined to the instance prompt."""
+    import dataclasses as dc
+    import re
+
+    word = re.compile(rf"(?<!\w){re.escape(token)}(?!\w)")
+    return [example if word.search(example.caption) or example.caption == instance_prompt
+            else dc.replace(example, caption=f"{instance_prompt}, {example.caption}") for example in examples]
 
 
 def run_config(request: TrainRequest, inputs: Path, info: Any) -> dict[str, Any]:

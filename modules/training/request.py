@@ -70,6 +70,7 @@ class TrainRequest:
     ema_decay: float = 0.999
     ti_vectors: int = 1  # textual inversion: vectors per token
     ti_init_text: str = "*"  # textual inversion: the words the vectors start from
+    ti_continue: bool = False  # textual inversion: start from models/embeddings/<output_name>.pt (A1111's way)
     checkpoint_every: int = 100
     checkpoint_limit: int = 3  # 0 = keep every checkpoint
     sample_every: int = 0  # 0 = no samples

@@ -80,7 +80,7 @@ class Trainer:
     """One run on a loaded pipeline (a fresh float32 copy of the base model this run owns and changes)."""
 
     def __init__(self, request: TrainRequest, pipe: Any, examples: list[dataset.Example],
-                 class_examples: list[dataset.Example], folder: RunFolder) -> None:
+                 class_examples: list[dataset.Example], folder: RunFolder, initial_vectors: Any = None) -> None:
         self.request = request
         self.pipe = pipe
         self.examples = examples
@@ -89,6 +89,7 @@ class Trainer:
         sizes = dataset.bucket_sizes(request.resolution, request.buckets)
         self.buckets = [dataset.nearest_bucket(example.image.size, sizes) for example in examples]
         self._placeholder_tokenizer: Any = None
+        self.initial_vectors = initial_vectors  # textual inversion continuing an embedding
 
     # -- set-up --------------------------------------------------------------------------------------------------
     def _prepare_models(self) -> dict[str, Any]:
@@ -133,6 +134,8 @@ class Trainer:
         """Textual inversion starts from the embedding of ``ti_init_text`` (repeated to the asked count)."""
         import torch
 
+        if self.initial_vectors is not None:
+            return self.initial_vectors.detach().float().clone()
         tokenizer, encoder = self.pipe.tokenizer, self.pipe.text_encoder
         ids = tokenizer(self.request.ti_init_text or "*", add_special_tokens=False).input_ids
         ids = ids or [tokenizer.eos_token_id]
