@@ -73,6 +73,23 @@ def test_lora_trains_into_a_kohya_file_that_the_lora_path_applies(services, hear
     assert "hearty: " in with_lora.infotext  # Lora hashes: the studio's LoRA path applied it
 
 
+def test_tensorboard_events_and_the_loss_curve_record_the_run(services, hearts, one_thread):
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = services.run(train_request(hearts, output_name="logged", steps=4, tensorboard=True), timeout=600)
+    events = EventAccumulator(str(result.run_folder / "tensorboard"))
+    events.Reload()
+    losses = [event.value for event in events.Scalars("loss")]
+    assert [event.step for event in events.Scalars("loss")] == [1, 2, 3, 4]
+    assert losses == pytest.approx(result.losses, rel=1e-6)
+    with Image.open(result.loss_curve) as curve:
+        drawn = np.asarray(curve.convert("RGB"))
+    assert curve.size == (480, 240)
+    assert (np.abs(drawn.astype(int) - (30, 80, 200)).sum(axis=2) < 30).sum() > 50  # the smoothed line is there
+    assert (result.run_folder / "config.json").is_file()
+
+
 def test_textual_inversion_trains_an_a1111_embedding_the_prompt_uses(services, hearts, one_thread):
     import torch
 
