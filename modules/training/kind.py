@@ -130,12 +130,13 @@ class TrainRunner:
         trainer = Trainer(request, pipe, examples, class_examples, folder,
                           initial_vectors=self._existing_vectors(request))
         samples: list[Path] = []
+        newest: list[Image.Image] = []
 
         def on_step(report: Any) -> None:
             progress.step, progress.text = report.step, f"step {report.step}/{report.steps}, loss {report.loss:.4f}"
             losses.append(report.loss)
-            snapshot = list(losses)
-            progress.offer_preview(lambda: loss_curve(snapshot))
+            snapshot, sample = list(losses), newest[-1] if newest else None
+            progress.offer_preview(lambda: beside(loss_curve(snapshot), sample))
             control.report(progress)
 
         def on_samples(step: int, images: list[Image.Image]) -> None:
@@ -144,8 +145,7 @@ class TrainRunner:
                 path = folder.samples_dir / f"step-{step:07d}-{index}.png"
                 image.save(path)
                 samples.append(path)
-            if images:
-                progress.preview = images[0]
+            newest[:] = images[:1]
 
         losses: list[float] = []
         latest = folder.latest_checkpoint()
@@ -287,6 +287,17 @@ class TrainRunner:
     @staticmethod
     def _pipe_of(models: dict[str, Any]) -> Any:
         return models["pipe"]
+
+
+def beside(curve: Image.Image, sample: Image.Image | None) -> Image.Image:
+    """The live preview: the loss curve, and the newest sample to its right scaled to the curve's height."""
+    if sample is None:
+        return curve
+    scaled = sample.resize((max(1, sample.width * curve.height // sample.height), curve.height))
+    joined = Image.new("RGB", (curve.width + scaled.width, curve.height), (255, 255, 255))
+    joined.paste(curve, (0, 0))
+    joined.paste(scaled.convert("RGB"), (curve.width, 0))
+    return joined
 
 
 def with_token(examples: list, token: str, instance_prompt: str) -> list:
