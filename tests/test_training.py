@@ -185,10 +185,49 @@ def test_a_failed_write_leaves_no_file_in_models(services, hearts, one_thread):
     blocker.mkdir(parents=True)  # a directory where the file should go: the final rename fails
     job = services.queue.submit(train_request(hearts, steps=2))
     job.done_event.wait(600)
-    assert job.state == "failed"
+    assert job.state == "failed" and "Nothing half-written was left there" in job.error
     assert sorted(path.name for path in blocker.parent.iterdir()) == ["hearty.safetensors"]
     assert blocker.is_dir() and not any(blocker.iterdir())
     shutil.rmtree(blocker)
     # the worker goes on, and the same request finishes from the checkpoint the failed run kept
     again = services.run(train_request(hearts, steps=2), timeout=600)
     assert again.output == blocker and blocker.is_file()
+
+
+def test_prior_preservation_class_images_come_from_the_generation_path_and_are_reused(services, hearts, one_thread):
+    from modules.image.request import GenerationRequest
+
+    request = train_request(hearts, output_name="prior", steps=2, prior_preservation=True, class_prompt="a shape",
+                            num_class_images=2, class_steps=2, seed=11)
+    first = services.run(request, timeout=600)
+    assert first.output is not None
+    caches = [path for path in (services.config.data_dir / "training" / "class-images").iterdir() if path.is_dir()]
+    assert len(caches) == 1
+    made = sorted(caches[0].glob("*.png"))
+    assert [path.name for path in made] == ["00000.png", "00001.png"]
+    stamps = [path.stat().st_mtime_ns for path in made]
+    # the same pictures an ordinary txt2img job makes with the class prompt and the cache's seeds
+    title = services.engine.registry.find("tiny-sd1").title
+    for index, path in enumerate(made):
+        ordinary = services.run(GenerationRequest(prompt="a shape", model=title, width=64, height=64, steps=2,
+                                                  seed=11 + index)).images[0]
+        from PIL import Image
+
+        with Image.open(path) as cached:
+            assert np.array_equal(pixels(cached), pixels(ordinary.image))
+    second = services.run(request.replace(output_name="prior-again", seed=11), timeout=600)
+    assert second.output is not None
+    assert [path.stat().st_mtime_ns for path in made] == stamps  # reused, not made again
+    assert second.losses == first.losses  # the same run under another name
+
+
+def test_dreambooth_writes_a_model_the_checkpoint_list_loads(services, hearts, one_thread):
+    result = services.run(train_request(hearts, method="dreambooth", output_name="dreamheart", steps=2,
+                                        learning_rate=1e-3), timeout=600)
+    assert result.output is not None and result.output.parent.name == "Stable-diffusion"
+    info = services.engine.registry.find("dreamheart")
+    assert info.family == "sd1"
+    base = services.run(txt2img(prompt="a sks on a plain background", steps=3)).images[0]
+    tuned = services.run(txt2img(prompt="a sks on a plain background", steps=3, model="dreamheart")).images[0]
+    assert np.abs(pixels(base.image) - pixels(tuned.image)).max() > 5
+    assert not [path for path in result.output.parent.iterdir() if path.name.startswith(".")]

@@ -47,6 +47,10 @@ def rare_token_problem(token: str) -> str | None:
             f"spread over several words; use one token, e.g. {suggestion!r}")
 
 
+class TrainWriteError(RuntimeError):
+    """A run's files could not be written (a full disk ...); the message says what is kept."""
+
+
 class TrainRunner:
     """Runs train requests on the worker thread (which owns the device while a run trains)."""
 
@@ -154,8 +158,12 @@ class TrainRunner:
 
             losses = list(torch.load(latest[1], map_location="cpu", weights_only=False)["losses"])
             progress.step = latest[0]
-        outcome = trainer.train(TrainHooks(should_stop=control.interrupted.is_set, on_step=on_step,
-                                           on_samples=on_samples), device=self.device())
+        try:
+            outcome = trainer.train(TrainHooks(should_stop=control.interrupted.is_set, on_step=on_step,
+                                               on_samples=on_samples), device=self.device())
+        except OSError as error:
+            raise TrainWriteError(f"could not write a checkpoint into {folder.checkpoints_dir}: "
+                                  f"{error.strerror or error}; the newest complete checkpoint is kept") from error
         curve = loss_curve(outcome.losses)
         curve.save(folder.loss_curve)
         progress.preview = curve
@@ -163,7 +171,13 @@ class TrainRunner:
         if not outcome.stopped:
             progress.text = "Saving the result"
             control.report(progress)
-            output = self._write_result(request, info, outcome)
+            try:
+                output = self._write_result(request, info, outcome)
+            except OSError as error:  # a full disk, a read-only folder, a name taken by a folder
+                raise TrainWriteError(f"could not write the trained {request.method} into {self.models_dir}: "
+                                      f"{error.strerror or error}. Nothing half-written was left there; the "
+                                      f"checkpoint of step {outcome.step} is kept, so running the same request "
+                                      f"again writes it without training again") from error
         return TrainResult(output=output, method=request.method, step=outcome.step, steps=request.steps,
                            losses=outcome.losses, loss_curve=folder.loss_curve, samples=samples,
                            run_folder=folder.path, stopped=outcome.stopped, resumed_from=outcome.resumed_from)
