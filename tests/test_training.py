@@ -173,10 +173,10 @@ def test_unreadable_images_and_other_families_are_refused(services, hearts):
     (hearts / "broken.png").unlink()
     from tools.tiny_model import save_tiny_model
 
-    save_tiny_model(services.config.models_dir / "Stable-diffusion" / "tiny-xl", family="sdxl")
+    save_tiny_model(services.config.models_dir / "Stable-diffusion" / "tiny-sd3", family="sd3")
     services.engine.registry.refresh()
-    with pytest.raises(RequestError, match="sdxl model") as caught:
-        services.queue.submit(train_request(hearts, base_model="tiny-xl"))
+    with pytest.raises(RequestError, match="sd3 model") as caught:
+        services.queue.submit(train_request(hearts, base_model="tiny-sd3"))
     assert caught.value.field == "base_model"
 
 
@@ -231,3 +231,26 @@ def test_dreambooth_writes_a_model_the_checkpoint_list_loads(services, hearts, o
     tuned = services.run(txt2img(prompt="a sks on a plain background", steps=3, model="dreamheart")).images[0]
     assert np.abs(pixels(base.image) - pixels(tuned.image)).max() > 5
     assert not [path for path in result.output.parent.iterdir() if path.name.startswith(".")]
+
+
+def test_an_sdxl_lora_trains_in_kohya_sdxl_names_and_applies(services, hearts, one_thread):
+    from tools.tiny_model import save_tiny_model
+
+    save_tiny_model(services.config.models_dir / "Stable-diffusion" / "tiny-xl", family="sdxl")
+    services.engine.registry.refresh()
+    result = services.run(train_request(hearts, base_model="tiny-xl", output_name="xlheart", steps=3,
+                                        train_text_encoder=True, learning_rate=1e-2), timeout=600)
+    tensors, metadata = read_tensors(result.output)
+    assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+    unet = [key for key in tensors if key.startswith("lora_unet_")]
+    sgm = re.compile(r"^lora_unet_(input_blocks_\d+_1|output_blocks_\d+_1|middle_block_1)_transformer_blocks_\d+_")
+    assert unet and [key for key in unet if not sgm.match(key)] == []
+    assert any(key.startswith("lora_te1_text_model_encoder_layers_") for key in tensors)
+    assert any(key.startswith("lora_te2_text_model_encoder_layers_") for key in tensors)
+    request = txt2img(prompt="a sks on a plain background", steps=3, model="tiny-xl")
+    plain = services.run(request).images[0]
+    tuned = services.run(request.replace(prompt=request.prompt + " <lora:xlheart:1>")).images[0]
+    assert np.abs(pixels(plain.image) - pixels(tuned.image)).max() > 5  # a LoRA fresh from PEFT would change nothing
+    assert "xlheart: " in tuned.infotext
+    with pytest.raises(RequestError, match="on SDXL use LoRA"):
+        services.queue.submit(train_request(hearts, base_model="tiny-xl", method="textual_inversion"))

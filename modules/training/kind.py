@@ -30,7 +30,7 @@ from modules.training.run_folder import RunFolder, identity
 
 log = logging.getLogger(__name__)
 TRAIN = "train"
-TRAINABLE_FAMILIES = ("sd1", "sd2")
+TRAINABLE_FAMILIES = ("sd1", "sd2", "sdxl")
 RARE_TOKENS = ("sks", "ohwx", "phol", "zxc", "vwx", "qwe", "btw", "olis", "xqz")
 
 
@@ -92,7 +92,9 @@ class TrainRunner:
             raise RequestError("base_model", str(error)) from None
         if info.family not in TRAINABLE_FAMILIES:
             raise RequestError("base_model", f"{info.name} is a {info.family or 'unknown'} model; this trainer "
-                                             f"trains SD 1.x/2.x models")
+                                             f"trains SD 1.x, 2.x and SDXL models")
+        if info.family == "sdxl" and request.method == "textual_inversion":
+            raise RequestError("method", "textual inversion trains SD 1.x/2.x embeddings; on SDXL use LoRA")
         folder = self._folder(request)
         read_examples(request.images, request.captions, folder, request.instance_prompt)
         problem = None if request.method == "textual_inversion" else rare_token_problem(request.rare_token)
@@ -267,8 +269,10 @@ class TrainRunner:
 
         models = outcome.state["models"]
         if request.method == "lora":
-            state = outputs.kohya_state_dict({name: model for name, model in models.items()
-                                              if name in ("unet", "text_encoder")}, request.lora_alpha)
+            xl = info.family == "sdxl"
+            state = outputs.kohya_state_dict(
+                {name: model for name, model in models.items() if name in ("unet", "text_encoder", "text_encoder_2")},
+                request.lora_alpha, xl=xl, layers_per_block=int(models["unet"].config.layers_per_block))
             metadata = outputs.lora_metadata(request.output_name, request.lora_rank, request.lora_alpha, info.title,
                                              info.family or "sd1", outcome.step)
             return outputs.write_safetensors(self.models_dir / LORA_DIR / f"{request.output_name}.safetensors",

@@ -18,13 +18,36 @@ from typing import Any
 from modules.runtime.files import atomic_write
 
 LORA_PREFIXES = {"unet": "lora_unet", "text_encoder": "lora_te"}
+XL_PREFIXES = {"unet": "lora_unet", "text_encoder": "lora_te1", "text_encoder_2": "lora_te2"}
 
 
-def kohya_name(component: str, module_path: str) -> str:
-    """``lora_unet_down_blocks_0_…_to_q`` for a UNet module path, ``lora_te_text_model_…`` for the text encoder."""
-    if component == "text_encoder" and not module_path.startswith("text_model."):
+def kohya_name(component: str, module_path: str, xl: bool = False, layers_per_block: int = 2) -> str:
+    """``lora_unet_down_blocks_0_…_to_q`` for an SD 1.x/2.x UNet module path, ``lora_te_text_model_…`` for the
+    text encoder. SDXL as kohya's SDXL trainer names it: the UNet by its original blocks
+    (``lora_unet_input_blocks_4_1_…``, ``middle_block_1``, ``output_blocks_N_1``), the encoders ``lora_te1_`` and
+    ``lora_te2_``."""
+    if component != "unet" and not module_path.startswith("text_model."):
         module_path = "text_model." + module_path  # transformers 5's CLIPTextModel may be wrapped without it
-    return f"{LORA_PREFIXES[component]}_{module_path.replace('.', '_')}"
+    if xl and component == "unet":
+        module_path = sgm_path(module_path, layers_per_block)
+    prefixes = XL_PREFIXES if xl else LORA_PREFIXES
+    return f"{prefixes[component]}_{module_path.replace('.', '_')}"
+
+
+def sgm_path(path: str, layers_per_block: int) -> str:
+    """A diffusers UNet attention path under its original (SGM) block name: the stem is input block 0, each down
+    block has ``layers_per_block`` layers and a downsampler, each up block one layer more."""
+    import re
+
+    def down(match: re.Match) -> str:
+        return f"input_blocks.{1 + int(match.group(1)) * (layers_per_block + 1) + int(match.group(2))}.1."
+
+    def up(match: re.Match) -> str:
+        return f"output_blocks.{int(match.group(1)) * (layers_per_block + 1) + int(match.group(2))}.1."
+
+    path = re.sub(r"^down_blocks\.(\d+)\.attentions\.(\d+)\.", down, path)
+    path = re.sub(r"^up_blocks\.(\d+)\.attentions\.(\d+)\.", up, path)
+    return re.sub(r"^mid_block\.attentions\.0\.", "middle_block.1.", path)
 
 
 def lora_layers(model: Any, adapter: str = "default") -> dict[str, tuple[Any, Any]]:
@@ -38,14 +61,15 @@ def lora_layers(model: Any, adapter: str = "default") -> dict[str, tuple[Any, An
     return found
 
 
-def kohya_state_dict(models: dict[str, Any], alpha: float) -> dict[str, Any]:
+def kohya_state_dict(models: dict[str, Any], alpha: float, xl: bool = False, layers_per_block: int = 2
+                     ) -> dict[str, Any]:
     """The kohya/A1111 tensors of the LoRA layers of ``models`` (component name -> model), float32 on the CPU."""
     import torch
 
     state: dict[str, Any] = {}
     for component, model in models.items():
         for path, (down, up) in lora_layers(model).items():
-            base = kohya_name(component, path)
+            base = kohya_name(component, path, xl, layers_per_block)
             state[f"{base}.lora_down.weight"] = down.detach().float().cpu().contiguous()
             state[f"{base}.lora_up.weight"] = up.detach().float().cpu().contiguous()
             state[f"{base}.alpha"] = torch.tensor(float(alpha))

@@ -98,7 +98,7 @@ class Trainer:
         from peft import LoraConfig, inject_adapter_in_model
 
         request, pipe = self.request, self.pipe
-        for part in (pipe.vae, pipe.unet, pipe.text_encoder):
+        for part in (pipe.vae, pipe.unet, *self.text_encoders.values()):
             part.requires_grad_(False)
         trained: dict[str, Any] = {}
         torch.manual_seed(request.seed)  # the LoRA layers' initial weights
@@ -107,10 +107,10 @@ class Trainer:
                                                target_modules=list(request.lora_targets)), pipe.unet)
             trained["unet"] = pipe.unet
             if request.train_text_encoder:
-                inject_adapter_in_model(LoraConfig(r=request.lora_rank, lora_alpha=request.lora_alpha,
-                                                   target_modules=list(request.text_encoder_targets)),
-                                        pipe.text_encoder)
-                trained["text_encoder"] = pipe.text_encoder
+                for name, encoder in self.text_encoders.items():
+                    inject_adapter_in_model(LoraConfig(r=request.lora_rank, lora_alpha=request.lora_alpha,
+                                                       target_modules=list(request.text_encoder_targets)), encoder)
+                    trained[name] = encoder
             for model in trained.values():
                 for name, parameter in model.named_parameters():
                     parameter.requires_grad_("lora_" in name)
@@ -120,14 +120,16 @@ class Trainer:
             pipe.unet.requires_grad_(True)
             trained["unet"] = pipe.unet
             if request.train_text_encoder:
-                pipe.text_encoder.requires_grad_(True)
-                trained["text_encoder"] = pipe.text_encoder
+                for name, encoder in self.text_encoders.items():
+                    encoder.requires_grad_(True)
+                    trained[name] = encoder
         else:
             trained["vectors"] = TokenVectors.make(self._initial_vectors())
         if request.gradient_checkpointing:
             pipe.unet.enable_gradient_checkpointing()
-            if "text_encoder" in trained:
-                pipe.text_encoder.gradient_checkpointing_enable()
+            for name, encoder in self.text_encoders.items():
+                if name in trained:
+                    encoder.gradient_checkpointing_enable()
         return trained
 
     def _initial_vectors(self) -> Any:
@@ -144,6 +146,33 @@ class Trainer:
         return torch.stack(rows).float()
 
     # -- text ------------------------------------------------------------------------------------------------------
+    @property
+    def text_encoders(self) -> dict[str, Any]:
+        """The pipeline's text encoders by component name (SDXL has two)."""
+        names = ("text_encoder", "text_encoder_2")
+        return {name: getattr(self.pipe, name) for name in names if getattr(self.pipe, name, None) is not None}
+
+    @property
+    def is_xl(self) -> bool:
+        return "text_encoder_2" in self.text_encoders
+
+    def conditioning(self, captions: list[str], vectors: Any = None) -> tuple[Any, Any]:
+        """(text states, pooled embedding or None) for ``captions``: SD 1.x/2.x read the one encoder's last
+        layer; SDXL joins both encoders' penultimate layers and pools the second, as its pipeline does."""
+        if not self.is_xl:
+            return self.encode(captions, vectors), None
+        import torch
+
+        states, pooled = [], None
+        for tokenizer, encoder in ((self.pipe.tokenizer, self.pipe.text_encoder),
+                                   (self.pipe.tokenizer_2, self.pipe.text_encoder_2)):
+            ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids.to(encoder.device)
+            output = encoder(ids, output_hidden_states=True)
+            states.append(output.hidden_states[-2])
+            pooled = output[0]
+        return torch.cat(states, dim=-1), pooled
+
     def encode(self, captions: list[str], vectors: Any = None) -> Any:
         """Text-encoder states for ``captions``; for textual inversion the rare token's place holds ``vectors``
         (placeholder tokens past the vocabulary, whose embeddings a hook fills in)."""
@@ -294,12 +323,18 @@ class Trainer:
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         captions = [example.caption for example in chosen]
         vectors = models["vectors"].vectors if "vectors" in models else None
-        if "text_encoder" in models or vectors is not None:
-            states = self.encode(captions, vectors)
+        if any(name in models for name in self.text_encoders) or vectors is not None:
+            states, pooled = self.conditioning(captions, vectors)
         else:
             with torch.no_grad():
-                states = self.encode(captions)
-        prediction = pipe.unet(noisy, timesteps, states).sample
+                states, pooled = self.conditioning(captions)
+        extra = {}
+        if pooled is not None:  # SDXL's size conditioning: the picture as it is, uncropped
+            height, width = size[1], size[0]
+            time_ids = torch.tensor([[height, width, 0, 0, height, width]] * latents.shape[0], device=device,
+                                    dtype=states.dtype)
+            extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
+        prediction = pipe.unet(noisy, timesteps, states, **extra).sample
         if noise_scheduler.config.prediction_type == "v_prediction":
             target = noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
@@ -366,10 +401,13 @@ class Trainer:
         images = []
         try:
             with torch.no_grad(), _ema_weights(ema, parameters):
-                negative = self.encode([""])
+                negative, negative_pooled = self.conditioning([""])
                 for index, prompt in enumerate(request.sample_prompts):
                     generator = torch.Generator().manual_seed(request.seed + index)
-                    result = pipe(prompt_embeds=self.encode([prompt], vectors), negative_prompt_embeds=negative,
+                    states, pooled = self.conditioning([prompt], vectors)
+                    pooling = {} if pooled is None else {"pooled_prompt_embeds": pooled,
+                                                         "negative_pooled_prompt_embeds": negative_pooled}
+                    result = pipe(prompt_embeds=states, negative_prompt_embeds=negative, **pooling,
                                   num_inference_steps=request.sample_steps, width=request.resolution,
                                   height=request.resolution, generator=generator, output_type="pil")
                     images.append(result.images[0])
