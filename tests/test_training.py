@@ -224,9 +224,9 @@ def test_prior_preservation_class_images_come_from_the_generation_path_and_are_r
 def test_dreambooth_writes_a_model_the_checkpoint_list_loads(services, hearts, one_thread):
     result = services.run(train_request(hearts, method="dreambooth", output_name="dreamheart", steps=2,
                                         learning_rate=1e-3), timeout=600)
-    assert result.output is not None and result.output.parent.name == "Stable-diffusion"
+    assert result.output == services.config.models_dir / "Stable-diffusion" / "dreamheart.safetensors"
     info = services.engine.registry.find("dreamheart")
-    assert info.family == "sd1"
+    assert info.family == "sd1" and info.kind == "safetensors"  # one file in the original (A1111) layout
     base = services.run(txt2img(prompt="a sks on a plain background", steps=3)).images[0]
     tuned = services.run(txt2img(prompt="a sks on a plain background", steps=3, model="dreamheart")).images[0]
     assert np.abs(pixels(base.image) - pixels(tuned.image)).max() > 5

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import io
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -285,26 +284,17 @@ class TrainRunner:
         return self._write_dreambooth(request, self.models_dir / CHECKPOINT_DIR / request.output_name, models)
 
     def _write_dreambooth(self, request: TrainRequest, target: Path, models: dict[str, Any]) -> Path:
-        """The fine-tuned model as a diffusers folder, assembled beside its place and renamed into it."""
-        import tempfile
+        """The fine-tuned model as one original-layout ``.safetensors`` (what A1111 and ComfyUI load), written
+        atomically; the checkpoint list is refreshed so it can be chosen at once."""
+        from modules.models.ldm_layout import pipeline_to_ldm
+        from modules.training import outputs
 
-        pipe = self._pipe_of(models)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        try:
-            pipe.save_pretrained(staging, safe_serialization=True)
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        state = pipeline_to_ldm(models["pipe"])
+        path = outputs.write_safetensors(target.with_name(target.name + ".safetensors"),
+                                         {key: value.float() for key, value in state.items()},
+                                         {"sfumato_trainer": "dreambooth", "modelspec.title": request.output_name})
         self.registry.refresh()
-        return target
-
-    @staticmethod
-    def _pipe_of(models: dict[str, Any]) -> Any:
-        return models["pipe"]
+        return path
 
 
 def beside(curve: Image.Image, sample: Image.Image | None) -> Image.Image:
