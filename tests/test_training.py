@@ -157,6 +157,7 @@ def torch_equal(a, b) -> bool:
     (dict(prior_preservation=True), "class_prompt", "class prompt"),
     (dict(base_model="nothing-like-this"), "base_model", "nothing-like-this"),
     (dict(data_dir="/no/such/folder"), "data_dir", "does not exist"),
+    (dict(mixed_precision="fp16"), "mixed_precision", "CUDA"),
 ])
 def test_bad_requests_are_refused_naming_the_field_and_nothing_is_queued(services, hearts, fields, field, words):
     with pytest.raises(RequestError) as caught:

@@ -96,6 +96,9 @@ class TrainRunner:
             raise RequestError("method", "textual inversion trains SD 1.x/2.x embeddings; on SDXL use LoRA")
         folder = self._folder(request)
         read_examples(request.images, request.captions, folder, request.instance_prompt)
+        if request.mixed_precision == "fp16" and not str(self.device()).startswith("cuda"):
+            raise RequestError("mixed_precision", f"fp16 needs a CUDA GPU; this studio runs on {self.device()} "
+                                                  f"(use bf16 or no)")
         problem = None if request.method == "textual_inversion" else rare_token_problem(request.rare_token)
         if problem:  # an embedding's token is replaced by its own vectors: any word will do
             raise RequestError("rare_token", problem)
