@@ -90,6 +90,16 @@ def test_tensorboard_events_and_the_loss_curve_record_the_run(services, hearts, 
     assert (result.run_folder / "config.json").is_file()
 
 
+def test_bf16_mixed_precision_runs_after_a_full_precision_run_in_the_same_process(services, hearts, one_thread):
+    first = services.run(train_request(hearts, output_name="full", steps=2), timeout=600)
+    mixed = services.run(train_request(hearts, output_name="mixed", steps=2, mixed_precision="bf16",
+                                       gradient_accumulation=2), timeout=600)
+    assert first.output is not None and mixed.output is not None
+    assert all(np.isfinite(mixed.losses)) and mixed.losses != first.losses  # bf16 rounds differently
+    tensors, _ = read_tensors(mixed.output)
+    assert {str(value.dtype) for value in tensors.values()} == {"torch.float32"}  # saved in full precision
+
+
 def test_textual_inversion_trains_an_a1111_embedding_the_prompt_uses(services, hearts, one_thread):
     import torch
 

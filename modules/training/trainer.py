@@ -221,6 +221,12 @@ class Trainer:
         request, pipe = self.request, self.pipe
         if request.mixed_precision == "fp16" and not torch.cuda.is_available():
             raise RequestError("mixed_precision", "fp16 needs a CUDA GPU; this device has none (use bf16 or no)")
+        from accelerate.state import AcceleratorState, GradientState
+
+        # accelerate keeps its state in process-wide singletons, fixed by the first Accelerator: a studio runs many
+        # trainings in one process, each with its own precision and accumulation
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
         accelerator = Accelerator(mixed_precision=request.mixed_precision,
                                   gradient_accumulation_steps=request.gradient_accumulation,
                                   cpu=device == "cpu")
