@@ -265,3 +265,19 @@ def test_an_sdxl_lora_trains_in_kohya_sdxl_names_and_applies(services, hearts, o
     assert "xlheart: " in tuned.infotext
     with pytest.raises(RequestError, match="on SDXL use LoRA"):
         services.queue.submit(train_request(hearts, base_model="tiny-xl", method="textual_inversion"))
+
+
+def test_a_model_file_left_half_written_by_a_kill_is_removed_at_start(app_config):
+    import os
+
+    from modules.runtime.services import build_services
+
+    lora = app_config.models_dir / "Lora"
+    lora.mkdir(parents=True, exist_ok=True)
+    stale = lora / ".hearty.safetensors.k3j_x9a2.tmp"  # atomic_write's temporary name, as a kill leaves it
+    stale.write_bytes(b"half a LoRA")
+    os.utime(stale, (1, 1))
+    built = build_services(app_config)
+    built.start()
+    built.stop()
+    assert not stale.exists()

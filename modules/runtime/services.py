@@ -41,11 +41,11 @@ class Services:
         return self.runtime.report()
 
     def start(self) -> None:
-        """Clean what a killed run left half written, then start the worker (which first takes back the jobs
-        the store says were queued or running)."""
+        """Clean what a killed run left half written (a trained model's temporary file in models/ too), then start
+        the worker (which first takes back the jobs the store says were queued or running)."""
         from modules.runtime.files import clean_leftovers
 
-        clean_leftovers((self.config.outdir, self.config.data_dir))
+        clean_leftovers((self.config.outdir, self.config.data_dir, self.config.models_dir))
         self.queue.start()
 
     def stop(self) -> None:
