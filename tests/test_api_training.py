@@ -80,4 +80,4 @@ def test_a1111_creates_and_trains_an_embedding(studio, tmp_path, one_thread):
         end = torch.load(path, weights_only=False)
         assert end["step"] == 3 and not torch.equal(end["string_to_param"]["*"], start["string_to_param"]["*"])
         missing = client.post("/sdapi/v1/train/embedding", json={"embedding_name": "nope", "data_root": str(folder)})
-        assert missing.status_code == 404
+        assert missing.status_code == 422 and "create it first" in missing.text

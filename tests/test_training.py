@@ -281,3 +281,34 @@ def test_a_model_file_left_half_written_by_a_kill_is_removed_at_start(app_config
     built.start()
     built.stop()
     assert not stale.exists()
+
+
+def test_buckets_group_images_by_aspect_and_the_order_follows_seed_and_step():
+    from modules.training.data import batch_at, bucket_sizes, epoch_batches, nearest_bucket
+
+    sizes = bucket_sizes(512, True)
+    assert {(512, 512), (384, 640), (640, 384), (256, 512), (512, 256)} <= set(sizes)
+    assert set(bucket_sizes(128, True)) == {(64, 128), (128, 128), (128, 64)}
+    assert all(w % 64 == 0 and h % 64 == 0 and 256 * 512 <= w * h <= 512 * 512 and 0.5 <= w / h <= 2
+               for w, h in sizes)
+    assert nearest_bucket((600, 1000), sizes) == (384, 640) and nearest_bucket((1000, 990), sizes) == (512, 512)
+    assert bucket_sizes(512, False) == [(512, 512)]
+    buckets = [(512, 512)] * 5 + [(384, 640)] * 3
+    batches = epoch_batches(buckets, 2, seed=4, epoch=0)
+    assert sorted(index for batch in batches for index in batch) == list(range(8))
+    assert all(len({buckets[index] for index in batch}) == 1 for batch in batches)
+    assert epoch_batches(buckets, 2, seed=4, epoch=1) != batches  # a new shuffle each epoch...
+    assert [batch_at(micro, buckets, 2, seed=4) for micro in range(len(batches))] == batches  # ...fixed by the seed
+
+
+def test_every_option_together_trains(services, tmp_path, one_thread):
+    from PIL import Image
+
+    folder = heart_folder(tmp_path / "mixed")
+    Image.open(folder / "heart-0.png").resize((64, 128)).save(folder / "tall.png")  # the 64 x 128 bucket
+    result = services.run(train_request(folder, output_name="options", resolution=128, steps=3, batch_size=2,
+                                        gradient_accumulation=2, flip=True, random_crop=True, ema=True,
+                                        gradient_checkpointing=True, lr_schedule="cosine", lr_warmup_steps=1,
+                                        sample_every=3, sample_prompts=("a sks",), sample_steps=2), timeout=600)
+    assert result.output is not None and len(result.losses) == 3 and all(np.isfinite(result.losses))
+    assert len(result.samples) == 1

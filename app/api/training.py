@@ -154,7 +154,7 @@ async def train_embedding(body: TrainEmbeddingBody, http_request: Request, respo
     name = body.embedding_name
     runner = _runner(services)
     if not runner.embedding_path(name).is_file():
-        raise ApiError(404, f"no embedding named {name!r}; create it first (/sdapi/v1/create/embedding)",
+        raise ApiError(422, f"no embedding named {name!r}; create it first (/sdapi/v1/create/embedding)",
                        "embedding_name")
     token = name.replace(" ", "_")
     save_every = body.save_embedding_every if body.save_embedding_every > 0 else body.steps

@@ -73,17 +73,18 @@ def _rgb(image: Image.Image) -> Image.Image:
 
 
 def bucket_sizes(resolution: int, buckets: bool) -> list[tuple[int, int]]:
-    """(width, height) pairs of about ``resolution``² pixels, sides multiples of 64 (or the square itself when
-    the resolution is no multiple of 64), aspect ratios up to 2:1 either way."""
+    """(width, height) pairs of at most ``resolution``² pixels and at least half that, sides multiples of 64 (or
+    the square itself when the resolution is no multiple of 64), aspect ratios up to 2:1 either way."""
     if not buckets or resolution % BUCKET_STEP:
         return [(resolution, resolution)]
     area = resolution * resolution
     sizes = set()
     width = BUCKET_STEP
     while width <= resolution * MAX_ASPECT:
-        height = min(resolution * 2, (area // width) // BUCKET_STEP * BUCKET_STEP)
-        if height >= BUCKET_STEP and 1 / MAX_ASPECT <= width / height <= MAX_ASPECT:
-            sizes.add((width, height))
+        # the tallest height that keeps the area and the aspect ratio; its transpose is a bucket too
+        height = min(area // width, int(width * MAX_ASPECT)) // BUCKET_STEP * BUCKET_STEP
+        if height >= BUCKET_STEP and width / height <= MAX_ASPECT and 2 * width * height >= area:
+            sizes.update({(width, height), (height, width)})
         width += BUCKET_STEP
     return sorted(sizes)
 
