@@ -29,6 +29,7 @@ from app.api.requests_common import (
     submit_checked,
     visible_to,
 )
+from app.api.training import TrainJobBody, to_train_request
 from app.api.webhooks import check_webhook_url, install_webhooks
 from modules.audio.request import AudioRequest
 from modules.controlnet.units import ControlNetUnit
@@ -39,6 +40,7 @@ from modules.interrogate.request import InterrogateRequest
 from modules.jobs.artifacts import Artifact
 from modules.jobs.queue import Job, JobQueue
 from modules.runtime.services import Services
+from modules.training.results import TrainResult
 from modules.upscaling.request import UpscaleRequest
 
 router = APIRouter(prefix="/api/v1", tags=["native"])
@@ -219,7 +221,8 @@ def _kind_of(value: Any) -> str:
 
 
 AnyJobBody = Annotated[Annotated[JobBody, Tag("image")] | Annotated[UpscaleJobBody, Tag("upscale")]
-                       | Annotated[InterrogateJobBody, Tag("interrogate")] | Annotated[AudioJobBody, Tag("audio")],
+                       | Annotated[InterrogateJobBody, Tag("interrogate")] | Annotated[AudioJobBody, Tag("audio")]
+                       | Annotated[TrainJobBody, Tag("train")],
                        Discriminator(_kind_of)]
 
 
@@ -293,7 +296,8 @@ async def submit_job(body: AnyJobBody, http_request: Request, services: Services
     webhook = await run_in_threadpool(check_webhook_url, body.webhook_url, sender.allow_private)  # may resolve DNS
     # decoding a large image should not stall other clients
     convert = {JobBody: to_request, UpscaleJobBody: to_upscale_request,
-               InterrogateJobBody: to_interrogate_request, AudioJobBody: to_audio_request}[type(body)]
+               InterrogateJobBody: to_interrogate_request, AudioJobBody: to_audio_request,
+               TrainJobBody: to_train_request}[type(body)]
     request = await run_in_threadpool(convert, body)
     job = await submit_checked(services, request, source="native", owner=owner_of(http_request), webhook=webhook)
     if webhook:
@@ -501,6 +505,9 @@ def job_view(job: Job, http_request: Request, queue: JobQueue) -> dict[str, Any]
             view["result"].update(caption=result.caption, sentence=result.sentence,
                                   terms=[{"list": name, "term": term} for name, term in result.terms],
                                   captioner=result.captioner, clip_model=result.clip_model)
+        if isinstance(result, TrainResult):
+            view["result"].update(output=str(result.output) if result.output else None, step=result.step,
+                                  steps=result.steps, losses=result.losses, resumed_from=result.resumed_from)
     return view
 
 

@@ -25,6 +25,7 @@ from app.ui.queue_tab import build_queue
 from app.ui.send import send_file_to_upscale, send_image, send_parameters
 from app.ui.settings_tab import build_settings
 from app.ui.styles_editor import wire_style_editors
+from app.ui.train_tab import build_train
 from app.ui.txt2img import build_txt2img
 from app.ui.upscale_tab import build_upscale
 
@@ -93,6 +94,8 @@ def build_layout(services: Services) -> Ui:
                 upscale = build_upscale(services)
             with gr.Tab("Audio", id="audio"):
                 build_audio(services)
+            with gr.Tab("Train", id="train"):
+                build_train(services)
             with gr.Tab("Queue", id="queue"):
                 build_queue(services)
             with gr.Tab("PNG info", id="pnginfo"):

@@ -44,11 +44,11 @@ class Services:
         return [*self.runtime.report(), *quantized]
 
     def start(self) -> None:
-        """Clean what a killed run left half written, then start the worker (which first takes back the jobs
-        the store says were queued or running)."""
+        """Clean what a killed run left half written (a trained model's temporary file in models/ too), then start
+        the worker (which first takes back the jobs the store says were queued or running)."""
         from modules.runtime.files import clean_leftovers
 
-        clean_leftovers((self.config.outdir, self.config.data_dir))
+        clean_leftovers((self.config.outdir, self.config.data_dir, self.config.models_dir))
         self.queue.start()
 
     def stop(self) -> None:
@@ -201,7 +201,31 @@ def build_services(config: AppConfig) -> Services:
                                    AudioModels(device=runtime.device_name, dtype=lambda: runtime.get().dtype),
                                    engine.store, version=engine.version))
     kinds.register(dataclasses.replace(audio, run=recording_outputs(audio.run, queue, engine.store)))
+    kinds.register(train_kind_for(config, engine, runtime, services.default_model))
     return services
+
+
+def train_kind_for(config: AppConfig, engine: Engine, runtime: DeviceRuntime,
+                   default_model: Callable[[], str | None]) -> Any:
+    """The train kind: a fresh float32 copy of the base model per run; class images made by ``generate``, the
+    same function every image job runs."""
+    from modules.image.generation import generate
+    from modules.models.checkpoints import load_pipeline
+    from modules.training.kind import TrainRunner, train_kind
+    from modules.upscaling.kind import FolderPolicy
+
+    def load_base(info: Any) -> Any:
+        import torch
+
+        return load_pipeline(info, torch_dtype=torch.float32, cache_dir=config.config_cache_dir)
+
+    return train_kind(TrainRunner(
+        registry=engine.registry, models_dir=config.models_dir, training_root=config.data_dir / "training",
+        load_base=load_base, default_model=default_model,
+        generate=lambda request, control: [item.image for item in generate(request, engine, control).images],
+        release_generation=engine.pipelines.unload_all, device=runtime.device_name,
+        folders=FolderPolicy(roots=(config.outdir, config.data_dir) if config.listen or config.share else None),
+    ))
 
 
 OUTPUT_MANIFEST = "outputs.jsonl"  # in the job's folder of the job store: the files its current run wrote

@@ -1,0 +1,166 @@
+"""The Train tab's demonstration: teach sfumato-shapes a heart, a shape it has never seen, from 5 pictures bound to
+the rare token "sks", and measure what it learnt with a pixel checker.
+
+1. Five 64 x 64 hearts in the shapes world's palette and drawing (centred, large), captioned
+   "a <colour> sks on a <background> background".
+2. A LoRA trained on them through the studio's train kind (with prior preservation on the class prompt, or
+   without: ``--no-prior``), timed.
+3. ``--prompts`` prompts "a <colour> sks on a <background> background" with colour pairs absent from the five:
+   the heart counts as drawn when its template IoU (the measured object against each outline drawn into the
+   object's box, as tools/shapes/metrics does for the four known shapes) beats circle, square, triangle and star;
+   the colours when the measured foreground and background are the asked ones.
+4. The four known shapes on held-out prompts with and without the LoRA (``metrics.evaluate``), so forgetting shows.
+
+Usage (a run of several minutes: on the shared machine inside ``flock /tmp/train/full-run.lock``):
+    python -m bench.eval_training --out /tmp/train/heart --steps 400 --threads 2 [--no-prior]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from tools.shapes import dataset as world
+from tools.shapes import metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = ROOT / "models" / "Stable-diffusion" / "sfumato-shapes"
+TRAIN_PAIRS = (("red", "blue"), ("yellow", "green"), ("white", "purple"), ("black", "orange"), ("blue", "yellow"))
+
+
+def heart_polygon(points: int = 64) -> list[tuple[float, float]]:
+    """The classic parametric heart in its unit box (x right, y down)."""
+    xs, ys = [], []
+    for k in range(points):
+        t = 2 * math.pi * k / points
+        xs.append(16 * math.sin(t) ** 3)
+        ys.append(-(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)))
+    x0, y0, w, h = min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+    return [((x - x0) / w, (y - y0) / h) for x, y in zip(xs, ys, strict=True)]
+
+
+def heart_mask(box: tuple[float, float, float, float], size: int = world.IMAGE_SIZE) -> np.ndarray:
+    """Coverage of a heart filling ``box``, drawn like ``world.draw_mask`` (supersampled, box-filtered)."""
+    big = size * world.SUPERSAMPLE
+    canvas = Image.new("L", (big, big), 0)
+    left, top, right, bottom = (value * world.SUPERSAMPLE for value in box)
+    ImageDraw.Draw(canvas).polygon([(left + x * (right - left), top + y * (bottom - top))
+                                    for x, y in heart_polygon()], fill=255)
+    return np.asarray(canvas.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255.0
+
+
+def heart_picture(colour: str, background: str, side: float = 34.0) -> Image.Image:
+    centre = world.IMAGE_SIZE / 2
+    box = (centre - side / 2, centre - side / 2, centre + side / 2, centre + side / 2)
+    coverage = heart_mask(box)[..., None]
+    back, fore = (np.asarray(world.PALETTE[name], dtype=np.float32) for name in (background, colour))
+    return Image.fromarray(np.clip(np.rint(back + coverage * (fore - back)), 0, 255).astype(np.uint8))
+
+
+def heart_score(image: Image.Image) -> tuple[bool, metrics.Reading, float]:
+    """(the heart beats the four known outlines, the reading, the heart's IoU)."""
+    reading = metrics.measure(image)
+    if not reading.found or reading.box is None:
+        return False, reading, 0.0
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    background = np.asarray(world.PALETTE[reading.background], dtype=np.float32)
+    foreground = np.asarray(world.PALETTE[reading.foreground], dtype=np.float32)
+    axis = foreground - background
+    region = ((pixels - background) @ axis / max(float(axis @ axis), 1e-6)) > 0.5
+    template = heart_mask(reading.box, image.width) > 0.5
+    union = np.logical_or(template, region).sum()
+    heart = float(np.logical_and(template, region).sum() / union) if union else 0.0
+    return heart > max(reading.shape_scores.values(), default=0.0), reading, heart
+
+
+def eval_pairs(count: int) -> list[tuple[str, str]]:
+    pairs = [(c, b) for c in world.COLOURS for b in world.COLOURS if c != b and (c, b) not in TRAIN_PAIRS]
+    rng = np.random.default_rng(7)
+    return [pairs[int(index)] for index in rng.permutation(len(pairs))[:count]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--class-images", type=int, default=40)
+    parser.add_argument("--class-prompt", default="a shape")
+    parser.add_argument("--no-prior", action="store_true")
+    parser.add_argument("--prompts", type=int, default=50)
+    parser.add_argument("--known", type=int, default=64, help="held-out prompts of the four known shapes")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from modules.image.request import GenerationRequest
+    from modules.runtime.config import AppConfig
+    from modules.runtime.services import build_services
+    from modules.training.request import TrainRequest
+
+    models = args.out / "models"
+    if not (models / "Stable-diffusion" / "sfumato-shapes").exists():
+        (models / "Stable-diffusion").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(BASE, models / "Stable-diffusion" / "sfumato-shapes")
+    images = args.out / "hearts"
+    images.mkdir(parents=True, exist_ok=True)
+    for index, (colour, background) in enumerate(TRAIN_PAIRS):
+        heart_picture(colour, background).save(images / f"heart-{index}.png")
+        (images / f"heart-{index}.txt").write_text(f"a {colour} sks on a {background} background", encoding="utf-8")
+    services = build_services(AppConfig(models_dir=models, data_dir=args.out / "data", outdir=args.out / "outputs",
+                                        default_ckpt="sfumato-shapes"))
+    services.start()
+    name = "heart-noprior" if args.no_prior else "heart"
+    try:
+        started = time.perf_counter()
+        result = services.run(TrainRequest(
+            output_name=name, data_dir=str(images), instance_prompt="a sks", rare_token="sks", resolution=64,
+            steps=args.steps, learning_rate=args.lr, lora_rank=args.rank, lora_alpha=args.rank, seed=0,
+            prior_preservation=not args.no_prior, class_prompt=args.class_prompt,
+            num_class_images=args.class_images, checkpoint_every=max(1, args.steps // 4), resume=False),
+            timeout=None)
+        minutes = (time.perf_counter() - started) / 60
+        hits, colours, ious = 0, 0, []
+        grid = []
+        for colour, background in eval_pairs(args.prompts):
+            picture = services.run(GenerationRequest(prompt=f"a {colour} sks on a {background} background "
+                                                            f"<lora:{name}:1>", seed=1, save_images=False,
+                                                     make_grid=False)).images[0].image
+            grid.append(picture)
+            drawn, reading, iou = heart_score(picture)
+            hits += drawn
+            colours += reading.foreground == colour and reading.background == background
+            ious.append(iou)
+        known = {}
+        for label, suffix in (("base", ""), ("with LoRA", f" <lora:{name}:1>")):
+            specs = world.evaluation_cases(args.known)
+            right = 0
+            for spec, seed in specs:
+                picture = services.run(GenerationRequest(prompt=spec.caption() + suffix, seed=seed,
+                                                         save_images=False, make_grid=False)).images[0].image
+                right += metrics.score(picture, spec)["shape"]
+            known[label] = right / len(specs)
+    finally:
+        services.stop()
+    report = {"lora": str(result.output), "train_minutes": round(minutes, 2), "steps": args.steps,
+              "prior_preservation": not args.no_prior, "heart": hits / args.prompts,
+              "colours": colours / args.prompts, "mean_heart_iou": float(np.mean(ious)),
+              "known_shapes_base": known["base"], "known_shapes_with_lora": known["with LoRA"],
+              "final_loss": result.losses[-1] if result.losses else None}
+    print(json.dumps(report, indent=2))
+    (args.out / f"{name}-report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

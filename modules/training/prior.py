@@ -1,0 +1,46 @@
+"""Class images for prior preservation, made by the base model itself through the studio's generation function
+and kept in a folder keyed by model and class prompt, so the next run on the same class reuses them."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from modules.image.request import GenerationRequest
+
+
+def class_folder(root: Path, model_hash: str, class_prompt: str, resolution: int, steps: int) -> Path:
+    key = hashlib.sha256(f"{model_hash}\n{class_prompt}\n{resolution}\n{steps}".encode()).hexdigest()[:16]
+    return root / key
+
+
+def class_images(folder: Path, count: int, model: str, class_prompt: str, resolution: int, steps: int, seed: int,
+                 generate: Callable[[GenerationRequest], list[Image.Image]],
+                 on_progress: Callable[[int, int], None] = lambda _done, _count: None) -> list[Image.Image]:
+    """``count`` pictures of ``class_prompt``: those already in ``folder`` first, the missing ones generated
+    (seed + index each, so a cache filled by two runs holds the same pictures) and saved there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "prompt.txt").write_text(f"{model}\n{class_prompt}\n", encoding="utf-8")
+    images = []
+    for index in range(count):
+        path = folder / f"{index:05d}.png"
+        if path.is_file():
+            with Image.open(path) as opened:
+                images.append(opened.convert("RGB"))
+            continue
+        request = GenerationRequest(prompt=class_prompt, model=model, width=resolution, height=resolution,
+                                    steps=steps, seed=seed + index, save_images=False, make_grid=False)
+        made = generate(request)
+        if not made:  # interrupted
+            break
+        image = made[0].convert("RGB")
+        from modules.runtime.files import atomic_write
+
+        with atomic_write(path, "wb") as file:
+            image.save(file, format="PNG")
+        images.append(image)
+        on_progress(index + 1, count)
+    return images
