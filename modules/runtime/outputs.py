@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from PIL import Image
@@ -129,12 +129,17 @@ class OutputStore:
     def save_named(self, image: Image.Image, task: str, infotext: str | None, stem: str, fmt: str = "png") -> Path:
         """Write one image as ``NNNNN-<stem>.<ext>`` under ``task``'s folder of the day (the upscaler names its
         outputs after their source files; generations after seed and prompt)."""
+        return self.save_file(task, stem, FILE_EXTENSIONS[fmt],
+                              lambda staging: save_image_with_infotext(image, staging, infotext, fmt))
+
+    def save_file(self, task: str, stem: str, ext: str, write: Callable[[Path], None]) -> Path:
+        """Write any file as ``NNNNN-<stem>.<ext>`` the same way: ``write(staging)`` makes it under a hidden name,
+        which is then claimed (and recorded for a rerun); a video is written like this."""
         folder = self.folder(task)
         folder.mkdir(parents=True, exist_ok=True)
-        ext = FILE_EXTENSIONS[fmt]
         staging = folder / f"{STAGING_PREFIX}{os.getpid()}-{threading.get_ident()}.{ext}"
-        save_image_with_infotext(image, staging, infotext, fmt)
         try:
+            write(staging)
             digest = _sha256(staging) if getattr(self._running, "manifest", None) is not None else ""
             with self._lock:
                 number = self._next_number(folder)
