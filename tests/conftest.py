@@ -81,3 +81,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def video_model_store(tmp_path_factory, tiny_model_store) -> Path:
+    """``tiny_model_store`` plus tiny video models: an AnimateDiff motion adapter fitting tiny-sd1 (in
+    ``animatediff/``), one made for SDXL-width UNets (config only: it is refused before any weight is read), and
+    SVD, Wan text-to-video and Wan image-to-video folders (in ``video/``), built once."""
+    import json
+
+    from tools.tiny_video import save_motion_adapter, save_tiny_svd, save_tiny_wan
+
+    root = tmp_path_factory.mktemp("video-store")
+    shutil.copytree(tiny_model_store, root, dirs_exist_ok=True)
+    save_motion_adapter(root / "animatediff" / "tiny-motion", seed=0)
+    xl = root / "AnimateDiff" / "xl-motion"
+    xl.mkdir(parents=True)
+    (xl / "config.json").write_text(json.dumps({"_class_name": "MotionAdapter", "block_out_channels": [320, 640, 1280],
+                                                "motion_max_seq_length": 32}))
+    save_tiny_svd(root / "video" / "tiny-svd", seed=0)
+    save_tiny_wan(root / "video" / "tiny-wan", seed=0)
+    save_tiny_wan(root / "video" / "tiny-wan-i2v", seed=0, image_to_video=True)
+    return root
