@@ -26,6 +26,7 @@ from app.ui.settings_tab import build_settings
 from app.ui.styles_editor import wire_style_editors
 from app.ui.txt2img import build_txt2img
 from app.ui.upscale_tab import build_upscale
+from app.ui.video_tab import build_video
 
 if TYPE_CHECKING:
     from modules.runtime.services import Services
@@ -90,6 +91,8 @@ def build_layout(services: Services) -> Ui:
                     generation[task] = build(services)
             with gr.Tab("Upscale", id="upscale"):
                 upscale = build_upscale(services)
+            with gr.Tab("Video", id="video"):
+                build_video(services)
             with gr.Tab("Queue", id="queue"):
                 build_queue(services)
             with gr.Tab("PNG info", id="pnginfo"):
