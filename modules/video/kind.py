@@ -238,6 +238,8 @@ class VideoRunner:
             values.update({"Motion bucket": request.motion_bucket_id,
                            "Noise augmentation": request.noise_aug_strength,
                            "Decode chunk size": request.decode_chunk_size})
+        elif request.decode_chunk_size:
+            values["Decode chunk size"] = request.decode_chunk_size
         if request.mode == "vid2vid":
             values["Denoising strength"] = request.strength
         return values

@@ -180,6 +180,8 @@ def make_frames(loaded: LoadedVideo, request: VideoRequest,
     else:
         text = {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None,
                 "guidance_scale": float(request.cfg_scale)}
+        if request.decode_chunk_size and "decode_chunk_size" in _call_parameters(pipe):
+            common["decode_chunk_size"] = int(request.decode_chunk_size)  # AnimateDiff SD 1.x decodes in chunks too
         if request.mode == "vid2vid":
             video = [frame.convert("RGB").resize(size) for frame in request.init_video]
             common.pop("height"), common.pop("width")
@@ -192,3 +194,9 @@ def make_frames(loaded: LoadedVideo, request: VideoRequest,
             output = pipe(num_frames=int(request.frames), **text, **common)
     frames = output.frames[0]
     return [frame if isinstance(frame, Image.Image) else Image.fromarray(frame) for frame in frames]
+
+
+def _call_parameters(pipe: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(type(pipe).__call__).parameters)
