@@ -86,15 +86,17 @@ def one_thread():
 @pytest.fixture(scope="session")
 def video_model_store(tmp_path_factory, tiny_model_store) -> Path:
     """``tiny_model_store`` plus tiny video models: an AnimateDiff motion adapter fitting tiny-sd1 (in
-    ``animatediff/``), one made for SDXL-width UNets (config only: it is refused before any weight is read), and
+    ``animatediff/``), the same kind as a single file in AnimateDiff's original layout (in ``AnimateDiff/``), one
+    made for SDXL-width UNets (config only: it is refused before any weight is read), and
     SVD, Wan text-to-video and Wan image-to-video folders (in ``video/``), built once."""
     import json
 
-    from tools.tiny_video import save_motion_adapter, save_tiny_svd, save_tiny_wan
+    from tools.tiny_video import save_motion_adapter, save_motion_module_file, save_tiny_svd, save_tiny_wan
 
     root = tmp_path_factory.mktemp("video-store")
     shutil.copytree(tiny_model_store, root, dirs_exist_ok=True)
     save_motion_adapter(root / "animatediff" / "tiny-motion", seed=0)
+    save_motion_module_file(root / "AnimateDiff" / "v2-motion-module.safetensors", seed=3)  # A1111's single file
     xl = root / "AnimateDiff" / "xl-motion"
     xl.mkdir(parents=True)
     (xl / "config.json").write_text(json.dumps({"_class_name": "MotionAdapter", "block_out_channels": [320, 640, 1280],

@@ -71,6 +71,17 @@ def test_a_seed_reproduces_the_clip_and_another_seed_changes_it(video_services):
     assert read_video_parameters(chunked.videos[0].path)["Decode chunk size"] == 1
 
 
+def test_a_single_file_motion_module_in_a1111s_folder_animates_without_the_hub(video_services):
+    from modules.video.registry import VideoModelRegistry
+
+    listed = {model.name: model for model in VideoModelRegistry(video_services.config.models_dir).list()}
+    assert listed["v2-motion-module"].kind == "safetensors" and listed["v2-motion-module"].channels == (32, 64)
+    result = run(video_services, model="v2-motion-module", prompt="a circle", frames=4, fps=8, steps=2, seed=1)
+    info = probe(result.videos[0].path)
+    assert (info.frames, info.width, info.height) == (4, 64, 64)
+    assert "Video model: v2-motion-module" in read_video_infotext(result.videos[0].path)
+
+
 def test_svd_makes_a_clip_from_an_image(video_services):
     image = Image.new("RGB", (80, 48), (200, 30, 30))
     result = run(video_services, model="tiny-svd", init_image=image, width=64, height=64, frames=6, fps=6, steps=2,

@@ -116,3 +116,31 @@ def save_tiny_svd(folder: Path, seed: int = 0, num_frames: int = 14) -> Path:
 def save_tiny_wan(folder: Path, seed: int = 0, image_to_video: bool = False) -> Path:
     build_wan(seed, image_to_video).save_pretrained(folder)
     return Path(folder)
+
+
+def save_motion_module_file(path: Path, seed: int = 0, block_out_channels: tuple[int, ...] = (32, 64)) -> Path:
+    """A single motion-module ``.safetensors`` in AnimateDiff's original key layout (``temporal_transformer``,
+    ``attention_blocks``, ``norms``, ``pos_encoder``), as A1111's AnimateDiff extension users keep them, with the
+    original 8 heads and 32 norm groups (which such files never state)."""
+    import re
+
+    import torch
+    from diffusers import MotionAdapter
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    adapter = MotionAdapter(block_out_channels=block_out_channels, motion_layers_per_block=1,
+                            motion_norm_num_groups=32, motion_num_attention_heads=8, motion_max_seq_length=32)
+    original = {}
+    for key, value in adapter.state_dict().items():
+        if key.endswith("pos_embed.pe"):
+            stem = re.sub(r"(motion_modules\.\d+)\.", r"\1.temporal_transformer.", key[: -len("pos_embed.pe")])
+            for index in (0, 1):
+                original[f"{stem}attention_blocks.{index}.pos_encoder.pe"] = value.clone().contiguous()
+            continue
+        name = (key.replace(".norm1", ".norms.0").replace(".norm2", ".norms.1").replace(".norm3", ".ff_norm")
+                .replace(".attn1", ".attention_blocks.0").replace(".attn2", ".attention_blocks.1"))
+        original[re.sub(r"(motion_modules\.\d+)\.", r"\1.temporal_transformer.", name)] = value.contiguous()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(original, str(path))
+    return Path(path)

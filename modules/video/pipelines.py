@@ -9,6 +9,8 @@ with one model at a time.
 
 from __future__ import annotations
 
+import json
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from modules.errors import RequestError
-from modules.video.registry import VideoModel, unet_channels
+from modules.video.registry import VideoModel, motion_config_from_shapes, motion_file_shapes, unet_channels
 
 if TYPE_CHECKING:
     from modules.models.pipelines import LoadedModel, PipelineManager
@@ -46,7 +48,11 @@ def load_motion_adapter(model: VideoModel, dtype: Any) -> Any:
     try:
         if model.path.is_dir():
             return MotionAdapter.from_pretrained(model.path, dtype=dtype)
-        return MotionAdapter.from_single_file(str(model.path), dtype=dtype)
+        # diffusers would fetch the config from the Hub: it is read from the file's shapes instead
+        config = motion_config_from_shapes(motion_file_shapes(model.path))
+        with tempfile.TemporaryDirectory(prefix="sfumato-motion-") as folder:
+            (Path(folder) / "config.json").write_text(json.dumps(config), encoding="utf-8")
+            return MotionAdapter.from_single_file(str(model.path), config=folder, dtype=dtype)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
         raise RequestError("model", f"the motion adapter {model.name} cannot be loaded: {error}") from None
 

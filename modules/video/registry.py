@@ -76,24 +76,62 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def motion_config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict:
+    """A diffusers ``MotionAdapter`` config for a single motion-module file in AnimateDiff's original layout
+    (``down_blocks.N.motion_modules.M.temporal_transformer...``), read from its tensor names and shapes: diffusers
+    would otherwise fetch one from the Hub. Head count and norm groups are not in the shapes; AnimateDiff's own
+    (8 heads, 32 groups) are assumed, as every published motion module uses them."""
+    import re
+
+    widths: dict[int, int] = {}
+    layers: set[int] = set()
+    mid: set[int] = set()
+    blocks: set[int] = set()
+    longest = 32
+    for key, shape in shapes.items():
+        found = re.match(r"down_blocks\.(\d+)\.motion_modules\.(\d+)\.(?:temporal_transformer\.)?(.*)$", key)
+        if found:
+            block, module, rest = int(found.group(1)), int(found.group(2)), found.group(3)
+            if rest == "norm.weight" and len(shape) == 1:
+                widths[block] = int(shape[0])
+            if block == 0:
+                layers.add(module)
+                inner = re.match(r"transformer_blocks\.(\d+)\.", rest)
+                if module == 0 and inner:
+                    blocks.add(int(inner.group(1)))
+        elif key.startswith("mid_block.motion_modules."):
+            mid.add(int(key.split(".")[2]))
+        if key.endswith("pos_encoder.pe") and len(shape) == 3:
+            longest = int(shape[1])
+    if not widths:
+        raise ValueError("no AnimateDiff motion modules in this file")
+    return {"_class_name": "MotionAdapter", "block_out_channels": [widths[i] for i in sorted(widths)],
+            "motion_layers_per_block": max(1, len(layers)), "motion_transformer_layers_per_block": max(1, len(blocks)),
+            "motion_mid_block_layers_per_block": max(1, len(mid)), "use_motion_mid_block": bool(mid),
+            "motion_num_attention_heads": 8, "motion_norm_num_groups": 32, "motion_max_seq_length": longest,
+            "conv_in_channels": None}
+
+
+def motion_file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a motion-module file (a safetensors header, or a weights-only pickle)."""
+    if path.suffix.lower() == ".safetensors":
+        from modules.models.registry import read_safetensors_shapes
+
+        return read_safetensors_shapes(path)
+    from modules.models.checkpoints import load_ckpt_state_dict
+
+    return {key: tuple(value.shape) for key, value in load_ckpt_state_dict(path).items() if hasattr(value, "shape")}
+
+
 def _motion_file_channels(path: Path) -> tuple[int, ...] | None:
-    """The block widths of a single-file motion module, from its safetensors header (AnimateDiff's original
-    layout: ``down_blocks.N.motion_modules.M...``); None for a pickle, which is not opened to list it."""
+    """The block widths of a single-file motion module from its safetensors header; None for a pickle (not opened
+    just to list it) or a file that is not a motion module."""
     if path.suffix.lower() != ".safetensors":
         return None
-    from modules.models.registry import read_safetensors_shapes
-
     try:
-        shapes = read_safetensors_shapes(path)
+        return tuple(motion_config_from_shapes(motion_file_shapes(path))["block_out_channels"])
     except (OSError, ValueError):
         return None
-    widths: dict[int, int] = {}
-    for key, shape in shapes.items():
-        parts = key.split(".")
-        if len(parts) > 3 and parts[0] == "down_blocks" and parts[1].isdigit() and "norm" in key \
-                and key.endswith("weight") and len(shape) == 1:
-            widths.setdefault(int(parts[1]), int(shape[0]))
-    return tuple(widths[index] for index in sorted(widths)) if widths else None
 
 
 def unet_channels(checkpoint_path: Path, family: str | None) -> tuple[int, ...] | None:
