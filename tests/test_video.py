@@ -165,3 +165,22 @@ def test_interrupting_a_clip_stops_between_steps_and_writes_nothing(video_servic
     # the worker goes on
     after = run(video_services, prompt="after", frames=2, steps=1, seed=1)
     assert probe(after.videos[0].path).frames == 2
+
+
+def test_the_embedded_motion_model_leads_and_brings_its_recommended_settings(tmp_path):
+    import json
+
+    from modules.video.defaults import VideoDefaults, model_defaults
+    from modules.video.registry import VideoModelRegistry
+
+    for name in ("another", "sfumato-shapes-motion"):
+        folder = tmp_path / "animatediff" / name
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"_class_name": "MotionAdapter",
+                                                        "block_out_channels": [32, 64]}))
+    (tmp_path / "animatediff" / "sfumato-shapes-motion" / "training_config.json").write_text(json.dumps(
+        {"recommended": {"sampler": "Euler", "steps": 20, "guidance": 4.5, "frames": 16, "fps": 8}}))
+    registry = VideoModelRegistry(tmp_path)
+    assert [model.name for model in registry.list()] == ["sfumato-shapes-motion", "another"]
+    assert model_defaults(registry.find("sfumato-shapes-motion"), 64) == VideoDefaults(16, 8, 20, 4.5, 64, 64, "Euler")
+    assert model_defaults(registry.find("another"), 64) == VideoDefaults(16, 8, 25, 7.5, 64, 64, None)

@@ -2,8 +2,9 @@
 
 The published models were trained at very different shapes: AnimateDiff animates 16 frames at its checkpoint's
 size, SVD makes 14 (SVD-XT 25) frames at 1024x576 conditioned on fps 7, Wan 2.x 81 frames at 832x480 at 16 fps.
-A motion adapter folder may carry ``video_defaults.json`` (any of ``frames``, ``fps``, ``steps``, ``cfg_scale``,
-``width``, ``height``), as the embedded motion model does for its 64-pixel world.
+A motion adapter folder may say what it was made for: the ``recommended`` block of its ``training_config.json``
+(``frames``, ``fps``, ``steps``, ``guidance``, ``sampler``, as Sfumato's own training scripts write it) or a
+``video_defaults.json`` (``frames``, ``fps``, ``steps``, ``cfg_scale``, ``width``, ``height``, ``sampler``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class VideoDefaults:
     cfg_scale: float
     width: int
     height: int
+    sampler: str | None = None  # AnimateDiff only; None = the checkpoint's own scheduler
 
 
 ANIMATEDIFF = VideoDefaults(frames=16, fps=8, steps=25, cfg_scale=7.5, width=512, height=512)
@@ -53,11 +55,19 @@ def model_defaults(model: VideoModel, checkpoint_size: int | None = None) -> Vid
         return WAN
     side = checkpoint_size or ANIMATEDIFF.width
     chosen = dataclasses.replace(ANIMATEDIFF, width=side, height=side)
-    sidecar = model.path / DEFAULTS_FILE if model.path.is_dir() else model.path.with_suffix(".json")
-    overrides = _read_json(sidecar)
-    known = {field.name: field.type for field in dataclasses.fields(VideoDefaults)}
-    values = {}
+    if model.path.is_dir():
+        recommended = _read_json(model.path / "training_config.json").get("recommended")
+        overrides = dict(recommended) if isinstance(recommended, dict) else {}
+        if "guidance" in overrides:
+            overrides["cfg_scale"] = overrides.pop("guidance")
+        overrides.update(_read_json(model.path / DEFAULTS_FILE))
+    else:
+        overrides = _read_json(model.path.with_suffix(".json"))
+    values: dict = {}
     for key, value in overrides.items():
-        if key in known and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        if key == "sampler" and isinstance(value, str) and value.strip():
+            values[key] = value.strip()
+        elif key in ("frames", "fps", "steps", "cfg_scale", "width", "height") and isinstance(value, (int, float)) \
+                and not isinstance(value, bool) and value > 0:
             values[key] = float(value) if key == "cfg_scale" else int(value)
     return dataclasses.replace(chosen, **values)

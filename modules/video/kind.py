@@ -151,6 +151,8 @@ class VideoRunner:
             changes["frames"] = len(request.init_video) if request.init_video else defaults.frames
         if request.seed == -1:
             changes["seed"] = random.randrange(2**32)
+        if request.sampler is None and defaults.sampler and model.is_motion_adapter:
+            changes["sampler"] = defaults.sampler
         if model.family == "svd" and request.decode_chunk_size is None:
             changes["decode_chunk_size"] = SVD_DECODE_CHUNK
         return request.replace(**changes)
