@@ -82,6 +82,13 @@ def test_a_single_file_motion_module_in_a1111s_folder_animates_without_the_hub(v
     assert "Video model: v2-motion-module" in read_video_infotext(result.videos[0].path)
 
 
+def test_animatediff_on_an_sdxl_checkpoint(video_services):
+    result = run(video_services, checkpoint="tiny-sdxl", prompt="a circle", frames=4, fps=8, steps=2, seed=1)
+    info = probe(result.videos[0].path)
+    assert (info.frames, info.width, info.height) == (4, 64, 64)
+    assert "Model: tiny-sdxl" in read_video_infotext(result.videos[0].path)
+
+
 def test_svd_makes_a_clip_from_an_image(video_services):
     image = Image.new("RGB", (80, 48), (200, 30, 30))
     result = run(video_services, model="tiny-svd", init_image=image, width=64, height=64, frames=6, fps=6, steps=2,
@@ -142,6 +149,7 @@ def test_other_formats_and_frames_as_pngs_carry_the_parameters(video_services):
     (dict(model="no-such-model"), "model"),
     (dict(checkpoint="missing.safetensors"), "checkpoint"),
     (dict(frames=40), "frames"),  # over the motion adapter's longest sequence
+    (dict(checkpoint="tiny-sdxl", init_video=(Image.new("RGB", (64, 64)),) * 2), "init_video"),  # SD 1.x only
 ])
 def test_bad_input_is_refused_naming_the_field_and_nothing_is_queued(video_services, fields, field):
     before = len(video_services.queue.jobs())

@@ -172,6 +172,9 @@ class VideoRunner:
             if checkpoint is None:
                 raise RequestError("checkpoint", "AnimateDiff needs an image checkpoint")
             check_adapter_fits(model, checkpoint)
+            if request.mode == "vid2vid" and checkpoint.family == "sdxl":
+                raise RequestError("init_video", "video-to-video with AnimateDiff runs on SD 1.x checkpoints only; "
+                                                 f"{checkpoint.title} is SDXL")
         elif request.sampler:
             raise RequestError("sampler", f"{FAMILY_LABELS[model.family]} samples with its own scheduler; leave "
                                           "the sampler empty")
