@@ -70,6 +70,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     device.add_argument("--max-loaded-models", type=int, default=1, metavar="N",
                         help="keep up to N checkpoints loaded, least recently used out first, so switching back and "
                              "forth does not reload (a model is still unloaded first when memory runs short)")
+    device.add_argument("--quantize", choices=["none", "nf4", "int8"], default="none",
+                        help="load the UNet / transformer quantized with bitsandbytes, 4-bit NF4 (~1/4 of bf16) or "
+                             "8-bit (~1/2), so Flux fits consumer GPUs; CUDA GPUs only (GGUF files need no option)")
+    device.add_argument("--batch-images", type=int, default=16, metavar="N",
+                        help="run compatible waiting image jobs (same model, size, sampler, steps, CFG, LoRAs) as "
+                             "one batch of up to N images, each job keeping its own prompt, seed and result "
+                             "(1: one job at a time)")
+    device.add_argument("--batch-window", type=float, default=0.0, metavar="SECONDS",
+                        help="how long a job that could be batched waits for compatible jobs to arrive (default 0: "
+                             "only jobs already waiting join it)")
     device.add_argument("--attention-slicing", action="store_true", help="compute attention in slices")
     device.add_argument("--vae-slicing", action="store_true", help="decode batches one image at a time")
     device.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
@@ -152,8 +162,18 @@ def build_config(args: argparse.Namespace):
         raise SystemExit(f"--max-body-mb: must be more than 0, got {args.max_body_mb}")
     if args.max_loaded_models < 1:
         raise SystemExit(f"--max-loaded-models: must be at least 1, got {args.max_loaded_models}")
+    if args.batch_images < 1:
+        raise SystemExit(f"--batch-images: must be at least 1, got {args.batch_images}")
+    if not 0 <= args.batch_window <= 10:
+        raise SystemExit(f"--batch-window: must be between 0 and 10 seconds, got {args.batch_window}")
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"--threads: must be at least 1, got {args.threads}")
+    if args.quantize != "none":  # asks torch for a GPU, so only when the option is used
+        from modules.models.quantization import startup_problem
+
+        problem = startup_problem(args.quantize, args.device)
+        if problem:
+            raise SystemExit(f"--quantize {args.quantize}: {problem}")
     return AppConfig(
         models_dir=args.models_dir.resolve(),
         ckpt_dirs=tuple(path.resolve() for path in args.ckpt_dir),
@@ -169,6 +189,9 @@ def build_config(args: argparse.Namespace):
         vae_slicing=args.vae_slicing,
         vae_tiling=args.vae_tiling,
         max_loaded_models=args.max_loaded_models,
+        quantize=args.quantize,
+        batch_images=args.batch_images,
+        batch_window=args.batch_window,
         threads=args.threads if args.threads is not None else physical_cores(),
         limits=Limits(max_pixels=args.max_pixels, max_batch_size=args.max_batch_size),
         port=args.port,

@@ -107,3 +107,14 @@ def video_model_store(tmp_path_factory, tiny_model_store) -> Path:
     save_tiny_wan(root / "video" / "tiny-wan", seed=0)
     save_tiny_wan(root / "video" / "tiny-wan-i2v", seed=0, image_to_video=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_store(tmp_path_factory) -> Path:
+    """A models folder with ``audio/`` holding tiny Stable Audio, AudioLDM2 and VITS models (one and two voices),
+    built once."""
+    from tools.tiny_audio import save_tiny_audio_models
+
+    root = tmp_path_factory.mktemp("audio-models")
+    save_tiny_audio_models(root / "audio")
+    return root

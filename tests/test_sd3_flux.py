@@ -47,6 +47,11 @@ def flow_models(tmp_path_factory) -> Path:
     import torch
 
     save_file({key: torch.from_numpy(value) for key, value in sd3.items()}, checkpoints / "sd3-single.safetensors")
+    # LoRAs made with PEFT on each family's own layers (diffusers keys), and one for SD 1.x
+    from tools.tiny_lora import save_tiny_lora
+
+    for family, name in (("flux", "flux-style"), ("sd3", "sd3-style"), ("sd1", "sd1-style")):
+        save_tiny_lora(build_tiny_pipeline(family, seed=0), root / "Lora" / f"{name}.safetensors")
     return root
 
 
@@ -188,7 +193,6 @@ def test_a1111_weights_are_removed_from_flow_prompts(studio):
     ({"sampler_name": "DPM++ 2M"}, "sampler_name"),
     ({"scheduler": "Karras"}, "scheduler"),
     ({"hires": HiresFix(scale=2.0)}, "hires"),
-    ({"prompt": "a circle <lora:style:0.8>"}, "prompt"),
     ({"prompt": "a [circle:square:0.5]"}, "prompt"),
     ({"prompt": "a circle AND a square"}, "prompt"),
     ({"clip_skip": 2}, "clip_skip"),
@@ -208,3 +212,27 @@ def test_the_ui_starts_a_flow_model_at_its_family_defaults(studio):
     assert model_recommendation(studio, "tiny-flux-schnell")["steps"] == 4
     assert model_recommendation(studio, "tiny-sd1") == {}
     assert form_default(studio, "steps") == 28  # the studio's default model is tiny-sd3
+
+
+def first_pixels(result) -> np.ndarray:
+    return np.asarray(result.images[0].image, dtype=np.int16)
+
+
+@pytest.mark.parametrize(("model", "lora"), [("tiny-flux", "flux-style"), ("tiny-sd3", "sd3-style")])
+def test_a_lora_changes_a_flow_model_for_its_own_request_only(studio, model, lora):
+    before = first_pixels(studio.run(request(model)))
+    zero = first_pixels(studio.run(request(model, prompt=f"a red circle on a blue background <lora:{lora}:0>")))
+    full = studio.run(request(model, prompt=f"a red circle on a blue background <lora:{lora}:1>"))
+    after = first_pixels(studio.run(request(model)))
+    assert np.abs(zero - before).max() <= 1, "a LoRA at weight 0 must give the same pixels as none"
+    assert np.abs(first_pixels(full) - before).max() > 10, "a LoRA at weight 1 must change the picture"
+    assert np.abs(after - before).max() == 0, "the LoRA leaked into the next job"
+    assert f'Lora hashes: "{lora}: ' in full.images[0].infotext
+
+
+def test_an_sd1_lora_on_flux_fails_naming_the_file_and_the_next_job_works(studio):
+    before = first_pixels(studio.run(request("tiny-flux")))
+    with pytest.raises(RequestError) as caught:
+        studio.run(request("tiny-flux", prompt="a red circle <lora:sd1-style:1>"))
+    assert "sd1-style.safetensors" in caught.value.message and "Flux.1" in caught.value.message
+    assert np.abs(first_pixels(studio.run(request("tiny-flux"))) - before).max() == 0

@@ -95,3 +95,56 @@ def save_tiny_controlnet(pipe: Any, path: Path, layout: Literal["diffusers", "fi
     else:
         torch.save(state, str(path))
     return path
+
+
+def _draw_zero_modules(model: Any, prefixes: tuple[str, ...], seed: int, scale: float) -> Any:
+    """Random weights where a new ControlNet starts at zero, so that a test sees it steer."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.startswith(prefixes):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    return model.eval()
+
+
+def build_tiny_flux_controlnet(pipe: Any, seed: int = 0, style: Literal["instantx", "xlabs"] = "instantx",
+                               scale: float = 0.3, num_mode: int | None = None) -> Any:
+    """A Flux.1 ControlNet as wide as ``pipe``'s tiny transformer (one double- and one single-stream block).
+
+    "instantx" reads the control image's VAE latents (InstantX / Shakker-Labs layout, what diffusers folders on
+    the Hub hold); "xlabs" reads its pixels through a conditioning encoder (XLabs' layout, ``input_hint_block``).
+    ``num_mode`` makes it a ControlNet-Union with that many control types.
+    """
+    import torch
+    from diffusers import FluxControlNetModel
+
+    config = {key: value for key, value in pipe.transformer.config.items() if not key.startswith("_")}
+    config.pop("out_channels", None)
+    config.update(num_layers=1, num_single_layers=1, num_mode=num_mode)
+    if style == "xlabs":  # 16 channels at 1/8 size, packed 2 x 2 into the transformer's 64-wide tokens
+        config.update(conditioning_embedding_channels=16, patch_size=2)
+    torch.manual_seed(seed)
+    model = FluxControlNetModel.from_config(config)
+    if style == "xlabs":  # its encoder's last conv starts at zero too: carry the control image through
+        with torch.no_grad():
+            for parameter in model.input_hint_block.parameters():
+                if parameter.ndim > 1:
+                    parameter.copy_(torch.randn_like(parameter) * (2.0 / parameter[0].numel()) ** 0.5)
+                else:
+                    parameter.zero_()
+    return _draw_zero_modules(model, ("controlnet_blocks", "controlnet_single_blocks", "controlnet_x_embedder"),
+                              seed, scale)
+
+
+def build_tiny_sd3_controlnet(pipe: Any, seed: int = 0, scale: float = 0.3) -> Any:
+    """An SD3 ControlNet (InstantX layout: zero pooled projection) as wide as ``pipe``'s tiny transformer."""
+    import torch
+    from diffusers import SD3ControlNetModel
+
+    config = {key: value for key, value in pipe.transformer.config.items() if not key.startswith("_")}
+    config.update(num_layers=1, extra_conditioning_channels=0)
+    torch.manual_seed(seed)
+    model = SD3ControlNetModel.from_config(config)
+    return _draw_zero_modules(model, ("controlnet_blocks", "pos_embed_input"), seed, scale)

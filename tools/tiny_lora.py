@@ -17,7 +17,8 @@ TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
 def tiny_lora_state_dict(pipe: Any, seed: int = 0, rank: int = 4, scale: float = 0.5) -> dict[str, Any]:
-    """A LoRA for ``pipe``'s UNet and text encoder(s) in diffusers/PEFT keys (``unet.….lora_A.weight``).
+    """A LoRA for ``pipe``'s UNet (or SD3/Flux transformer) and CLIP text encoder(s) in diffusers/PEFT keys
+    (``unet.….lora_A.weight``, ``transformer.…``).
 
     The pipeline is left untouched: the adapters are built on copies of its modules."""
     import copy
@@ -27,11 +28,13 @@ def tiny_lora_state_dict(pipe: Any, seed: int = 0, rank: int = 4, scale: float =
 
     torch.manual_seed(seed)
     state: dict[str, Any] = {}
-    parts = [("unet", UNET_TARGETS), ("text_encoder", TEXT_TARGETS), ("text_encoder_2", TEXT_TARGETS)]
+    parts = [("unet", UNET_TARGETS), ("transformer", UNET_TARGETS), ("text_encoder", TEXT_TARGETS),
+             ("text_encoder_2", TEXT_TARGETS)]
     for name, targets in parts:
         model = getattr(pipe, name, None)
-        if model is None:
-            continue
+        if model is None or not any(module.rsplit(".", 1)[-1] in targets or module.endswith(".to_out.0")
+                                    for module, _ in model.named_modules()):
+            continue  # e.g. Flux's T5 encoder, whose attention layers have other names
         model = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets),
                                         copy.deepcopy(model))
         for key, value in get_peft_model_state_dict(model).items():

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-Family = Literal["sd1", "sdxl", "sd3", "flux", "flux-schnell"]
+Family = Literal["sd1", "sdxl", "sd3", "flux", "flux-schnell", "flux-kontext"]
 
 TEXT_HIDDEN = 64
 SCHEDULER_CONFIG = {
@@ -182,7 +182,7 @@ def _flux_transformer(seed: int, guidance: bool):
 def _build_flow_pipeline(family: str, seed: int, with_t5: bool = True):
     """SD3 (two CLIPs with projection + an optional T5) or Flux.1 (one CLIP + T5), each with a 16-channel VAE
     carrying its family's scaling and shift factors and the flow-matching Euler scheduler."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, StableDiffusion3Pipeline
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxPipeline, StableDiffusion3Pipeline
 
     from modules.models.clip_vocab import load_clip_tokenizer
 
@@ -202,7 +202,9 @@ def _build_flow_pipeline(family: str, seed: int, with_t5: bool = True):
         )
     schnell = family == "flux-schnell"
     config = FLUX_SCHNELL_SCHEDULER_CONFIG if schnell else FLUX_DEV_SCHEDULER_CONFIG
-    return FluxPipeline(
+    # Kontext is Flux.1-dev's transformer trained to edit: the same components, saved with its own pipeline class.
+    pipeline_class = FluxKontextPipeline if family == "flux-kontext" else FluxPipeline
+    return pipeline_class(
         scheduler=FlowMatchEulerDiscreteScheduler.from_config(config),
         vae=_vae(seed, scaling_factor=0.3611, latent_channels=16, shift_factor=0.1159),
         text_encoder=_text_encoder(seed + 1, TEXT_HIDDEN),
@@ -216,10 +218,11 @@ def _build_flow_pipeline(family: str, seed: int, with_t5: bool = True):
 def build_tiny_pipeline(family: Family = "sd1", seed: int = 0, inpainting: bool = False, with_t5: bool = True):
     """A randomly initialised pipeline of the given family (txt2img class), on the CPU in float32.
 
-    "flux" is Flux.1-dev (guidance-distilled), "flux-schnell" Flux.1-schnell (no guidance input); ``with_t5=False``
+    "flux" is Flux.1-dev (guidance-distilled), "flux-schnell" Flux.1-schnell (no guidance input), "flux-kontext"
+    Flux.1 Kontext (dev's transformer in ``FluxKontextPipeline``); ``with_t5=False``
     leaves SD3's optional T5 encoder out, as SD3 allows.
     """
-    if family in ("sd3", "flux", "flux-schnell"):
+    if family in ("sd3", "flux", "flux-schnell", "flux-kontext"):
         return _build_flow_pipeline(family, seed, with_t5)
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 

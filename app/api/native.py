@@ -31,6 +31,7 @@ from app.api.requests_common import (
 )
 from app.api.videos import decode_video
 from app.api.webhooks import check_webhook_url, install_webhooks
+from modules.audio.request import AudioRequest
 from modules.controlnet.units import ControlNetUnit
 from modules.image.request import GenerationRequest, HiresFix, Outpaint, SdUpscale
 from modules.image.results import GenerationResult
@@ -223,13 +224,37 @@ class VideoJobBody(BaseModel):
     webhook_url: str | None = None
 
 
+class AudioJobBody(BaseModel):
+    """An ``AudioRequest`` on the wire (``"kind": "audio"``): text-to-audio (``prompt``) or speech (``text``);
+    ``init_audio`` as base64. The files come back as the job's artifacts, each with its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["audio"]
+    task: Literal["text-to-audio", "speech"] | None = None
+    model: str | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    text: str | None = None
+    duration: float | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    seed: int | None = None
+    waveforms: int | None = None
+    init_audio: str | None = None
+    voice: str | None = None
+    speed: float | None = None
+    output_format: Literal["wav", "flac", "mp3", "ogg", "opus", "aac"] | None = None
+    webhook_url: str | None = None
+
+
 def _kind_of(value: Any) -> str:
     kind = value.get("kind", "image") if isinstance(value, dict) else getattr(value, "kind", "image")
     return kind if isinstance(kind, str) else "image"
 
 
 AnyJobBody = Annotated[Annotated[JobBody, Tag("image")] | Annotated[UpscaleJobBody, Tag("upscale")]
-                       | Annotated[InterrogateJobBody, Tag("interrogate")] | Annotated[VideoJobBody, Tag("video")],
+                       | Annotated[InterrogateJobBody, Tag("interrogate")] | Annotated[AudioJobBody, Tag("audio")]
+                       | Annotated[VideoJobBody, Tag("video")],
                        Discriminator(_kind_of)]
 
 
@@ -256,6 +281,15 @@ def to_video_request(body: VideoJobBody) -> VideoRequest:
     if body.init_video is not None:
         fields["init_video"] = decode_video(body.init_video, "init_video")
     return VideoRequest(**fields)
+
+
+def to_audio_request(body: AudioJobBody) -> AudioRequest:
+    from app.api.audio_common import decode_base64_audio
+
+    fields = body.model_dump(exclude_none=True, exclude={"kind", "webhook_url", "init_audio"})
+    if body.init_audio is not None:
+        fields["init_audio"] = decode_base64_audio(body.init_audio, "init_audio")
+    return AudioRequest(**fields)
 
 
 def to_request(body: JobBody) -> GenerationRequest:
@@ -299,13 +333,14 @@ def _implied_task(body: JobBody) -> str:
 # -- routes ------------------------------------------------------------------------------------------------------
 @router.post("/jobs", status_code=202)
 async def submit_job(body: AnyJobBody, http_request: Request, services: ServicesDep) -> dict:
-    """Queue a job of any kind (``kind``: ``image``, the default, ``upscale``, ``interrogate`` or ``video``) and
-    answer at once with its id and where to watch it."""
+    """Queue a job of any kind (``kind``: ``image``, the default, ``upscale``, ``interrogate``, ``audio`` or
+    ``video``) and answer at once with its id and where to watch it."""
     sender = install_webhooks(services.queue)
     webhook = await run_in_threadpool(check_webhook_url, body.webhook_url, sender.allow_private)  # may resolve DNS
     # decoding a large image should not stall other clients
     convert = {JobBody: to_request, UpscaleJobBody: to_upscale_request,
-               InterrogateJobBody: to_interrogate_request, VideoJobBody: to_video_request}[type(body)]
+               InterrogateJobBody: to_interrogate_request, AudioJobBody: to_audio_request,
+               VideoJobBody: to_video_request}[type(body)]
     request = await run_in_threadpool(convert, body)
     job = await submit_checked(services, request, source="native", owner=owner_of(http_request), webhook=webhook)
     if webhook:

@@ -36,6 +36,7 @@ from app.api.requests_common import (
     visible_to,
     wait_for_job,
 )
+from modules.errors import RequestError
 from modules.formats import IMAGE_FORMATS
 from modules.image.masks import carries_alpha, mask_from_transparency
 from modules.image.request import GenerationRequest, Outpaint, SdUpscale
@@ -234,11 +235,19 @@ async def _controlled(services: Services, http_request: Request, form: FormReade
 
 
 def control_model(services: Services, words: tuple[str, ...]) -> str:
-    """The installed ControlNet whose name has the earliest of ``words`` (the embedded one out of the box)."""
+    """The installed ControlNet whose name has the earliest of ``words`` (the embedded one out of the box), among
+    those made for the default checkpoint's family (Flux.1, SD3, SD) when any is."""
+    from modules.controlnet.transformer_controlnets import family_refusal
+
     models = services.engine.controlnets.list()
     if not models:
         raise ApiError(501, f"no ControlNet model is installed: put one in {services.engine.controlnets.root}",
                        "image")
+    try:
+        family = services.engine.resolve_model(services.default_model()).family
+    except RequestError:  # no checkpoint: the request itself says so
+        family = None
+    models = [info for info in models if family_refusal(info, family) is None] or models
     for word in words:
         for info in models:
             if word in info.name.lower():

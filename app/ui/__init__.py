@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from app.ui.audio_tab import build_audio
 from app.ui.controls import GenerationTab, extension_groups, extension_visibility
 from app.ui.extensions_tab import build_extensions
 from app.ui.form import Form
@@ -93,6 +94,8 @@ def build_layout(services: Services) -> Ui:
                 upscale = build_upscale(services)
             with gr.Tab("Video", id="video"):
                 build_video(services)
+            with gr.Tab("Audio", id="audio"):
+                build_audio(services)
             with gr.Tab("Queue", id="queue"):
                 build_queue(services)
             with gr.Tab("PNG info", id="pnginfo"):

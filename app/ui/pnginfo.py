@@ -29,6 +29,8 @@ def build_pnginfo(services: Services) -> Form:
                                                   sources=["upload", "clipboard"], height=420))
             form["video"] = gr.File(label="…or a video (MP4, WebM, GIF, WebP)",
                                     file_types=[".mp4", ".webm", ".gif", ".webp", ".mov", ".mkv"])
+            form["audio"] = gr.File(label="…or a sound made here (WAV, FLAC, MP3, OGG, Opus)", file_count="single",
+                                    file_types=["audio"], elem_id="pnginfo-audio")
         with gr.Column():
             form["infotext"] = gr.Textbox(label="Parameters", lines=8, interactive=False, buttons=["copy"])
             with gr.Row():
@@ -43,7 +45,30 @@ def build_pnginfo(services: Services) -> Form:
                  api_name=False)
     form.connect(form["video"].change, read_video_info, ["video"], ["infotext", "parameters", "items", "status"],
                  api_name=False)
+    form.connect(form["audio"].change, read_audio_info, ["audio"], ["infotext", "parameters", "items", "status"],
+                 api_name=False)
     return form
+
+
+def read_audio_info(values: Values) -> Values:
+    """The parameters an audio file made by the Audio tab carries in its metadata (see ``modules.audio.encode``)."""
+    import json
+
+    from modules.audio.encode import read_parameters
+
+    empty = {"infotext": "", "parameters": None, "items": None}
+    path = values.get("audio")
+    path = getattr(path, "name", path)
+    if not path:
+        return {**empty, "status": ""}
+    try:
+        parameters = read_parameters(str(path))
+    except OSError as error:
+        return {**empty, "status": error_html("audio", f"the file cannot be read: {error}")}
+    if not parameters:
+        return {**empty, "status": status_html("This file holds no generation parameters.")}
+    return {"infotext": json.dumps(parameters, ensure_ascii=False), "parameters": parameters, "items": None,
+            "status": ""}
 
 
 def read_png_info(values: Values) -> Values:

@@ -69,6 +69,8 @@ def build_queue(services: Services) -> Form:
     form["queue_mark"] = gr.State(None)
     form["gallery"] = gr.Gallery(label="Images of the selected job", columns=4, height=384, format="png",
                                  interactive=False, object_fit="contain")
+    form["sound"] = gr.Audio(label="Sound of the selected job", type="filepath", interactive=False,
+                             elem_id="queue-sound")
     form["job_info"] = gr.Textbox(label="Job", lines=4, interactive=False, buttons=["copy"])
     _wire(services, form)
     _wire_pushes(services, form)
@@ -98,7 +100,8 @@ def _wire(services: Services, form: Form) -> None:
         return form.by_component(show_job(services, form.by_name(data), row))
 
     form["history"].select(on_select, inputs={form["history_ids"]},
-                           outputs=[form["gallery"], form["job_info"], form["status"]], api_name=False)
+                           outputs=[form["gallery"], form["sound"], form["job_info"], form["status"]],
+                           api_name=False)
 
 
 def _wire_pushes(services: Services, form: Form) -> None:
@@ -216,18 +219,23 @@ def show_job(services: Services, values: Values, row: Any) -> Values:
     index = int(_number(row, -1))
     job = services.queue.get(ids[index]) if 0 <= index < len(ids) else None
     if job is None:
-        return {"gallery": [], "job_info": "", "status": error_html("history", "that job is no longer listed")}
+        return {"gallery": [], "sound": None, "job_info": "",
+                "status": error_html("history", "that job is no longer listed")}
     items = result_state(job.result)["items"] if job.result is not None else []
     lines = [f"#{job.number} · {_label(services, job)} · {job.state} · from {job.source}", f"id {job.id}"]
     if items:
         lines.append(items[1 if len(items) > 1 and items[0]["grid"] else 0]["infotext"])
     else:
         lines.append(_describe(services, job))
+    sounds = [item for item in job.result.artifacts if item.type == "audio"] if job.result is not None else []
+    lines += [f"{item.path} · seed {item.parameters.get('seed')}" for item in sounds]  # files of an audio job
     text = getattr(job.result, "caption", None)  # a result in words (an interrogation) shows them
     if text:
         lines.append(text)
     status = error_html(job.error_field or "", job.error) if job.error else ""
-    return {"gallery": [item["image"] for item in items], "job_info": "\n".join(lines), "status": status}
+    sound = next((str(item.path) for item in sounds if item.path is not None and item.path.is_file()), None)
+    return {"gallery": [item["image"] for item in items], "sound": sound, "job_info": "\n".join(lines),
+            "status": status}
 
 
 # -- refreshing --------------------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ the ControlNets and removes them however the pass ends, so nothing outlives the 
 - "My prompt is more important": the residuals fade from the deepest block outwards (x 0.825 per block);
 - "ControlNet is more important": faded the same way and added to the conditional half of the batch only, so
   classifier-free guidance pushes towards the control image.
+
+On Flux.1 and SD3 the units drive diffusers' transformer ControlNets (``transformer_controlnets``) with the same
+images, weights and start / end fractions, in "Balanced" mode only (``modules.image.flow`` refuses the others).
 """
 
 from __future__ import annotations
@@ -71,12 +74,17 @@ class ControlPlan:
             return {}
         images = [control_at(planned, size, crop, full_size) for planned in active]
         single = len(active) == 1
-        return {
+        arguments = {
             image_argument: images[0] if single else images,
             "controlnet_conditioning_scale": active[0].unit.weight if single else [p.unit.weight for p in active],
             "control_guidance_start": [p.unit.guidance_start for p in active],
             "control_guidance_end": [p.unit.guidance_end for p in active],
         }
+        if not single and type(active[0].model).__name__ == "FluxControlNetModel":
+            # One "no control type" per unit: diffusers' Flux img2img pipeline drops every unit of a several-unit
+            # call when this is left unset.
+            arguments["control_mode"] = [None] * len(active)
+        return arguments
 
     @contextmanager
     def modes(self, images_per_batch: int, second_pass: bool = False) -> Iterator[None]:
@@ -172,8 +180,10 @@ def fit(image: Image.Image, size: tuple[int, int], resize_mode: str) -> Image.Im
 
 
 def plan_controls(units: tuple[ControlNetUnit, ...], *, registry: ControlNetRegistry, models: ControlNetModels,
-                  unet: Any, device: Any, init_image: Image.Image | None, size: tuple[int, int]) -> ControlPlan:
-    """Resolve every unit now, so a bad one fails the job before its first step, naming the unit's field."""
+                  denoiser: Any, device: Any, init_image: Image.Image | None, size: tuple[int, int]) -> ControlPlan:
+    """Resolve every unit now, so a bad one fails the job before its first step, naming the unit's field.
+
+    ``denoiser`` is the checkpoint's UNet, or its Flux.1 / SD3 transformer."""
     from modules.controlnet.loading import ControlNetLoadError
     from modules.controlnet.registry import UnknownControlNetError
 
@@ -191,13 +201,36 @@ def plan_controls(units: tuple[ControlNetUnit, ...], *, registry: ControlNetRegi
                                                   "fall back on)")
         control = preprocess(unit, source, size, prefix, registry.models_dir)
         try:
-            model = models.get(info, unet, device)
+            model = models.get(info, denoiser, device)
         except ControlNetLoadError as error:
             raise RequestError(f"{prefix}.model", str(error)) from None
         except OSError as error:
             raise RequestError(f"{prefix}.model", f"ControlNet {info.name} cannot be read: {error}") from None
+        _check_runs_with(model, plan, prefix, info)
         plan.units.append(PlannedUnit(index, unit, info, model, control))
     return plan
+
+
+def _check_runs_with(model: Any, plan: ControlPlan, prefix: str, info: ControlNetInfo) -> None:
+    """What diffusers' Flux ControlNet pipelines cannot run: a ControlNet-Union, which needs a control type per
+    unit (units do not carry one yet), and units mixing XLabs-style ControlNets (which read the control image
+    through their own encoder) with InstantX-style ones (which read its VAE latents): the pipeline prepares every
+    control image the way the first unit's ControlNet wants."""
+    if type(model).__name__ != "FluxControlNetModel":
+        return
+    if model.config.get("num_mode") is not None:
+        raise RequestError(f"{prefix}.model", f"ControlNet {info.name} is a Flux ControlNet-Union "
+                                              f"({model.config['num_mode']} control types); choosing its control "
+                                              "type is not supported yet: use a single-purpose Flux ControlNet")
+    reads_pixels = model.input_hint_block is not None
+    for planned in plan.units:
+        if type(planned.model).__name__ == "FluxControlNetModel" and (
+                planned.model.input_hint_block is not None) != reads_pixels:
+            raise RequestError(f"{prefix}.model", f"ControlNet {info.name} cannot run together with "
+                                                  f"{planned.info.name} (unit {planned.index}): one reads the "
+                                                  "control image's pixels (XLabs style), the other its VAE latents "
+                                                  "(InstantX style), and a Flux pipeline prepares all control "
+                                                  "images one way")
 
 
 def preprocess(unit: ControlNetUnit, image: Image.Image, size: tuple[int, int], prefix: str,

@@ -4,7 +4,8 @@ Users bring ControlNets in two layouts: diffusers folders (``config.json`` + wei
 the original ControlNet key layout (``control_model.input_blocks...``, what the A1111 extension loads) or a saved
 diffusers state dict. A single file carries no config, so its skeleton is the job's own UNet turned into a
 ControlNet (``ControlNetModel.from_unet``), with the conditioning encoder's widths read from the weights; the
-original layout is converted with diffusers' converter. Every shape is compared before anything is loaded, so a
+original layout is converted with diffusers' converter. Flux.1 and SD3 ControlNets (``transformer_controlnets``)
+steer those families' transformers. Every shape is compared before anything is loaded, so a
 ControlNet for another family (an SDXL ControlNet on an SD 1.5 checkpoint) is refused with a message naming the
 file and both families, never run into a shape error mid-generation.
 """
@@ -76,11 +77,20 @@ def _hint_channels(state: dict[str, Any]) -> tuple[int, tuple[int, ...]]:
     return channels, tuple(distinct)
 
 
-def load_controlnet(info: ControlNetInfo, unet: Any) -> Any:
-    """The ControlNet ``info`` names, checked against ``unet`` (the checkpoint it will steer), on the CPU."""
+def load_controlnet(info: ControlNetInfo, denoiser: Any) -> Any:
+    """The ControlNet ``info`` names, checked against ``denoiser`` (the checkpoint's UNet or Flux / SD3
+    transformer it will steer), on the CPU."""
     from diffusers import ControlNetModel
 
+    from modules.controlnet import transformer_controlnets as flow
+
+    if flow.transformer_family(denoiser) is not None:
+        return flow.load_transformer_controlnet(info, denoiser, _family_from_state)
+    unet = denoiser
     if info.kind == "diffusers":
+        refusal = flow.sd_controlnet_refusal(info, None, family_name(unet.config.cross_attention_dim))
+        if refusal:
+            raise ControlNetLoadError(refusal)
         try:
             model = ControlNetModel.from_pretrained(str(info.path), local_files_only=True)
         except Exception as error:
@@ -88,6 +98,9 @@ def load_controlnet(info: ControlNetInfo, unet: Any) -> Any:
         check_fits(model.config, unet.config, info.name)
         return model.eval()
     state = read_state_dict(info.path)
+    refusal = flow.sd_controlnet_refusal(info, state, family_name(unet.config.cross_attention_dim))
+    if refusal:
+        raise ControlNetLoadError(refusal)
     original = _is_original_layout(state)
     if not original and "controlnet_cond_embedding.conv_in.weight" not in state:
         raise ControlNetLoadError(f"ControlNet {info.path.name} is not a ControlNet (no conditioning encoder in it)")
@@ -155,18 +168,21 @@ class ControlNetModels:
         self._loaded: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, info: ControlNetInfo, unet: Any, device: Any) -> Any:
-        """The ControlNet on ``device`` in the UNet's dtype, loaded once."""
+    def get(self, info: ControlNetInfo, denoiser: Any, device: Any) -> Any:
+        """The ControlNet on ``device`` in the denoiser's (UNet's or transformer's) dtype, loaded once."""
+        import json
+
         stamp = info.weights.stat().st_mtime_ns if info.weights.exists() else 0
-        key = (str(info.path), info.short_hash, stamp, str(device), str(unet.dtype),
-               tuple(unet.config.block_out_channels), str(unet.config.cross_attention_dim))
+        layout = json.dumps(dict(denoiser.config), sort_keys=True, default=str)
+        key = (str(info.path), info.short_hash, stamp, str(device), str(denoiser.dtype), type(denoiser).__name__,
+               layout)
         with self._lock:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
-        model = load_controlnet(info, unet).to(device=device)
-        if model.dtype != unet.dtype:
-            model = model.to(dtype=unet.dtype)
+        model = load_controlnet(info, denoiser).to(device=device)
+        if model.dtype != denoiser.dtype:
+            model = model.to(dtype=denoiser.dtype)
         with self._lock:
             self._loaded[key] = model
             while len(self._loaded) > self._keep:

@@ -20,6 +20,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "extension.toml"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Generate = Callable[[GenerationRequest, JobControl], GenerationResult]
+# Several requests in one call: one result (or the exception that stopped it) per request, in order.
+GenerateMany = Callable[[list[GenerationRequest], list[JobControl]], list["GenerationResult | BaseException"]]
 
 
 class ExtensionError(ValueError):
@@ -329,6 +332,46 @@ class ExtensionManager:
         result = self._finish(active, outcome)
         generated = sum(len(cell.result.images) for cell in cells if cell.result is not None)
         return replace(result, generated_images=generated)
+
+    def run_jobs(self, requests: list[GenerationRequest], controls: list[JobControl], generate: Generate,
+                 generate_many: GenerateMany,
+                 job_scope: Callable[[JobControl], AbstractContextManager[Any]] = lambda _control: nullcontext(),
+                 ) -> list[GenerationResult | BaseException]:
+        """Several jobs that may share one generation call (the queue's batching): each goes through its own
+        hooks as in ``run_job`` (adjust, steps, post-process, job end), and the adjusted requests are generated
+        together by ``generate_many``. A job an extension turns into a sweep runs alone, through ``run_job``,
+        inside ``job_scope(its control)``."""
+        active = self.active()
+        outcomes: list[GenerationResult | BaseException | None] = [None] * len(requests)
+        together: list[int] = []
+        cells: list[GenerationRequest] = []
+        observed: list[JobControl] = []
+        for index, (request, control) in enumerate(zip(requests, controls, strict=True)):
+            try:
+                sweep = self._expand(active, request)
+                if len(sweep.requests) != 1 or sweep.requests[0] is not request:
+                    with job_scope(control):
+                        outcomes[index] = self.run_job(request, control, generate)
+                    continue
+                cell = self._adjust(active, request)
+            except BaseException as error:  # noqa: BLE001 - one job's failure is that job's outcome
+                outcomes[index] = error
+                continue
+            together.append(index)
+            cells.append(cell)
+            observed.append(_observing(control, lambda progress, r=cell: self._step(active, r, progress, 0, 1), 0, 1))
+        for index, cell, made in zip(together, cells, generate_many(cells, observed) if cells else [], strict=True):
+            if isinstance(made, BaseException):
+                outcomes[index] = made
+                continue
+            try:
+                outcome = JobOutcome(request=requests[index], cells=[Cell(cell, {}, result=self._postprocess(
+                    active, made, cell))], interrupted=controls[index].interrupted.is_set())
+                result = self._finish(active, outcome)
+                outcomes[index] = replace(result, generated_images=len(made.images))
+            except BaseException as error:  # noqa: BLE001
+                outcomes[index] = error
+        return outcomes  # type: ignore[return-value]  # every index was filled above
 
     def _call(self, item: LoadedExtension, hook: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Call one hook; on an exception mark the extension failed (it stays listed, with its error)."""

@@ -33,9 +33,11 @@ def check_request(request: GenerationRequest, engine: Engine, extensions: Extens
     except ValueError as error:
         raise RequestError("styles", str(error)) from None
     from modules.image import flow
+    from modules.models.families import FLUX_KONTEXT_DEFAULTS, checkpoint_defaults
 
+    kontext = checkpoint_defaults(info.family, info.path) == FLUX_KONTEXT_DEFAULTS
     flow.check_request(request, info.family, resolve_sampler(request.sampler_name, request.scheduler), prompt,
-                       negative, engine)
+                       negative, engine, edits_images=kontext)
     _check_loras(prompt, negative, engine)
     if request.vae:
         try:
@@ -73,15 +75,21 @@ def _check_loras(prompt: str, negative: str, engine: Engine) -> None:
 
 def _check_controlnets(request: GenerationRequest, engine: Engine) -> None:
     """Each unit names an installed ControlNet and has an image to read (its own, or img2img's input image); the
-    preprocessor name is known. Loading the model waits for the worker: it may take seconds."""
+    preprocessor name is known; a ControlNet whose files say it is for another family (Flux, SD3, SD) than the
+    checkpoint is refused. Loading the model waits for the worker: it may take seconds."""
     from modules.controlnet.registry import UnknownControlNetError
+    from modules.controlnet.transformer_controlnets import family_refusal
     from modules.controlnet.units import NONE_MODULE
 
+    checkpoint_family = engine.resolve_model(request.model).family if request.controlnet else None
     for index, unit in enumerate(request.controlnet):
         try:
-            engine.controlnets.find(unit.model)
+            info = engine.controlnets.find(unit.model)
         except UnknownControlNetError as error:
             raise RequestError(f"controlnet[{index}].model", str(error)) from None
+        refusal = family_refusal(info, checkpoint_family)
+        if refusal:
+            raise RequestError(f"controlnet[{index}].model", refusal)
         if unit.image is None and not (request.uses_init_image and request.init_image is not None):
             raise RequestError(f"controlnet[{index}].image", "give the unit a control image (txt2img has no input "
                                                              "image to fall back on)")

@@ -12,8 +12,12 @@ The request keeps its shape; this module only decides, for these families:
   (``(word:1.2)``, ``[word]``, ``BREAK``) is not understood by them, so it is removed and the words kept (the
   infotext keeps the prompt as written). Flux has no negative prompt (it is guidance-distilled, without
   classifier-free guidance): a non-empty one is refused rather than silently dropped.
-* **what does not apply yet** is refused naming the field instead of crashing mid-job: LoRAs and embeddings,
-  prompt editing / alternation / ``AND``, ControlNet, hires fix, a user VAE, clip skip and inpainting; variation
+* **LoRAs** (``<lora:name:w>``) apply, loaded by diffusers' own reader of these families' LoRA formats.
+* **ControlNet units** apply (Flux.1: txt2img and img2img; SD3: txt2img), "Balanced" only: the other control
+  modes re-weight a UNet ControlNet's residuals by depth and lean on a classifier-free-guidance batch, neither of
+  which these transformer ControlNets (one residual per block) or Flux (no CFG batch) have.
+* **what does not apply yet** is refused naming the field instead of crashing mid-job: embeddings,
+  prompt editing / alternation / ``AND``, hires fix, a user VAE, clip skip and inpainting; variation
   seeds are not applied (the pipelines draw their own noise from the seed), as on img2img.
 """
 
@@ -50,8 +54,9 @@ def with_model_defaults(request: GenerationRequest, engine: Engine) -> Generatio
 
 
 def check_request(request: GenerationRequest, family: str | None, sampler: SamplerChoice, prompt: str,
-                  negative: str, engine: Engine | None = None) -> None:
-    """Refuse, naming the field, what a flow model cannot run (see the module docstring); no-op for SD models."""
+                  negative: str, engine: Engine | None = None, edits_images: bool = False) -> None:
+    """Refuse, naming the field, what a flow model cannot run (see the module docstring); no-op for SD models.
+    ``edits_images``: the model is Flux.1 Kontext, whose img2img is an edit through its own pipeline."""
     if not is_flow_family(family):
         return
     label = _LABELS[family]
@@ -65,7 +70,6 @@ def check_request(request: GenerationRequest, family: str | None, sampler: Sampl
                                               "without classifier-free guidance): leave it empty")
     refusals = (
         (request.hires is not None and request.task == "txt2img", "hires", "hires fix"),
-        (bool(request.controlnet), "controlnet", "ControlNet"),
         (bool(request.vae) and request.vae.strip().lower() not in OWN_VAE_CHOICES, "vae", "a user VAE"),
         (request.clip_skip > 1, "clip_skip", "clip skip"),
         (request.task in ("inpaint", "outpaint"), "task", request.task),
@@ -74,12 +78,15 @@ def check_request(request: GenerationRequest, family: str | None, sampler: Sampl
     for refused, field, what in refusals:
         if refused:
             raise RequestError(field, f"{what} is not supported on {label} models yet")
+    check_controlnet_units(request, family)
+    if edits_images and request.controlnet and request.task != "txt2img":
+        raise RequestError("controlnet", "Flux.1 Kontext edits the init image through its own pipeline, which takes "
+                                         "no ControlNet (diffusers has none for Kontext): remove the units, or use "
+                                         "txt2img or a Flux.1-dev model")
     from modules.image.extra_networks import extract_loras
     from modules.image.prompt_schedule import prompt_schedule, split_and
 
-    plain, plain_negative, loras = extract_loras(prompt, negative)
-    if loras:
-        raise RequestError("prompt", f"LoRAs (<lora:...>) are not supported on {label} models yet")
+    plain, plain_negative, _loras = extract_loras(prompt, negative)  # LoRAs apply (networks.applied_loras)
     for field, text in (("prompt", plain), ("negative_prompt", plain_negative)):
         if len(split_and(text)) > 1 or len(prompt_schedule(text, 20)) > 1:
             raise RequestError(field, f"prompt editing ([a:b:0.5]), alternation ([a|b]) and AND change the "
@@ -89,6 +96,25 @@ def check_request(request: GenerationRequest, family: str | None, sampler: Sampl
         names = ", ".join(item.name for item in embeddings)
         raise RequestError("prompt", f"textual-inversion embeddings ({names}) are for SD 1.x/2.x/XL text encoders, "
                                      f"not {label}'s: remove them from the prompt")
+
+
+def check_controlnet_units(request: GenerationRequest, family: str) -> None:
+    """What ControlNet units can do on these families: diffusers has Flux.1 ControlNet pipelines for txt2img and
+    img2img, and an SD3 one for txt2img only; each unit acts in "Balanced" mode only (see the module docstring)."""
+    if not request.controlnet:
+        return
+    label = _LABELS[family]
+    if family == "sd3" and request.task != "txt2img":
+        raise RequestError("controlnet", f"ControlNet units run in txt2img on {label} models (diffusers has no SD3 "
+                                         f"ControlNet {request.task} pipeline): remove the units or use txt2img")
+    for index, unit in enumerate(request.controlnet):
+        if unit.control_mode != "Balanced":
+            raise RequestError(f"controlnet[{index}].control_mode", f"{unit.control_mode!r} re-weights an SD UNet "
+                               "ControlNet's residuals from its deepest block outwards and steers only the "
+                               f"conditional half of a classifier-free-guidance batch; a {label} ControlNet adds one "
+                               "residual per transformer block"
+                               + (" and Flux.1 has no such batch" if family == "flux" else "")
+                               + ": use 'Balanced'")
 
 
 def plain_prompt(text: str) -> str:

@@ -104,11 +104,48 @@ class Engine:
 
 def generate(request: GenerationRequest, engine: Engine, control: JobControl | None = None) -> GenerationResult:
     """Run one request to completion (or until interrupted) and save its images."""
+    control = control or JobControl()
+    request, sampler, make_scheduler, prompt, negative = _checked(request, engine)
+    if request.sd_upscale is not None:
+        return _sd_upscale(request, engine, control)
+    run, info = _prepared_run(request, engine, control, sampler, make_scheduler, prompt, negative)
+
+    # 3. seeds
+    total = request.batch_size * request.n_iter
+    seed = resolve_seed(request.seed)
+    subseed = resolve_seed(request.subseed) if request.subseed_strength > 0 else request.subseed
+    all_seeds = batch_seeds(seed, total)
+    all_subseeds = batch_seeds(subseed, total) if request.subseed_strength > 0 else [subseed] * total
+
+    images: list[GeneratedImage] = []
+    progress = Progress(job_count=request.n_iter, steps=run.total_steps)
+    # 4. LoRAs and embeddings the prompts name, applied for this job only (removed however it ends)
+    from modules.image.prompt_conditioning import UnetScope
+    from modules.models.networks import NetworkLoadError, applied_networks
+
+    try:
+        with applied_networks(run.loaded.base, engine.networks, run.loras, (run.encode_prompt, run.encode_negative)
+                              ) as applied:
+            run.network_params = applied.params
+            run.encode_prompt, run.encode_negative = applied.rewrite(run.encode_prompt), applied.rewrite(
+                run.encode_negative)
+            with UnetScope() as run.unet_scope:  # prompt editing / AND wrap the UNet for this job only
+                interrupted = _batches(request, engine, run, control, progress, all_seeds, all_subseeds, images)
+    except NetworkLoadError as error:
+        raise RequestError("prompt", str(error)) from None
+
+    # 6. grid, summary
+    grid = _grid(images, request, engine) if request.make_grid and len(images) > 1 else None
+    summary = _summary(request, info, run.prompt, run.negative, run.width, run.height, run.sampler, engine.version,
+                       run.vae)
+    return GenerationResult(images=images, grid=grid, summary=summary, interrupted=interrupted)
+
+def _checked(request: GenerationRequest, engine: Engine) -> tuple[GenerationRequest, Any, Any, str, str]:
+    """1. check inputs that need no model; steps / CFG left unset take the model family's defaults. Returns the
+    request with them, its sampler, the scheduler factory, and the prompts after styles."""
     from modules.image import flow
     from modules.image.samplers import UnknownSamplerError, UnknownScheduleError, make_scheduler, resolve_sampler
 
-    control = control or JobControl()
-    # 1. check inputs that need no model; steps / CFG left unset take the model family's defaults
     validate_request(request, engine.limits)
     request = flow.with_model_defaults(request, engine)
     try:
@@ -121,50 +158,26 @@ def generate(request: GenerationRequest, engine: Engine, control: JobControl | N
         prompt, negative = engine.styles.apply(request.prompt, request.negative_prompt, request.styles)
     except ValueError as error:
         raise RequestError("styles", str(error)) from None
-    if request.sd_upscale is not None:
-        return _sd_upscale(request, engine, control)
+    return request, sampler, make_scheduler, prompt, negative
 
-    # 2. the model and the working size
+
+def _prepared_run(request: GenerationRequest, engine: Engine, control: JobControl, sampler: Any,
+                  make_scheduler: Any, prompt: str, negative: str) -> tuple[_Run, CheckpointInfo]:
+    """2. the model (loaded, saying so), what its family cannot run, the working size and ControlNet units."""
+    from modules.image import flow
+
     info = engine.resolve_model(request.model)
     if info.title not in engine.pipelines.loaded_titles():  # seconds to minutes: say so rather than "step 0"
         control.report(Progress(job_count=request.n_iter, steps=request.steps, text=f"Loading model {info.name}"))
     loaded = engine.pipelines.get(info)
-    flow.check_request(request, loaded.family, sampler, prompt, negative, engine)  # SD3 / Flux: what they can't run
+    flow.check_request(request, loaded.family, sampler, prompt, negative, engine,  # SD3 / Flux: what they can't run
+                       edits_images=loaded.edits_images)
     if is_flow_family(loaded.family):
         make_scheduler = flow.make_scheduler
     width, height = _working_size(request, loaded, engine.limits)
     controls = _plan_controls(request, engine, loaded, width, height)
-
-    # 3. seeds
-    total = request.batch_size * request.n_iter
-    seed = resolve_seed(request.seed)
-    subseed = resolve_seed(request.subseed) if request.subseed_strength > 0 else request.subseed
-    all_seeds = batch_seeds(seed, total)
-    all_subseeds = batch_seeds(subseed, total) if request.subseed_strength > 0 else [subseed] * total
-
     run = _Run(request, engine, loaded, control, prompt, negative, width, height, sampler, make_scheduler, controls)
-    images: list[GeneratedImage] = []
-    progress = Progress(job_count=request.n_iter, steps=run.total_steps)
-    # 4. LoRAs and embeddings the prompts name, applied for this job only (removed however it ends)
-    from modules.image.prompt_conditioning import UnetScope
-    from modules.models.networks import NetworkLoadError, applied_networks
-
-    try:
-        with applied_networks(loaded.base, engine.networks, run.loras, (run.encode_prompt, run.encode_negative)
-                              ) as applied:
-            run.network_params = applied.params
-            run.encode_prompt, run.encode_negative = applied.rewrite(run.encode_prompt), applied.rewrite(
-                run.encode_negative)
-            with UnetScope() as run.unet_scope:  # prompt editing / AND wrap the UNet for this job only
-                interrupted = _batches(request, engine, run, control, progress, all_seeds, all_subseeds, images)
-    except NetworkLoadError as error:
-        raise RequestError("prompt", str(error)) from None
-
-    # 6. grid, summary
-    grid = _grid(images, request, engine) if request.make_grid and len(images) > 1 else None
-    summary = _summary(request, info, prompt, negative, width, height, sampler, engine.version, run.vae)
-    return GenerationResult(images=images, grid=grid, summary=summary, interrupted=interrupted)
-
+    return run, info
 
 def _batches(request: GenerationRequest, engine: Engine, run: _Run, control: JobControl, progress: Progress,
              all_seeds: list[int], all_subseeds: list[int], images: list[GeneratedImage]) -> bool:
@@ -235,7 +248,7 @@ class _Run:
     def total_steps(self) -> int:
         request = self.request
         steps = request.steps
-        if request.uses_init_image:
+        if request.uses_init_image and not self.loaded.edits_images:  # Kontext edits over every step
             steps = _effective_steps(request.steps, request.denoising_strength)
         if self.hires_size:
             hires_steps = request.hires.steps or request.steps
@@ -270,6 +283,8 @@ class _Run:
             generator=generators(seeds, self.engine.device, self.request.noise_on_device),
             callback_on_step_end=self._callback(progress, step_offset),
         )
+        if self.loaded.edits_images:  # Kontext would rescale any size to its ~1 MP area: keep the working size
+            kwargs["max_area"] = self.width * self.height
         return kwargs
 
     def _callback(self, progress: Progress, offset: int):
@@ -316,13 +331,28 @@ class _Run:
             on_device=request.noise_on_device,
         )
         kwargs = self._common(pipe, seeds, progress, 0, request.steps)
-        kwargs.update(self.controls.call_arguments((self.width, self.height), "image"))
+        flow_family = is_flow_family(self.loaded.family)
+        controls = self.controls.call_arguments((self.width, self.height), "control_image" if flow_family else "image")
+        if controls and self.loaded.family == "flux":
+            latents = self._flux_noise(pipe, seeds)
+        kwargs.update(controls)
         output_type = "latent" if self.hires_size else "pil"
         with torch.inference_mode(), self.controls.modes(len(seeds)):
             result = pipe(height=self.height, width=self.width, latents=latents, output_type=output_type, **kwargs)
         if not self.hires_size or self.control.interrupted.is_set() or self.control.skipped.is_set():
             return result.images if output_type == "pil" else _decode(pipe, result.images)
         return self._hires(pipe, result.images, seeds, progress)
+
+    def _flux_noise(self, pipe: Any, seeds: list[int]) -> Any:
+        """The packed initial noise Flux's own txt2img pipeline draws from these seeds. Flux's ControlNet pipeline
+        encodes an InstantX-style unit's control image by sampling the VAE with the job's generators before it
+        draws the noise; handing it the noise drawn first keeps a unit from changing the seed's picture by
+        itself (at weight 0 the image is the unit-less one)."""
+        dtype = pipe.text_encoder_2.dtype if getattr(pipe, "text_encoder_2", None) is not None else pipe.dtype
+        noise, _ids = pipe.prepare_latents(len(seeds), pipe.transformer.config.in_channels // 4, self.height,
+                                           self.width, dtype, pipe._execution_device,
+                                           generators(seeds, self.engine.device, self.request.noise_on_device))
+        return noise
 
     def _hires(self, pipe: Any, latents: Any, seeds: list[int], progress: Progress) -> list[Image.Image]:
 
@@ -366,6 +396,12 @@ class _Run:
         extra = {"width": size[0], "height": size[1]} if size and self.loaded.family == "sdxl" else {}
         if is_flow_family(self.loaded.family):  # their img2img pipelines otherwise draw at the family's 1024 px
             extra = {"width": (size or (self.width, self.height))[0], "height": (size or (self.width, self.height))[1]}
+        if self.loaded.edits_images:
+            # Kontext sees the image as extra tokens and draws the edit from noise over every step (no strength);
+            # it is edited at the working size (the init image's own unless asked), not snapped to Kontext's
+            # preferred ~1 MP sizes, so the output has the size the request says.
+            with torch.inference_mode():
+                return pipe(image=image, output_type="pil", _auto_resize=False, **extra, **kwargs).images
         with torch.inference_mode(), self.controls.modes(len(seeds), second_pass):
             return pipe(image=image, strength=max(strength, 1.0 / steps), output_type="pil", **extra, **kwargs).images
 
@@ -452,7 +488,7 @@ class _Run:
         if request.subseed_strength > 0 and self.variation_applies:
             params["Variation seed"] = subseed
             params["Variation seed strength"] = request.subseed_strength
-        if request.uses_init_image:
+        if request.uses_init_image and not self.loaded.edits_images:  # a Kontext edit has no strength
             params["Denoising strength"] = request.denoising_strength
         if request.clip_skip > 1:
             params["Clip skip"] = request.clip_skip
@@ -490,8 +526,10 @@ def _plan_controls(request: GenerationRequest, engine: Engine, loaded: LoadedMod
     if not request.controlnet:
         return ControlPlan()
     init = image_ops.to_rgb(request.init_image) if request.uses_init_image and request.init_image else None
+    from modules.models.families import denoiser
+
     return plan_controls(request.controlnet, registry=engine.controlnets, models=engine.controlnet_models,
-                         unet=loaded.base.unet, device=loaded.base._execution_device, init_image=init,
+                         denoiser=denoiser(loaded.base), device=loaded.base._execution_device, init_image=init,
                          size=(width, height))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ def image_kind(run: Callable[[GenerationRequest, JobControl], GenerationResult],
                validate: Callable[[GenerationRequest], None], *,
                default_model: Callable[[], str | None] = lambda: None,
                default_safety: Callable[[], str | None] = lambda: None,
-               model_defaults: Callable[[GenerationRequest], GenerationRequest] | None = None) -> Kind:
+               model_defaults: Callable[[GenerationRequest], GenerationRequest] | None = None,
+               run_batch: Callable[[list[GenerationRequest], list[JobControl]], list[Any]] | None = None,
+               batch_key: Callable[[GenerationRequest], Hashable | None] | None = None) -> Kind:
     """The image kind, running requests with ``run`` (the generation function behind the extensions' hooks) after
     ``validate`` (``modules.image.checks.check_request`` with the studio's models and extensions).
 
@@ -29,7 +31,8 @@ def image_kind(run: Callable[[GenerationRequest, JobControl], GenerationResult],
     ``default_safety()`` likewise says which NSFW filter a request that leaves ``safety`` out gets (an API key's
     rule has been applied before, by the queue's submission rules). ``model_defaults(request)`` then fills steps /
     CFG left unset with the model's own (SD3 and Flux differ from SD's 20 steps at CFG 7); without it they get
-    SD's.
+    SD's. ``run_batch`` / ``batch_key`` let the queue run compatible waiting jobs together
+    (``modules.image.batching``).
     """
 
     def resolve(request: GenerationRequest) -> GenerationRequest:
@@ -47,6 +50,12 @@ def image_kind(run: Callable[[GenerationRequest, JobControl], GenerationResult],
             control.preview_interval = 0  # a live preview would show, unchecked, what the filter is there to hide
         return run(request, control)
 
+    def run_batch_filtered(requests: list[GenerationRequest], controls: list[JobControl]) -> list[Any]:
+        for request, control in zip(requests, controls, strict=True):
+            if request.safety not in (None, "off"):
+                control.preview_interval = 0
+        return run_batch(requests, controls)
+
     return Kind(
         name=IMAGE,
         request_type=GenerationRequest,
@@ -61,6 +70,8 @@ def image_kind(run: Callable[[GenerationRequest, JobControl], GenerationResult],
         requested_images=lambda request: request.batch_size * request.n_iter,
         label=lambda request: request.task,
         describe=lambda request: request.prompt,
+        batch_key=batch_key if batch_key is not None and run_batch is not None else lambda _request: None,
+        run_batch=run_batch_filtered if run_batch is not None else None,
     )
 
 

@@ -8,7 +8,7 @@ write its result. Adding a kind (upscale, video, audio, training) is a module of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,9 @@ class Kind:
     - ``requested_images(request)``: images the request will make, for per-key quotas checked at submission.
     - ``label(request)`` / ``describe(request)``: a word for lists ("txt2img", "upscale") and one line of what
       the job does (its prompt, its upscaler), so the Queue tab and history show every kind.
+    - ``batch_key(request)`` / ``run_batch(requests, controls)``: for kinds whose compatible jobs can share one
+      run (image generation): jobs with equal, non-None keys waiting together may be run by one ``run_batch``
+      call, which gives one result or exception per job, in order. Kinds without them run one job at a time.
     """
 
     name: str
@@ -48,6 +51,8 @@ class Kind:
     requested_images: Callable[[Any], int] = lambda _request: 0
     label: Callable[[Any], str] | None = None
     describe: Callable[[Any], str] = lambda _request: ""
+    batch_key: Callable[[Any], Hashable | None] = lambda _request: None
+    run_batch: Callable[[list[Any], list[JobControl]], list[Any]] | None = None
 
     def label_of(self, request: Any) -> str:
         return self.label(request) if self.label is not None and request is not None else self.name

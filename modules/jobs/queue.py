@@ -109,8 +109,14 @@ class JobQueue:
 
     def __init__(self, kinds: KindRegistry, history_limit: int = 200, preview_interval: int = 5, *,
                  store: JobStore | None = None, progress_interval: float = 0.5, max_attempts: int = 3,
-                 loaded_limit: int = 64, events: JobEvents | None = None) -> None:
+                 loaded_limit: int = 64, events: JobEvents | None = None, max_batch: int = 1,
+                 gather_window: float = 0.0) -> None:
         self.kinds = kinds
+        # Batching (kinds with ``run_batch``): compatible waiting jobs run together, up to ``max_batch`` images;
+        # the worker waits ``gather_window`` seconds for more to arrive before it starts a batchable job.
+        self.max_batch = max_batch
+        self.gather_window = gather_window
+        self._batch: list[Job] = []  # the jobs running together with ``current`` (it included), or empty
         self.events = events if events is not None else JobEvents()
         self._store = store
         self._pending: queue.Queue[str | None] = queue.Queue()
@@ -161,9 +167,8 @@ class JobQueue:
         """Interrupt the running job and let the worker exit; queued jobs stay queued (in the store, for the
         next start). A job cut short here runs again after a restart rather than counting as finished."""
         self._stopping.set()
-        current = self.current
-        if current is not None:
-            current.control.interrupt()
+        for job in self._running_jobs():
+            job.control.interrupt()
         self._pending.put(None)
         if self._worker is not None:
             self._worker.join(timeout)
@@ -290,19 +295,23 @@ class JobQueue:
         return True
 
     def interrupt_current(self) -> bool:
-        job = self.current
-        if job is None:
-            return False
-        self._user_interrupts.add(job.id)
-        job.control.interrupt()
-        return True
+        """Interrupt what runs now: the running job, or every job of the running batch."""
+        jobs = self._running_jobs()
+        for job in jobs:
+            self._user_interrupts.add(job.id)
+            job.control.interrupt()
+        return bool(jobs)
 
     def skip_current(self) -> bool:
-        job = self.current
-        if job is None:
-            return False
-        job.control.skip()
-        return True
+        jobs = self._running_jobs()
+        for job in jobs:
+            job.control.skip()
+        return bool(jobs)
+
+    def _running_jobs(self) -> list[Job]:
+        """The running job, or every job of the running batch."""
+        batch, current = list(self._batch), self.current
+        return batch or ([current] if current is not None else [])
 
     # -- the worker ----------------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -313,7 +322,74 @@ class JobQueue:
             with self._lock:
                 job = self._jobs.get(job_id)
             if job is not None and self._claim(job):
-                self._run(job)
+                batch = self._gather(job)
+                if len(batch) > 1:
+                    self._run_batch(batch)
+                else:
+                    self._run(job)
+
+    def _batch_key(self, kind: Kind, job: Job) -> Any:
+        if job.request is None:
+            return None
+        try:
+            return kind.batch_key(job.request)
+        except Exception:  # a key that cannot be computed means "run it alone", never a stopped worker
+            log.exception("batch key of job %s", job.id)
+            return None
+
+    def _gather(self, job: Job) -> list[Job]:
+        """``job`` and the compatible jobs waiting behind it (same kind, equal batch key), claimed together, up
+        to ``max_batch`` images; just ``job`` when its kind does not batch or nothing fits."""
+        kind = self.kinds.get(job.kind)
+        if self.max_batch <= 1 or kind.run_batch is None or job.requested_images >= self.max_batch:
+            return [job]
+        key = self._batch_key(kind, job)
+        if key is None:
+            return [job]
+        if self.gather_window > 0:
+            self._stopping.wait(self.gather_window)
+        with self._lock:
+            waiting = sorted((other for other in self._jobs.values()
+                              if other.state == "queued" and other.kind == job.kind), key=lambda other: other.number)
+        batch, images = [job], max(1, job.requested_images)
+        for other in waiting:
+            size = max(1, other.requested_images)
+            if images + size > self.max_batch or self._batch_key(kind, other) != key:
+                continue
+            with self._lock:
+                if other.state != "queued":  # cancelled meanwhile
+                    continue
+                other.state, other.started = "running", time.time()
+            batch.append(other)
+            images += size
+            if images >= self.max_batch:
+                break
+        for other in batch[1:]:
+            self._save("save_state", other)
+            self.events.publish(other.id)
+        self._batch = batch if len(batch) > 1 else []
+        return batch
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        """One ``run_batch`` call for ``jobs``; each then ends on its own, as ``_run`` ends one job."""
+        kind = self.kinds.get(jobs[0].kind)
+        try:
+            outcomes = kind.run_batch([job.request for job in jobs], [job.control for job in jobs])
+        except Exception as error:  # the worker must survive anything a batch does
+            log.exception("batch of %d jobs failed", len(jobs))
+            outcomes = [error] * len(jobs)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, RequestError):
+                job.state, job.error, job.error_field = "failed", outcome.message, outcome.field
+            elif isinstance(outcome, BaseException):
+                job.state, job.error = "failed", f"{type(outcome).__name__}: {outcome}"
+            else:
+                job.result = outcome
+                cancelled = job.id in self._user_interrupts and not outcome.artifacts and not self._stopping.is_set()
+                job.state = "cancelled" if cancelled else "done"
+        self._batch = []
+        for job in jobs:
+            self._end(job)
 
     def _claim(self, job: Job) -> bool:
         """Queued -> running under the lock, so a cancel racing the worker either wins or finds it running."""
@@ -336,18 +412,23 @@ class JobQueue:
             log.exception("job %s failed", job.id)
             job.state, job.error = "failed", f"{type(error).__name__}: {error}"
         finally:
-            job.finished = time.time()
+            self._end(job)
+
+    def _end(self, job: Job) -> None:
+        """A job's run is over (whatever its state): record it, tell listeners, wake waiters."""
+        job.finished = time.time()
+        if self.current is job:
             self.current = None
-            requeued = self._record_end(job)
-            if not requeued:  # a job cut short by shutdown runs again after the restart: nobody is told it ended
-                self._notify(job)
-            job.done_event.set()
-            with self._lock:
-                self._ended += 1
-                if job.state == "done" and not requeued:
-                    self._run_times.append(job.finished - job.started)
-                self._trim_history()
-            self.events.publish(job.id)
+        requeued = self._record_end(job)
+        if not requeued:  # a job cut short by shutdown runs again after the restart: nobody is told it ended
+            self._notify(job)
+        job.done_event.set()
+        with self._lock:
+            self._ended += 1
+            if job.state == "done" and not requeued:
+                self._run_times.append(job.finished - job.started)
+            self._trim_history()
+        self.events.publish(job.id)
 
     def _record_end(self, job: Job) -> bool:
         """Written before anyone is told the job ended, so whoever looks next finds the row final. True when the

@@ -169,6 +169,7 @@ def load_pipeline(
     prediction_type: str | None = None,
     cache_dir: Path | None = None,
     base_folders: Sequence[Path] = (),
+    quantize: str = "none",
 ) -> DiffusionPipeline:
     """The txt2img pipeline for a checkpoint (StableDiffusionPipeline or StableDiffusionXLPipeline; an SD3 or Flux
     diffusers folder gives StableDiffusion3Pipeline or FluxPipeline), offline. An SD3 / Flux single file gives its
@@ -176,7 +177,9 @@ def load_pipeline(
 
     Inpainting checkpoints come back in the same class with a 9-channel UNet; wrap them with
     ``StableDiffusionInpaintPipeline(**pipe.components)`` (or the XL one) to inpaint. ``prediction_type``
-    overrides what the checkpoint's sidecar config says. No safety checker is loaded.
+    overrides what the checkpoint's sidecar config says. No safety checker is loaded. ``quantize`` ("nf4",
+    "int8") loads the UNet / transformer with bitsandbytes (CUDA only: the caller checks the device); a GGUF file
+    is quantized as stored, and a folder saved pre-quantized is refused where it cannot load.
     """
     import torch
 
@@ -184,26 +187,32 @@ def load_pipeline(
     cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "sfumato-model-configs"
     path = Path(info.path)
     if info.kind == "diffusers" or path.is_dir():
-        return _load_diffusers_folder(path, dtype, normalize_prediction_type(prediction_type), cache)
-    if path.suffix.lower() not in (".safetensors", ".ckpt"):
+        return _load_diffusers_folder(path, dtype, normalize_prediction_type(prediction_type), cache, quantize)
+    if path.suffix.lower() not in (".safetensors", ".ckpt", ".gguf"):
         raise CheckpointLoadError(f"{path.name}: unsupported checkpoint type {path.suffix!r}; use .safetensors")
     if not path.is_file():
         raise CheckpointLoadError(f"{path} does not exist (was it moved? refresh the model list)")
-    return _load_single_file(path, dtype, Path(config_root or CONFIG_ROOT), prediction_type, cache, base_folders)
+    return _load_single_file(path, dtype, Path(config_root or CONFIG_ROOT), prediction_type, cache, base_folders,
+                             quantize)
 
 
-def _load_diffusers_folder(path: Path, dtype: torch.dtype, prediction: str | None, cache: Path) -> DiffusionPipeline:
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+def _load_diffusers_folder(path: Path, dtype: torch.dtype, prediction: str | None, cache: Path,
+                           quantize: str = "none") -> DiffusionPipeline:
+    import torch
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 
-    from modules.models import families
+    from modules.models import families, quantization
 
     family = diffusers_folder_family(path)
     if family is None:
         raise CheckpointLoadError(f"{path.name} is a diffusers folder but not a Stable Diffusion pipeline")
+    problem = quantization.prequantized_problem(path, torch.cuda.is_available(), quantization.has_bitsandbytes())
+    if problem:
+        raise CheckpointLoadError(problem)
     if families.is_flow_family(family):
         try:
-            return families.load_folder(path, family, dtype)
-        except (OSError, ValueError, RuntimeError) as error:
+            return families.load_folder(path, family, dtype, quantize=quantize)
+        except (OSError, ValueError, RuntimeError, ImportError) as error:
             raise CheckpointLoadError(f"Could not load the {family} diffusers folder {path.name}: {error}") from error
     kwargs: dict[str, Any] = {**dtype_argument(dtype), "local_files_only": True}
     # A folder saved without tokenizers still loads: the tokenizers are the same for every SD model.
@@ -216,8 +225,12 @@ def _load_diffusers_folder(path: Path, dtype: torch.dtype, prediction: str | Non
         pipeline_class = StableDiffusionPipeline
         kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     try:
+        if quantize != "none":
+            kwargs["unet"] = UNet2DConditionModel.from_pretrained(
+                str(path), subfolder="unet", **dtype_argument(dtype), local_files_only=True,
+                **quantization.denoiser_quantization(quantize, dtype))
         pipe = pipeline_class.from_pretrained(str(path), **kwargs)
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, ImportError) as error:
         raise CheckpointLoadError(f"Could not load the diffusers folder {path.name}: {error}") from error
     if prediction:
         pipe.scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config, prediction_type=prediction)
@@ -226,10 +239,10 @@ def _load_diffusers_folder(path: Path, dtype: torch.dtype, prediction: str | Non
 
 def _load_single_file(
     path: Path, dtype: torch.dtype, config_root: Path, prediction_type: str | None, cache: Path,
-    base_folders: Sequence[Path] = (),
+    base_folders: Sequence[Path] = (), quantize: str = "none",
 ) -> DiffusionPipeline:
     import torch
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 
     shapes = _checkpoint_shapes(path)
     layout = detect_layout(shapes)
@@ -237,7 +250,11 @@ def _load_single_file(
 
     flow = families.single_file_family(shapes) if layout is None else None
     if flow:
-        return families.load_single_file(path, flow, dtype, shapes, base_folders)
+        return families.load_single_file(path, flow, dtype, shapes, base_folders, quantize=quantize)
+    if layout is None and path.suffix.lower() == ".gguf":
+        raise CheckpointLoadError(
+            f"{path.name} is a GGUF file but not of an SD3 or Flux.1 transformer (no joint_blocks / double_blocks / "
+            "single_transformer_blocks tensors); Sfumato loads GGUF files only for those families")
     if layout is None and any(key.startswith("conditioner.embedders.0.model.") for key in shapes):
         raise CheckpointLoadError(f"{path.name} is an SDXL refiner; refiner checkpoints are not supported yet")
     if layout is None:
@@ -268,6 +285,12 @@ def _load_single_file(
             # diffusers tells the two encoders apart by width alone; when the widths match it loads the first
             # encoder's weights into the second, so the second is converted from its own keys only.
             components["text_encoder_2"] = _open_clip_encoder(path, config_dir, load_dtype)
+        if quantize != "none":
+            from modules.models.quantization import denoiser_quantization
+
+            components["unet"] = UNet2DConditionModel.from_single_file(
+                str(path), config=str(config_dir), subfolder="unet", local_files_only=True,
+                **dtype_argument(load_dtype), **denoiser_quantization(quantize, dtype))
         pipe = pipeline_class.from_single_file(
             str(path), config=str(config_dir), local_files_only=True, **dtype_argument(load_dtype), **components
         )
@@ -294,12 +317,20 @@ def _tokenizer(pad: str, cache: Path):
 
 
 def _checkpoint_shapes(path: Path) -> Shapes:
-    """Tensor shapes without loading weights: the safetensors header, or a weights-only (mmapped) torch.load."""
+    """Tensor shapes without loading weights: the safetensors or GGUF header, or a weights-only (mmapped)
+    torch.load."""
     if path.suffix.lower() == ".safetensors":
         try:
             return read_safetensors_shapes(path)
         except (OSError, ValueError) as error:
             raise CheckpointLoadError(f"{path.name} is not a readable safetensors file: {error}") from error
+    if path.suffix.lower() == ".gguf":
+        from modules.models.gguf_files import GgufFileError, read_gguf_shapes
+
+        try:
+            return read_gguf_shapes(path)
+        except GgufFileError as error:
+            raise CheckpointLoadError(str(error)) from error
     return {key: tuple(value.shape) for key, value in load_ckpt_state_dict(path).items()}
 
 

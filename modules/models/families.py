@@ -79,23 +79,29 @@ def has_guidance_input(keys: Any) -> bool:
     return any(fragment in key for key in keys for fragment in _GUIDANCE_KEYS)
 
 
-def load_single_file(path: Path, family: str, dtype: torch.dtype, keys: Any, folders: Any) -> DiffusionPipeline:
+def load_single_file(path: Path, family: str, dtype: torch.dtype, keys: Any, folders: Any,
+                     quantize: str = "none") -> DiffusionPipeline:
     """A single-file SD3 / Flux checkpoint: its **transformer** from the file, every other component (VAE, text
     encoders, tokenizers, scheduler) from an installed diffusers folder of the same family whose transformer the
     file fits. The configs and the T5 tokenizer a whole single file would need are Hub downloads, so this is the
     honest limit: a fine-tuned transformer is what such files usually change. Folders are tried by name, a Flux
-    file first on folders of its own variant (dev / schnell); the first that takes every tensor wins."""
+    file first on folders of its own variant (dev / schnell / Kontext); the first that takes every tensor wins.
+    A GGUF file's transformer stays quantized as stored; a .safetensors one is quantized with bitsandbytes when
+    ``quantize`` asks ("nf4", "int8")."""
     from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 
     from modules.models.checkpoints import CheckpointLoadError, dtype_argument
+    from modules.models.gguf_files import is_gguf
+    from modules.models.gguf_files import quantization_config as gguf_quantization
+    from modules.models.quantization import denoiser_quantization
 
     label = LABELS[family]
     candidates = sorted((Path(folder) for folder in folders if folder_family(Path(folder)) == family),
                         key=lambda folder: folder.name.lower())
     if family == "flux":
-        wanted = has_guidance_input(keys)
-        candidates.sort(key=lambda folder: read_config(folder / "transformer" / "config.json").get(
-            "guidance_embeds", True) != wanted)
+        wanted, kontext = has_guidance_input(keys), named_kontext(path)
+        candidates.sort(key=lambda folder: (read_config(folder / "transformer" / "config.json").get(
+            "guidance_embeds", True) != wanted, is_kontext_folder(folder) != kontext))
     if not candidates:
         raise CheckpointLoadError(
             f"{path.name} is a {label} single file. Sfumato takes its transformer from the file and the other "
@@ -104,33 +110,56 @@ def load_single_file(path: Path, family: str, dtype: torch.dtype, keys: Any, fol
             "tokenizer a single file lacks would be Hub downloads, which Sfumato never makes).")
     transformer_class = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
     load = load_dtype(family, dtype)
+    if is_gguf(path):  # the file's blocks stay quantized in memory; each layer computes in the load dtype
+        quantized: dict[str, Any] = {"quantization_config": gguf_quantization(load)}
+    else:
+        quantized = denoiser_quantization(quantize, load)
     reasons = []
     for folder in candidates:
         try:
             transformer = transformer_class.from_single_file(
                 str(path), config=str(folder), subfolder="transformer", local_files_only=True,
-                **dtype_argument(load))
+                **dtype_argument(load), **quantized)
             missing = [key for key, tensor in transformer.state_dict().items() if tensor.device.type == "meta"]
             if missing:
                 raise ValueError(f"the file lacks {len(missing)} of its weights (e.g. {missing[0]})")
         except Exception as error:  # shapes that do not fit this folder's config: try the next folder
             reasons.append(f"{folder.name}: {str(error).splitlines()[0][:200]}")
             continue
-        return load_folder(folder, family, dtype, transformer=transformer)
+        return load_folder(folder, family, dtype, transformer=transformer, kontext=named_kontext(path))
     raise CheckpointLoadError(f"{path.name}'s {label} transformer fits none of the installed {label} folders: "
                               + "; ".join(reasons))
 
 
-def load_folder(path: Path, family: str, dtype: torch.dtype, transformer: Any = None) -> DiffusionPipeline:
+def load_folder(path: Path, family: str, dtype: torch.dtype, transformer: Any = None,
+                quantize: str = "none", kontext: bool | None = None) -> DiffusionPipeline:
     """The txt2img pipeline of an SD3 or Flux diffusers folder, offline (with ``transformer`` instead of its own
-    when given); an SD3 folder saved without its T5 encoder loads without it (SD3 then conditions on the two CLIPs
-    alone)."""
-    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+    when given; its own quantized with bitsandbytes when ``quantize`` asks); an SD3 folder saved without its T5
+    encoder loads without it (SD3 then conditions on the two CLIPs alone). A Flux.1 Kontext folder gives
+    ``FluxKontextPipeline``: without an image it draws as plain Flux, with one it edits it (see ``is_kontext``);
+    ``kontext`` overrides what the folder says (a single file's own variant)."""
+    from diffusers import (
+        FluxKontextPipeline,
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
 
     from modules.models.checkpoints import dtype_argument
+    from modules.models.quantization import denoiser_quantization
 
-    pipeline_class = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
+    if family == "sd3":
+        pipeline_class = StableDiffusion3Pipeline
+    else:
+        kontext = is_kontext_folder(path) if kontext is None else kontext
+        pipeline_class = FluxKontextPipeline if kontext else FluxPipeline
     kwargs: dict[str, Any] = {**dtype_argument(load_dtype(family, dtype)), "local_files_only": True}
+    if transformer is None and quantize != "none":
+        transformer_class = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
+        transformer = transformer_class.from_pretrained(
+            str(path), subfolder="transformer", **kwargs,
+            **denoiser_quantization(quantize, load_dtype(family, dtype)))
     if transformer is not None:
         kwargs["transformer"] = transformer
     if family == "sd3":
@@ -148,6 +177,23 @@ def load_dtype(family: str, dtype: torch.dtype) -> torch.dtype:
     if family == "flux" and dtype == torch.float16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return dtype
+
+
+def is_kontext_folder(folder: Path) -> bool:
+    """Whether a diffusers folder is Flux.1 Kontext (its model_index names ``FluxKontextPipeline``): the same
+    transformer as Flux.1-dev, trained to edit an input image it sees as extra tokens."""
+    return str(read_config(Path(folder) / "model_index.json").get("_class_name", "")).startswith("FluxKontext")
+
+
+def named_kontext(path: Path) -> bool:
+    """Whether a single file is Flux.1 Kontext by its name (``flux1-kontext-dev-Q8_0.gguf``): its tensors are
+    those of Flux.1-dev, so the name is all that tells them apart."""
+    return "kontext" in Path(path).name.lower()
+
+
+def is_kontext(pipe: Any) -> bool:
+    """Whether a loaded pipeline is Flux.1 Kontext: its img2img edits the image (``image=``, no strength)."""
+    return type(pipe).__name__.startswith("FluxKontext")
 
 
 def denoiser(pipe: Any) -> Any:
@@ -177,12 +223,15 @@ SD3_DEFAULTS = FamilyDefaults("sd3", steps=28, cfg_scale=7.0, guidance=True)
 FLUX_DEV_DEFAULTS = FamilyDefaults("flux-dev", steps=28, cfg_scale=3.5, guidance=True)
 # Schnell ignores guidance; 1 is "no guidance" in A1111's and diffusers' convention, so that is what it records.
 FLUX_SCHNELL_DEFAULTS = FamilyDefaults("flux-schnell", steps=4, cfg_scale=1.0, guidance=False)
+# Kontext edits at a lower distilled guidance than dev's 3.5 (diffusers' and Black Forest Labs' example: 2.5).
+FLUX_KONTEXT_DEFAULTS = FamilyDefaults("flux-kontext", steps=28, cfg_scale=2.5, guidance=True)
 
 
 def checkpoint_defaults(family: str | None, path: Path) -> FamilyDefaults:
     """The published defaults of a checkpoint, from its configs without loading it: SD3 28 steps at CFG 7,
-    Flux.1-dev 28 steps at distilled guidance 3.5, Flux.1-schnell (no guidance input in its transformer) 4 steps;
-    SD 1.x / 2.x / XL keep A1111's 20 steps at CFG 7."""
+    Flux.1-dev 28 steps at distilled guidance 3.5, Flux.1 Kontext 28 steps at 2.5, Flux.1-schnell (no guidance
+    input in its transformer) 4 steps; SD 1.x / 2.x / XL keep A1111's 20 steps at CFG 7. A single file's
+    tensors cannot tell Kontext from dev, so there its name does (as it picks the folder it runs with)."""
     if family == "sd3":
         return SD3_DEFAULTS
     if family != "flux":
@@ -190,14 +239,19 @@ def checkpoint_defaults(family: str | None, path: Path) -> FamilyDefaults:
     path = Path(path)
     if path.is_dir():
         guidance = read_config(path / "transformer" / "config.json").get("guidance_embeds", True)
+        kontext = is_kontext_folder(path)
     else:
+        from modules.models.gguf_files import is_gguf, read_gguf_shapes
         from modules.models.registry import read_safetensors_shapes
 
         try:
-            guidance = has_guidance_input(read_safetensors_shapes(path))
+            guidance = has_guidance_input(read_gguf_shapes(path) if is_gguf(path) else read_safetensors_shapes(path))
         except (OSError, ValueError):
             guidance = True
-    return FLUX_DEV_DEFAULTS if guidance else FLUX_SCHNELL_DEFAULTS
+        kontext = named_kontext(path)
+    if not guidance:
+        return FLUX_SCHNELL_DEFAULTS
+    return FLUX_KONTEXT_DEFAULTS if kontext else FLUX_DEV_DEFAULTS
 
 
 def default_size(pipe: Any) -> int:

@@ -10,11 +10,13 @@ converted by diffusers' ``lora_state_dict``, and diffusers/PEFT (``unet.*.lora_A
 every targeted module is looked up and its shape compared, so a LoRA for another architecture (an SDXL LoRA on SD
 1.x) is refused naming the file, instead of diffusers' warning and a silently unchanged picture. The UNet goes
 through diffusers' ``load_lora_into_unet``; the text encoders are injected with PEFT directly, as transformers'
-``load_adapter`` would, because that one demands a PEFT newer than the one diffusers needs.
+``load_adapter`` would, because that one demands a PEFT newer than the one diffusers needs. SD3 and Flux.1
+LoRAs go through diffusers' ``load_lora_weights``, which knows their many formats.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -177,10 +179,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
     parsed = {}
     for key, value in metadata.items():
         if isinstance(value, str) and value[:1] in "{[":
-            try:
+            with contextlib.suppress(ValueError):  # kohya writes JSON in some values; others stay text
                 value = json.loads(value)
-            except ValueError:
-                pass
         parsed[key] = value
     return parsed
 
@@ -252,9 +252,9 @@ def check_lora_fits(pipe: Any, info: NetworkFile, state: dict[str, Any]) -> None
             continue
         component, module = _component_module(pipe, key)
         if module is None:
-            raise NetworkLoadError(f"LoRA {info.filename} does not fit this model: it changes {key.rsplit('.lora_', 1)[0]}, "
-                                   f"which this {_family_name(pipe)} model does not have (a LoRA for another "
-                                   f"architecture?)")
+            raise NetworkLoadError(f"LoRA {info.filename} does not fit this model: it changes "
+                                   f"{key.rsplit('.lora_', 1)[0]}, which this {_family_name(pipe)} model does not "
+                                   f"have (a LoRA for another architecture?)")
         expected = getattr(module, "in_features", None) or getattr(module, "in_channels", None)
         if expected is not None and tensor.shape[1] != expected:
             raise NetworkLoadError(f"LoRA {info.filename} does not fit this model: {key.rsplit('.lora_', 1)[0]} takes "
@@ -296,6 +296,10 @@ def applied_loras(pipe: Any, registry: NetworkRegistry, uses: tuple[LoraUse, ...
     if not uses:
         yield []
         return
+    if getattr(pipe, "transformer", None) is not None:  # SD3 / Flux.1: diffusers' own loader for their formats
+        with _applied_transformer_loras(pipe, registry, uses) as hashes:
+            yield hashes
+        return
     from diffusers.utils.peft_utils import set_weights_and_activate_adapters
 
     hashes: list[str] = []
@@ -336,6 +340,49 @@ def applied_loras(pipe: Any, registry: NetworkRegistry, uses: tuple[LoraUse, ...
     finally:
         if touched:
             remove_loras(pipe)
+
+
+@contextmanager
+def _applied_transformer_loras(pipe: Any, registry: NetworkRegistry, uses: tuple[LoraUse, ...]
+                               ) -> Iterator[list[str]]:
+    """``applied_loras`` for the transformer families (SD3, Flux.1). diffusers' ``load_lora_weights`` reads
+    their LoRA formats (diffusers/PEFT, kohya's and XLabs' Flux layouts, BFL's) and converts them itself; a file
+    that lands on no layer of this model, or whose shapes differ, is refused naming the file. A LoRA's text-encoder
+    weight applies to the CLIP encoder(s), its model weight to the transformer."""
+    label = "Flux.1" if type(pipe).__name__.startswith("Flux") else "Stable Diffusion 3"
+    hashes: list[str] = []
+    names: list[str] = []
+    weights: list[dict[str, float]] = []
+    try:
+        for index, use in enumerate(uses):
+            info = registry.find_lora(use.name)
+            state = read_state_dict(info.path, "LoRA")
+            adapter = f"{ADAPTER_PREFIX}{index}"
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pipe.load_lora_weights(dict(state), adapter_name=adapter)
+            except Exception as error:  # diffusers raises anything on keys or shapes it cannot place
+                raise NetworkLoadError(f"LoRA {info.filename} does not fit this {label} model (a LoRA for another "
+                                       f"architecture?): {str(error).splitlines()[0][:300]}") from None
+            landed = {component for component in pipe._lora_loadable_modules
+                      if getattr(pipe, component, None) is not None
+                      and adapter in _adapters_of(getattr(pipe, component))}
+            text_only = all(key.startswith(("text_encoder", "lora_te")) for key in state)
+            if "transformer" not in landed and not text_only:  # its model part was for a UNet (SD 1.x / SDXL)
+                raise NetworkLoadError(f"LoRA {info.filename} changes no layer of this {label} model's transformer "
+                                       f"(a LoRA for another architecture, e.g. SD 1.x or SDXL?)")
+            names.append(adapter)
+            weights.append({component: use.unet_weight if component == "transformer" else use.te_weight
+                            for component in landed})
+            alias = use.name.replace(":", "").replace(",", "")
+            hashes.append(f"{alias}: {registry.short_hash(info.path)}")
+        pipe.set_adapters(names, adapter_weights=weights)
+        yield hashes
+    finally:
+        if any(_adapters_of(getattr(pipe, component)) for component in pipe._lora_loadable_modules
+               if getattr(pipe, component, None) is not None):
+            pipe.unload_lora_weights()
 
 
 def _adapters_of(model: Any) -> set[str]:

@@ -50,6 +50,13 @@ class LoadedModel:
         return unet is not None and unet.config.in_channels == 9
 
     @property
+    def edits_images(self) -> bool:
+        """Flux.1 Kontext: img2img edits the init image following the prompt, through its own pipeline."""
+        from modules.models.families import is_kontext
+
+        return is_kontext(self.base)
+
+    @property
     def default_size(self) -> int:
         from modules.models import families
 
@@ -132,8 +139,8 @@ class PipelineManager:
             factory = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image,
                        "inpaint": AutoPipelineForInpainting}[kind]
             pipe = factory.from_pipe(loaded.base, controlnet=controlnet)
-        elif kind == "txt2img":
-            pipe = loaded.base
+        elif kind == "txt2img" or (kind == "img2img" and loaded.edits_images):
+            pipe = loaded.base  # Flux.1 Kontext's own pipeline takes the image to edit
         else:
             if kind not in loaded.derived:
                 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting

@@ -28,7 +28,7 @@ ESRGAN_DIR = "ESRGAN"
 CONTROLNET_DIR = "ControlNet"
 EMBEDDINGS_DIR = "embeddings"
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".gguf")  # .gguf: quantized SD3 / Flux transformers
 VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 # The VAE choices that mean "the checkpoint's own VAE" (A1111's dropdown offers both; we do not apply sidecars).
 OWN_VAE_CHOICES = ("automatic", "none")
@@ -41,7 +41,7 @@ SHORT_HASH_LEN = 10
 CACHE_VERSION = 1
 logger = logging.getLogger(__name__)
 
-Kind = Literal["diffusers", "safetensors", "ckpt"]
+Kind = Literal["diffusers", "safetensors", "ckpt", "gguf"]
 
 
 class UnknownModelError(ValueError):
@@ -223,6 +223,8 @@ def _checkpoint_kind(path: Path) -> Kind | None:
         return "safetensors"
     if name.endswith(".ckpt"):
         return "ckpt"
+    if name.endswith(".gguf"):
+        return "gguf"
     return None
 
 
@@ -239,6 +241,11 @@ def _family(path: Path, kind: Kind) -> str | None:
             shapes = read_safetensors_shapes(path)
             layout = checkpoint_loading.detect_layout(shapes)
             return layout.family if layout else single_file_family(shapes)
+        if kind == "gguf":
+            from modules.models.families import single_file_family
+            from modules.models.gguf_files import read_gguf_shapes
+
+            return single_file_family(read_gguf_shapes(path))
     except (OSError, ValueError, KeyError):
         return None
     return None

@@ -32,6 +32,9 @@ class AppConfig:
     vae_tiling: bool = False
     threads: int | None = None  # torch's CPU threads (--threads); None leaves torch's own choice alone
     max_loaded_models: int = 1
+    quantize: str = "none"  # --quantize nf4|int8: bitsandbytes UNet / transformer on CUDA (modules.models.quantization)
+    batch_images: int = 16  # compatible waiting image jobs run together, up to this many images (1 = never)
+    batch_window: float = 0.0  # seconds a batchable job waits for others to arrive before it starts
     preview_interval: int = 5
     limits: Limits = field(default_factory=Limits)
     # serving

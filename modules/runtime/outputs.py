@@ -129,17 +129,23 @@ class OutputStore:
     def save_named(self, image: Image.Image, task: str, infotext: str | None, stem: str, fmt: str = "png") -> Path:
         """Write one image as ``NNNNN-<stem>.<ext>`` under ``task``'s folder of the day (the upscaler names its
         outputs after their source files; generations after seed and prompt)."""
-        return self.save_file(task, stem, FILE_EXTENSIONS[fmt],
-                              lambda staging: save_image_with_infotext(image, staging, infotext, fmt))
+        return self._save_staged(lambda staging: save_image_with_infotext(image, staging, infotext, fmt), task, stem,
+                                 FILE_EXTENSIONS[fmt])
 
-    def save_file(self, task: str, stem: str, ext: str, write: Callable[[Path], None]) -> Path:
-        """Write any file as ``NNNNN-<stem>.<ext>`` the same way: ``write(staging)`` makes it under a hidden name,
-        which is then claimed (and recorded for a rerun); a video is written like this."""
+    def save_bytes(self, data: bytes, task: str, stem: str, ext: str) -> Path:
+        """Write an encoded file (a sound, a video) as ``NNNNN-<stem>.<ext>``, atomically and numbered like images."""
+        return self._save_staged(lambda staging: staging.write_bytes(data), task, stem, ext)
+
+    def save_file(self, task: str, stem: str, ext: str, write: Callable[[Path], object]) -> Path:
+        """Write a file that ``write(staging)`` makes at a path (a video ffmpeg encodes) the same way."""
+        return self._save_staged(write, task, stem, ext)
+
+    def _save_staged(self, write: Callable[[Path], object], task: str, stem: str, ext: str) -> Path:
         folder = self.folder(task)
         folder.mkdir(parents=True, exist_ok=True)
         staging = folder / f"{STAGING_PREFIX}{os.getpid()}-{threading.get_ident()}.{ext}"
+        write(staging)
         try:
-            write(staging)
             digest = _sha256(staging) if getattr(self._running, "manifest", None) is not None else ""
             with self._lock:
                 number = self._next_number(folder)

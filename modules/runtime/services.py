@@ -38,7 +38,10 @@ class Services:
     def device_report(self) -> list[str]:
         """Device, precision and threads for Settings and ``/api/v1/system``; "detecting…" until decided (never
         waits for torch)."""
-        return self.runtime.report()
+        from modules.models.quantization import report_line
+
+        quantized = [report_line(self.config.quantize)] if self.config.quantize != "none" else []
+        return [*self.runtime.report(), *quantized]
 
     def start(self) -> None:
         """Clean what a killed run left half written, then start the worker (which first takes back the jobs
@@ -72,7 +75,12 @@ class Services:
 
 
 def build_services(config: AppConfig) -> Services:
+    from modules.audio.engine import AudioModels
+    from modules.audio.kind import AudioRunner, audio_kind
+    from modules.audio.registry import AudioModelRegistry
+    from modules.errors import RequestError
     from modules.extensions.manager import ExtensionManager, engine_catalog
+    from modules.image.batching import batch_key, generate_batch
     from modules.image.checks import check_request
     from modules.image.flow import with_model_defaults
     from modules.image.generation import Engine, generate
@@ -86,9 +94,10 @@ def build_services(config: AppConfig) -> Services:
     from modules.jobs.kinds import KindRegistry
     from modules.jobs.queue import JobQueue
     from modules.jobs.store import JobStore
-    from modules.models.checkpoints import load_pipeline
+    from modules.models.checkpoints import CheckpointLoadError, load_pipeline
     from modules.models.families import denoiser
     from modules.models.pipelines import PipelineManager, free_memory_on
+    from modules.models.quantization import has_bitsandbytes, unavailable_reason, weights_report
     from modules.models.registry import ModelRegistry
     from modules.models.vae import load_vae
     from modules.runtime.config import ROOT
@@ -113,11 +122,20 @@ def build_services(config: AppConfig) -> Services:
         sequential_cpu_offload=config.lowvram,
     )
     registry = ModelRegistry(config.models_dir, list(config.ckpt_dirs), cache_file=config.hash_cache_file)
+
+    def load_checkpoint(info: Any) -> Any:
+        choice = runtime.get()
+        problem = unavailable_reason(config.quantize, choice.device.type, has_bitsandbytes())
+        if problem:  # launch.py refuses this at start-up; services built another way refuse each load
+            raise CheckpointLoadError(f"--quantize {config.quantize}: {problem}")
+        return load_pipeline(info, torch_dtype=choice.dtype_for_model(info.path), cache_dir=config.config_cache_dir,
+                             base_folders=[c.path for c in registry.list() if c.kind == "diffusers"],
+                             quantize=config.quantize)
+
     pipelines = PipelineManager(
-        loader=lambda info: load_pipeline(info, torch_dtype=runtime.get().dtype_for_model(info.path),
-                                          cache_dir=config.config_cache_dir,
-                                          base_folders=[c.path for c in registry.list() if c.kind == "diffusers"]),
-        prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device, denoiser(pipe).dtype),
+        loader=load_checkpoint,
+        prepare=lambda pipe: [*apply_memory_options(pipe, memory, runtime.get().device, denoiser(pipe).dtype),
+                              *weights_report(pipe)],
         max_loaded=config.max_loaded_models,
         free_memory=lambda: free_memory_on(runtime.get().device),
         vae_loader=lambda info, family, scaling: load_vae(
@@ -145,15 +163,34 @@ def build_services(config: AppConfig) -> Services:
     def run_image(request: GenerationRequest, control: JobControl) -> GenerationResult:
         return extensions.run_job(request, control, lambda cell, cell_control: generate(cell, engine, cell_control))
 
+    def run_images(requests: list[GenerationRequest], controls: list[JobControl]) -> list[Any]:
+        """Compatible image jobs as one batch (``modules.image.batching``), each saving under its own job."""
+        def scope(control: JobControl) -> Any:
+            return engine.store.recording(output_manifest(queue, control))
+
+        return extensions.run_jobs(
+            requests, controls, lambda cell, cell_control: generate(cell, engine, cell_control),
+            lambda cells, observed: generate_batch(cells, engine, observed, job_scope=lambda i: scope(observed[i])),
+            job_scope=scope)
+
+    def family_of(model: str | None) -> str | None:
+        try:
+            return engine.resolve_model(model).family
+        except RequestError:
+            return None
+
     kinds = KindRegistry()
-    queue = JobQueue(kinds, preview_interval=config.preview_interval, store=JobStore(config.jobs_db))
+    queue = JobQueue(kinds, preview_interval=config.preview_interval, store=JobStore(config.jobs_db),
+                     max_batch=config.batch_images, gather_window=config.batch_window)
     services = Services(config=config, engine=engine, queue=queue, settings=settings, extensions=extensions,
                         runtime=runtime)
     kinds.register(image_kind(recording_outputs(run_image, queue, engine.store),
                               lambda request: check_request(request, engine, extensions),
                               default_model=services.default_model,
                               default_safety=lambda: settings.get("safety"),
-                              model_defaults=lambda request: with_model_defaults(request, engine)))
+                              model_defaults=lambda request: with_model_defaults(request, engine),
+                              run_batch=run_images,
+                              batch_key=lambda request: batch_key(request, family_of)))
     upscale = upscale_kind(UpscaleRunner(
         upscalers, engine.upscaler_models, engine.store, config.limits,
         tile_defaults=lambda: default_tile_options(runtime.get().device.type, runtime.get().device.total_memory),
@@ -173,6 +210,10 @@ def build_services(config: AppConfig) -> Services:
         default_checkpoint=services.default_model,
     ))
     kinds.register(dataclasses.replace(video, run=recording_outputs(video.run, queue, engine.store)))
+    audio = audio_kind(AudioRunner(AudioModelRegistry(config.models_dir),
+                                   AudioModels(device=runtime.device_name, dtype=lambda: runtime.get().dtype),
+                                   engine.store, version=engine.version))
+    kinds.register(dataclasses.replace(audio, run=recording_outputs(audio.run, queue, engine.store)))
     return services
 
 
@@ -198,7 +239,8 @@ def output_manifest(queue: JobQueue, control: JobControl) -> Path | None:
     store = queue.store
     if store is None:
         return None
-    job = next((job for job in queue.jobs() if job.control is control), None)
+    # A control wrapped for one cell (extensions) or a batch member shares the job's flags: match on those.
+    job = next((job for job in queue.jobs() if job.control.interrupted is control.interrupted), None)
     return store.job_dir(job.id) / OUTPUT_MANIFEST if job is not None else None
 
 

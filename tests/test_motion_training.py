@@ -1,0 +1,115 @@
+"""The embedded motion model's trainer: an adapter the embedded model's UNet accepts, that leaves the base untouched
+before training, a tiny run that saves a folder ``MotionAdapter.from_pretrained`` loads and ``AnimateDiffPipeline``
+runs, and a resumed run that ends with the same weights as an uninterrupted one.
+
+The tiny preset trains a few steps of short clips on the committed base model, on one thread.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tools.motion.train import EVAL_END, EVAL_START, build_adapter, main, make_config, train
+from tools.shapes_controlnet.train import read_base
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = ROOT / "models/Stable-diffusion/sfumato-shapes"
+COMMITTED = ROOT / "models/animatediff/sfumato-shapes-motion"
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_settings():
+    """Training pins threads and deterministic kernels process-wide; put them back for the other tests."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    """The tiny preset trained end to end by the command line, into a temporary folder."""
+    out = tmp_path_factory.mktemp("motion") / "tiny-motion"
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--base", str(BASE), "--out", str(out), "--preset", "tiny", "--threads", "1", "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _adapter_weights(adapter) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in adapter.state_dict().items()}
+
+
+def test_the_base_unet_accepts_the_adapter_and_is_unchanged_before_training():
+    from diffusers import UNet2DConditionModel, UNetMotionModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(BASE), subfolder="unet", local_files_only=True)
+    adapter = build_adapter(dict(unet.config), make_config())
+    assert tuple(adapter.config.block_out_channels) == tuple(unet.config.block_out_channels)
+    motion = UNetMotionModel.from_unet2d(unet, adapter).eval()
+    torch.manual_seed(0)
+    frames = torch.randn(1, 4, 4, 16, 16)
+    text = torch.randn(4, 77, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        animated = motion(frames, 500, text).sample
+        alone = unet(frames[0].permute(1, 0, 2, 3), 500, text).sample
+    assert torch.allclose(animated[0].permute(1, 0, 2, 3), alone, atol=1e-5)
+
+
+def test_the_tiny_run_saves_an_adapter_animatediff_runs(tiny_folder):
+    from diffusers import MotionAdapter
+
+    from bench.eval_motion import load_pipeline
+
+    assert (tiny_folder / "config.json").is_file() and (tiny_folder / "diffusion_pytorch_model.safetensors").is_file()
+    assert not (tiny_folder / ".train-state").exists()
+    adapter = MotionAdapter.from_pretrained(str(tiny_folder), local_files_only=True)
+    assert tuple(adapter.config.block_out_channels) == (32, 64, 128)
+    card = (tiny_folder / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\n") and "moving to the right" in card and EVAL_START in card and EVAL_END in card
+    pipe = load_pipeline(BASE, tiny_folder)
+    output = pipe("a red circle moving to the right, on a blue background", num_frames=8, num_inference_steps=2,
+                  height=64, width=64, generator=torch.Generator("cpu").manual_seed(0), output_type="np")
+    frames = np.asarray(output.frames)
+    assert frames.shape == (1, 8, 64, 64, 3) and np.isfinite(frames).all()
+
+
+@pytest.mark.slow
+def test_resuming_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    base = read_base(BASE)
+    config = make_config("tiny", steps=4)
+    straight = train(base, config, tmp_path / "straight", threads=1, checkpoint_every=0, progress=False)
+    interrupted = tmp_path / "interrupted"
+    # a run that checkpoints after step 2 (what an interruption after it leaves behind), then one resumed from it
+    full = train(base, config, interrupted, threads=1, checkpoint_every=2, progress=False)
+    assert torch.load(interrupted / ".train-state" / "motion.pt", weights_only=True)["step"] == 2
+    resumed = train(base, config, interrupted, resume=True, threads=1, checkpoint_every=2, progress=False)
+    assert resumed.steps == 4
+    expected = _adapter_weights(straight.adapter)
+    for result in (full, resumed):
+        got = _adapter_weights(result.adapter)
+        assert got.keys() == expected.keys()
+        assert all(torch.equal(got[name], expected[name]) for name in expected)
+    assert any(expected[name].abs().sum() > 0 for name in expected if ".proj_out." in name)  # it did learn
+
+
+def test_the_committed_motion_model_is_small_and_loads():
+    if not COMMITTED.is_dir():
+        pytest.skip("the motion model is not committed yet")
+    from diffusers import MotionAdapter
+
+    from tools.motion.train import folder_size
+
+    assert folder_size(COMMITTED) <= 20_000_000
+    MotionAdapter.from_pretrained(str(COMMITTED), local_files_only=True)
+    assert "(not measured yet)" not in (COMMITTED / "README.md").read_text(encoding="utf-8")

@@ -1,0 +1,401 @@
+"""Train the embedded motion model: an AnimateDiff ``MotionAdapter`` for the embedded shapes model, offline, on the
+CPU, in under an hour::
+
+    python -m tools.motion.train --base models/Stable-diffusion/sfumato-shapes \\
+        --out models/animatediff/sfumato-shapes-motion --threads 2 --seed 0
+
+The adapter's block widths are the base UNet's, so ``UNetMotionModel.from_unet2d(base_unet, adapter)`` (what
+``AnimateDiffPipeline`` does) accepts it. The base model (autoencoder, text encoder, UNet) stays frozen; only the
+motion modules learn, on 16-frame clips of ``tools/motion/clips.py`` (training combinations only), with the base's
+noise schedule and prediction type, the base trainer's loss weighting (Min-SNR with high-noise steps at full
+weight, more weight on the shape's latent pixels) and its EMA.
+
+What makes motion learnable fast at this size: each motion module's output projection starts at zero (the frozen
+base is undisturbed at step 0); the motion is decided at high noise, so half the timesteps are drawn from the
+noisier half of the schedule (``high_noise_share``); one temporal transformer layer per module; the clips' latents
+are encoded once.
+
+Every random draw of a step comes from (seed, step), the clips from (seed, index), so the same seed and thread
+count give the same weights, and ``--resume`` from ``OUT/.train-state`` ends where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATE_DIR = ".train-state"
+CAPTION_LENGTH = 77
+# The markers bench/eval_motion.py --card writes its table between.
+EVAL_START = "<!-- motion-eval:start (bench/eval_motion.py --card) -->"
+EVAL_END = "<!-- motion-eval:end -->"
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """Everything that decides the trained weights besides the base model (the command line sets a few)."""
+
+    seed: int = 0
+    frames: int = 16
+    clips: int = 3072  # the fixed training set (latents computed once)
+    steps: int = 4000
+    batch: int = 4  # clips per step (x frames = images through the UNet)
+    lr: float = 1e-3
+    warmup: int = 100
+    ema_decay: float = 0.995  # 0: no EMA
+    caption_dropout: float = 0.1
+    snr_gamma: float = 5.0
+    object_loss_weight: float = 2.0
+    high_noise_share: float = 0.5  # share of timesteps drawn from the noisier half of the schedule
+    head_dim: int = 16  # temporal attention head width: 2, 4 and 8 heads at the base's widths 32, 64, 128
+    transformer_layers: int = 1
+    mid_block: bool = True
+    max_seq_length: int = 32
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # For tests and smoke runs: the same code path in seconds (the result moves nothing).
+    "tiny": {"frames": 8, "clips": 4, "steps": 3, "batch": 2, "warmup": 1},
+}
+
+
+def make_config(preset: str = "default", seed: int = 0, steps: int | None = None,
+                overrides: list[str] | None = None) -> MotionConfig:
+    """The recipe: defaults, then the preset, then explicit ``KEY=JSON`` overrides."""
+    values: dict[str, Any] = {**PRESETS[preset], "seed": seed}
+    if steps is not None:
+        values["steps"] = steps
+    fields = {f.name for f in dataclasses.fields(MotionConfig)}
+    for item in overrides or []:
+        key, _, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key not in fields:
+            raise SystemExit(f"--set: unknown setting {key!r}")
+        values[key] = tuple(value) if isinstance(value, list) else value
+    return MotionConfig(**values)
+
+
+def build_adapter(base_unet_config: dict[str, Any], config: MotionConfig):
+    """A MotionAdapter whose widths, layers per block and norm groups are the base UNet's; output projections
+    zeroed, so the base's images are untouched until the modules learn."""
+    import torch
+    from diffusers import MotionAdapter
+
+    channels = tuple(base_unet_config["block_out_channels"])
+    heads = tuple(max(1, c // config.head_dim) for c in channels)
+    adapter = MotionAdapter(
+        block_out_channels=channels, motion_layers_per_block=base_unet_config["layers_per_block"],
+        motion_transformer_layers_per_block=config.transformer_layers,
+        motion_mid_block_layers_per_block=1, motion_transformer_layers_per_mid_block=config.transformer_layers,
+        motion_num_attention_heads=heads, motion_norm_num_groups=base_unet_config["norm_num_groups"],
+        motion_max_seq_length=config.max_seq_length, use_motion_mid_block=config.mid_block)
+    with torch.no_grad():
+        for name, parameter in adapter.named_parameters():
+            if ".proj_out." in name:
+                parameter.zero_()
+    return adapter
+
+
+@dataclass
+class ClipSet:
+    """The fixed training clips: latent mean / std (F x 4 x h x w each), shape masks at the latents' size, specs."""
+
+    means: Any
+    stds: Any
+    masks: Any
+    specs: list
+
+
+def build_clip_set(vae, config: MotionConfig, progress: bool = True) -> ClipSet:
+    """Draw the clips and encode their frames once (the autoencoder is frozen)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from tools.motion.clips import training_clip
+
+    means, stds, masks, specs = [], [], [], []
+    with torch.no_grad():
+        for index in tqdm(range(config.clips), desc="clips", disable=not progress, dynamic_ncols=True,
+                          mininterval=2.0):
+            frames, coverages, spec = training_clip(config.seed, index, config.frames)
+            pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+            posterior = vae.encode(pixels).latent_dist
+            means.append(posterior.mean.to(torch.float16))
+            stds.append(posterior.std.to(torch.float16))
+            touched = torch.from_numpy((coverages > 0.03).astype(np.float32))[:, None]
+            mask = F.max_pool2d(F.adaptive_max_pool2d(touched, posterior.mean.shape[-1]), 3, stride=1, padding=1)
+            masks.append(mask.to(torch.bool))
+            specs.append(spec)
+    return ClipSet(torch.stack(means), torch.stack(stds), torch.stack(masks), specs)
+
+
+def _step_generator(seed: int, step: int):
+    """The generator of one step: a pure function of (seed, step), so resuming changes nothing."""
+    import torch
+
+    return torch.Generator("cpu").manual_seed((seed * 1_000_003 + 15 * 100_003 + step) % (2**63))
+
+
+def draw_timesteps(count: int, total: int, high_share: float, generator):
+    """Timesteps: uniform, except that ``high_share`` of them come from the noisier half (where motion is laid
+    out)."""
+    import torch
+
+    uniform = torch.randint(0, total, (count,), generator=generator)
+    high = torch.randint(total // 2, total, (count,), generator=generator)
+    pick = torch.rand(count, generator=generator) < high_share
+    return torch.where(pick, high, uniform)
+
+
+def _save_state(out: Path, payload: dict[str, Any]) -> None:
+    """A checkpoint in OUT/.train-state, written atomically (a crash mid-write keeps the previous one)."""
+    import torch
+
+    folder = out / STATE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / ".motion.pt.tmp"
+    torch.save(payload, staging)
+    os.replace(staging, folder / "motion.pt")
+
+
+def _load_state(out: Path) -> dict[str, Any] | None:
+    import torch
+
+    path = out / STATE_DIR / "motion.pt"
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
+@dataclass
+class Trained:
+    """What ``train`` returns: the adapter (EMA weights), how long each part took, the steps done."""
+
+    adapter: Any
+    seconds: dict[str, float]
+    steps: int
+
+
+def train(base, config: MotionConfig, out: Path, *, resume: bool = False, threads: int = 2,
+          checkpoint_every: int = 200, progress: bool = True, max_minutes: float | None = None) -> Trained:
+    """Train the motion modules for ``base`` (a ``tools.shapes_controlnet.train.Base``); checkpoints in
+    ``out/.train-state``. ``max_minutes`` stops after the step that passes that much wall time."""
+    import numpy as np
+    import torch
+    from diffusers import UNetMotionModel
+    from tqdm import tqdm
+
+    from tools.motion.clips import training_caption
+    from tools.shapes.train import _Ema
+    from tools.shapes_controlnet.train import (
+        _set_determinism,
+        learning_rate,
+        load_base_parts,
+        loss_weights,
+        noise_schedule,
+    )
+
+    _set_determinism(threads)
+    clock = time.perf_counter()
+    vae, text_encoder, tokenizer, unet2d = load_base_parts(base)
+    data = build_clip_set(vae, config, progress)
+    prepared = time.perf_counter() - clock
+    schedule = noise_schedule(base)
+    alphas_cumprod = schedule.alphas_cumprod
+    torch.manual_seed(config.seed)
+    adapter = build_adapter(dict(unet2d.config), config)
+    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    unet.freeze_unet2d_params()
+    unet.train()
+    parameters = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=0.0, fused=True)
+    ema = _Ema(parameters, config.ema_decay) if config.ema_decay else None
+    start, earlier = 0, 0.0
+    saved = _load_state(out) if resume else None
+    if saved is not None:
+        if saved["config"] != config.to_json() or saved["base_unet_sha256"] != base.unet_sha256:
+            raise SystemExit("--resume: the checkpoint was made with other settings or another base model")
+        for parameter, value in zip(parameters, saved["parameters"], strict=True):
+            parameter.data.copy_(value)
+        optimizer.load_state_dict(saved["optimizer"])
+        if ema is not None:
+            ema.shadow = list(saved["ema"])
+        start, earlier = saved["step"], float(saved["seconds"])
+    scaling = vae.config.scaling_factor
+    token_cache: dict[str, list[int]] = {}
+
+    def encode(captions: list[str]):
+        missing = [c for c in dict.fromkeys(captions) if c not in token_cache]
+        if missing:
+            ids = tokenizer(missing, padding="max_length", max_length=CAPTION_LENGTH, truncation=True).input_ids
+            token_cache.update(zip(missing, ids, strict=True))
+        with torch.no_grad():
+            return text_encoder(torch.tensor([token_cache[c] for c in captions], dtype=torch.long))[0]
+
+    frames = config.frames
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="motion",
+               disable=not progress, dynamic_ncols=True, mininterval=2.0)
+    started, running, done = time.perf_counter(), None, start
+    for step in bar:
+        generator = _step_generator(config.seed, step)
+        rng = np.random.default_rng([config.seed, 15, 7, step])
+        index = torch.randint(len(data.specs), (config.batch,), generator=generator)
+        shape = (config.batch * frames, *data.means.shape[2:])
+        latent_noise = torch.randn(shape, generator=generator)
+        noise = torch.randn(shape, generator=generator)
+        timesteps = draw_timesteps(config.batch, schedule.config.num_train_timesteps, config.high_noise_share,
+                                   generator)
+        frame_timesteps = timesteps.repeat_interleave(frames)
+        means = data.means[index].flatten(0, 1).float()
+        stds = data.stds[index].flatten(0, 1).float()
+        latents = (means + stds * latent_noise) * scaling
+        drop = rng.random(config.batch) < config.caption_dropout
+        captions = ["" if drop[i] else training_caption(data.specs[int(j)], rng)
+                    for i, j in enumerate(index.tolist())]
+        noisy = schedule.add_noise(latents, noise, frame_timesteps)
+        target = schedule.get_velocity(latents, noise, frame_timesteps) if base.prediction_type == "v_prediction" \
+            else noise
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config.lr, config.warmup)
+        hidden = encode(captions)
+        # UNetMotionModel takes (batch, channels, frames, h, w) and the captions repeated for every frame.
+        sample = noisy.unflatten(0, (config.batch, frames)).permute(0, 2, 1, 3, 4)
+        prediction = unet(sample, timesteps, hidden.repeat_interleave(frames, dim=0)).sample
+        prediction = prediction.permute(0, 2, 1, 3, 4).flatten(0, 1)
+        weights = 1.0 + config.object_loss_weight * data.masks[index].flatten(0, 1).float()
+        error = (prediction.float() - target.float()).square() * weights
+        per_clip = error.unflatten(0, (config.batch, frames)).mean(dim=(1, 2, 3, 4))
+        loss = (per_clip * loss_weights(alphas_cumprod, timesteps, base.prediction_type, config.snr_gamma)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        if ema is not None:
+            ema.update(parameters, step)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 10 == 0:
+            pace = (time.perf_counter() - started) / (step - start + 1)
+            bar.set_postfix(loss=f"{running:.4f}", s_per_step=f"{pace:.2f}")
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < config.steps:
+            _save_state(out, {"config": config.to_json(), "base_unet_sha256": base.unet_sha256, "step": step + 1,
+                              "seconds": earlier + time.perf_counter() - clock,
+                              "parameters": [p.detach().clone() for p in parameters],
+                              "optimizer": optimizer.state_dict(),
+                              "ema": ema.shadow if ema is not None else []})
+        done = step + 1
+        if max_minutes is not None and earlier + time.perf_counter() - clock > 60 * max_minutes:
+            bar.close()
+            break
+    if ema is not None:
+        ema.copy_to(parameters)
+    motion_state = {k: v for k, v in unet.state_dict().items() if "motion_modules." in k}
+    adapter.load_state_dict(motion_state)
+    adapter.eval()
+    return Trained(adapter, {"prepare": prepared, "total": earlier + time.perf_counter() - clock}, done)
+
+
+def save(trained: Trained, out: Path, base, config: MotionConfig, *, command: str, threads: int,
+         half: bool = True) -> Path:
+    """Write the diffusers MotionAdapter folder (config.json + safetensors), training_config.json and the card."""
+    import torch
+
+    from tools.shapes_controlnet.train import halve_weights, reproduce_command
+
+    out = Path(out)
+    staging = out.parent / f".{out.name}.saving"
+    if staging.exists():
+        shutil.rmtree(staging)
+    trained.adapter.save_pretrained(str(staging), safe_serialization=True)
+    if half:
+        halve_weights(staging)
+    out.mkdir(parents=True, exist_ok=True)
+    for child in out.iterdir():
+        if child.name != STATE_DIR:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    for child in staging.iterdir():
+        os.replace(child, out / child.name)
+    staging.rmdir()
+    record = {
+        **config.to_json(),
+        "base": {"name": base.path.name, "unet_sha256": base.unet_sha256,
+                 "prediction_type": base.prediction_type},
+        "recommended": {**base.recommended, "frames": 16, "fps": 8},
+        "timing": {"threads": threads, "torch": torch.__version__, "minutes": trained.seconds["total"] / 60,
+                   "prepare_minutes": trained.seconds["prepare"] / 60},
+        "command": command,
+        "steps_done": trained.steps,
+        "reproduce": reproduce_command(command, trained.steps) if trained.steps < config.steps else command,
+    }
+    (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    from tools.motion.card import write_card
+
+    write_card(out, record)
+    return out
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of a model folder (without training state)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and STATE_DIR not in p.parts)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tools.motion.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--base", type=Path, default=Path("models/Stable-diffusion/sfumato-shapes"),
+                        help="the base model folder (diffusers)")
+    parser.add_argument("--out", type=Path, required=True, help="MotionAdapter folder to write")
+    parser.add_argument("--steps", type=int, help="training steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (results depend on it: keep it fixed)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/.train-state")
+    parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (0: none)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a recipe setting, e.g. --set lr=5e-4 --set batch=2")
+    parser.add_argument("--keep-state", action="store_true", help="keep .train-state after saving")
+    parser.add_argument("--full-precision", action="store_true", help="save float32 weights")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--max-minutes", type=float,
+                        help="stop after this much wall time and save (the card then gives the --steps that "
+                             "reproduce the weights)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    args = parse_args(arguments)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from tools.shapes_controlnet.train import read_base
+
+    config = make_config(args.preset, args.seed, args.steps, args.set)
+    base = read_base(args.base)
+    out = Path(args.out)
+    if not args.resume and (out / STATE_DIR).exists():
+        shutil.rmtree(out / STATE_DIR)
+    trained = train(base, config, out, resume=args.resume, threads=args.threads,
+                    checkpoint_every=args.checkpoint_every, progress=not args.quiet, max_minutes=args.max_minutes)
+    command = "python -m tools.motion.train " + " ".join(a for a in arguments if a != "--resume")
+    save(trained, out, base, config, command=command, threads=args.threads, half=not args.full_precision)
+    if not args.keep_state and (out / STATE_DIR).exists():
+        shutil.rmtree(out / STATE_DIR)
+    print(f"Trained {trained.steps} of {config.steps} steps in {trained.seconds['total'] / 60:.1f} min; "
+          f"saved to {out} ({folder_size(out) / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
