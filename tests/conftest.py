@@ -84,6 +84,32 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
+def video_model_store(tmp_path_factory, tiny_model_store) -> Path:
+    """``tiny_model_store`` plus a tiny SDXL checkpoint and tiny video models, built once: an AnimateDiff motion
+    adapter fitting tiny-sd1 and tiny-sdxl (in ``animatediff/``), the same kind as a single file in AnimateDiff's
+    original layout (in ``AnimateDiff/``), one made for SDXL-width UNets (config only: it is refused before any
+    weight is read), and SVD, Wan text-to-video and Wan image-to-video folders (in ``video/``)."""
+    import json
+
+    from tools.tiny_model import save_tiny_model
+    from tools.tiny_video import save_motion_adapter, save_motion_module_file, save_tiny_svd, save_tiny_wan
+
+    root = tmp_path_factory.mktemp("video-store")
+    shutil.copytree(tiny_model_store, root, dirs_exist_ok=True)
+    save_motion_adapter(root / "animatediff" / "tiny-motion", seed=0)  # its widths fit tiny-sdxl's UNet too
+    save_tiny_model(root / "Stable-diffusion" / "tiny-sdxl", family="sdxl", seed=0)
+    save_motion_module_file(root / "AnimateDiff" / "v2-motion-module.safetensors", seed=3)  # A1111's single file
+    xl = root / "AnimateDiff" / "xl-motion"
+    xl.mkdir(parents=True)
+    (xl / "config.json").write_text(json.dumps({"_class_name": "MotionAdapter", "block_out_channels": [320, 640, 1280],
+                                                "motion_max_seq_length": 32}))
+    save_tiny_svd(root / "video" / "tiny-svd", seed=0)
+    save_tiny_wan(root / "video" / "tiny-wan", seed=0)
+    save_tiny_wan(root / "video" / "tiny-wan-i2v", seed=0, image_to_video=True)
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_audio_store(tmp_path_factory) -> Path:
     """A models folder with ``audio/`` holding tiny Stable Audio, AudioLDM2 and VITS models (one and two voices),
     built once."""

@@ -40,6 +40,7 @@ def attach_api(app: FastAPI, services: Services, context: ApiContext | None = No
         openai_images,
         stability,
         stability_audio,
+        stability_video,
         training,
     )
     from app.api.access import install_access
@@ -52,7 +53,7 @@ def attach_api(app: FastAPI, services: Services, context: ApiContext | None = No
         app.add_middleware(BodyLimitMiddleware, max_bytes=context.max_body_bytes)
     install_access(app, context, policy)
     for module in (a1111, a1111_extras, a1111_interrogate, controlnet, controlnet_units, native, openai_images,
-                   stability, openai_audio, stability_audio, training):
+                   stability, openai_audio, stability_audio, training, stability_video):
         app.include_router(module.router, dependencies=[Depends(finite_json_body)])
     # jobs resumed after a restart still call their webhook; an exposed studio posts only to public addresses
     install_webhooks(services.queue, allow_private=not context.exposed)

@@ -16,8 +16,13 @@ MAX_DECODED_BYTES = 64 * 1024 * 1024
 def decode_image(data: str | bytes | None, field: str) -> Image.Image:
     """A base64 string (raw or ``data:image/...;base64,``) or raw bytes -> a loaded PIL image, or a 4xx naming
     the field."""
+    return open_image_bytes(decode_bytes(data, field, "image"), field)
+
+
+def decode_bytes(data: str | bytes | None, field: str, what: str = "image") -> bytes:
+    """A base64 string (raw or a ``data:`` URL) or raw bytes -> the bytes, or a 4xx naming the field."""
     if data is None or (isinstance(data, str) and not data.strip()):
-        raise ApiError(422, "no image given", field)
+        raise ApiError(422, f"no {what} given", field)
     if isinstance(data, str):
         text = data.strip()
         if text.startswith("data:"):
@@ -31,8 +36,8 @@ def decode_image(data: str | bytes | None, field: str) -> Image.Image:
     else:
         raw = bytes(data)
     if len(raw) > MAX_DECODED_BYTES:
-        raise ApiError(413, f"image is larger than {MAX_DECODED_BYTES // (1024 * 1024)} MB", field)
-    return open_image_bytes(raw, field)
+        raise ApiError(413, f"{what} is larger than {MAX_DECODED_BYTES // (1024 * 1024)} MB", field)
+    return raw
 
 
 def open_image_bytes(raw: bytes, field: str) -> Image.Image:

@@ -30,6 +30,7 @@ from app.api.requests_common import (
     visible_to,
 )
 from app.api.training import TrainJobBody, to_train_request
+from app.api.videos import decode_video
 from app.api.webhooks import check_webhook_url, install_webhooks
 from modules.audio.request import AudioRequest
 from modules.controlnet.units import ControlNetUnit
@@ -42,6 +43,8 @@ from modules.jobs.queue import Job, JobQueue
 from modules.runtime.services import Services
 from modules.training.results import TrainResult
 from modules.upscaling.request import UpscaleRequest
+from modules.video.kind import VideoResult
+from modules.video.request import VideoRequest
 
 router = APIRouter(prefix="/api/v1", tags=["native"])
 
@@ -192,6 +195,37 @@ class InterrogateJobBody(BaseModel):
     webhook_url: str | None = None
 
 
+class VideoJobBody(BaseModel):
+    """A ``VideoRequest`` on the wire (``"kind": "video"``). Left out, the model, checkpoint, frames, fps, size,
+    steps and CFG are the chosen model family's defaults. ``init_image`` (base64) makes image-to-video,
+    ``init_video`` (a base64 MP4 / WebM / GIF) video-to-video; the clip is ``result.artifacts[0]`` (MP4 unless
+    ``output_formats`` says otherwise)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["video"]
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    model: str | None = None
+    checkpoint: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    fps: int | None = None
+    sampler: str | None = None
+    init_image: str | None = None
+    init_video: str | None = None
+    strength: float | None = None
+    motion_bucket_id: int | None = None
+    noise_aug_strength: float | None = None
+    decode_chunk_size: int | None = None
+    output_formats: list[str] | None = None
+    save_frames: bool | None = None
+    webhook_url: str | None = None
+
+
 class AudioJobBody(BaseModel):
     """An ``AudioRequest`` on the wire (``"kind": "audio"``): text-to-audio (``prompt``) or speech (``text``);
     ``init_audio`` as base64. The files come back as the job's artifacts, each with its parameters."""
@@ -222,7 +256,7 @@ def _kind_of(value: Any) -> str:
 
 AnyJobBody = Annotated[Annotated[JobBody, Tag("image")] | Annotated[UpscaleJobBody, Tag("upscale")]
                        | Annotated[InterrogateJobBody, Tag("interrogate")] | Annotated[AudioJobBody, Tag("audio")]
-                       | Annotated[TrainJobBody, Tag("train")],
+                       | Annotated[TrainJobBody, Tag("train")] | Annotated[VideoJobBody, Tag("video")],
                        Discriminator(_kind_of)]
 
 
@@ -238,6 +272,17 @@ def to_upscale_request(body: UpscaleJobBody) -> UpscaleRequest:
 def to_interrogate_request(body: InterrogateJobBody) -> InterrogateRequest:
     fields = body.model_dump(exclude_none=True, exclude={"kind", "webhook_url", "image"})
     return InterrogateRequest(image=decode_image(body.image, "image"), **fields)
+
+
+def to_video_request(body: VideoJobBody) -> VideoRequest:
+    fields = body.model_dump(exclude_none=True, exclude={"kind", "webhook_url", "init_image", "init_video"})
+    if "output_formats" in fields:
+        fields["output_formats"] = tuple(fields["output_formats"])
+    if body.init_image is not None:
+        fields["init_image"] = decode_image(body.init_image, "init_image")
+    if body.init_video is not None:
+        fields["init_video"] = decode_video(body.init_video, "init_video")
+    return VideoRequest(**fields)
 
 
 def to_audio_request(body: AudioJobBody) -> AudioRequest:
@@ -290,14 +335,14 @@ def _implied_task(body: JobBody) -> str:
 # -- routes ------------------------------------------------------------------------------------------------------
 @router.post("/jobs", status_code=202)
 async def submit_job(body: AnyJobBody, http_request: Request, services: ServicesDep) -> dict:
-    """Queue a job of any kind (``kind``: ``image``, the default, ``upscale``, ``interrogate`` or ``audio``) and
-    answer at once with its id and where to watch it."""
+    """Queue a job of any kind (``kind``: ``image``, the default, ``upscale``, ``interrogate``, ``audio`` or
+    ``video``) and answer at once with its id and where to watch it."""
     sender = install_webhooks(services.queue)
     webhook = await run_in_threadpool(check_webhook_url, body.webhook_url, sender.allow_private)  # may resolve DNS
     # decoding a large image should not stall other clients
     convert = {JobBody: to_request, UpscaleJobBody: to_upscale_request,
                InterrogateJobBody: to_interrogate_request, AudioJobBody: to_audio_request,
-               TrainJobBody: to_train_request}[type(body)]
+               TrainJobBody: to_train_request, VideoJobBody: to_video_request}[type(body)]
     request = await run_in_threadpool(convert, body)
     job = await submit_checked(services, request, source="native", owner=owner_of(http_request), webhook=webhook)
     if webhook:
@@ -501,6 +546,11 @@ def job_view(job: Job, http_request: Request, queue: JobQueue) -> dict[str, Any]
         }
         if isinstance(result, GenerationResult):
             view["result"]["parameters"] = summary_view(result)
+        if isinstance(result, VideoResult):
+            view["result"].update(parameters=result.parameters, infotext=result.infotext,
+                                  videos=[artifact_url(http_request, job.id, index)
+                                          for index, artifact in enumerate(result.artifacts)
+                                          if artifact.type == "video"])
         if isinstance(result, InterrogateResult):
             view["result"].update(caption=result.caption, sentence=result.sentence,
                                   terms=[{"list": name, "term": term} for name, term in result.terms],

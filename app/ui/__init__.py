@@ -28,6 +28,7 @@ from app.ui.styles_editor import wire_style_editors
 from app.ui.train_tab import build_train
 from app.ui.txt2img import build_txt2img
 from app.ui.upscale_tab import build_upscale
+from app.ui.video_tab import build_video
 
 if TYPE_CHECKING:
     from modules.runtime.services import Services
@@ -92,6 +93,8 @@ def build_layout(services: Services) -> Ui:
                     generation[task] = build(services)
             with gr.Tab("Upscale", id="upscale"):
                 upscale = build_upscale(services)
+            with gr.Tab("Video", id="video"):
+                build_video(services)
             with gr.Tab("Audio", id="audio"):
                 build_audio(services)
             with gr.Tab("Train", id="train"):

@@ -31,6 +31,7 @@ TOOLTIPS = {
     "random-subseed": "Random variation seed (-1)",
     "refresh-upscalers": "Refresh the upscaler lists",
     "refresh-controlnets": "Refresh the ControlNet model list",
+    "refresh-video": "Refresh the video model and checkpoint lists",
     "refresh-audio-models": "Refresh the audio model list (models/audio)",
 }
 

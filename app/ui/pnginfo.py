@@ -27,6 +27,8 @@ def build_pnginfo(services: Services) -> Form:
         with gr.Column():
             form["image"] = named_upload(gr.Image(label="Image", type="filepath", image_mode=None,
                                                   sources=["upload", "clipboard"], height=420))
+            form["video"] = gr.File(label="…or a video (MP4, WebM, GIF, WebP)",
+                                    file_types=[".mp4", ".webm", ".gif", ".webp", ".mov", ".mkv"])
             form["audio"] = gr.File(label="…or a sound made here (WAV, FLAC, MP3, OGG, Opus)", file_count="single",
                                     file_types=["audio"], elem_id="pnginfo-audio")
         with gr.Column():
@@ -40,6 +42,8 @@ def build_pnginfo(services: Services) -> Form:
             form["parameters"] = gr.JSON(label="Parsed parameters")
             form["items"] = gr.JSON(label="Other text in the file")
     form.connect(form["image"].change, read_png_info, ["image"], ["infotext", "parameters", "items", "status"],
+                 api_name=False)
+    form.connect(form["video"].change, read_video_info, ["video"], ["infotext", "parameters", "items", "status"],
                  api_name=False)
     form.connect(form["audio"].change, read_audio_info, ["audio"], ["infotext", "parameters", "items", "status"],
                  api_name=False)
@@ -82,3 +86,24 @@ def read_png_info(values: Values) -> Values:
     if not infotext:
         return {**empty, "items": items or None, "status": status_html("This image holds no generation parameters.")}
     return {"infotext": infotext, "parameters": parse_infotext(infotext), "items": items or None, "status": ""}
+
+
+def read_video_info(values: Values) -> Values:
+    """A clip's parameters, as the Video tab wrote them into the file (MP4 / WebM tags, GIF comment, WebP EXIF)."""
+    from pathlib import Path
+
+    from modules.image.infotext import parse_infotext
+    from modules.video.encode import read_video_infotext
+
+    empty = {"infotext": "", "parameters": None, "items": None}
+    value = values.get("video")
+    if not value:
+        return {**empty, "status": ""}
+    path = Path(str(getattr(value, "name", value)))
+    try:
+        infotext = read_video_infotext(path)
+    except (OSError, ValueError) as error:
+        return {**empty, "status": error_html("video", f"the file cannot be read ({error})")}
+    if not infotext:
+        return {**empty, "status": status_html("This video holds no generation parameters.")}
+    return {"infotext": infotext, "parameters": parse_infotext(infotext), "items": None, "status": ""}

@@ -136,6 +136,10 @@ class OutputStore:
         """Write an encoded file (a sound, a video) as ``NNNNN-<stem>.<ext>``, atomically and numbered like images."""
         return self._save_staged(lambda staging: staging.write_bytes(data), task, stem, ext)
 
+    def save_file(self, task: str, stem: str, ext: str, write: Callable[[Path], object]) -> Path:
+        """Write a file that ``write(staging)`` makes at a path (a video ffmpeg encodes) the same way."""
+        return self._save_staged(write, task, stem, ext)
+
     def _save_staged(self, write: Callable[[Path], object], task: str, stem: str, ext: str) -> Path:
         folder = self.folder(task)
         folder.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,10 @@ def build_services(config: AppConfig) -> Services:
     from modules.runtime.settings import SettingsStore
     from modules.upscaling import UpscalerModels, UpscalerRegistry, default_tile_options
     from modules.upscaling.kind import FolderPolicy, UpscaleRunner, upscale_kind
+    from modules.video.kind import VideoRunner, video_kind
+    from modules.video.pipelines import VideoPipelines
+    from modules.video.registry import VideoModelRegistry
+    from modules.video.request import VideoLimits
 
     # Device, dtype and threads are decided on first use (importing torch takes seconds; start-up must not wait).
     runtime = DeviceRuntime(config.device, config.precision, config.no_half, config.threads)
@@ -197,6 +201,15 @@ def build_services(config: AppConfig) -> Services:
         InterrogatorFolders(config.models_dir),
         InterrogateModels(device=runtime.device_name, dtype=lambda: runtime.get().dtype),
     )))
+    video = video_kind(VideoRunner(
+        VideoModelRegistry(config.models_dir), registry,
+        VideoPipelines(pipelines, prepare=lambda pipe: apply_memory_options(pipe, memory, runtime.get().device,
+                                                                            denoiser(pipe).dtype),
+                       dtype_for=lambda path: runtime.get().dtype_for_model(path)),
+        engine.store, VideoLimits(max_steps=config.limits.max_steps, max_cfg=config.limits.max_cfg),
+        default_checkpoint=services.default_model,
+    ))
+    kinds.register(dataclasses.replace(video, run=recording_outputs(video.run, queue, engine.store)))
     audio = audio_kind(AudioRunner(AudioModelRegistry(config.models_dir),
                                    AudioModels(device=runtime.device_name, dtype=lambda: runtime.get().dtype),
                                    engine.store, version=engine.version))

@@ -1,0 +1,74 @@
+"""The Video tab in the browser: the default motion model brings its checkpoint's size, choosing another family
+fills that family's defaults, Generate makes a short clip that plays in the page, and the Queue tab lists it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from server_process import ServerProcess
+
+from .conftest import missing
+
+if missing():
+    pytest.skip(missing(), allow_module_level=True)
+expect = pytest.importorskip("playwright.sync_api").expect
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, video_model_store) -> Iterator[dict]:
+    """A studio of its own, whose models folder has the tiny video models too (the suite's shared one has none)."""
+    root = tmp_path_factory.mktemp("video-studio")
+    shutil.copytree(video_model_store, root / "models")
+    server = ServerProcess(["--models-dir", str(root / "models"), "--data-dir", str(root / "data"), "--outdir",
+                            str(root / "outputs"), "--ckpt", "tiny-sd1", "--threads", "1", "--api"],
+                           root / "studio.log")
+    try:
+        server.start().wait_ready("/")
+        yield {"url": server.url, "outputs": root / "outputs", "data": root / "data", "root": root,
+               "server": server}
+    finally:
+        server.stop()
+
+
+def number(tab, label: str):
+    return tab.get_by_label(label, exact=True)
+
+
+def test_the_video_tab_makes_a_clip_that_plays(page):
+    page.get_by_role("tab", name="Video", exact=True).click()
+    tab = page.get_by_role("tabpanel").filter(visible=True).first
+    expect(tab.get_by_role("combobox", name="Video model")).to_have_value("tiny-motion (AnimateDiff)")
+    expect(number(tab, "Width")).to_have_value("64")  # tiny-sd1 was trained at 64 px
+    model = tab.get_by_role("combobox", name="Video model")
+    model.click()
+    page.get_by_role("option", name="tiny-svd (Stable Video Diffusion)", exact=True).click()
+    expect(number(tab, "Width")).to_have_value("1024")
+    expect(number(tab, "Frames")).to_have_value("14")
+    model.click()
+    page.get_by_role("option", name="tiny-motion (AnimateDiff)", exact=True).click()
+    expect(number(tab, "Width")).to_have_value("64")
+
+    tab.get_by_label("Prompt", exact=True).fill("a red circle moving right")
+    for label, value in (("Frames", "4"), ("FPS", "8"), ("Sampling steps", "2"), ("Seed", "5")):
+        number(tab, label).fill(value)
+        number(tab, label).press("Tab")
+    tab.get_by_role("button", name="Generate", exact=True).click()
+    # the first clip loads the checkpoint and the motion adapter: minutes on a busy 2-core machine
+    expect(tab.get_by_text(re.compile(r"4 frames at 8 fps in [\d.]+ s · seed 5"))).to_be_visible(timeout=240_000)
+    video = tab.locator("video").first
+    expect(video).to_have_attribute("src", re.compile(r"\.mp4"))
+    video.evaluate("element => element.readyState >= 1 || new Promise(done => "
+                   "element.addEventListener('loadedmetadata', done, {once: true}))")
+    size = video.evaluate("element => [element.videoWidth, element.videoHeight, element.duration]")
+    assert size[:2] == [64, 64] and size[2] == pytest.approx(0.5, abs=0.05), size  # 4 frames at 8 fps
+    expect(tab.get_by_label("Parameters")).to_have_value(re.compile(r"Seed: 5.*Video model: tiny-motion"))
+
+    page.get_by_role("tab", name="Queue", exact=True).click()
+    queue = page.get_by_role("tabpanel").filter(visible=True).first
+    expect(queue.get_by_role("gridcell", name=re.compile(r"a red circle moving right \(4 frames"))).to_be_visible()
+    expect(queue.get_by_role("gridcell", name="txt2vid", exact=True)).to_be_visible()
