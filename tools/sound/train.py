@@ -53,7 +53,7 @@ class SoundConfig:
     ae_batch: int = 8
     ae_crop: int = 2048  # samples of a training crop (0.256 s)
     ae_lr: float = 1e-3
-    ae_kl: float = 1e-4
+    ae_kl: float = 0.0  # 0: a plain autoencoder on the posterior mean
     ae_wave_l1: float = 0.1
     # Text encoder and tokenizer.
     max_tokens: int = 12
@@ -286,10 +286,13 @@ def train_autoencoder(config: SoundConfig, state: _StateFolder, resume: bool, ch
         generator = _generator(config.seed, 1, step)
         audio = _crops(config, step, generator)
         posterior = vae.encode(audio).latent_dist
-        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        latents = posterior.mean
+        if config.ae_kl:  # a variational autoencoder (measured: the sampling noise drowns the signal early on)
+            latents = latents + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
         decoded = vae.decode(latents).sample[..., : audio.shape[-1]]
-        loss = stft_loss(decoded[:, 0], audio[:, 0]) + config.ae_wave_l1 * (decoded - audio).abs().mean() \
-            + config.ae_kl * posterior.kl().mean() / latents[0].numel()
+        loss = stft_loss(decoded[:, 0], audio[:, 0]) + config.ae_wave_l1 * (decoded - audio).abs().mean()
+        if config.ae_kl:
+            loss = loss + config.ae_kl * posterior.kl().mean() / latents[0].numel()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.ae_lr, 50) * (0.1 if step > 0.8 * config.ae_steps else 1.0)
         optimizer.zero_grad(set_to_none=True)
@@ -321,15 +324,29 @@ def standardise_latents(vae, config: SoundConfig) -> None:
         spread = means.std(dim=(0, 2)).clamp(min=1e-4)
         half = config.ae_hidden // 2
         conv = vae.encoder.conv2
-        weight = conv.weight.detach().clone()
+        weight = _effective_weight(conv)
         weight[:half] /= spread[:, None, None]
         bias = conv.bias.detach().clone()
         bias[:half] = (bias[:half] - centre) / spread
+        if not config.ae_kl:  # a plain autoencoder: make the posterior's spread ~1e-4, so sampling keeps the mean
+            weight[half:] = 0.0
+            bias[half:] = -10.0
         _set_weight_normed(conv, weight, bias)
         conv = vae.decoder.conv1
-        weight = conv.weight.detach().clone()
+        weight = _effective_weight(conv)
         bias = conv.bias.detach() + (weight * centre[None, :, None]).sum(dim=(1, 2))
         _set_weight_normed(conv, weight * spread[None, :, None], bias)
+
+
+def _effective_weight(conv):
+    """The weight a weight-normed convolution computes (the old-style ``conv.weight`` is only refreshed by a
+    forward pass, so after a step or a load it is stale)."""
+    import torch
+
+    if hasattr(conv, "parametrizations"):
+        return conv.weight.detach().clone()
+    with torch.no_grad():
+        return conv.weight_g * conv.weight_v / conv.weight_v.norm(dim=(1, 2), keepdim=True)
 
 
 def _set_weight_normed(conv, weight, bias) -> None:
@@ -337,13 +354,12 @@ def _set_weight_normed(conv, weight, bias) -> None:
     import torch
 
     with torch.no_grad():
-        if hasattr(conv, "parametrizations"):
-            original = conv.parametrizations.weight
-            original.original1.copy_(weight)
-            original.original0.copy_(weight.norm(dim=(1, 2), keepdim=True))
-        else:
-            conv.weight_v.copy_(weight)
-            conv.weight_g.copy_(weight.norm(dim=(1, 2), keepdim=True))
+        parts = conv.parametrizations.weight if hasattr(conv, "parametrizations") else None
+        magnitude, direction = (parts.original0, parts.original1) if parts is not None else \
+            (conv.weight_g, conv.weight_v)
+        norms = weight.norm(dim=(1, 2), keepdim=True)
+        direction.copy_(torch.where(norms > 0, weight, direction))  # a zero row keeps a direction, magnitude 0
+        magnitude.copy_(norms)
         conv.bias.copy_(bias)
 
 
