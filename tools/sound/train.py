@@ -49,7 +49,7 @@ class SoundConfig:
     ae_ratios: tuple[int, ...] = (4, 8, 8)
     ae_multiples: tuple[int, ...] = (1, 2, 4)
     ae_decoder_channels: int = 16
-    ae_steps: int = 600
+    ae_steps: int = 1000
     ae_batch: int = 8
     ae_crop: int = 2048  # samples of a training crop (0.256 s)
     ae_lr: float = 1e-3
