@@ -8,6 +8,7 @@ contour only where the prompt names them: not for noise). Usage::
     python bench/eval_sound.py MODEL_DIR [--prompts 240] [--steps 20] [--guidance 4 7] [--card]
                                [--write-into README.md] [--markdown FILE] [--threads 2]
     python bench/eval_sound.py --ground-truth [--prompts 240]   # the measures on the synthesised clips themselves
+    python bench/eval_sound.py MODEL_DIR --reconstruct            # the clips through the model's autoencoder only
 
 Without ``--steps`` / ``--guidance`` it uses the defaults recorded in the model's ``training_config.json``.
 ``--card`` puts the table between the markers of the model's README.md, ``--write-into`` into other files too.
@@ -82,6 +83,22 @@ def evaluate_ground_truth(prompts) -> Tally:
     return tally
 
 
+def evaluate_reconstruction(pipe, prompts, batch_size: int) -> Tally:
+    """The synthesised clips encoded and decoded by the pipeline's autoencoder (stage 1 of the trainer alone)."""
+    import numpy as np
+    import torch
+
+    tally = Tally()
+    with torch.no_grad():
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start:start + batch_size]
+            clips = torch.from_numpy(np.stack([world.render(spec, seed) for spec, _, seed in batch]))[:, None]
+            decoded = pipe.vae.decode(pipe.vae.encode(clips).latent_dist.mean).sample
+            for (spec, _, _), clip in zip(batch, decoded.float().numpy(), strict=True):
+                tally.add(spec, measures.measure(clip[0]))
+    return tally
+
+
 def evaluate_model(pipe, prompts, steps: int, guidance: float, batch_size: int) -> Tally:
     import torch
 
@@ -147,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ground-truth", action="store_true", help="measure the synthesised clips instead")
+    parser.add_argument("--reconstruct", action="store_true",
+                        help="measure the synthesised clips after the model's autoencoder instead of generating")
     parser.add_argument("--card", action="store_true", help="write the table into MODEL/README.md")
     parser.add_argument("--write-into", type=Path, action="append", default=[],
                         help="also put the table between the markers of this file (repeatable)")
@@ -167,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         defaults = recorded_defaults(args.model)
         pipe = DiffusionPipeline.from_pretrained(str(args.model), torch_dtype=torch.float32, local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
-        for steps in args.steps or [defaults["steps"]]:
+        if args.reconstruct:
+            rows["autoencoder reconstruction"] = (evaluate_reconstruction(pipe, prompts, args.batch_size), None)
+        for steps in [] if args.reconstruct else args.steps or [defaults["steps"]]:
             for guidance in args.guidance or [defaults["guidance"]]:
                 started = time.perf_counter()
                 tally = evaluate_model(pipe, prompts, steps, guidance, args.batch_size)

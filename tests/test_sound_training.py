@@ -68,6 +68,7 @@ def test_tiny_preset_saves_a_folder_diffusers_loads_and_runs(tiny_folder):
 
 def test_the_evaluator_writes_its_table_into_the_card(tiny_folder, tmp_path):
     import eval_sound
+    from diffusers import DiffusionPipeline
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# Models\n{EVAL_START}\nold\n{EVAL_END}\nafter\n", encoding="utf-8")
@@ -77,6 +78,10 @@ def test_the_evaluator_writes_its_table_into_the_card(tiny_folder, tmp_path):
         table = text.split(EVAL_START, 1)[1].split(EVAL_END, 1)[0]
         assert "| 2 steps, CFG 4 |" in table and "old" not in table and "| target |" in table
     assert readme.read_text(encoding="utf-8").endswith("after\n")
+    # Stage 1 alone: the synthesised clips through the autoencoder, measured the same way.
+    pipe = DiffusionPipeline.from_pretrained(str(tiny_folder), local_files_only=True)
+    tally = eval_sound.evaluate_reconstruction(pipe, eval_sound.held_out_prompts(3, 0), batch_size=3)
+    assert tally.scored["all"] == 3
 
 
 def test_the_seed_decides_the_weights_and_resume_continues_exactly(tmp_path):
