@@ -1,0 +1,648 @@
+"""Train the embedded sound model: a tiny Stable Audio pipeline on the synthesised world of ``world.py``.
+Offline, on the CPU, in under an hour::
+
+    python -m tools.sound.train --out models/audio/sfumato-sounds --threads 2 --seed 0
+
+Two stages, each checkpointed in ``OUT/.train-state`` (``--resume`` continues where a run stopped):
+
+1. ``AutoencoderOobleck`` on the waveform (8 kHz mono, 256 samples per latent frame, 8 latent channels) with a
+   multi-resolution STFT loss plus a little waveform L1 and KL, on freshly synthesised clips (random crops). Its
+   latents are then standardised (per-channel mean and spread folded into the encoder's last and the decoder's
+   first convolution), as the Stable Audio pipeline decodes latents without a scaling factor.
+2. A ``T5EncoderModel`` (over a Unigram tokenizer of the caption words, built here), the
+   ``StableAudioProjectionModel`` and a ``StableAudioDiTModel`` trained together on the latents of a fixed set of
+   clips, with the v-objective of ``CosineDPMSolverMultistepScheduler``'s EDM preconditioning (sigma = tan(t pi/2),
+   t uniform) and captions dropped (all conditioning tokens zeroed, as the pipeline's unconditional half) for CFG.
+
+Every random draw of a step comes from (seed, stage, step), the clips from (seed, index), so the same seed and
+thread count give the same weights, and ``--resume`` ends where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tools.sound import world
+
+STATE_DIR = ".train-state"
+EVAL_START = "<!-- sound-eval:start (bench/eval_sound.py --card) -->"
+EVAL_END = "<!-- sound-eval:end -->"
+
+
+@dataclass(frozen=True)
+class SoundConfig:
+    """Everything that decides the trained weights (the command line sets a few)."""
+
+    seed: int = 0
+    # Autoencoder: encoder width = 2 x latent channels (Oobleck splits its output into mean and scale).
+    ae_hidden: int = 16
+    ae_ratios: tuple[int, ...] = (4, 8, 8)
+    ae_multiples: tuple[int, ...] = (1, 2, 4)
+    ae_decoder_channels: int = 16
+    ae_steps: int = 1000
+    ae_batch: int = 8
+    ae_crop: int = 2048  # samples of a training crop (0.256 s)
+    ae_lr: float = 1e-3
+    ae_kl: float = 0.0  # 0: a plain autoencoder on the posterior mean
+    ae_wave_l1: float = 0.1
+    # Text encoder and tokenizer.
+    max_tokens: int = 12
+    t5_width: int = 64
+    t5_layers: int = 2
+    t5_heads: int = 4
+    train_text_encoder: bool = True  # False: a frozen random T5, only the projection learns
+    # Diffusion transformer.
+    conditioning_dim: int = 64
+    dit_layers: int = 4
+    dit_heads: int = 4
+    dit_head_dim: int = 16
+    dit_kv_heads: int = 2
+    dit_time_dim: int = 64
+    examples: int = 1536  # the fixed clips whose latents the transformer learns
+    steps: int = 4000
+    batch: int = 32
+    lr: float = 6e-4
+    warmup: int = 200
+    ema_decay: float = 0.998
+    caption_dropout: float = 0.1
+    sigma_min: float = 0.03
+    sigma_max: float = 80.0
+    # Recommended sampling (recorded; the evaluator reads it).
+    sample_steps: int = 20
+    guidance: float = 4.0
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # For tests and smoke runs: the same code path in seconds (the result makes noise, not sounds).
+    "tiny": {"ae_hidden": 4, "ae_ratios": (4, 8, 8), "ae_multiples": (1, 2, 2), "ae_decoder_channels": 4,
+             "ae_steps": 2, "ae_batch": 2, "ae_crop": 1024, "t5_width": 16, "t5_layers": 1, "t5_heads": 2,
+             "conditioning_dim": 16, "dit_layers": 1, "dit_heads": 2, "dit_head_dim": 8, "dit_kv_heads": 1,
+             "dit_time_dim": 8, "examples": 8, "steps": 3, "batch": 4, "warmup": 1, "sample_steps": 4},
+}
+
+
+def make_config(preset: str = "default", seed: int = 0, steps: int | None = None,
+                overrides: list[str] | None = None) -> SoundConfig:
+    """The recipe: defaults, then the preset, then explicit ``KEY=JSON`` overrides."""
+    values: dict[str, Any] = {**PRESETS[preset], "seed": seed}
+    if steps is not None:
+        values["steps"] = steps
+    fields = {f.name for f in dataclasses.fields(SoundConfig)}
+    for item in overrides or []:
+        key, _, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key not in fields:
+            raise SystemExit(f"--set: unknown setting {key!r}")
+        values[key] = tuple(value) if isinstance(value, list) else value
+    return SoundConfig(**values)
+
+
+# ----------------------------------------------------------------------------------------------- building blocks
+
+
+def build_tokenizer(config: SoundConfig):
+    """A T5 tokenizer (the class the pipeline expects) whose Unigram pieces are the caption words, with single
+    characters as a fallback so any prompt turns into ids; ``</s>`` closes each sequence as in T5."""
+    import string
+
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -8.0)]
+    pieces += [("\u2581" + word, -1.0) for word in world.vocabulary()]
+    characters = string.ascii_lowercase + string.digits + string.punctuation
+    pieces += [("\u2581" + c, -9.0) for c in characters] + [(c, -10.0) for c in characters]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=config.max_tokens)
+
+
+def build_text_encoder(config: SoundConfig, vocab_size: int):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(
+        vocab_size=vocab_size, d_model=config.t5_width, d_kv=config.t5_width // config.t5_heads,
+        d_ff=2 * config.t5_width, num_layers=config.t5_layers, num_heads=config.t5_heads,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
+        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+
+
+def build_vae(config: SoundConfig):
+    from diffusers import AutoencoderOobleck
+
+    return AutoencoderOobleck(
+        encoder_hidden_size=config.ae_hidden, downsampling_ratios=list(config.ae_ratios),
+        channel_multiples=list(config.ae_multiples), decoder_channels=config.ae_decoder_channels,
+        decoder_input_channels=config.ae_hidden // 2, audio_channels=1, sampling_rate=world.SAMPLE_RATE)
+
+
+def latent_frames(config: SoundConfig) -> int:
+    hop = 1
+    for ratio in config.ae_ratios:
+        hop *= ratio
+    return world.CLIP_SAMPLES // hop
+
+
+def build_projection(config: SoundConfig):
+    from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioProjectionModel
+
+    return StableAudioProjectionModel(text_encoder_dim=config.t5_width, conditioning_dim=config.conditioning_dim,
+                                      min_value=0, max_value=int(world.SOUND_SECONDS))
+
+
+def build_transformer(config: SoundConfig):
+    from diffusers import StableAudioDiTModel
+
+    channels = config.ae_hidden // 2
+    return StableAudioDiTModel(
+        sample_size=latent_frames(config), in_channels=channels, out_channels=channels,
+        num_layers=config.dit_layers, attention_head_dim=config.dit_head_dim,
+        num_attention_heads=config.dit_heads, num_key_value_attention_heads=config.dit_kv_heads,
+        cross_attention_dim=config.dit_heads * config.dit_head_dim, time_proj_dim=config.dit_time_dim,
+        global_states_input_dim=2 * config.conditioning_dim, cross_attention_input_dim=config.conditioning_dim)
+
+
+def scheduler_config(config: SoundConfig) -> dict[str, Any]:
+    return {"sigma_min": config.sigma_min, "sigma_max": config.sigma_max, "sigma_data": 1.0,
+            "sigma_schedule": "exponential", "solver_order": 2, "prediction_type": "v_prediction",
+            "solver_type": "midpoint", "final_sigmas_type": "zero"}
+
+
+def _set_determinism(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already set in this process (tests train more than once)
+        torch.set_num_interop_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _generator(seed: int, stage: int, step: int):
+    """The generator of one step: a pure function of (seed, stage, step), so resuming changes nothing."""
+    import torch
+
+    return torch.Generator("cpu").manual_seed((seed * 1_000_003 + stage * 100_003 + step) % (2**63))
+
+
+def learning_rate(step: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then constant (the EMA averages): a run stopped by time equals one planned that short."""
+    return peak * min(1.0, (step + 1) / max(1, warmup))
+
+
+class _StateFolder:
+    """Checkpoints in OUT/.train-state, written atomically (a crash mid-write keeps the previous one)."""
+
+    def __init__(self, out: Path):
+        self.folder = Path(out) / STATE_DIR
+
+    def save(self, name: str, payload: dict[str, Any]) -> None:
+        import torch
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        staging = self.folder / f".{name}.pt.tmp"
+        torch.save(payload, staging)
+        os.replace(staging, self.folder / f"{name}.pt")
+
+    def load(self, name: str, config: SoundConfig) -> dict[str, Any] | None:
+        import torch
+
+        path = self.folder / f"{name}.pt"
+        if not path.is_file():
+            return None
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved["config"] != config.to_json():
+            raise SystemExit("--resume: the checkpoint was made with other settings")
+        return saved
+
+
+# ----------------------------------------------------------------------------------------------- stage 1
+
+
+def stft_loss(prediction, target):
+    """Multi-resolution STFT: spectral convergence plus log-magnitude L1 at three window sizes."""
+    import torch
+
+    total = 0.0
+    for size in (128, 256, 1024):
+        window = torch.hann_window(size)
+        a = torch.stft(prediction, size, size // 4, window=window, return_complex=True).abs()
+        b = torch.stft(target, size, size // 4, window=window, return_complex=True).abs()
+        total = total + (a - b).norm() / (b.norm() + 1e-7)
+        total = total + (torch.log(a + 1e-5) - torch.log(b + 1e-5)).abs().mean()
+    return total / 3
+
+
+def _crops(config: SoundConfig, step: int, generator):
+    """A batch of random crops of fresh clips (drawn from (seed, step)); crops start near an event."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng([config.seed, 1, step])
+    clips = []
+    for i in range(config.ae_batch):
+        spec, audio = world.example(config.seed + 10_000, step * config.ae_batch + i)
+        start, _ = spec.events[int(rng.integers(len(spec.events)))]
+        first = int(start * world.SAMPLE_RATE) - int(rng.integers(config.ae_crop // 2))
+        first = int(np.clip(first, 0, world.CLIP_SAMPLES - config.ae_crop))
+        clips.append(audio[first:first + config.ae_crop])
+    del generator
+    return torch.from_numpy(np.stack(clips))[:, None]
+
+
+def train_autoencoder(config: SoundConfig, state: _StateFolder, resume: bool, checkpoint_every: int,
+                      progress: bool):
+    """Stage 1: the Oobleck autoencoder on waveforms; returns it (eval mode, latents not yet standardised)."""
+    import torch
+    from tqdm import tqdm
+
+    torch.manual_seed(config.seed)
+    vae = build_vae(config).train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.ae_lr, betas=(0.8, 0.99), weight_decay=0.0)
+    start, seconds = 0, 0.0
+    saved = state.load("autoencoder", config) if resume else None
+    if saved is not None:
+        vae.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        start, seconds = saved["step"], float(saved["seconds"])
+    clock = time.perf_counter()
+    bar = tqdm(range(start, config.ae_steps), initial=start, total=config.ae_steps, desc="autoencoder",
+               disable=not progress, dynamic_ncols=True, mininterval=2.0)
+    running = None
+    for step in bar:
+        generator = _generator(config.seed, 1, step)
+        audio = _crops(config, step, generator)
+        posterior = vae.encode(audio).latent_dist
+        latents = posterior.mean
+        if config.ae_kl:  # a variational autoencoder (measured: the sampling noise drowns the signal early on)
+            latents = latents + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        decoded = vae.decode(latents).sample[..., : audio.shape[-1]]
+        loss = stft_loss(decoded[:, 0], audio[:, 0]) + config.ae_wave_l1 * (decoded - audio).abs().mean()
+        if config.ae_kl:
+            loss = loss + config.ae_kl * posterior.kl().mean() / latents[0].numel()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config.ae_lr, 50) * (0.1 if step > 0.8 * config.ae_steps else 1.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % 5 == 0:
+            pace = (time.perf_counter() - clock) / (step - start + 1)
+            bar.set_postfix(loss=f"{running:.4f}", s_per_step=f"{pace:.2f}")
+        done = step + 1
+        if (checkpoint_every and done % max(1, checkpoint_every // 10) == 0) or done == config.ae_steps:
+            state.save("autoencoder", {"config": config.to_json(), "step": done, "model": vae.state_dict(),
+                                       "optimizer": optimizer.state_dict(),
+                                       "seconds": seconds + time.perf_counter() - clock})
+    return vae.eval()
+
+
+def standardise_latents(vae, config: SoundConfig) -> None:
+    """Fold per-channel centring and scaling of the latent means into the encoder's last convolution and the
+    decoder's first (weight-normed: magnitudes recomputed), so latents of the world come out near N(0, 1)."""
+    import torch
+
+    clips = torch.from_numpy(__import__("numpy").stack(
+        [world.example(config.seed + 20_000, i)[1] for i in range(64)]))[:, None]
+    with torch.no_grad():
+        means = vae.encode(clips).latent_dist.mean
+        centre = means.mean(dim=(0, 2))
+        spread = means.std(dim=(0, 2)).clamp(min=1e-4)
+        half = config.ae_hidden // 2
+        conv = vae.encoder.conv2
+        weight = _effective_weight(conv)
+        weight[:half] /= spread[:, None, None]
+        bias = conv.bias.detach().clone()
+        bias[:half] = (bias[:half] - centre) / spread
+        if not config.ae_kl:  # a plain autoencoder: make the posterior's spread ~1e-4, so sampling keeps the mean
+            weight[half:] = 0.0
+            bias[half:] = -10.0
+        _set_weight_normed(conv, weight, bias)
+        conv = vae.decoder.conv1
+        weight = _effective_weight(conv)
+        bias = conv.bias.detach() + (weight * centre[None, :, None]).sum(dim=(1, 2))
+        _set_weight_normed(conv, weight * spread[None, :, None], bias)
+
+
+def _effective_weight(conv):
+    """The weight a weight-normed convolution computes (the old-style ``conv.weight`` is only refreshed by a
+    forward pass, so after a step or a load it is stale)."""
+    import torch
+
+    if hasattr(conv, "parametrizations"):
+        return conv.weight.detach().clone()
+    with torch.no_grad():
+        return conv.weight_g * conv.weight_v / conv.weight_v.norm(dim=(1, 2), keepdim=True)
+
+
+def _set_weight_normed(conv, weight, bias) -> None:
+    """Give a weight-normed convolution the effective ``weight`` (direction and magnitude) and ``bias``."""
+    import torch
+
+    with torch.no_grad():
+        parts = conv.parametrizations.weight if hasattr(conv, "parametrizations") else None
+        magnitude, direction = (parts.original0, parts.original1) if parts is not None else \
+            (conv.weight_g, conv.weight_v)
+        norms = weight.norm(dim=(1, 2), keepdim=True)
+        direction.copy_(torch.where(norms > 0, weight, direction))  # a zero row keeps a direction, magnitude 0
+        magnitude.copy_(norms)
+        conv.bias.copy_(bias)
+
+
+# ----------------------------------------------------------------------------------------------- stage 2
+
+
+@dataclass
+class LatentSet:
+    latents: Any
+    specs: list
+
+
+def encode_clips(vae, config: SoundConfig, progress: bool) -> LatentSet:
+    """The fixed training clips' standardised latent means (the autoencoder is frozen from here on)."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    latents, specs = [], []
+    chunk = 64
+    with torch.no_grad():
+        for start in tqdm(range(0, config.examples, chunk), desc="latents", disable=not progress,
+                          dynamic_ncols=True, mininterval=2.0):
+            batch = [world.example(config.seed, i) for i in range(start, min(start + chunk, config.examples))]
+            audio = torch.from_numpy(np.stack([a for _, a in batch]))[:, None]
+            latents.append(vae.encode(audio).latent_dist.mean)
+            specs += [s for s, _ in batch]
+    return LatentSet(torch.cat(latents), specs)
+
+
+def conditioning(text_encoder, projection, tokenizer, captions: list[str], cache: dict[str, tuple], ends=None):
+    """What the pipeline feeds the transformer for these captions (its ``encode_prompt`` and ``encode_duration``,
+    asked for ``ends`` seconds, 2 by default): cross-attention tokens and the global (duration) states."""
+    import torch
+
+    missing = [c for c in dict.fromkeys(captions) if c not in cache]
+    if missing:
+        tokens = tokenizer(missing, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
+        cache.update(zip(missing, zip(tokens.input_ids, tokens.attention_mask, strict=True), strict=True))
+    ids = torch.tensor([cache[c][0] for c in captions])
+    mask = torch.tensor([cache[c][1] for c in captions])
+    hidden = text_encoder(ids, attention_mask=mask)[0]
+    hidden = projection(text_hidden_states=hidden).text_hidden_states * mask[..., None].to(hidden.dtype)
+    seconds = projection(start_seconds=torch.zeros(len(captions)),
+                         end_seconds=torch.full((len(captions),), world.SOUND_SECONDS) if ends is None else ends)
+    start, end = seconds.seconds_start_hidden_states, seconds.seconds_end_hidden_states
+    return torch.cat([hidden, start, end], dim=1), torch.cat([start, end], dim=2)
+
+
+def rotary(config: SoundConfig):
+    from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+    return get_1d_rotary_pos_embed(config.dit_head_dim // 2, latent_frames(config) + 1, use_real=True,
+                                   repeat_interleave_real=False)
+
+
+def train_denoiser(config: SoundConfig, data: LatentSet, state: _StateFolder, resume: bool, checkpoint_every: int,
+                   progress: bool, deadline: float | None):
+    """Stage 2: text encoder, projection and transformer together; returns them (EMA weights) and steps done."""
+    import math
+
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from tools.shapes.train import _Ema
+
+    torch.manual_seed(config.seed + 1)
+    tokenizer = build_tokenizer(config)
+    text_encoder = build_text_encoder(config, len(tokenizer))
+    projection = build_projection(config)
+    transformer = build_transformer(config)
+    text_encoder.requires_grad_(config.train_text_encoder)
+    modules = [projection, transformer] + ([text_encoder] if config.train_text_encoder else [])
+    parameters = [p for m in modules for p in m.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=0.01)
+    ema = _Ema(parameters, config.ema_decay)
+    start, seconds = 0, 0.0
+    saved = state.load("denoiser", config) if resume else None
+    if saved is not None:
+        text_encoder.load_state_dict(saved["text_encoder"])
+        projection.load_state_dict(saved["projection"])
+        transformer.load_state_dict(saved["transformer"])
+        optimizer.load_state_dict(saved["optimizer"])
+        ema.shadow = list(saved["ema"])
+        start, seconds = saved["step"], float(saved["seconds"])
+    for module in (text_encoder, projection, transformer):
+        module.train()
+    rotary_embedding = rotary(config)
+    cache: dict[str, tuple] = {}
+    clock = time.perf_counter()
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="transformer",
+               disable=not progress, dynamic_ncols=True, mininterval=2.0)
+    running, done = None, start
+    t_low = 2 / math.pi * math.atan(config.sigma_min)
+    t_high = 2 / math.pi * math.atan(config.sigma_max)
+    for step in bar:
+        generator = _generator(config.seed, 2, step)
+        rng = np.random.default_rng([config.seed, 2, step])
+        index = torch.randint(len(data.specs), (config.batch,), generator=generator)
+        clean = data.latents[index]
+        noise = torch.randn(clean.shape, generator=generator)
+        t = t_low + (t_high - t_low) * torch.rand(config.batch, generator=generator)
+        sigma = torch.tan(t * math.pi / 2)[:, None, None]
+        noisy = (clean + sigma * noise) / torch.sqrt(sigma**2 + 1)  # c_in x (x0 + sigma eps), sigma_data 1
+        target = (noise - sigma * clean) / torch.sqrt(sigma**2 + 1)  # v
+        captions = [world.caption(data.specs[int(i)], rng) for i in index.tolist()]
+        # The clip is always the whole 2 s; the asked duration varies so that a shorter request (a cut of it)
+        # conditions the transformer on something it has seen.
+        ends = 0.5 + (world.SOUND_SECONDS - 0.5) * torch.rand(config.batch, generator=generator)
+        tokens, global_states = conditioning(text_encoder, projection, tokenizer, captions, cache, ends)
+        drop = torch.from_numpy(rng.random(config.batch) < config.caption_dropout)
+        tokens = torch.where(drop[:, None, None], torch.zeros_like(tokens), tokens)
+        prediction = transformer(noisy, t, encoder_hidden_states=tokens, global_hidden_states=global_states,
+                                 rotary_embedding=rotary_embedding, return_dict=False)[0]
+        loss = (prediction - target).square().mean()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config.lr, config.warmup)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        ema.update(parameters, step)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 10 == 0:
+            pace = (time.perf_counter() - clock) / (step - start + 1)
+            bar.set_postfix(loss=f"{running:.4f}", s_per_step=f"{pace:.3f}")
+        done = step + 1
+        if checkpoint_every and done % checkpoint_every == 0 and done < config.steps:
+            state.save("denoiser", {"config": config.to_json(), "step": done,
+                                    "text_encoder": text_encoder.state_dict(), "projection": projection.state_dict(),
+                                    "transformer": transformer.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "ema": ema.shadow, "seconds": seconds + time.perf_counter() - clock})
+        if deadline is not None and time.perf_counter() > deadline:
+            bar.close()
+            break
+    ema.copy_to(parameters)
+    for module in (text_encoder, projection, transformer):
+        module.eval()
+    return tokenizer, text_encoder, projection, transformer, done
+
+
+# ----------------------------------------------------------------------------------------------- the whole run
+
+
+@dataclass
+class Trained:
+    pipeline: Any
+    steps: int
+    seconds: dict[str, float]
+
+
+def build_pipeline(config: SoundConfig, vae, tokenizer, text_encoder, projection, transformer):
+    from diffusers import CosineDPMSolverMultistepScheduler, StableAudioPipeline
+
+    return StableAudioPipeline(vae=vae, text_encoder=text_encoder, projection_model=projection, tokenizer=tokenizer,
+                               transformer=transformer,
+                               scheduler=CosineDPMSolverMultistepScheduler(**scheduler_config(config)))
+
+
+def train(out: Path, config: SoundConfig, *, resume: bool = False, threads: int = 2, checkpoint_every: int = 500,
+          progress: bool = True, max_minutes: float | None = None) -> Trained:
+    """Both stages; ``max_minutes`` (wall time from the start, preparation included) stops the second early."""
+    _set_determinism(threads)
+    clock = time.perf_counter()
+    state = _StateFolder(out)
+    vae = train_autoencoder(config, state, resume, checkpoint_every, progress)
+    standardise_latents(vae, config)
+    vae.requires_grad_(False)
+    autoencoder_seconds = time.perf_counter() - clock
+    data = encode_clips(vae, config, progress)
+    deadline = clock + 60 * max_minutes if max_minutes is not None else None
+    tokenizer, text_encoder, projection, transformer, steps = train_denoiser(
+        config, data, state, resume, checkpoint_every, progress, deadline)
+    pipeline = build_pipeline(config, vae, tokenizer, text_encoder, projection, transformer)
+    return Trained(pipeline, steps, {"autoencoder": autoencoder_seconds, "total": time.perf_counter() - clock})
+
+
+def halve_weights(folder: Path) -> None:
+    """Store float32 tensors as float16 (half the size; they load as float32 as well)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    for path in sorted(Path(folder).rglob("*.safetensors")):
+        tensors = load_file(str(path))
+        halved = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
+        staging = path.with_suffix(".tmp")
+        save_file(halved, str(staging), metadata={"format": "pt"})
+        os.replace(staging, path)
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and STATE_DIR not in p.parts)
+
+
+def reproduce_command(command: str, steps: int) -> str:
+    """``command`` with its time cap replaced by the steps it reached (what gives the same weights anywhere)."""
+    words, kept, skip = command.split(), [], False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        if word in ("--max-minutes", "--steps"):
+            skip = True
+            continue
+        kept.append(word)
+    return " ".join([*kept, "--steps", str(steps)])
+
+
+def save(trained: Trained, out: Path, config: SoundConfig, *, command: str, threads: int, half: bool = True) -> Path:
+    """Write the diffusers pipeline folder, training_config.json and the card (README.md)."""
+    import torch
+
+    out = Path(out)
+    staging = out.parent / f".{out.name}.saving"
+    if staging.exists():
+        shutil.rmtree(staging)
+    trained.pipeline.save_pretrained(str(staging), safe_serialization=True)
+    if half:
+        halve_weights(staging)
+    out.mkdir(parents=True, exist_ok=True)
+    for child in out.iterdir():
+        if child.name != STATE_DIR:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    for child in staging.iterdir():
+        os.replace(child, out / child.name)
+    staging.rmdir()
+    record = {
+        **config.to_json(),
+        "world": {"sample_rate": world.SAMPLE_RATE, "clip_seconds": world.CLIP_SECONDS},
+        "recommended": {"steps": config.sample_steps, "guidance": config.guidance,
+                        "seconds": world.CLIP_SECONDS},
+        "timing": {"threads": threads, "torch": torch.__version__, "minutes": trained.seconds["total"] / 60,
+                   "autoencoder_minutes": trained.seconds["autoencoder"] / 60},
+        "command": command,
+        "steps_done": trained.steps,
+        "reproduce": reproduce_command(command, trained.steps) if trained.steps < config.steps else command,
+    }
+    (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    from tools.sound.card import write_card
+
+    write_card(out, record)
+    return out
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tools.sound.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="pipeline folder to write")
+    parser.add_argument("--steps", type=int, help="transformer training steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (results depend on it: keep it fixed)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/.train-state")
+    parser.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (0: none)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a recipe setting, e.g. --set lr=3e-4 --set ae_steps=400")
+    parser.add_argument("--keep-state", action="store_true", help="keep .train-state after saving")
+    parser.add_argument("--full-precision", action="store_true", help="save float32 weights")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--max-minutes", type=float,
+                        help="stop the transformer after this much wall time in all and save (the card then gives "
+                             "the --steps that reproduce the weights)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    args = parse_args(arguments)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = make_config(args.preset, args.seed, args.steps, args.set)
+    out = Path(args.out)
+    if not args.resume and (out / STATE_DIR).exists():
+        shutil.rmtree(out / STATE_DIR)
+    trained = train(out, config, resume=args.resume, threads=args.threads, checkpoint_every=args.checkpoint_every,
+                    progress=not args.quiet, max_minutes=args.max_minutes)
+    command = "python -m tools.sound.train " + " ".join(a for a in arguments if a != "--resume")
+    save(trained, out, config, command=command, threads=args.threads, half=not args.full_precision)
+    if not args.keep_state and (out / STATE_DIR).exists():
+        shutil.rmtree(out / STATE_DIR)
+    print(f"Trained {trained.steps} of {config.steps} steps in {trained.seconds['total'] / 60:.1f} min; "
+          f"saved to {out} ({folder_size(out) / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
