@@ -99,5 +99,5 @@ def test_native_upscale_refusals_name_the_field(studio):
     answer = httpx.post(f"{studio.url}/api/v1/jobs", json={"kind": "upscale", "images": [b64(picture())],
                                                             "prompt": "not an upscale field"})
     assert answer.status_code == 422 and "prompt" in answer.text
-    answer = httpx.post(f"{studio.url}/api/v1/jobs", json={"kind": "video"})
+    answer = httpx.post(f"{studio.url}/api/v1/jobs", json={"kind": "hologram"})
     assert answer.status_code == 422 and "kind" in answer.text.lower()
