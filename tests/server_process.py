@@ -30,7 +30,10 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            # A shell's background job (CI scripts, `cmd &`) ignores SIGINT and children inherit that, which would
+            # make Ctrl-C in these tests do nothing: the server gets the default disposition a terminal gives it.
+            self.process = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            preexec_fn=_default_sigint)
         return self
 
     def output(self) -> str:
@@ -70,3 +73,7 @@ class ServerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(30)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
