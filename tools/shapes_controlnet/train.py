@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.shapes_controlnet.data import ExampleRecipe
+from tools.training_cli import BASE_HELP, MAX_MINUTES_HELP, trainer_parser
 
 STATE_DIR = ".train-state"
 CAPTION_LENGTH = 77
@@ -440,25 +441,13 @@ def folder_size(folder: Path) -> int:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tools.shapes_controlnet.train",
-                                     description=__doc__.split("\n")[0])
+    parser = trainer_parser("python -m tools.shapes_controlnet.train", __doc__.split("\n")[0],
+                            "ControlNet folder to write", PRESETS,
+                            steps_help="training steps", checkpoint_every=200,
+                            set_example="--set lr=3e-4 --set recipe.canny=0.3",
+                            max_minutes_help=MAX_MINUTES_HELP)
     parser.add_argument("--base", type=Path, default=Path("models/Stable-diffusion/sfumato-shapes"),
-                        help="the base model folder (diffusers)")
-    parser.add_argument("--out", type=Path, required=True, help="ControlNet folder to write")
-    parser.add_argument("--steps", type=int, help="training steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (results depend on it: keep it fixed)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/.train-state")
-    parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (0: none)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="override a recipe setting, e.g. --set lr=3e-4 --set recipe.canny=0.3")
-    parser.add_argument("--keep-state", action="store_true", help="keep .train-state after saving")
-    parser.add_argument("--full-precision", action="store_true", help="save float32 weights")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--max-minutes", type=float,
-                        help="stop after this much wall time and save (the card then gives the --steps that "
-                             "reproduce the weights)")
+                        help=BASE_HELP)
     return parser.parse_args(argv)
 
 

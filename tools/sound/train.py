@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.sound import world
+from tools.training_cli import trainer_parser
 
 STATE_DIR = ".train-state"
 EVAL_START = "<!-- sound-eval:start (bench/eval_sound.py --card) -->"
@@ -606,22 +607,12 @@ def save(trained: Trained, out: Path, config: SoundConfig, *, command: str, thre
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tools.sound.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="pipeline folder to write")
-    parser.add_argument("--steps", type=int, help="transformer training steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (results depend on it: keep it fixed)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/.train-state")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (0: none)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="override a recipe setting, e.g. --set lr=3e-4 --set ae_steps=400")
-    parser.add_argument("--keep-state", action="store_true", help="keep .train-state after saving")
-    parser.add_argument("--full-precision", action="store_true", help="save float32 weights")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--max-minutes", type=float,
-                        help="stop the transformer after this much wall time in all and save (the card then gives "
-                             "the --steps that reproduce the weights)")
+    parser = trainer_parser("python -m tools.sound.train", __doc__.split("\n")[0],
+                            "pipeline folder to write", PRESETS,
+                            steps_help="transformer training steps", checkpoint_every=500,
+                            set_example="--set lr=3e-4 --set ae_steps=400",
+                            max_minutes_help="stop the transformer after this much wall time in all and save "
+                                             "(the card then gives the --steps that reproduce the weights)")
     return parser.parse_args(argv)
 
 
