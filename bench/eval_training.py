@@ -80,6 +80,22 @@ def heart_score(image: Image.Image) -> tuple[bool, metrics.Reading, float]:
     return heart > max(reading.shape_scores.values(), default=0.0), reading, heart
 
 
+def known_shape_prompts(count: int) -> str:
+    """The class "shape" as the base model knows it: its four shapes, named, in the grammar the hearts' captions use
+    ("a <colour> <shape> on a <colour> background"), one prompt per line, cycling shapes and colour pairs."""
+    pairs = [(c, b) for c in world.COLOURS for b in world.COLOURS if c != b]
+    rng = np.random.default_rng(7)
+    order = rng.permutation(len(pairs))
+    chosen = [(pairs[order[k % len(pairs)]], world.SHAPES[k % len(world.SHAPES)]) for k in range(count)]
+    return "\n".join(f"{world.article(colour)} {colour} {shape} on {world.article(background)} {background} background"
+                     for (colour, background), shape in chosen)
+
+
+def heart_caption(colour: str, background: str) -> str:
+    """The grammar's caption with the rare token where the shape's name goes."""
+    return f"{world.article(colour)} {colour} sks on {world.article(background)} {background} background"
+
+
 def eval_pairs(count: int) -> list[tuple[str, str]]:
     pairs = [(c, b) for c in world.COLOURS for b in world.COLOURS if c != b and (c, b) not in TRAIN_PAIRS]
     rng = np.random.default_rng(7)
@@ -93,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--class-images", type=int, default=40)
-    parser.add_argument("--class-prompt", default="a shape")
+    parser.add_argument("--class-prompt", default="known-shapes",
+                        help='"known-shapes" (default): the base model\'s four shapes in the captions\' grammar, one '
+                             'prompt per class image; anything else is used as the class prompt')
     parser.add_argument("--no-prior", action="store_true")
     parser.add_argument("--prompts", type=int, default=50)
     parser.add_argument("--known", type=int, default=64, help="held-out prompts of the four known shapes")
@@ -116,25 +134,26 @@ def main(argv: list[str] | None = None) -> int:
     images.mkdir(parents=True, exist_ok=True)
     for index, (colour, background) in enumerate(TRAIN_PAIRS):
         heart_picture(colour, background).save(images / f"heart-{index}.png")
-        (images / f"heart-{index}.txt").write_text(f"a {colour} sks on a {background} background", encoding="utf-8")
+        (images / f"heart-{index}.txt").write_text(heart_caption(colour, background), encoding="utf-8")
     services = build_services(AppConfig(models_dir=models, data_dir=args.out / "data", outdir=args.out / "outputs",
                                         default_ckpt="sfumato-shapes"))
     services.start()
     name = "heart-noprior" if args.no_prior else "heart"
+    class_prompt = known_shape_prompts(args.class_images) if args.class_prompt == "known-shapes" else args.class_prompt
     try:
         started = time.perf_counter()
         result = services.run(TrainRequest(
             output_name=name, data_dir=str(images), instance_prompt="a sks", rare_token="sks", resolution=64,
             steps=args.steps, learning_rate=args.lr, lora_rank=args.rank, lora_alpha=args.rank, seed=0,
-            prior_preservation=not args.no_prior, class_prompt=args.class_prompt,
+            prior_preservation=not args.no_prior, class_prompt=class_prompt,
             num_class_images=args.class_images, checkpoint_every=max(1, args.steps // 4), resume=False),
             timeout=None)
         minutes = (time.perf_counter() - started) / 60
         hits, colours, ious = 0, 0, []
         grid = []
         for colour, background in eval_pairs(args.prompts):
-            picture = services.run(GenerationRequest(prompt=f"a {colour} sks on a {background} background "
-                                                            f"<lora:{name}:1>", seed=1, save_images=False,
+            prompt = f"{heart_caption(colour, background)} <lora:{name}:1>"
+            picture = services.run(GenerationRequest(prompt=prompt, seed=1, save_images=False,
                                                      make_grid=False)).images[0].image
             grid.append(picture)
             drawn, reading, iou = heart_score(picture)

@@ -208,8 +208,9 @@ def test_a_failed_write_leaves_no_file_in_models(services, hearts, one_thread):
 def test_prior_preservation_class_images_come_from_the_generation_path_and_are_reused(services, hearts, one_thread):
     from modules.image.request import GenerationRequest
 
-    request = train_request(hearts, output_name="prior", steps=2, prior_preservation=True, class_prompt="a shape",
-                            num_class_images=2, class_steps=2, seed=11)
+    # two class prompts, one per line: the class images cycle through them
+    request = train_request(hearts, output_name="prior", steps=2, prior_preservation=True,
+                            class_prompt="a shape\n a red circle \n", num_class_images=2, class_steps=2, seed=11)
     first = services.run(request, timeout=600)
     assert first.output is not None
     caches = [path for path in (services.config.data_dir / "training" / "class-images").iterdir() if path.is_dir()]
@@ -217,10 +218,10 @@ def test_prior_preservation_class_images_come_from_the_generation_path_and_are_r
     made = sorted(caches[0].glob("*.png"))
     assert [path.name for path in made] == ["00000.png", "00001.png"]
     stamps = [path.stat().st_mtime_ns for path in made]
-    # the same pictures an ordinary txt2img job makes with the class prompt and the cache's seeds
+    # the same pictures an ordinary txt2img job makes with each line of the class prompt and the cache's seeds
     title = services.engine.registry.find("tiny-sd1").title
-    for index, path in enumerate(made):
-        ordinary = services.run(GenerationRequest(prompt="a shape", model=title, width=64, height=64, steps=2,
+    for index, (path, prompt) in enumerate(zip(made, ["a shape", "a red circle"], strict=True)):
+        ordinary = services.run(GenerationRequest(prompt=prompt, model=title, width=64, height=64, steps=2,
                                                   seed=11 + index)).images[0]
         from PIL import Image
 

@@ -49,7 +49,10 @@ def build_train(services: Services) -> Form:
                 form["rare_token"] = gr.Textbox(label="Rare token", value="sks", scale=1)
             with gr.Row():
                 form["prior_preservation"] = gr.Checkbox(label="Prior preservation", value=False)
-                form["class_prompt"] = gr.Textbox(label="Class prompt", placeholder="a photo of a dog", scale=3)
+                form["class_prompt"] = gr.Textbox(label="Class prompt", placeholder="a photo of a dog", scale=3,
+                                                  lines=1, max_lines=8,
+                                                  info="several prompts: one per line, the class images cycle "
+                                                       "through them")
             with gr.Row():
                 form["num_class_images"] = gr.Number(label="Class images", value=50, precision=0, minimum=1)
                 form["prior_loss_weight"] = gr.Number(label="Prior loss weight", value=1.0, minimum=0)

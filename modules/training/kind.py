@@ -263,7 +263,7 @@ class TrainRunner:
 
         images = class_images(cache, request.num_class_images, info.title, request.class_prompt, request.resolution,
                               request.class_steps, request.seed, generate, on_progress)
-        return [Example(image, request.class_prompt, f"class-{index}") for index, image in enumerate(images)]
+        return [Example(image, prompt, f"class-{index}") for index, (image, prompt) in enumerate(images)]
 
     def _write_result(self, request: TrainRequest, info: Any, outcome: Any) -> Path:
         from modules.models.registry import CHECKPOINT_DIR, EMBEDDINGS_DIR, LORA_DIR

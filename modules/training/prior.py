@@ -1,5 +1,9 @@
 """Class images for prior preservation, made by the base model itself through the studio's generation function
-and kept in a folder keyed by model and class prompt, so the next run on the same class reuses them."""
+and kept in a folder keyed by model and class prompt, so the next run on the same class reuses them.
+
+A class prompt may hold several prompts, one per line: the class images cycle through them, each captioned with
+its own prompt. A class the base model knows by several names (its four shapes, several dog breeds) is kept by
+naming them all rather than by one word the model may never have been taught."""
 
 from __future__ import annotations
 
@@ -17,21 +21,30 @@ def class_folder(root: Path, model_hash: str, class_prompt: str, resolution: int
     return root / key
 
 
+def class_prompts(class_prompt: str) -> list[str]:
+    """The prompts of a class prompt: its non-empty lines, stripped."""
+    return [line.strip() for line in class_prompt.splitlines() if line.strip()]
+
+
 def class_images(folder: Path, count: int, model: str, class_prompt: str, resolution: int, steps: int, seed: int,
                  generate: Callable[[GenerationRequest], list[Image.Image]],
-                 on_progress: Callable[[int, int], None] = lambda _done, _count: None) -> list[Image.Image]:
-    """``count`` pictures of ``class_prompt``: those already in ``folder`` first, the missing ones generated
-    (seed + index each, so a cache filled by two runs holds the same pictures) and saved there."""
+                 on_progress: Callable[[int, int], None] = lambda _done, _count: None,
+                 ) -> list[tuple[Image.Image, str]]:
+    """``count`` (picture, prompt) pairs of the class: those already in ``folder`` first, the missing ones generated
+    (picture ``index`` from prompt ``index`` modulo the number of prompts, seed + index, so a cache filled by two runs
+    holds the same pictures) and saved there."""
+    prompts = class_prompts(class_prompt)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "prompt.txt").write_text(f"{model}\n{class_prompt}\n", encoding="utf-8")
     images = []
     for index in range(count):
+        prompt = prompts[index % len(prompts)]
         path = folder / f"{index:05d}.png"
         if path.is_file():
             with Image.open(path) as opened:
-                images.append(opened.convert("RGB"))
+                images.append((opened.convert("RGB"), prompt))
             continue
-        request = GenerationRequest(prompt=class_prompt, model=model, width=resolution, height=resolution,
+        request = GenerationRequest(prompt=prompt, model=model, width=resolution, height=resolution,
                                     steps=steps, seed=seed + index, save_images=False, make_grid=False)
         made = generate(request)
         if not made:  # interrupted
@@ -41,6 +54,6 @@ def class_images(folder: Path, count: int, model: str, class_prompt: str, resolu
 
         with atomic_write(path, "wb") as file:
             image.save(file, format="PNG")
-        images.append(image)
+        images.append((image, prompt))
         on_progress(index + 1, count)
     return images

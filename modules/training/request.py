@@ -32,8 +32,9 @@ class TrainRequest:
     folder of images, each with an optional ``<stem>.txt`` caption) are the instance images; an image without a
     caption is trained on ``instance_prompt``, which holds ``rare_token`` (for textual inversion the token stands
     for the new embedding). ``prior_preservation`` mixes in ``num_class_images`` pictures of ``class_prompt``
-    made by the base model itself, weighted by ``prior_loss_weight``. ``steps`` count optimizer updates (each of
-    ``gradient_accumulation`` batches). ``resume`` continues from the newest checkpoint of an identical run."""
+    (one prompt, or several one per line that the pictures cycle through) made by the base model itself, weighted
+    by ``prior_loss_weight``. ``steps`` count optimizer updates (each of ``gradient_accumulation`` batches).
+    ``resume`` continues from the newest checkpoint of an identical run."""
 
     output_name: str = ""
     method: str = "lora"
