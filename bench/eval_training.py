@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                         help='"known-shapes" (default): the base model\'s four shapes in the captions\' grammar, one '
                              'prompt per class image; anything else is used as the class prompt')
     parser.add_argument("--no-prior", action="store_true")
+    parser.add_argument("--prior-weight", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--text-encoder", action="store_true", help="also train a LoRA on the text encoder")
     parser.add_argument("--prompts", type=int, default=50)
     parser.add_argument("--known", type=int, default=64, help="held-out prompts of the four known shapes")
     parser.add_argument("--threads", type=int, default=2)
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             output_name=name, data_dir=str(images), instance_prompt="a sks", rare_token="sks", resolution=64,
             steps=args.steps, learning_rate=args.lr, lora_rank=args.rank, lora_alpha=args.rank, seed=0,
             prior_preservation=not args.no_prior, class_prompt=class_prompt,
-            num_class_images=args.class_images, checkpoint_every=max(1, args.steps // 4), resume=False),
+            num_class_images=args.class_images, prior_loss_weight=args.prior_weight, batch_size=args.batch_size,
+            train_text_encoder=args.text_encoder, checkpoint_every=max(1, args.steps // 4), resume=False),
             timeout=None)
         minutes = (time.perf_counter() - started) / 60
         hits, colours, ious = 0, 0, []
@@ -172,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         services.stop()
     report = {"lora": str(result.output), "train_minutes": round(minutes, 2), "steps": args.steps,
-              "prior_preservation": not args.no_prior, "heart": hits / args.prompts,
+              "prior_preservation": not args.no_prior,
+              "settings": {"rank": args.rank, "lr": args.lr, "batch_size": args.batch_size,
+                           "prior_weight": args.prior_weight, "text_encoder": args.text_encoder,
+                           "class_images": args.class_images},
+              "heart": hits / args.prompts,
               "colours": colours / args.prompts, "mean_heart_iou": float(np.mean(ious)),
               "known_shapes_base": known["base"], "known_shapes_with_lora": known["with LoRA"],
               "final_loss": result.losses[-1] if result.losses else None}

@@ -68,8 +68,13 @@ def compare(studio, model: str, folder: Path, size: int, steps: int, cfg: float,
 
     def run_bare() -> None:
         with torch.inference_mode():
-            bare(prompt, num_inference_steps=steps, guidance_scale=cfg, height=size, width=size,
-                 generator=torch.Generator().manual_seed(1))
+            latents = bare(prompt, num_inference_steps=steps, guidance_scale=cfg, height=size, width=size,
+                           generator=torch.Generator().manual_seed(1), output_type="latent").images
+            # decoded by the VAE in its own precision (fp32 beside a bf16 UNet on CPU, as the studio keeps it);
+            # the pipeline's own decode would hand bf16 latents to an fp32 VAE and fail
+            vae = bare.vae
+            pixels = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+            bare.image_processor.postprocess(pixels, output_type="pil")
 
     def run_studio() -> None:
         studio.run(request, timeout=3600)
