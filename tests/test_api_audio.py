@@ -172,3 +172,44 @@ def test_stability_audio_to_audio_in_its_field_names(studio):
     assert refused({"audio": ("clip.wav", b"RIFF not audio", "audio/wav")}).startswith("audio:")  # corrupt
     assert refused({"audio": ("clip.wav", data, "audio/wav")}, strength="2").startswith("strength:")
     assert refused({"audio": ("clip.wav", data, "audio/wav")}, model="tiny-audioldm2").startswith("audio:")
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"task": "speech", "text": "  ", "model": "tiny-vits"}, "text"),
+    ({"task": "speech", "text": "hi", "model": "tiny-vits-two", "voice": "nova"}, "voice"),
+    ({"task": "speech", "text": "hi", "model": "tiny-stable-audio"}, "model"),  # a model of the wrong kind
+    ({"prompt": "x", "model": "tiny-vits"}, "model"),
+    ({"prompt": "x", "output_format": "m4b"}, "output_format"),
+    ({"prompt": "x", "duration": 0}, "duration"),
+    ({"prompt": "x", "model": "tiny-stable-audio", "duration": 3}, "duration"),  # past the tiny model's 2 s
+    ({"prompt": "x", "model": "tiny-stable-audio",
+      "init_audio": base64.b64encode(b"RIFF\x00\x00 not a sound").decode("ascii")}, "init_audio"),  # corrupt
+])
+def test_native_bad_audio_fields_are_named_and_the_worker_goes_on(studio, changes, field):
+    before = len(studio.services.queue.jobs())
+    refused = httpx.post(f"{studio.url}/api/v1/jobs", json={"kind": "audio", **changes}, timeout=30)
+    assert refused.status_code == 422, refused.text
+    assert field in refused.text
+    assert len(studio.services.queue.jobs()) == before  # nothing queued
+    answer = httpx.post(f"{studio.url}/api/v1/jobs", json={"kind": "audio", "task": "speech", "model": "tiny-vits",
+                                                           "text": "still here", "seed": 1}, timeout=30)
+    assert _wait(studio, answer.json()["id"])["state"] == "done"
+
+
+def test_openai_speech_refuses_a_sound_model_and_an_unknown_format(client):
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.audio.speech.create(model="tiny-stable-audio", voice="alloy", input="hi")
+    assert refused.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.audio.speech.create(model="tts-1", voice="alloy", input="hi", response_format="m4a")
+    assert refused.value.body["param"] == "response_format"
+    assert decode(client.audio.speech.create(model="tts-1", voice="alloy", input="hi",
+                                             response_format="wav").content).duration > 0  # and it goes on
+
+
+def test_stability_refuses_a_speech_model_and_an_unknown_format(studio):
+    url = f"{studio.url}/v2beta/audio/stable-audio-2/text-to-audio"
+    for changes, field in (({"model": "tiny-vits"}, "model"), ({"output_format": "ogg"}, "output_format")):
+        answer = httpx.post(url, data={"prompt": "x", "duration": "1", **changes}, files={"none": ("", b"")},
+                            timeout=30)
+        assert answer.status_code == 400 and answer.json()["errors"][0].startswith(f"{field}:"), answer.text

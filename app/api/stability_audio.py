@@ -107,7 +107,9 @@ async def _make(http_request: Request, services, form: FormReader, request: Audi
 
 
 def _local_model(services, name: str | None) -> str | None:
+    """A local audio model's name as it is (one for speech is then refused naming ``model``); any other name
+    (Stability's own) means the studio's default sound model."""
     if not name or not name.strip():
         return None
     registry = AudioModelRegistry(services.config.models_dir)
-    return name if any(info.name.lower() == name.strip().lower() for info in registry.list(TEXT_TO_AUDIO)) else None
+    return name if any(info.name.lower() == name.strip().lower() for info in registry.list()) else None
