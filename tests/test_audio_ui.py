@@ -70,6 +70,9 @@ def test_bad_fields_and_missing_models_are_notices(audio_services, tmp_path):
     assert len(refused) == 1 and "duration" in refused[0]["status"]
     refused = list(audio_events(audio_services, _values(task=SPEECH, model=None, text="  ", waveforms=1)))
     assert "text" in refused[0]["status"]
+    refused = list(audio_events(audio_services, _values(task=SPEECH, model="tiny-vits-two", text="hi", voice="nova",
+                                                        waveforms=1)))  # typed into the voice box
+    assert len(refused) == 1 and "voice" in refused[0]["status"]
     shutil.rmtree(audio_services.config.models_dir / "audio")
     update = task_changed(audio_services, {"task": TEXT_TO_AUDIO, "model": None})
     assert "models/audio/" in update["notice"] and update["model"]["choices"] == []
