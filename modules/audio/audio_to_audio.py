@@ -77,7 +77,7 @@ def start_from_clip(pipe: Any, clip: np.ndarray, strength: float, steps: int, ge
     audio = torch.zeros((1, clip.shape[0], window), dtype=vae.dtype)
     length = min(window, clip.shape[1])
     audio[0, :, :length] = torch.from_numpy(np.ascontiguousarray(clip[:, :length]))
-    device = pipe._execution_device
+    device = pipe.device
     # the noise first, drawn as the pipeline draws its own: strength 1 then makes what no init clip makes
     shape = (1, int(pipe.transformer.config.in_channels), int(pipe.transformer.config.sample_size))
     noise = randn_tensor(shape, generator=generator, device=device, dtype=vae.dtype)
