@@ -65,8 +65,8 @@ def start_from_clip(pipe: Any, clip: np.ndarray, strength: float, steps: int, ge
     sigma_min = float(config["sigma_min"])
     count = steps_to_run(steps, strength)
     if sigma <= sigma_min or count == 1:
-        # below the schedule's last noise level (or one step): a single jump from the start to silence of noise;
-        # a one-step schedule is built at sigma_min, so it is put at the start
+        # below the schedule's last noise level (or one step): one jump from the starting noise to none; the
+        # scheduler builds a one-step schedule at its sigma_min, so sigma_min is the starting noise
         count, sigma_min = 1, sigma
     scheduler = type(pipe.scheduler).from_config(config, sigma_max=sigma, sigma_min=sigma_min)
     partway = type(pipe)(**{**pipe.components, "scheduler": scheduler})
