@@ -8,6 +8,7 @@ import base64
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from modules.audio.encode import decode, encode, read_parameters
@@ -123,3 +124,92 @@ def test_stability_errors_in_its_shape(studio):
     assert too_long.json()["name"] == "bad_request" and too_long.json()["errors"][0].startswith("duration:")
     no_prompt = httpx.post(url, data={"duration": "1"}, files={"none": ("", b"")}, timeout=30)
     assert no_prompt.status_code == 400 and no_prompt.json()["errors"][0].startswith("prompt:")
+
+
+def _clip_file(seconds: float = 0.5) -> tuple[bytes, np.ndarray]:
+    time_axis = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    clip = np.stack([0.4 * np.sin(2 * np.pi * 330 * time_axis)] * 2).astype(np.float32)
+    return encode(clip, SAMPLE_RATE, "wav"), clip
+
+
+def test_native_audio_to_audio_with_a_strength(studio):
+    data, clip = _clip_file()
+    body = {"kind": "audio", "model": "tiny-stable-audio", "prompt": "like this", "duration": 0.5, "steps": 2,
+            "seed": 3, "init_audio": base64.b64encode(data).decode("ascii"), "strength": 0.0, "output_format": "wav"}
+    answer = httpx.post(f"{studio.url}/api/v1/jobs", json=body, timeout=30)
+    assert answer.status_code == 202, answer.text
+    view = _wait(studio, answer.json()["id"])
+    artifact = view["result"]["artifacts"][0]
+    assert artifact["parameters"]["strength"] == 0.0 and artifact["parameters"]["init_audio"] is True
+    sound = decode(httpx.get(artifact["url"], timeout=30).content)
+    assert np.abs(sound.samples - clip).max() < 2 / 32767  # strength 0: the clip itself
+    refused = httpx.post(f"{studio.url}/api/v1/jobs", json={**body, "strength": 1.5}, timeout=30)
+    assert refused.status_code == 422 and "strength" in refused.text
+
+
+def test_stability_audio_to_audio_in_its_field_names(studio):
+    data, clip = _clip_file(1.0)
+    url = f"{studio.url}/v2beta/audio/stable-audio-2/audio-to-audio"
+    form = {"prompt": "like this", "duration": "1", "seed": "4", "steps": "2", "strength": "0", "output_format": "wav",
+            "model": "tiny-stable-audio"}
+    answer = httpx.post(url, data=form, files={"audio": ("clip.wav", data, "audio/wav")},
+                        headers={"accept": "audio/*"}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    sound = decode(answer.content)
+    assert np.abs(sound.samples - clip).max() < 2 / 32767
+    assert read_parameters(answer.content)["strength"] == 0.0
+    remade = httpx.post(url, data={**form, "strength": "0.5"}, files={"audio": ("clip.wav", data, "audio/wav")},
+                        headers={"accept": "audio/*"}, timeout=120)
+    assert remade.status_code == 200 and read_parameters(remade.content)["strength"] == 0.5
+    assert decode(remade.content).samples.shape == (2, SAMPLE_RATE)
+
+    def refused(files, **changes) -> str:
+        answer = httpx.post(url, data={**form, **changes}, files=files, timeout=30)
+        assert answer.status_code == 400, answer.text
+        return answer.json()["errors"][0]
+
+    assert refused({"none": ("", b"")}).startswith("audio:")  # no clip
+    assert refused({"audio": ("clip.wav", b"RIFF not audio", "audio/wav")}).startswith("audio:")  # corrupt
+    assert refused({"audio": ("clip.wav", data, "audio/wav")}, strength="2").startswith("strength:")
+    assert refused({"audio": ("clip.wav", data, "audio/wav")}, model="tiny-audioldm2").startswith("audio:")
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"task": "speech", "text": "  ", "model": "tiny-vits"}, "text"),
+    ({"task": "speech", "text": "hi", "model": "tiny-vits-two", "voice": "nova"}, "voice"),
+    ({"task": "speech", "text": "hi", "model": "tiny-stable-audio"}, "model"),  # a model of the wrong kind
+    ({"prompt": "x", "model": "tiny-vits"}, "model"),
+    ({"prompt": "x", "output_format": "m4b"}, "output_format"),
+    ({"prompt": "x", "duration": 0}, "duration"),
+    ({"prompt": "x", "model": "tiny-stable-audio", "duration": 3}, "duration"),  # past the tiny model's 2 s
+    ({"prompt": "x", "model": "tiny-stable-audio",
+      "init_audio": base64.b64encode(b"RIFF\x00\x00 not a sound").decode("ascii")}, "init_audio"),  # corrupt
+])
+def test_native_bad_audio_fields_are_named_and_the_worker_goes_on(studio, changes, field):
+    before = len(studio.services.queue.jobs())
+    refused = httpx.post(f"{studio.url}/api/v1/jobs", json={"kind": "audio", **changes}, timeout=30)
+    assert refused.status_code == 422, refused.text
+    assert field in refused.text
+    assert len(studio.services.queue.jobs()) == before  # nothing queued
+    answer = httpx.post(f"{studio.url}/api/v1/jobs", json={"kind": "audio", "task": "speech", "model": "tiny-vits",
+                                                           "text": "still here", "seed": 1}, timeout=30)
+    assert _wait(studio, answer.json()["id"])["state"] == "done"
+
+
+def test_openai_speech_refuses_a_sound_model_and_an_unknown_format(client):
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.audio.speech.create(model="tiny-stable-audio", voice="alloy", input="hi")
+    assert refused.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.audio.speech.create(model="tts-1", voice="alloy", input="hi", response_format="m4a")
+    assert refused.value.body["param"] == "response_format"
+    assert decode(client.audio.speech.create(model="tts-1", voice="alloy", input="hi",
+                                             response_format="wav").content).duration > 0  # and it goes on
+
+
+def test_stability_refuses_a_speech_model_and_an_unknown_format(studio):
+    url = f"{studio.url}/v2beta/audio/stable-audio-2/text-to-audio"
+    for changes, field in (({"model": "tiny-vits"}, "model"), ({"output_format": "ogg"}, "output_format")):
+        answer = httpx.post(url, data={"prompt": "x", "duration": "1", **changes}, files={"none": ("", b"")},
+                            timeout=30)
+        assert answer.status_code == 400 and answer.json()["errors"][0].startswith(f"{field}:"), answer.text

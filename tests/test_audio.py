@@ -191,3 +191,19 @@ def test_speech_speed_changes_the_length_and_voices_differ(audio_services):
     assert slow.shape[1] > 2 * fast.shape[1]  # durations scale with 1 / speed
     first, second = clip(voice="speaker 0"), clip(voice="speaker 1")
     assert first.shape != second.shape or not np.array_equal(first, second)
+
+
+def test_a_folder_that_is_not_what_its_config_says_fails_its_job_naming_the_model(audio_services):
+    import json
+
+    audio = audio_services.config.models_dir / "audio"
+    shutil.copytree(audio / "tiny-audioldm2", audio / "mislabelled")
+    index = json.loads((audio / "mislabelled" / "model_index.json").read_text())
+    (audio / "mislabelled" / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableAudioPipeline"}))
+    job = audio_services.queue.submit(AudioRequest(model="mislabelled", prompt="x", duration=0.5, steps=2))
+    with pytest.raises(RequestError) as failed:
+        audio_services.queue.wait(job, 60)
+    assert job.state == "failed" and failed.value.field == job.error_field == "model"
+    assert "models/audio/mislabelled cannot be loaded as a Stable Audio model" in job.error
+    result = audio_services.run(AudioRequest(model="tiny-stable-audio", prompt="x", duration=0.5, steps=2), timeout=60)
+    assert len(result.clips) == 1  # the worker goes on, and loads the next model

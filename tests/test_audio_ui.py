@@ -28,7 +28,8 @@ def audio_services(tmp_path, tiny_audio_store, one_thread):
 def _values(**changes):
     values = {"task": TEXT_TO_AUDIO, "model": "tiny-stable-audio", "prompt": "a low hum", "negative_prompt": "",
               "text": "", "duration": 0.5, "waveforms": 2, "steps": 2, "cfg_scale": 3.0, "voice": None,
-              "speed": 1.0, "seed": 4, "output_format": "wav", "init_audio": None}
+              "speed": 1.0, "seed": 4, "output_format": "wav", "init_audio": None,
+              "strength": 0.6}
     return {**values, **changes}
 
 
@@ -36,12 +37,16 @@ def test_the_model_fills_the_fields_with_its_family_defaults(audio_services):
     update = model_changed(audio_services, {"task": TEXT_TO_AUDIO, "model": "tiny-stable-audio"})
     assert update["duration"]["maximum"] == 2.0 and update["steps"]["value"] == 100
     assert update["cfg_scale"]["value"] == 7.0 and update["init_audio"]["visible"] is True
+    assert update["strength"]["visible"] is True and "value" not in update["init_audio"]  # an upload is kept
     update = model_changed(audio_services, {"task": TEXT_TO_AUDIO, "model": "tiny-audioldm2"})
     assert (update["steps"]["value"], update["cfg_scale"]["value"]) == (200, 3.5)
-    assert update["init_audio"]["visible"] is False
+    # no audio-to-audio: the upload and its strength are hidden, and a sound uploaded before is dropped
+    assert update["init_audio"]["visible"] is False and update["init_audio"]["value"] is None
+    assert update["strength"]["visible"] is False
     speech = task_changed(audio_services, {"task": SPEECH, "model": "tiny-stable-audio"})
     assert speech["model"]["value"] == "tiny-vits" and speech["text"]["visible"] is True
     assert speech["prompt"]["visible"] is False
+    assert speech["init_audio"]["visible"] is False and speech["strength"]["visible"] is False
     two = model_changed(audio_services, {"task": SPEECH, "model": "tiny-vits-two"})
     assert two["voice"]["choices"] == ["speaker 0", "speaker 1"] and two["voice"]["visible"] is True
 
@@ -65,6 +70,9 @@ def test_bad_fields_and_missing_models_are_notices(audio_services, tmp_path):
     assert len(refused) == 1 and "duration" in refused[0]["status"]
     refused = list(audio_events(audio_services, _values(task=SPEECH, model=None, text="  ", waveforms=1)))
     assert "text" in refused[0]["status"]
+    refused = list(audio_events(audio_services, _values(task=SPEECH, model="tiny-vits-two", text="hi", voice="nova",
+                                                        waveforms=1)))  # typed into the voice box
+    assert len(refused) == 1 and "voice" in refused[0]["status"]
     shutil.rmtree(audio_services.config.models_dir / "audio")
     update = task_changed(audio_services, {"task": TEXT_TO_AUDIO, "model": None})
     assert "models/audio/" in update["notice"] and update["model"]["choices"] == []
@@ -95,3 +103,27 @@ def test_png_info_reads_an_audio_file_and_history_lists_the_job(audio_services):
     info = show_job(audio_services, {"history_ids": [job.id]}, 0)["job_info"]
     assert str(path) in info and "read me back" in info
     assert show_job(audio_services, {"history_ids": [job.id]}, 0)["sound"] == str(path)  # it plays there
+
+
+def test_start_from_a_sound_with_a_strength(audio_services, tmp_path):
+    import numpy as np
+
+    from modules.audio.encode import encode
+
+    rate = 16000
+    clip = np.stack([0.3 * np.sin(2 * np.pi * 300 * np.arange(rate // 2) / rate)] * 2).astype(np.float32)
+    upload = tmp_path / "upload.wav"
+    upload.write_bytes(encode(clip, rate, "wav"))
+    kept = list(audio_events(audio_services, _values(init_audio=str(upload), strength=0.0, waveforms=1)))[-1]
+    assert "audio" in kept, kept
+    assert np.abs(decode(kept["audio"]).samples - clip).max() < 2 / 32767  # strength 0: the sound itself
+    assert read_parameters(kept["audio"])["strength"] == 0.0
+    remade = list(audio_events(audio_services, _values(init_audio=str(upload), strength=0.5, waveforms=1)))[-1]
+    assert read_parameters(remade["audio"])["strength"] == 0.5
+    assert decode(remade["audio"]).samples.shape == (2, rate // 2)
+    refused = list(audio_events(audio_services, _values(init_audio=str(upload), strength=1.5)))
+    assert len(refused) == 1 and "strength" in refused[0]["status"]
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF this is no sound")
+    refused = list(audio_events(audio_services, _values(init_audio=str(corrupt))))
+    assert len(refused) == 1 and "init_audio" in refused[0]["status"]

@@ -37,6 +37,14 @@ def build_tiny_stable_audio(seed: int = 0):
     vae = AutoencoderOobleck(encoder_hidden_size=6, downsampling_ratios=ratios, decoder_channels=3,
                              decoder_input_channels=3, audio_channels=2, channel_multiples=[1, 2, 4],
                              sampling_rate=SAMPLE_RATE)
+    with torch.no_grad():
+        # Random weights encode a clip to latents of spread ~0.05 with a posterior spread of ~0.7, so any noise
+        # level drowns an init clip; a trained VAE's latents spread ~1 with a narrow posterior. Scaled to that, the
+        # audio-to-audio tests can see how much of the clip a strength keeps.
+        final, half = vae.encoder.conv2, vae.encoder.conv2.bias.shape[0] // 2
+        final.weight_g[:half].mul_(20.0)
+        final.bias[:half].mul_(20.0)
+        final.bias[half:].sub_(6.0)
     hop = 2 * 4 * 8
     transformer = StableAudioDiTModel(sample_size=STABLE_AUDIO_SECONDS * SAMPLE_RATE // hop, in_channels=3,
                                       num_layers=2, attention_head_dim=4, num_key_value_attention_heads=2,

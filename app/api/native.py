@@ -228,7 +228,8 @@ class VideoJobBody(BaseModel):
 
 class AudioJobBody(BaseModel):
     """An ``AudioRequest`` on the wire (``"kind": "audio"``): text-to-audio (``prompt``) or speech (``text``);
-    ``init_audio`` as base64. The files come back as the job's artifacts, each with its parameters."""
+    ``init_audio`` as base64, with its ``strength`` (0 keeps it, 1 ignores it). The files come back as the job's
+    artifacts, each with its parameters."""
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["audio"]
@@ -243,6 +244,7 @@ class AudioJobBody(BaseModel):
     seed: int | None = None
     waveforms: int | None = None
     init_audio: str | None = None
+    strength: float | None = None
     voice: str | None = None
     speed: float | None = None
     output_format: Literal["wav", "flac", "mp3", "ogg", "opus", "aac"] | None = None

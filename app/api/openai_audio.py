@@ -61,11 +61,11 @@ async def speech(body: SpeechBody, http_request: Request, services: ServicesDep)
 
 
 def speech_model(services: Any, name: str) -> AudioModelInfo:
-    """A local speech model named ``name``, else (an OpenAI model name) the studio's default speech model."""
+    """A local speech model named ``name``, else (an OpenAI model name) the studio's default speech model; the name
+    of a local model for sounds is refused naming ``model`` rather than quietly answered by another model."""
     registry = audio_registry(services)
-    for info in registry.list(SPEECH):
-        if info.name.lower() == name.strip().lower():
-            return info
+    if any(info.name.lower() == name.strip().lower() for info in registry.list()):
+        return registry.find(name, SPEECH)
     return registry.find(None, SPEECH)
 
 

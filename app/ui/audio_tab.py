@@ -2,9 +2,11 @@
 audio kind of job.
 
 Choosing a task lists its models (folders in ``models/audio/``, re-read by 🔄); choosing a model fills steps, CFG,
-duration and voices with its family's defaults and shows only the fields it uses. Generate queues one job like a
-generation, with progress, interrupt and history; the first clip plays here with a picture of its waveform and
-spectrogram, every clip is offered for download, and its parameters are shown (they are inside each file too).
+duration and voices with its family's defaults and shows only the fields it uses (the starting sound and its
+strength only for families that can start from one; a sound uploaded for another model is dropped with them, so
+a hidden field never refuses a job). Generate queues one job like a generation, with progress, interrupt and
+history; the first clip plays here with a picture of its waveform and spectrogram, every clip is offered for
+download, and its parameters are shown (they are inside each file too).
 """
 
 from __future__ import annotations
@@ -78,8 +80,12 @@ def build_audio(services: Services) -> Form:
             with gr.Row():
                 form["seed"] = gr.Number(label="Seed", value=-1, precision=0, info="-1 = random")
                 form["output_format"] = gr.Dropdown(list(FORMATS), value="wav", label="Format")
+            starts_from_sound = bool(default and default.family.init_audio)
             form["init_audio"] = gr.Audio(label="Start from a sound (Stable Audio)", type="filepath",
-                                          sources=["upload"], visible=bool(default and default.family.init_audio))
+                                          sources=["upload"], visible=starts_from_sound)
+            form["strength"] = gr.Slider(0.0, 1.0, step=0.01, value=AudioRequest.strength, label="Strength",
+                                         info="how much of the sound is re-noised: 0 keeps it, 1 ignores it",
+                                         visible=starts_from_sound, elem_id="audio-strength")
             with gr.Row():
                 form["generate"] = gr.Button("Generate", variant="primary", scale=3, elem_id="audio-generate")
                 form["interrupt"] = gr.Button("Interrupt", scale=1)
@@ -95,18 +101,18 @@ def build_audio(services: Services) -> Form:
             form["parameters"] = gr.Textbox(label="Parameters", lines=4, interactive=False, buttons=["copy"])
             form["status"] = gr.HTML("")
     inputs = ["task", "model", "prompt", "negative_prompt", "text", "duration", "waveforms", "steps", "cfg_scale",
-              "voice", "speed", "seed", "output_format", "init_audio"]
+              "voice", "speed", "seed", "output_format", "init_audio", "strength"]
     outputs = ["job", "progress", "preview", "audio", "picture", "files", "parameters", "status"]
     form.connect(form["generate"].click, partial(audio_events, services), inputs, outputs, api_name="audio",
                  concurrency_limit=None)
     form.connect(form["interrupt"].click, partial(interrupt, services), ["job"], [], api_name=False, queue=False)
     form.connect(form["skip"].click, partial(skip, services), ["job"], [], api_name=False, queue=False)
     fields = ["model", "notice", "prompt", "negative_prompt", "text", "duration", "steps", "cfg_scale", "voice",
-              "speed", "init_audio"]
+              "speed", "init_audio", "strength"]
     form.connect(form["task"].change, partial(task_changed, services), ["task"], fields, api_name=False)
     form.connect(form["refresh"].click, partial(task_changed, services), ["task", "model"], fields, api_name=False)
     form.connect(form["model"].change, partial(model_changed, services), ["task", "model"],
-                 ["notice", "duration", "steps", "cfg_scale", "voice", "init_audio", "negative_prompt"],
+                 ["notice", "duration", "steps", "cfg_scale", "voice", "init_audio", "strength", "negative_prompt"],
                  api_name=False)
     return form
 
@@ -160,14 +166,16 @@ def model_changed(services: Services, values: Values) -> Values:
     if task == SPEECH:
         voices = list(info.voices) if info is not None else []
         update["voice"] = gr.update(choices=voices, value=voices[0] if voices else None, visible=len(voices) > 1)
-        update["init_audio"] = gr.update(visible=False)
+        update["init_audio"], update["strength"] = gr.update(visible=False, value=None), gr.update(visible=False)
         return update
+    starts_from_sound = bool(info and info.family.init_audio)
     update.update({
         "duration": gr.update(maximum=_longest(info, limits), value=_duration(info), visible=True),
         "steps": gr.update(value=_family(info, "steps", 100)),
         "cfg_scale": gr.update(value=_family(info, "cfg_scale", 7.0)),
         "voice": gr.update(visible=False),
-        "init_audio": gr.update(visible=bool(info and info.family.init_audio)),
+        "init_audio": gr.update(visible=True) if starts_from_sound else gr.update(visible=False, value=None),
+        "strength": gr.update(visible=starts_from_sound),
         "negative_prompt": gr.update(visible=bool(info is None or info.family.negative_prompt)),
     })
     return update
@@ -193,6 +201,7 @@ def request_from_values(values: Values) -> AudioRequest:
         cfg_scale=None if speech else float(values.get("cfg_scale") or 0),
         seed=int(values.get("seed") if values.get("seed") is not None else -1),
         waveforms=int(values.get("waveforms") or 1), init_audio=init_bytes,
+        strength=float(values["strength"]) if values.get("strength") is not None else AudioRequest.strength,
         voice=(values.get("voice") or None) if speech else None,
         speed=float(values.get("speed") or 1.0) if speech else 1.0,
         output_format=values.get("output_format") or "wav",

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from modules.audio.audio_to_audio import keeps_clip, start_from_clip
 from modules.audio.registry import AUDIOLDM2, STABLE_AUDIO, VITS, AudioModelInfo, voice_index
 from modules.errors import RequestError
 
@@ -100,7 +101,8 @@ StepCallback = Callable[[int, int], None]  # (steps done, steps) -> None; raises
 
 def make_sound(loaded: LoadedAudioModel, request: Any, seed: int, on_step: StepCallback,
                init: np.ndarray | None = None) -> Clip:
-    """One clip for a resolved ``AudioRequest`` with ``seed``."""
+    """One clip for a resolved ``AudioRequest`` with ``seed``; ``init`` is the init clip at the model's rate and
+    channels (Stable Audio starts from it part-way, see ``audio_to_audio``)."""
     family = loaded.info.family
     if family is VITS:
         return _speak(loaded, request, seed)
@@ -109,25 +111,29 @@ def make_sound(loaded: LoadedAudioModel, request: Any, seed: int, on_step: StepC
     pipe = loaded.model
     generator = torch.Generator("cpu").manual_seed(seed)
 
+    length = round(request.duration * loaded.info.sample_rate)
+    steps = request.steps
+    extra: dict[str, Any] = {}
+    if init is not None and family is STABLE_AUDIO:
+        if keeps_clip(request.strength):
+            return Clip(_exactly(init, length), loaded.info.sample_rate)
+        start = start_from_clip(pipe, init, request.strength, request.steps, generator)
+        pipe, steps, extra = start.pipeline, start.steps, {"latents": start.latents}
+
     def callback(step: int, _timestep: Any, _latents: Any) -> None:
-        on_step(step + 1, request.steps)
+        on_step(step + 1, steps)
 
     common = dict(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
-                  num_inference_steps=request.steps, guidance_scale=request.cfg_scale, num_waveforms_per_prompt=1,
+                  num_inference_steps=steps, guidance_scale=request.cfg_scale, num_waveforms_per_prompt=1,
                   generator=generator, callback=callback, callback_steps=1)
     if family is STABLE_AUDIO:
-        extra: dict[str, Any] = {}
-        if init is not None:
-            extra = dict(initial_audio_waveforms=torch.from_numpy(init)[None].to(pipe.device, pipe.vae.dtype),
-                         initial_audio_sampling_rate=loaded.info.sample_rate)
         audio = pipe(audio_end_in_s=request.duration, output_type="pt", **common, **extra).audios[0]
         samples = audio.float().cpu().numpy()
     elif family is AUDIOLDM2:
         samples = np.asarray(pipe(audio_length_in_s=request.duration, output_type="np", **common).audios[0])
     else:  # pragma: no cover - the registry knows no other family
         raise RequestError("model", f"{loaded.info.name}: no way to run a {family.label} model")
-    return Clip(_exactly(np.atleast_2d(samples).astype(np.float32), round(request.duration * loaded.info.sample_rate)),
-                loaded.info.sample_rate)
+    return Clip(_exactly(np.atleast_2d(samples).astype(np.float32), length), loaded.info.sample_rate)
 
 
 def _exactly(samples: np.ndarray, length: int) -> np.ndarray:

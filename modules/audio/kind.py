@@ -156,6 +156,8 @@ class AudioRunner:
         else:
             made.update(prompt=request.prompt, negative_prompt=request.negative_prompt, duration=request.duration,
                         steps=request.steps, cfg_scale=request.cfg_scale, init_audio=request.init_audio is not None)
+            if request.init_audio is not None:
+                made["strength"] = request.strength
         made.update(seed=seed, sample_rate=sample_rate, seconds=round(samples / sample_rate, 4),
                     format=request.output_format, software=f"Sfumato {self.version}".strip())
         return made

@@ -38,8 +38,9 @@ class AudioRequest:
 
     ``seed`` -1 is a new random seed, chosen at submission; waveform ``i`` of a job uses ``seed + i``, so each clip
     can be made again alone. ``init_audio`` is the bytes of an audio file (any format ffmpeg reads) that the
-    families able to start from a sound begin with (Stable Audio). ``output_format`` is one of
-    ``encode.FORMATS``.
+    families able to start from a sound begin with (Stable Audio); ``strength`` (0..1, like img2img's denoising
+    strength) is how much of it is re-noised: 0 keeps the clip, 1 ignores it (see ``audio_to_audio``); it has no
+    effect without an init clip. ``output_format`` is one of ``encode.FORMATS``.
     """
 
     task: str = TEXT_TO_AUDIO
@@ -53,6 +54,7 @@ class AudioRequest:
     seed: int = -1
     waveforms: int = 1
     init_audio: bytes | None = None
+    strength: float = 0.6
     voice: str | None = None
     speed: float = 1.0
     output_format: str = "wav"
@@ -92,6 +94,7 @@ def validate_fields(request: AudioRequest, limits: AudioLimits) -> None:
     check_range("waveforms", request.waveforms, 1, limits.max_waveforms)
     check_range("speed", request.speed, 0.25, 4.0)
     check_range("seed", request.seed, -1, 2**32 - 1)
+    check_range("strength", request.strength, 0.0, 1.0)
     if request.output_format not in FORMATS:
         raise RequestError("output_format", f"unknown format {request.output_format!r}; choose one of "
                                             f"{', '.join(FORMATS)}")

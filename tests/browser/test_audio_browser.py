@@ -23,9 +23,11 @@ def test_generate_a_short_clip_and_play_it(page, studio, tiny_audio_store):
         shutil.copytree(tiny_audio_store / "audio" / "tiny-stable-audio", target)
     tab = open_tab(page, "Audio")
     expect(tab.get_by_text("no text-to-audio model is installed")).to_be_visible()  # until the folder is read
+    expect(page.locator("#audio-strength")).to_be_hidden()  # no model that can start from a sound yet
     tab.get_by_role("button", name="Refresh the audio model list (models/audio)").click()
     choose(tab, "Model", "tiny-stable-audio (Stable Audio)")
     expect(tab.get_by_role("spinbutton", name="number input for Steps", exact=True)).to_have_value("100")
+    expect(page.locator("#audio-strength")).to_be_visible()  # Stable Audio can start from a sound
     tab.get_by_label("Prompt", exact=True).fill("two short beeps")
     set_number(tab, "Duration (seconds)", 0.5)
     set_number(tab, "Steps", 2)
