@@ -140,6 +140,7 @@ def test_an_image_to_video_job_brings_its_image_back_and_image_jobs_have_no_reus
 
 @pytest.mark.parametrize(("values", "field"), [
     ({"model": "tiny-sd1"}, "model"),  # an image checkpoint is not a video model
+    ({"model": "tiny-wan", "checkpoint": "tiny-sd1"}, "checkpoint"),  # a whole pipeline takes no checkpoint
     ({"model": "tiny-svd", "init_image": "broken.png"}, "init_image"),  # a corrupt upload
     ({"init_video": "broken.mp4"}, "init_video"),
     ({"frames": 1000}, "frames"),
