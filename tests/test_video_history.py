@@ -162,3 +162,14 @@ def test_bad_input_in_the_tab_is_a_notice_naming_the_field_and_the_worker_goes_o
     assert len(video_services.queue.jobs()) == before  # nothing queued
     after = generate(video_services, prompt="after", frames=2, steps=1, seed=1)
     assert probe(after["video"]).frames == 2
+
+
+def test_defaults_follow_a_model_pick_and_a_refresh_that_replaces_the_model_not_a_reuse(video_services):
+    from app.ui.video_tab import fill_defaults, refresh_models, video_models
+
+    kept = refresh_models(video_services, {"model": "tiny-svd", "checkpoint": "Automatic"})
+    assert set(kept) == {"model", "checkpoint"}  # same model: the shape fields stay as the user (or a reuse) set them
+    replaced = refresh_models(video_services, {"model": "a-deleted-model", "checkpoint": "Automatic"})
+    first = video_models(video_services)[0][1]
+    brought = fill_defaults(video_services, {"model": first, "checkpoint": "Automatic"})
+    assert replaced["model"]["value"] == first and brought and {name: replaced[name] for name in brought} == brought
