@@ -95,6 +95,16 @@ def test_a_clip_plays_in_history_and_reuse_remakes_it(video_services):
     assert f"seed {job.request.seed}" in again["status"]
     assert np.array_equal(frames(again["video"]), frames(made["video"]))  # the same clip, pixel for pixel
 
+    # after a restart the history (read back from the job store) still plays the clip and reuses its seed
+    from modules.runtime.services import build_services
+
+    restarted = build_services(video_services.config)
+    listed = history_view(restarted, {"page": 1, "state_filter": "all"})
+    row = listed["history_ids"].index(job.id)
+    shown = show_job(restarted, listed, row)
+    assert shown["clip"]["value"] == made["video"] and shown["reuse_video"]["visible"]
+    assert tab_values(reuse_job(restarted, {"queue.selected_job": job.id}))["seed"] == job.request.seed
+
 
 def test_png_info_sends_a_clips_parameters_to_the_video_tab(video_services):
     from app.ui.pnginfo import read_video_info
