@@ -28,6 +28,7 @@ from app.ui.styles_editor import wire_style_editors
 from app.ui.train_tab import build_train
 from app.ui.txt2img import build_txt2img
 from app.ui.upscale_tab import build_upscale
+from app.ui.video_reuse import wire_video_reuse
 from app.ui.video_tab import build_video
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class Ui:
     settings: Form
     extensions: Form
     upscale: Form
+    video: Form
+    queue: Form
 
     def joined(self) -> Form:
         """Every tab's components under "<tab>.<name>", plus "tabs": the namespace of cross-tab handlers."""
@@ -94,13 +97,13 @@ def build_layout(services: Services) -> Ui:
             with gr.Tab("Upscale", id="upscale"):
                 upscale = build_upscale(services)
             with gr.Tab("Video", id="video"):
-                build_video(services)
+                video = build_video(services)
             with gr.Tab("Audio", id="audio"):
                 build_audio(services)
             with gr.Tab("Train", id="train"):
                 build_train(services)
             with gr.Tab("Queue", id="queue"):
-                build_queue(services)
+                queue = build_queue(services)
             with gr.Tab("PNG info", id="pnginfo"):
                 pnginfo = build_pnginfo(services)
             with gr.Tab("Extensions", id="extensions"):
@@ -108,8 +111,9 @@ def build_layout(services: Services) -> Ui:
             with gr.Tab("Settings", id="settings"):
                 settings = build_settings(services)
         ui = Ui(blocks=blocks, tabs=tabs, generation=generation, pnginfo=pnginfo, settings=settings,
-                extensions=extensions, upscale=upscale)
+                extensions=extensions, upscale=upscale, video=video, queue=queue)
         _wire_sending(services, ui)
+        wire_video_reuse(services, ui)
         for tab in generation.values():
             groups = extension_groups(tab)
             if groups:

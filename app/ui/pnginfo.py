@@ -38,6 +38,7 @@ def build_pnginfo(services: Services) -> Form:
                 form["send_img2img"] = gr.Button("Send to img2img", size="sm")
                 form["send_inpaint"] = gr.Button("Send to inpaint", size="sm")
                 form["send_upscale"] = gr.Button("Send to upscale", size="sm")
+                form["send_video"] = gr.Button("Send to video", size="sm")
             form["status"] = gr.HTML("")
             form["parameters"] = gr.JSON(label="Parsed parameters")
             form["items"] = gr.JSON(label="Other text in the file")

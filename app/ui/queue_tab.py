@@ -40,6 +40,8 @@ PENDING_HEADERS = ["#", "Task", "Prompt", "State", "Progress"]
 HISTORY_HEADERS = ["Time", "#", "Task", "State", "Prompt", "Seconds", "Outputs", "Error"]
 STATE_FILTERS = ("all", "done", "failed", "cancelled")
 PROMPT_CHARS = 60
+SHOWN = ("gallery", "clip", "sound", "job_info", "status", "selected_job", "reuse_video")  # what a selected row fills
+PLAYABLE_VIDEO = ("video/mp4", "video/webm")  # what a browser's video element plays (a GIF or WebP is a picture)
 
 
 def build_queue(services: Services) -> Form:
@@ -67,11 +69,16 @@ def build_queue(services: Services) -> Form:
                                    "see its images)", wrap=True)
     form["history_ids"] = gr.State([])
     form["queue_mark"] = gr.State(None)
-    form["gallery"] = gr.Gallery(label="Images of the selected job", columns=4, height=384, format="png",
-                                 interactive=False, object_fit="contain")
+    form["gallery"] = gr.Gallery(label="Images and clips of the selected job", columns=4, height=384, format="png",
+                                 interactive=False, object_fit="contain", elem_id="queue-gallery")
+    form["clip"] = gr.Video(label="Video of the selected job", interactive=False, loop=True, height=384,
+                            elem_id="queue-video", visible=False)
     form["sound"] = gr.Audio(label="Sound of the selected job", type="filepath", interactive=False,
                              elem_id="queue-sound")
     form["job_info"] = gr.Textbox(label="Job", lines=4, interactive=False, buttons=["copy"])
+    form["selected_job"] = gr.State(None)
+    # Wired by build_layout (it fills another tab): only a video job's seed and parameters go there.
+    form["reuse_video"] = gr.Button("Reuse in the Video tab", size="sm", visible=False, elem_id="queue-reuse-video")
     _wire(services, form)
     _wire_pushes(services, form)
     return form
@@ -100,7 +107,7 @@ def _wire(services: Services, form: Form) -> None:
         return form.by_component(show_job(services, form.by_name(data), row))
 
     form["history"].select(on_select, inputs={form["history_ids"]},
-                           outputs=[form["gallery"], form["sound"], form["job_info"], form["status"]],
+                           outputs=[form[name] for name in SHOWN],
                            api_name=False)
 
 
@@ -214,28 +221,38 @@ def change_page(services: Services, values: Values, step: int) -> Values:
 
 
 def show_job(services: Services, values: Values, row: Any) -> Values:
-    """A history row's images (grid first, like the generation tabs) and what the job was."""
+    """A history row's images and clips (grid first, like the generation tabs), its clip or sound in a player,
+    and what the job was; the row's job is remembered so "Reuse in the Video tab" knows which one."""
     ids = values.get("history_ids") or []
     index = int(_number(row, -1))
     job = services.queue.get(ids[index]) if 0 <= index < len(ids) else None
     if job is None:
-        return {"gallery": [], "sound": None, "job_info": "",
-                "status": error_html("history", "that job is no longer listed")}
+        return {"gallery": [], "clip": gr.update(value=None, visible=False), "sound": None, "job_info": "",
+                "status": error_html("history", "that job is no longer listed"), "selected_job": None,
+                "reuse_video": gr.update(visible=False)}
     items = result_state(job.result)["items"] if job.result is not None else []
+    artifacts = job.result.artifacts if job.result is not None else []
+    videos = [item for item in artifacts if item.type == "video" and item.path is not None and item.path.is_file()]
     lines = [f"#{job.number} · {_label(services, job)} · {job.state} · from {job.source}", f"id {job.id}"]
     if items:
         lines.append(items[1 if len(items) > 1 and items[0]["grid"] else 0]["infotext"])
+    elif videos and videos[0].infotext:
+        lines.append(videos[0].infotext)
     else:
         lines.append(_describe(services, job))
-    sounds = [item for item in job.result.artifacts if item.type == "audio"] if job.result is not None else []
+    lines += [str(item.path) for item in videos]  # a clip's files, as the Video tab lists them
+    sounds = [item for item in artifacts if item.type == "audio"]
     lines += [f"{item.path} · seed {item.parameters.get('seed')}" for item in sounds]  # files of an audio job
     text = getattr(job.result, "caption", None)  # a result in words (an interrogation) shows them
     if text:
         lines.append(text)
     status = error_html(job.error_field or "", job.error) if job.error else ""
     sound = next((str(item.path) for item in sounds if item.path is not None and item.path.is_file()), None)
-    return {"gallery": [item["image"] for item in items], "sound": sound, "job_info": "\n".join(lines),
-            "status": status}
+    clip = next((str(item.path) for item in videos if item.media_type in PLAYABLE_VIDEO), None)
+    return {"gallery": [str(item.path) for item in videos] + [item["image"] for item in items],
+            "clip": gr.update(value=clip, visible=clip is not None), "sound": sound,
+            "job_info": "\n".join(lines), "status": status, "selected_job": job.id,
+            "reuse_video": gr.update(visible=job.kind == "video" and job.request is not None)}
 
 
 # -- refreshing --------------------------------------------------------------------------------------------------

@@ -137,12 +137,13 @@ def build_video(services: Services) -> Form:
     form.connect(form["generate"].click, partial(video_events, services), inputs, outputs, api_name="video",
                  concurrency_limit=None)
     form.connect(form["interrupt"].click, partial(interrupt, services), ["job"], [], api_name=False, queue=False)
-    form.connect(form["model"].change, partial(fill_defaults, services), ["model", "checkpoint"],
-                 list(DEFAULT_FIELDS), api_name=False, queue=False)
-    form.connect(form["checkpoint"].change, partial(fill_defaults, services), ["model", "checkpoint"],
-                 list(DEFAULT_FIELDS), api_name=False, queue=False)
+    # On the user's pick only (``input``, not ``change``): reusing a job sets the model together with that job's
+    # frames, size and steps, which a ``change`` handler would then overwrite with the family's defaults.
+    for picked in ("model", "checkpoint"):
+        form.connect(form[picked].input, partial(fill_defaults, services), ["model", "checkpoint"],
+                     list(DEFAULT_FIELDS), api_name=False, queue=False)
     form.connect(form["refresh"].click, partial(refresh_models, services), ["model", "checkpoint"],
-                 ["model", "checkpoint"], api_name=False)
+                 ["model", "checkpoint", *DEFAULT_FIELDS], api_name=False)
     return form
 
 
@@ -164,8 +165,11 @@ def refresh_models(services: Services, values: Values) -> Values:
     model = values.get("model") if values.get("model") in names else (names[0] if names else None)
     titles = checkpoints(services)
     checkpoint = values.get("checkpoint") if values.get("checkpoint") in titles else AUTOMATIC
-    return {"model": gr.update(choices=models, value=model), "checkpoint": gr.update(choices=titles,
-                                                                                     value=checkpoint)}
+    updates = {"model": gr.update(choices=models, value=model), "checkpoint": gr.update(choices=titles,
+                                                                                        value=checkpoint)}
+    if (model, checkpoint) != (values.get("model"), values.get("checkpoint")):  # another model: its defaults,
+        updates.update(fill_defaults(services, {"model": model, "checkpoint": checkpoint}))  # as a pick brings
+    return updates
 
 
 def request_from_values(values: Values) -> VideoRequest:

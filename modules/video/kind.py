@@ -113,7 +113,14 @@ class VideoRunner:
 
     def model_of(self, request: VideoRequest) -> VideoModel:
         if request.model:
-            return self.registry.find(request.model)
+            try:
+                return self.registry.find(request.model)
+            except RequestError:
+                if self._is_image_checkpoint(request.model):  # a common slip: say which field it belongs in
+                    raise RequestError("model", f"{request.model!r} is an image checkpoint, not a video model; "
+                                                "choose it as the image checkpoint an AnimateDiff motion adapter "
+                                                "animates") from None
+                raise
         found = self.default_model(request.mode)
         if found is None:
             what = MODE_LABELS[request.mode]
@@ -121,6 +128,15 @@ class VideoRunner:
                                         f"in {self.registry.motion_roots[0]} or SVD / Wan folders in "
                                         f"{self.registry.video_root}")
         return found
+
+    def _is_image_checkpoint(self, name: str) -> bool:
+        from modules.models.registry import UnknownModelError
+
+        try:
+            self.checkpoints.find(name)
+        except UnknownModelError:
+            return False
+        return True
 
     def resolve(self, request: VideoRequest) -> VideoRequest:
         """The request with every default decided (see the module docstring); set values are never changed."""

@@ -72,3 +72,60 @@ def test_the_video_tab_makes_a_clip_that_plays(page):
     queue = page.get_by_role("tabpanel").filter(visible=True).first
     expect(queue.get_by_role("gridcell", name=re.compile(r"a red circle moving right \(4 frames"))).to_be_visible()
     expect(queue.get_by_role("gridcell", name="txt2vid", exact=True)).to_be_visible()
+
+
+def playable(video) -> list:
+    """[width, height, duration] of a page's video element once its metadata loaded (an error if it cannot)."""
+    return video.evaluate("""async (element) => {
+        if (element.readyState < 1) await new Promise((done, fail) => {
+            element.addEventListener('loadedmetadata', done, {once: true});
+            element.addEventListener('error', () => fail(new Error('the clip cannot be loaded')), {once: true});
+            element.load();
+        });
+        return [element.videoWidth, element.videoHeight, element.duration];
+    }""")
+
+
+def test_history_plays_a_clip_and_reuse_fills_the_video_tab_with_its_seed(page):
+    page.get_by_role("tab", name="Video", exact=True).click()
+    tab = page.get_by_role("tabpanel").filter(visible=True).first
+    tab.get_by_label("Prompt", exact=True).fill("a green triangle growing")
+    for label, value in (("Frames", "6"), ("FPS", "12"), ("Sampling steps", "2"), ("Seed", "-1")):
+        number(tab, label).fill(value)
+        number(tab, label).press("Tab")
+    tab.get_by_role("button", name="Generate", exact=True).click()
+    done = tab.get_by_text(re.compile(r"6 frames at 12 fps in [\d.]+ s · seed \d+"))
+    expect(done).to_be_visible(timeout=240_000)
+    seed = re.search(r"seed (\d+)", done.inner_text()).group(1)  # the one the studio picked for "-1"
+    # Another model on the tab, whose family defaults differ: reuse must bring the job's own values back.
+    tab.get_by_role("combobox", name="Video model").click()
+    page.get_by_role("option", name="tiny-svd (Stable Video Diffusion)", exact=True).click()
+    expect(number(tab, "Frames")).to_have_value("14")
+    # SVD makes video from an image only: Generate without one is a notice naming the field (and it replaces
+    # the status line, so the "seed" line below can only come from a new clip)
+    tab.get_by_role("button", name="Generate", exact=True).click()
+    expect(tab.get_by_role("alert").filter(has_text="init_image")).to_be_visible()
+    expect(done).to_have_count(0)
+
+    page.get_by_role("tab", name="Queue", exact=True).click()
+    queue = page.get_by_role("tabpanel").filter(visible=True).first
+    queue.get_by_role("gridcell", name=re.compile(r"a green triangle growing \(6 frames")).click()
+    player = page.locator("#queue-video video")
+    expect(player).to_have_attribute("src", re.compile(r"\.mp4"))
+    width, height, duration = playable(player)
+    assert (width, height) == (64, 64) and duration == pytest.approx(0.5, abs=0.05)  # 6 frames at 12 fps
+    in_gallery = page.locator("#queue-gallery video").first  # the gallery lists the clip as a video too
+    expect(in_gallery).to_be_attached()
+    assert playable(in_gallery)[2] == pytest.approx(0.5, abs=0.05)
+    expect(queue.get_by_role("textbox", name="Job", exact=True)).to_have_value(re.compile(rf"Seed: {seed}.*Frames: 6"))
+
+    queue.get_by_role("button", name="Reuse in the Video tab").click()
+    expect(page.get_by_role("tab", name="Video", exact=True)).to_have_attribute("aria-selected", "true")
+    tab = page.get_by_role("tabpanel").filter(visible=True).first
+    expect(tab.get_by_role("combobox", name="Video model")).to_have_value("tiny-motion (AnimateDiff)")
+    expect(tab.get_by_label("Prompt", exact=True)).to_have_value("a green triangle growing")
+    for label, value in (("Seed", seed), ("Frames", "6"), ("FPS", "12"), ("Sampling steps", "2"), ("Width", "64"),
+                         ("Height", "64")):
+        expect(number(tab, label)).to_have_value(value)
+    tab.get_by_role("button", name="Generate", exact=True).click()  # the same clip again, with the same seed
+    expect(tab.get_by_text(re.compile(rf"6 frames at 12 fps in [\d.]+ s · seed {seed}$"))).to_be_visible()
