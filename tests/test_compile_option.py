@@ -99,36 +99,6 @@ def test_the_gpu_bench_says_it_needs_cuda_on_this_machine(tmp_path):
 
 
 # -- compiling on this CPU ------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_without_a_working_compiler_the_job_runs_uncompiled_and_says_so_once(tmp_path, tiny_model_store, one_thread,
-                                                                             caplog, monkeypatch):
-    """Inductor pointed at a C++ compiler that does not exist (a machine without g++), with a fresh compile cache
-    so that nothing compiled earlier can stand in."""
-    import torch
-    import torch._inductor.config as inductor
-
-    torch._dynamo.reset()
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "empty-cache"))
-    studio = _services(tmp_path / "compiled", tiny_model_store, compile=True)
-    try:
-        with inductor.patch({"cpp.cxx": (None, "no-such-compiler++")}), \
-                caplog.at_level(logging.WARNING, logger="modules.models.speedups"):
-            first = run(studio)
-            second = run(studio)
-        warnings = [record.getMessage() for record in caplog.records if record.name == "modules.models.speedups"]
-        assert len(warnings) == 1 and "compile: failed, running uncompiled from now on" in warnings[0]
-        assert sum("compile: failed" in line for line in model_report(studio)) == 1
-    finally:
-        studio.stop()
-        torch._dynamo.reset()
-    assert differs(first, second) == 0
-    plain = _services(tmp_path / "plain", tiny_model_store)
-    try:
-        assert differs(first, run(plain)) <= TOLERANCE  # channels_last, uncompiled: the same picture
-    finally:
-        plain.stop()
-
-
 @pytest.fixture(scope="module")
 def studios(tmp_path_factory, tiny_model_store, network_files, one_thread):
     """A compiled and an uncompiled studio over the same models."""
@@ -193,3 +163,47 @@ def test_a_new_size_and_a_controlnet_recompile_without_failing(studios):
     assert differs(controlled, run(plain, controlnet=unit)) <= TOLERANCE
     assert differs(controlled, run(compiled)) > 0  # the ControlNet steered the compiled UNet
     assert not any("failed" in line for line in model_report(compiled))
+
+
+@pytest.mark.slow
+def test_unloading_a_compiled_model_lets_its_weights_go(studios):
+    """Dynamo's caches must not keep an unloaded checkpoint's UNet alive (switching models would then leak)."""
+    import gc
+    import weakref
+
+    compiled, _plain = studios
+    run(compiled)
+    unet = weakref.ref(compiled.engine.pipelines.most_recent().base.unet)
+    compiled.engine.pipelines.unload_all()
+    gc.collect()
+    assert unet() is None
+
+
+@pytest.mark.slow
+def test_without_a_working_compiler_the_job_runs_uncompiled_and_says_so_once(tmp_path, tiny_model_store, one_thread,
+                                                                             caplog, monkeypatch):
+    """Inductor pointed at a C++ compiler that does not exist (a machine without g++), with a fresh compile cache
+    so that nothing compiled earlier can stand in."""
+    import torch
+    import torch._inductor.config as inductor
+
+    torch._dynamo.reset()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "empty-cache"))
+    studio = _services(tmp_path / "compiled", tiny_model_store, compile=True)
+    try:
+        with inductor.patch({"cpp.cxx": (None, "no-such-compiler++")}), \
+                caplog.at_level(logging.WARNING, logger="modules.models.speedups"):
+            first = run(studio)
+            second = run(studio)
+        warnings = [record.getMessage() for record in caplog.records if record.name == "modules.models.speedups"]
+        assert len(warnings) == 1 and "compile: failed, running uncompiled from now on" in warnings[0]
+        assert sum("compile: failed" in line for line in model_report(studio)) == 1
+    finally:
+        studio.stop()
+        torch._dynamo.reset()
+    assert differs(first, second) == 0
+    plain = _services(tmp_path / "plain", tiny_model_store)
+    try:
+        assert differs(first, run(plain)) <= TOLERANCE  # channels_last, uncompiled: the same picture
+    finally:
+        plain.stop()

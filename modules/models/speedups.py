@@ -76,6 +76,9 @@ def apply_speedups(pipe: Any, options: SpeedOptions, report: list[str]) -> None:
 
         unet.to(memory_format=torch.channels_last)
         layout = ", channels_last"
+    # Inference only: a LoRA job's PEFT layers leave the base weights with requires_grad off, and Dynamo guards on
+    # that flag, so the first job after a LoRA would recompile unless the weights start that way.
+    model.requires_grad_(False)
     _compile_forward(model, report)
     name = "UNet" if unet is not None else "transformer"
     report.append(f"compile: {name} compiled on first use (mode {COMPILE_MODE}{layout})")
