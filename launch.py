@@ -73,6 +73,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     device.add_argument("--quantize", choices=["none", "nf4", "int8"], default="none",
                         help="load the UNet / transformer quantized with bitsandbytes, 4-bit NF4 (~1/4 of bf16) or "
                              "8-bit (~1/2), so Flux fits consumer GPUs; CUDA GPUs only (GGUF files need no option)")
+    device.add_argument("--compile", action="store_true",
+                        help="compile the UNet / transformer with torch.compile (channels_last UNet) on first use "
+                             "of each model and size: faster steps on GPUs after a one-time compile, cached in "
+                             "<data-dir>/compile-cache across restarts; jobs with LoRAs run uncompiled")
     device.add_argument("--batch-images", type=int, default=16, metavar="N",
                         help="run compatible waiting image jobs (same model, size, sampler, steps, CFG, LoRAs) as "
                              "one batch of up to N images, each job keeping its own prompt, seed and result "
@@ -190,6 +194,7 @@ def build_config(args: argparse.Namespace):
         vae_tiling=args.vae_tiling,
         max_loaded_models=args.max_loaded_models,
         quantize=args.quantize,
+        compile=args.compile,
         batch_images=args.batch_images,
         batch_window=args.batch_window,
         threads=args.threads if args.threads is not None else physical_cores(),

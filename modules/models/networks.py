@@ -522,7 +522,11 @@ def applied_embeddings(pipe: Any, registry: NetworkRegistry, infos: list[Network
 def applied_networks(pipe: Any, registry: NetworkRegistry, loras: tuple[LoraUse, ...], prompts: tuple[str, ...]
                      ) -> Iterator[AppliedNetworks]:
     """LoRAs and the embeddings ``prompts`` name, applied to ``pipe`` for one job (``with`` block)."""
-    with applied_loras(pipe, registry, loras) as lora_hashes, \
+    from modules.models.speedups import plain_denoiser
+
+    # A LoRA's layers would make a compiled denoiser recompile per job: it runs uncompiled (modules.models.speedups).
+    with (plain_denoiser(pipe) if loras else contextlib.nullcontext()), \
+            applied_loras(pipe, registry, loras) as lora_hashes, \
             applied_embeddings(pipe, registry, registry.mentioned_embeddings(*prompts)) as (ti_hashes, tokens):
         applied = AppliedNetworks(tokens=tokens)
         if lora_hashes:

@@ -33,6 +33,7 @@ class AppConfig:
     threads: int | None = None  # torch's CPU threads (--threads); None leaves torch's own choice alone
     max_loaded_models: int = 1
     quantize: str = "none"  # --quantize nf4|int8: bitsandbytes UNet / transformer on CUDA (modules.models.quantization)
+    compile: bool = False  # --compile: torch.compile of the UNet / transformer (modules.models.speedups)
     batch_images: int = 16  # compatible waiting image jobs run together, up to this many images (1 = never)
     batch_window: float = 0.0  # seconds a batchable job waits for others to arrive before it starts
     preview_interval: int = 5
@@ -62,6 +63,11 @@ class AppConfig:
     @property
     def styles_file(self) -> Path:
         return self.data_dir / "styles.csv"
+
+    @property
+    def compile_cache_dir(self) -> Path:
+        """torch.compile's caches (Inductor's), so a restart reuses compiled code (``--compile``)."""
+        return self.data_dir / "compile-cache"
 
     @property
     def settings_file(self) -> Path:

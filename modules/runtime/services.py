@@ -39,9 +39,10 @@ class Services:
         """Device, precision and threads for Settings and ``/api/v1/system``; "detecting…" until decided (never
         waits for torch)."""
         from modules.models.quantization import report_line
+        from modules.models.speedups import speed_report
 
         quantized = [report_line(self.config.quantize)] if self.config.quantize != "none" else []
-        return [*self.runtime.report(), *quantized]
+        return [*self.runtime.report(), *quantized, *speed_report(speed_options(self.config))]
 
     def start(self) -> None:
         """Clean what a killed run left half written (a trained model's temporary file in models/ too), then start
@@ -132,10 +133,18 @@ def build_services(config: AppConfig) -> Services:
                              base_folders=[c.path for c in registry.list() if c.kind == "diffusers"],
                              quantize=config.quantize)
 
+    def prepare(pipe: Any) -> list[str]:
+        """On the device with the memory options, then compiled with --compile; what was done, for Settings."""
+        from modules.models.speedups import apply_speedups
+
+        report = [*apply_memory_options(pipe, memory, runtime.get().device, denoiser(pipe).dtype),
+                  *weights_report(pipe)]
+        apply_speedups(pipe, speed_options(config), report)
+        return report
+
     pipelines = PipelineManager(
         loader=load_checkpoint,
-        prepare=lambda pipe: [*apply_memory_options(pipe, memory, runtime.get().device, denoiser(pipe).dtype),
-                              *weights_report(pipe)],
+        prepare=prepare,
         max_loaded=config.max_loaded_models,
         free_memory=lambda: free_memory_on(runtime.get().device),
         vae_loader=lambda info, family, scaling: load_vae(
@@ -216,6 +225,13 @@ def build_services(config: AppConfig) -> Services:
     kinds.register(dataclasses.replace(audio, run=recording_outputs(audio.run, queue, engine.store)))
     kinds.register(train_kind_for(config, engine, runtime, services.default_model))
     return services
+
+
+def speed_options(config: AppConfig) -> Any:
+    """``--compile`` as ``modules.models.speedups`` takes it."""
+    from modules.models.speedups import SpeedOptions
+
+    return SpeedOptions(compile=config.compile, cache_dir=config.compile_cache_dir)
 
 
 def train_kind_for(config: AppConfig, engine: Engine, runtime: DeviceRuntime,
