@@ -180,7 +180,7 @@ def serve(services: Services, config: Any) -> None:
 def serve_ui(services: Services, config: Any) -> None:
     """The studio behind the access rules, with the API on the same server with ``--api``: the port answers at
     once, the page says "starting" until the studio's Blocks are built and mounted, then serves the studio."""
-    import uvicorn
+    from app.starting import ui_server
 
     share = check_share(config)
     check_ui(config)
@@ -206,8 +206,8 @@ def serve_ui(services: Services, config: Any) -> None:
         server.should_exit = True  # a studio without its page is not what was asked for: stop, saying why
 
     app = ui_app(services, config, context, policy, on_ready=ready, on_failure=failed)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.server_name, port=config.port, log_level="warning",
-                                           timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
+    server = ui_server(app, host=config.server_name, port=config.port, log_level="warning",
+                       timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     services.start()
     try:
         answering = "the API answers; " if config.api else ""

@@ -114,6 +114,15 @@ class DeferredUi:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def end_streams(self) -> None:
+        """End the page's open event streams (each tab's heartbeat never ends by itself), as Gradio's own server
+        does when it stops; a server that is stopping calls this before it waits for open requests to finish."""
+        from starlette.routing import Mount
+
+        mounted = [route.app for route in (self._shell.routes if self._shell else []) if isinstance(route, Mount)]
+        for gradio_app in mounted:
+            gradio_app.stop_event.set()
+
     def wait_served(self, timeout: float | None = None) -> bool:
         """Whether the studio is served (waiting up to ``timeout`` seconds): for callers in other threads."""
         return self.served.wait(timeout)
@@ -186,3 +195,18 @@ def _in_daemon_thread(function: Callable[[], Any]) -> asyncio.Future:
 
     threading.Thread(target=run, name="sfumato-build-ui", daemon=True).start()
     return future
+
+
+def ui_server(app: FastAPI, **config: Any) -> Any:
+    """uvicorn's server for ``app`` (built by ``app.server.ui_app``; ``config``: ``uvicorn.Config``'s arguments)
+    that ends the page's event streams as it starts to stop, so Ctrl-C does not wait on a browser tab."""
+    import uvicorn
+
+    deferred: DeferredUi = app.state.sfumato_ui
+
+    class UiServer(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            deferred.end_streams()
+            await super().shutdown(sockets)
+
+    return UiServer(uvicorn.Config(app, **config))

@@ -173,17 +173,24 @@ def test_launch_answers_starting_or_the_studio_then_generates_through_the_ui(tmp
         server.wait_ready("/", printed="* Web UI ready")
         assert httpx.get(server.url + "/sdapi/v1/samplers").status_code == 200
         config = httpx.get(server.url + "/config").json()
-        assert any(dependency.get("api_name") == "txt2img_generate" for dependency in config["dependencies"])
-
-        from gradio_client import Client
-
-        client = Client(server.url, verbose=False)
-        result = client.predict(prompt="a red circle", steps=2, width=64, height=64, seed=5,
-                                api_name="/txt2img_generate")
-        assert any("Seed: 5," in str(item) for item in result), result
+        data = page_inputs(config, "txt2img_generate", {"Prompt": "a red circle", "Sampling steps": 2,
+                                                         "Width": 64, "Height": 64, "Seed": 5})
+        outputs = call_event(server.url, "txt2img_generate", data)
+        assert any("Seed: 5," in str(item) for item in outputs), outputs
         assert list((tmp_path / "out").rglob("*.png"))  # the studio saved what it generated
     finally:
         server.stop()
+
+
+def page_inputs(config: dict, api_name: str, by_label: dict[str, object]) -> list:
+    """The inputs a browser sends for the event ``api_name``: each component's value from the page's config, with
+    those whose label is in ``by_label`` set as a user would set them."""
+    components = {component["id"]: component.get("props", {}) for component in config["components"]}
+    dependency = next(dependency for dependency in config["dependencies"] if dependency.get("api_name") == api_name)
+    labels = [components[index].get("label") for index in dependency["inputs"]]
+    assert set(by_label) <= set(labels), sorted(str(label) for label in labels)
+    return [by_label.get(components[index].get("label"), components[index].get("value"))
+            for index in dependency["inputs"]]
 
 
 def first_answer(server: ServerProcess) -> httpx.Response:
