@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import numpy as np
 from PIL import Image
 
@@ -50,24 +47,3 @@ def studio_services(tmp_path, runner=None, **config):
         services = dataclasses.replace(services, queue=image_queue(runner))
     return services
 
-
-@contextlib.contextmanager
-def serving(app, port: int) -> Iterator[None]:
-    """``app`` under a real uvicorn server on ``127.0.0.1:port``, in a thread, until the block ends (for tests whose
-    subject is the server's own app without a whole ``launch.py`` process)."""
-    import threading
-
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name=f"test-server-{port}", daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise AssertionError(f"the server on port {port} did not start")
-            thread.join(0.02)
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(30)

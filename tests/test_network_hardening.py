@@ -384,8 +384,8 @@ def launched(tmp_path):
     import itertools
 
     from app.server import ui_app, ui_context, ui_policy
-    from tests.helpers import serving, studio_services
-    from tests.server_process import free_port
+    from tests.api_server import serve_app
+    from tests.helpers import studio_services
 
     numbers = itertools.count()
     with contextlib.ExitStack() as running:
@@ -393,11 +393,11 @@ def launched(tmp_path):
         def launch_with(**settings):
             services = studio_services(tmp_path / f"studio{next(numbers)}", HeldRunner(), **settings)
             context = ui_context(services)
-            config = dataclasses.replace(services.config, port=free_port(), listen=False)  # bind locally all the same
+            config = dataclasses.replace(services.config, listen=False)  # bind locally all the same
             app = ui_app(services, config, context, ui_policy(context), build=tiny_blocks)
-            running.enter_context(serving(app, config.port))
+            server = running.enter_context(serve_app(app, lifespan="on"))
             assert app.state.sfumato_ui.wait_served(120)
-            return f"http://127.0.0.1:{config.port}", services
+            return server.url, services
 
         yield launch_with
 

@@ -18,7 +18,6 @@ import pytest
 from server_process import START_TIMEOUT, ServerProcess
 
 from app.starting import STARTING_MARK
-from tools.ports import free_port
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 
@@ -48,14 +47,15 @@ def running_ui(tmp_path) -> Iterator[Callable[..., RunningUi]]:
     """``running_ui(build=..., **config)``: the web UI's real server (``app.server.ui_app`` under uvicorn, on a free
     local port) whose page is built only once the test sets ``release``."""
     from app.server import ui_app, ui_context, ui_policy
-    from tests.helpers import serving, studio_services
+    from tests.api_server import serve_app
+    from tests.helpers import studio_services
 
     numbers = itertools.count()
     with contextlib.ExitStack() as running:
 
         def start(build: Callable[[], object] = reverse_blocks, **settings) -> RunningUi:
             services = studio_services(tmp_path / f"studio{next(numbers)}", **settings)
-            config = dataclasses.replace(services.config, port=free_port())
+            config = services.config
             context = ui_context(services)
             release, failed, failures, ready = threading.Event(), threading.Event(), [], []
 
@@ -69,8 +69,8 @@ def running_ui(tmp_path) -> Iterator[Callable[..., RunningUi]]:
 
             app = ui_app(services, config, context, ui_policy(context), build=held_build, on_ready=ready.append,
                          on_failure=on_failure)
-            running.enter_context(serving(app, config.port))
-            return RunningUi(f"http://127.0.0.1:{config.port}", app, release, failures, failed, ready)
+            server = running.enter_context(serve_app(app, lifespan="on"))
+            return RunningUi(server.url, app, release, failures, failed, ready)
 
         yield start
 
