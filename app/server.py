@@ -205,13 +205,15 @@ def serve_ui(services: Services, config: Any) -> None:
         failures.append(error)
         server.should_exit = True  # a studio without its page is not what was asked for: stop, saying why
 
+    def listening() -> None:
+        answering = "the API answers; " if config.api else ""
+        print(f"* Running on local URL:  {local_url} ({answering}the web UI is starting)", flush=True)
+
     app = ui_app(services, config, context, policy, on_ready=ready, on_failure=failed)
-    server = ui_server(app, host=config.server_name, port=config.port, log_level="warning",
+    server = ui_server(app, on_started=listening, host=config.server_name, port=config.port, log_level="warning",
                        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     services.start()
     try:
-        answering = "the API answers; " if config.api else ""
-        print(f"* Running on local URL:  {local_url} ({answering}the web UI is starting)", flush=True)
         server.run()
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown; no traceback for that
         print("Stopped.", flush=True)

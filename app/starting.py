@@ -197,14 +197,20 @@ def _in_daemon_thread(function: Callable[[], Any]) -> asyncio.Future:
     return future
 
 
-def ui_server(app: FastAPI, **config: Any) -> Any:
+def ui_server(app: FastAPI, on_started: Callable[[], None] | None = None, **config: Any) -> Any:
     """uvicorn's server for ``app`` (built by ``app.server.ui_app``; ``config``: ``uvicorn.Config``'s arguments)
-    that ends the page's event streams as it starts to stop, so Ctrl-C does not wait on a browser tab."""
+    that calls ``on_started`` once it listens, and ends the page's event streams as it starts to stop, so Ctrl-C
+    does not wait on a browser tab."""
     import uvicorn
 
     deferred: DeferredUi = app.state.sfumato_ui
 
     class UiServer(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started and on_started is not None:
+                on_started()
+
         async def shutdown(self, sockets: Any = None) -> None:
             deferred.end_streams()
             await super().shutdown(sockets)
