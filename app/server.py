@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     from modules.runtime.services import Services
 
 log = logging.getLogger(__name__)
-# Seconds between the server answering and torch's import for device detection (see DeviceRuntime): long enough
-# for a browser to fetch the page and its assets undisturbed, short enough to be done before most first jobs.
+# Seconds between the studio's page being served (the API alone: the server answering) and torch's import for
+# device detection (see DeviceRuntime): long enough for a browser to fetch the page and its assets undisturbed,
+# short enough to be done before most first jobs.
 DETECT_DELAY = 3.0
 # Seconds Ctrl-C waits for open requests (a page's event streams never end by themselves) before closing them.
 GRACEFUL_SHUTDOWN_S = 3
