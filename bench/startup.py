@@ -108,8 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     samples: dict[str, list[float]] = {}
     load_before = _load()
 
+    failures: dict[str, int] = {}
+
     def record(prefix: str, mode: str, root: Path) -> None:
-        seen = time_launch(root, mode, args.python)
+        try:
+            seen = time_launch(root, mode, args.python)
+        except RuntimeError as error:  # counted and shown, not hidden in a median
+            failures[f"{prefix}{mode}"] = failures.get(f"{prefix}{mode}", 0) + 1
+            print(f"{prefix}{mode} run failed: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
+            return
         if mode == "api":
             samples.setdefault(f"{prefix}api", []).append(seen["full"])
         else:
@@ -135,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
             if base:
                 line += f"; {median / statistics.median(base):.2f}x the baseline"
         print(line)
+    for label, count in failures.items():
+        print(f"{label:>24}: {count} of {args.runs} runs failed (see above)")
 
 
 def _load() -> float:
