@@ -256,6 +256,9 @@ def main(argv: list[str]) -> int:
     if testing:
         return run_tests(args.test)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Gradio's usage reports and version check phone home from every Blocks; a local studio does not (as A1111).
+    # Setting the variable to "True" turns them back on.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     config = build_config(args)
     if config.share and not config.gradio_auth and not config.share_without_auth:
         raise SystemExit("--share would put this studio on the internet with no login. "

@@ -9,10 +9,11 @@ login is configured or the user explicitly opted out with ``share_without_auth``
 ``--gradio-auth`` is set, the API's credentials guard the UI (``--api-auth``/``--api-keys``: see
 ``app.api.access``), or the user opted out with ``--listen-without-auth``.
 
-The access rules and the body limit are middleware the Gradio app is *built* with (through ``app_kwargs``), so no
-request reaches the UI or Gradio's routes before they apply. With ``--api`` the API's routes then join the server
-Gradio's ``launch`` starts (as AUTOMATIC1111 does), so ``--share`` and the UI's login keep working unchanged;
-Gradio registers no catch-all route, so the API's paths are reachable even though they are added after launch.
+The web UI's server is FastAPI + uvicorn and answers at once: the access rules and the body limit are middleware
+it is *built* with (so nothing is ever served before they apply), the API's routes (``--api``) are its own from the
+first request, and the studio's Gradio page is built in the background and mounted on the same app and port with
+Gradio's ``mount_gradio_app`` (``app.starting``), a self-reloading "Sfumato is starting…" page answering meanwhile.
+The API's paths never fall through to Gradio: unknown ones keep the API's own 404 and 405 answers.
 ``--nowebui`` serves ``create_api`` with uvicorn and never imports Gradio.
 """
 
@@ -22,6 +23,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from app.api import API_TITLE, attach_api, create_api, server_middleware
@@ -35,9 +37,12 @@ if TYPE_CHECKING:
     from modules.runtime.services import Services
 
 log = logging.getLogger(__name__)
-# Seconds between the server answering and torch's import for device detection (see DeviceRuntime): long enough
-# for a browser to fetch the page and its assets undisturbed, short enough to be done before most first jobs.
+# Seconds between the studio's page being served (the API alone: the server answering) and torch's import for
+# device detection (see DeviceRuntime): long enough for a browser to fetch the page and its assets undisturbed,
+# short enough to be done before most first jobs.
 DETECT_DELAY = 3.0
+# Seconds Ctrl-C waits for open requests (a page's event streams never end by themselves) before closing them.
+GRACEFUL_SHUTDOWN_S = 3
 
 SHARE_REFUSED = (
     "Refusing to create a public --share link without a login: anyone with the link could use this machine. "
@@ -111,10 +116,9 @@ def _checked(context: ApiContext) -> ApiContext:
     return context
 
 
-def launch_options(services: Services, config: Any, context: ApiContext | None = None,
-                   policy: AccessPolicy | None = None) -> dict[str, Any]:
-    """``Blocks.launch`` keyword arguments shared by the first launch and a local-only relaunch; with ``policy``
-    the app is built with the access rules and the body limit in front of every route."""
+def launch_options(services: Services, config: Any) -> dict[str, Any]:
+    """The studio page's Gradio options (``mount_gradio_app`` keyword arguments): login, the files it may serve,
+    the studio's and its extensions' CSS and scripts."""
     from app.ui import CSS
     from app.ui.accessible import head_script
 
@@ -125,22 +129,45 @@ def launch_options(services: Services, config: Any, context: ApiContext | None =
         "allowed_paths": [str(config.outdir)],  # the gallery shows the saved files, infotext included
         "css": CSS + services.extensions.css(),
         "head": head_script(),  # names and tooltips for icon buttons (see app/ui/accessible.py)
-        "prevent_thread_lock": True,
         # No server-side rendering: its Node front proxy would own the port, and the access rules must see the
         # browser's own requests.
         "ssr_mode": False,
+        "show_error": False,  # as with Blocks.launch: errors reach the page as the handlers word them
     }
     script = services.extensions.js()
     if script:
         options["js"] = script
-    app_kwargs: dict[str, Any] = {}
-    if config.api:
-        app_kwargs.update(docs_url="/docs", redoc_url="/redoc")  # the API's docs on the UI's server
-    if context is not None and policy is not None:
-        app_kwargs["middleware"] = server_middleware(context, policy)
-    if app_kwargs:
-        options["app_kwargs"] = app_kwargs
     return options
+
+
+def ui_app(services: Services, config: Any, context: ApiContext, policy: AccessPolicy,
+           build: Callable[[], gr.Blocks] | None = None,
+           on_ready: Callable[[gr.Blocks], None] | None = None,
+           on_failure: Callable[[BaseException], None] | None = None) -> FastAPI:
+    """The web UI's server app: the access rules and the body limit in front of every route, the API's routes
+    with ``--api``, and the studio (``build``, by default ``build_app``) mounted at ``/`` once built, the starting
+    page until then. ``app.state.sfumato_ui`` is its ``DeferredUi`` (``wait_served``)."""
+    from fastapi import FastAPI
+
+    from app.api.access import is_api_path
+    from app.starting import DeferredUi
+
+    deferred = DeferredUi(build or (lambda: build_app(services)), lambda: launch_options(services, config),
+                          on_ready=on_ready, on_failure=on_failure)
+    docs: dict[str, Any] = {"docs_url": None, "redoc_url": None, "openapi_url": None}  # Gradio's, without --api
+    if config.api:
+        docs = {"title": API_TITLE, "docs_url": "/docs", "redoc_url": "/redoc"}  # the API's docs on the UI's server
+    app = FastAPI(**docs, middleware=server_middleware(context, policy), lifespan=deferred.lifespan)
+    deferred.install(app, claims=is_api_path if config.api else _nothing)
+    if config.api:
+        attach_api(app, services, context, policy)
+        app.openapi = _api_openapi(app, services)
+    app.state.sfumato_ui = deferred
+    return app
+
+
+def _nothing(path: str) -> bool:
+    return False
 
 
 def serve(services: Services, config: Any) -> None:
@@ -152,34 +179,80 @@ def serve(services: Services, config: Any) -> None:
 
 
 def serve_ui(services: Services, config: Any) -> None:
-    """The Gradio studio behind the access rules, with the API on the same server with ``--api``."""
+    """The studio behind the access rules, with the API on the same server with ``--api``: the port answers at
+    once, the page says "starting" until the studio's Blocks are built and mounted, then serves the studio."""
+    from app.starting import ui_server
+
     share = check_share(config)
     check_ui(config)
     context = ui_context(services)
     policy = ui_policy(context)
     if context.guards_ui and not context.api_auth:
         print(KEYS_ONLY_UI, flush=True)
-    blocks = build_app(services)
-    services.start()
-    try:
-        app, local_url = _launch(blocks, launch_options(services, config, context, policy), share)
+    local_url = f"http://{'localhost' if config.server_name == '0.0.0.0' else config.server_name}:{config.port}/"
+    failures: list[BaseException] = []
+
+    def ready(blocks: gr.Blocks) -> None:
+        print(f"* Web UI ready on {local_url}", flush=True)
         services.runtime.detect_in_background(DETECT_DELAY)  # torch loads while the user reads the page
         if config.api:
-            attach_to_launched(app, services, context, policy)
             print(f"* API on the same server: {local_url.rstrip('/')}/sdapi/v1/ ... "
                   f"(docs at {local_url.rstrip('/')}/docs)", flush=True)
-        blocks.block_thread()
+        if share:
+            threading.Thread(target=open_share_link, args=(blocks, config, local_url), name="sfumato-share",
+                             daemon=True).start()
+
+    def failed(error: BaseException) -> None:
+        failures.append(error)
+        server.should_exit = True  # a studio without its page is not what was asked for: stop, saying why
+
+    def listening() -> None:
+        answering = "the API answers; " if config.api else ""
+        print(f"* Running on local URL:  {local_url} ({answering}the web UI is starting)", flush=True)
+
+    app = ui_app(services, config, context, policy, on_ready=ready, on_failure=failed)
+    server = ui_server(app, on_started=listening, host=config.server_name, port=config.port, log_level="warning",
+                       timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    services.start()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown; no traceback for that
+        print("Stopped.", flush=True)
     finally:
+        _close_share_tunnels()
         services.stop()
+    if failures:
+        raise SystemExit(f"The web UI could not be built ({failures[0]!r}; the traceback is above).")
 
 
-def attach_to_launched(app: FastAPI, services: Services, context: ApiContext,
-                       policy: AccessPolicy | None = None) -> None:
-    """Add the API to the app Gradio is already serving, its docs listing the API's routes only (``policy``: the
-    rules the app was built with, see ``launch_options``)."""
-    attach_api(app, services, context, policy)
-    app.openapi = _api_openapi(app, services)
-    app.middleware_stack = None  # rebuilt on the next request, with every handler attach_api added
+def open_share_link(blocks: gr.Blocks, config: Any, local_url: str) -> str | None:
+    """Ask Gradio's share server for a public link to this server, as ``Blocks.launch(share=True)`` does: the
+    link, or None after saying that the studio keeps serving locally."""
+    from gradio import networking
+
+    try:
+        url = networking.setup_tunnel(local_host=config.server_name, local_port=config.port,
+                                      share_token=blocks.share_token, share_server_address=None,
+                                      share_server_tls_certificate=None)
+    except Exception as error:  # no network, a blocked tunnel binary: the studio is still useful locally
+        log.warning("could not create a public link: %s", error)
+        url = None
+    if not url:
+        print(f"Could not create a public --share link (no network, or the tunnel was blocked). "
+              f"Still serving locally at {local_url}.", flush=True)
+        return None
+    blocks.share_url = url
+    print(f"* Running on public URL: {url}", flush=True)
+    return url
+
+
+def _close_share_tunnels() -> None:
+    """Stop the share tunnel's helper process if one was started (Gradio's own launch does so on Ctrl-C)."""
+    import sys
+
+    tunneling = sys.modules.get("gradio.tunneling")  # not imported when nothing was shared
+    for tunnel in list(getattr(tunneling, "CURRENT_TUNNELS", [])):
+        tunnel.kill()
 
 
 def serve_api(services: Services, config: Any, context: ApiContext | None = None) -> None:
@@ -220,21 +293,3 @@ def _api_openapi(app: FastAPI, services: Services) -> Any:
         return api_schema(app, title=API_TITLE, version=version)
 
     return openapi
-
-
-def _launch(blocks: gr.Blocks, options: dict[str, Any], share: bool) -> tuple[Any, str]:
-    """Launch, falling back to a local-only server when the share link fails; (the FastAPI app, local URL)."""
-    if not share:
-        app, local_url, _ = blocks.launch(share=False, **options)
-        return app, local_url
-    try:
-        app, local_url, share_url = blocks.launch(share=True, **options)
-    except Exception as error:  # some Gradio versions raise when the tunnel fails; serve locally instead
-        log.warning("could not create a public link: %s", error)
-        blocks.close()
-        app, local_url, share_url = blocks.launch(share=False, **options)
-    if not share_url:
-        message = (f"Could not create a public --share link (no network, or the tunnel was blocked). "
-                   f"Still serving locally at {local_url}.")
-        print(message, flush=True)
-    return app, local_url

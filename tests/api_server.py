@@ -29,14 +29,16 @@ class RunningServer:
 
 
 @contextmanager
-def serve_app(app: Any, host: str = "127.0.0.1", start_timeout: float = 30.0) -> Iterator[RunningServer]:
+def serve_app(app: Any, host: str = "127.0.0.1", start_timeout: float = 30.0,
+              lifespan: str = "off") -> Iterator[RunningServer]:
     """Run ``app`` until the block ends. The socket is bound here first, so the port is known and cannot be taken
-    by another process between choosing it and listening on it."""
+    by another process between choosing it and listening on it. ``lifespan="on"`` for an app whose lifespan does
+    work (the web UI's server builds the studio's page in it)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"test-api-{port}", daemon=True)
     thread.start()
     try:

@@ -46,3 +46,4 @@ def studio_services(tmp_path, runner=None, **config):
     if runner is not None:
         services = dataclasses.replace(services, queue=image_queue(runner))
     return services
+

@@ -57,6 +57,29 @@ def test_serving_imports_no_model_library(tmp_path):
     assert seen["report"] == [DETECTING]
 
 
+def test_the_web_uis_server_is_ready_to_answer_before_gradio_is_imported(tmp_path):
+    """The UI's server app (access rules, API routes, starting page) is built without Gradio: its import, the
+    longest part of start-up, happens in the background once the port answers (see app.starting)."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        import launch
+        import app.server, modules.runtime.services
+        args = launch.parse_args(["--skip-install", "--api", "--data-dir", {str(tmp_path / 'data')!r},
+                                  "--outdir", {str(tmp_path / 'out')!r}])
+        config = launch.with_default_model(launch.build_config(args))
+        services = modules.runtime.services.build_services(config)
+        context = app.server.ui_context(services)
+        ui = app.server.ui_app(services, config, context, app.server.ui_policy(context))
+        paths = ui.openapi()["paths"]
+        print(json.dumps({{"gradio": "gradio" in sys.modules, "txt2img": "/sdapi/v1/txt2img" in paths}}))
+    """)
+    completed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                               timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1"))
+    assert completed.returncode == 0, completed.stderr
+    seen = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert seen == {"gradio": False, "txt2img": True}
+
+
 # -- CPU features -> precision ------------------------------------------------------------------------------------
 SAPPHIRE_RAPIDS = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
 COOPER_LAKE = frozenset({"avx2", "avx512f", "avx512_bf16"})

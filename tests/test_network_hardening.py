@@ -376,32 +376,30 @@ def tiny_blocks():
 
 @pytest.fixture
 def launched(tmp_path):
-    """``launched(**config)``: the studio's own launch path (``launch_options``, then ``attach_to_launched``) around
-    a tiny Blocks, bound to 127.0.0.1; ``listen=True`` in the config makes the access rules those of a studio on
-    the network. Returns (base URL, services)."""
+    """``launched(**config)``: the studio's own web UI server (``app.server.ui_app``, as ``serve_ui`` runs it) around
+    a tiny Blocks, bound to 127.0.0.1 and returned once the page is served; ``listen=True`` in the config makes the
+    access rules those of a studio on the network. Returns (base URL, services)."""
+    import contextlib
     import dataclasses
+    import itertools
 
-    from app.server import attach_to_launched, launch_options, ui_context, ui_policy
+    from app.server import ui_app, ui_context, ui_policy
+    from tests.api_server import serve_app
     from tests.helpers import studio_services
-    from tests.server_process import free_port
 
-    opened = []
+    numbers = itertools.count()
+    with contextlib.ExitStack() as running:
 
-    def launch_with(**settings):
-        services = studio_services(tmp_path / f"studio{len(opened)}", HeldRunner(), **settings)
-        context = ui_context(services)
-        policy = ui_policy(context)
-        config = dataclasses.replace(services.config, port=free_port(), listen=False)  # bind locally all the same
-        blocks = tiny_blocks()
-        app, url, _ = blocks.launch(**launch_options(services, config, context, policy))
-        opened.append(blocks)
-        if config.api:
-            attach_to_launched(app, services, context, policy)
-        return url.rstrip("/"), services
+        def launch_with(**settings):
+            services = studio_services(tmp_path / f"studio{next(numbers)}", HeldRunner(), **settings)
+            context = ui_context(services)
+            config = dataclasses.replace(services.config, listen=False)  # bind locally all the same
+            app = ui_app(services, config, context, ui_policy(context), build=tiny_blocks)
+            server = running.enter_context(serve_app(app, lifespan="on"))
+            assert app.state.sfumato_ui.wait_served(120)
+            return server.url, services
 
-    yield launch_with
-    for blocks in opened:
-        blocks.close()
+        yield launch_with
 
 
 UI_ROUTES = ["/", "/config", "/gradio_api/info", "/theme.css", "/gradio_api/info?all_endpoints=true"]

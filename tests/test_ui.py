@@ -328,8 +328,11 @@ def test_settings_writes_are_atomic_and_thread_safe(tmp_path):
         store.set("bad", object())
 
 
-def test_share_needs_a_login_and_a_failed_link_keeps_serving_locally(capsys):
-    from app.server import _launch, check_share
+def test_share_needs_a_login_and_a_failed_link_keeps_serving_locally(capsys, monkeypatch):
+    import gradio as gr
+    from gradio import networking
+
+    from app.server import check_share, open_share_link
     from modules.runtime.config import AppConfig
 
     assert check_share(AppConfig()) is False
@@ -338,26 +341,24 @@ def test_share_needs_a_login_and_a_failed_link_keeps_serving_locally(capsys):
     assert check_share(AppConfig(share=True, gradio_auth=(("u", "p"),)))
     assert check_share(AppConfig(share=True, share_without_auth=True))
 
-    class Blocks:  # stands in for gr.Blocks: the subject is the fallback, not Gradio
-        def __init__(self, raise_on_share: bool) -> None:
-            self.calls, self.raise_on_share = [], raise_on_share
+    asked = []
 
-        def launch(self, share: bool, **options):
-            self.calls.append(share)
-            if share and self.raise_on_share:
-                raise RuntimeError("no network")
-            return None, "http://127.0.0.1:7860/", None
+    def no_network(**where):  # stands in for Gradio's share server: the subject is the fallback, not the network
+        asked.append(where)
+        raise RuntimeError("Could not get share link from Gradio API Server.")
 
-        def close(self) -> None:
-            self.calls.append("closed")
-
-    raising = Blocks(raise_on_share=True)
-    _launch(raising, {}, share=True)
-    assert raising.calls == [True, "closed", False]
-    quiet = Blocks(raise_on_share=False)
-    _launch(quiet, {}, share=True)
-    assert quiet.calls == [True]
-    assert capsys.readouterr().out.count("Still serving locally at http://127.0.0.1:7860/") == 2
+    monkeypatch.setattr(networking, "setup_tunnel", no_network)
+    with gr.Blocks() as blocks:
+        gr.Textbox()
+    config = AppConfig(share=True, share_without_auth=True, port=7861)
+    assert open_share_link(blocks, config, "http://127.0.0.1:7861/") is None
+    assert asked == [{"local_host": "127.0.0.1", "local_port": 7861, "share_token": blocks.share_token,
+                      "share_server_address": None, "share_server_tls_certificate": None}]
+    assert "Still serving locally at http://127.0.0.1:7861/" in capsys.readouterr().out
+    monkeypatch.setattr(networking, "setup_tunnel", lambda **where: "https://abc.gradio.live")
+    assert open_share_link(blocks, config, "http://127.0.0.1:7861/") == "https://abc.gradio.live"
+    assert blocks.share_url == "https://abc.gradio.live"
+    assert "* Running on public URL: https://abc.gradio.live" in capsys.readouterr().out
 
 
 def test_vae_dropdown_lists_models_vae_and_a_pasted_vae_is_selected(services, ui, tmp_path):

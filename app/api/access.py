@@ -57,10 +57,6 @@ if TYPE_CHECKING:
 
 API_PREFIXES = ("/sdapi/", "/api/v1/", "/v1/", "/v2beta/", "/extensions/", "/controlnet/")
 OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})  # the API's description
-# Gradio's launch calls this itself, without credentials, from the same machine: it runs the app's start-up
-# events once and answers a boolean. Open to loopback clients only.
-GRADIO_STARTUP_PATH = "/gradio_api/startup-events"
-LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1", "localhost"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # POST routes that submit work to the queue: the job and monthly-image limits apply to these only.
 GENERATION_ROUTES = re.compile(
@@ -218,7 +214,7 @@ class AccessPolicy:
         credentials guard the UI (``ApiContext.guards_ui``) the operator's login; ``Refusal`` otherwise."""
         self.check_host(conn)
         self.check_origin(conn)
-        if not self.context.guards_ui or _gradio_starting(conn):
+        if not self.context.guards_ui:
             return
         try:
             identity = self.authenticate(conn)
@@ -404,11 +400,6 @@ class AccessPolicy:
         the cells of a sweep whose result shows only its grids: the result's ``counted_images``)."""
         if job.owner and job.result is not None and job.result.counted_images:
             self.usage.add(job.owner, job.result.counted_images)
-
-
-def _gradio_starting(conn: HTTPConnection) -> bool:
-    client = conn.client.host if conn.client else None
-    return conn.scope["path"] == GRADIO_STARTUP_PATH and client in LOOPBACK_CLIENTS
 
 
 def _submits_generation(conn: HTTPConnection) -> bool:
