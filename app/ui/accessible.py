@@ -1,4 +1,5 @@
-"""Names for what Gradio leaves unnamed: icon buttons (🎲, ♻️, 🔄) and text boxes that carry a copy button.
+"""Names for what Gradio leaves unnamed: icon buttons (random seed, reuse seed, refresh) and text boxes that carry a
+copy button.
 
 The Gradio in use has no tooltip or aria-label parameter on ``gr.Button``, and a text box built with
 ``buttons=["copy"]`` puts the Copy button first inside its ``<label>``, so the label names the button and the box
@@ -23,6 +24,12 @@ NOTICE_MS = 8000
 # and, for a file that is not an image, only throws a page error and shows nothing.
 CHECKED_UPLOAD_CLASS = "sf-checked-upload"
 SLIDER_BOX = "number input for "  # how Gradio names a slider's number box: "number input for <label>"
+# The icon buttons' glyphs. Not the dice and arrows emoji other studios use: a browser on a machine without an
+# emoji font (Debian's Chromium as installed, many Linux desktops) draws those as empty boxes. These are in DejaVu
+# Sans, which such machines do have, and in the symbol fonts of Windows and macOS.
+REFRESH_GLYPH = "\u21bb"  # ↻
+DICE_GLYPH = "\u2684"  # ⚄
+REUSE_GLYPH = "\u267b"  # ♻ (text presentation, no emoji selector)
 # The hover text and accessible name of each icon button, by key (the button's ``sf-tip-<key>`` class).
 TOOLTIPS = {
     "refresh-models": "Refresh the checkpoint and VAE lists",

@@ -1,7 +1,7 @@
 """The Audio tab: sounds from a prompt (Stable Audio, AudioLDM2) and speech from text (VITS / MMS-TTS), through the
 audio kind of job.
 
-Choosing a task lists its models (folders in ``models/audio/``, re-read by 🔄); choosing a model fills steps, CFG,
+Choosing a task lists its models (folders in ``models/audio/``, re-read by ↻); choosing a model fills steps, CFG,
 duration and voices with its family's defaults and shows only the fields it uses (the starting sound and its
 strength only for families that can start from one; a sound uploaded for another model is dropped with them, so
 a hidden field never refuses a job). Generate queues one job like a generation, with progress, interrupt and
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from app.ui.accessible import icon_button
+from app.ui.accessible import REFRESH_GLYPH, icon_button
 from app.ui.form import Form, Values
 from app.ui.generate import failure, follow_job, interrupt, skip, status_html
 from modules.audio.encode import FORMATS, decode
@@ -58,7 +58,7 @@ def build_audio(services: Services) -> Form:
             with gr.Row():
                 form["model"] = gr.Dropdown(model_choices(services, TEXT_TO_AUDIO),
                                             value=default.name if default else None, label="Model", scale=4)
-                form["refresh"] = gr.Button("🔄", size="sm", scale=0, min_width=40,
+                form["refresh"] = gr.Button(REFRESH_GLYPH, size="sm", scale=0, min_width=40,
                                              **icon_button("refresh-audio-models"))
             form["notice"] = gr.HTML(_notice(default, TEXT_TO_AUDIO))
             form["prompt"] = gr.Textbox(label="Prompt", lines=2, placeholder="three short high beeps",
@@ -143,7 +143,7 @@ def _find(services: Services, task: str, name: str | None) -> AudioModelInfo | N
 
 
 def task_changed(services: Services, values: Values) -> Values:
-    """A task (or 🔄): its models, the fields it uses, and the chosen model's defaults."""
+    """A task (or ↻): its models, the fields it uses, and the chosen model's defaults."""
     task = values.get("task") or TEXT_TO_AUDIO
     info = _find(services, task, values.get("model"))
     speech = task == SPEECH

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from app.ui.accessible import REFRESH_GLYPH
 from app.ui.form import Values
 from app.ui.uploads import named_upload
 from modules.controlnet.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES, ControlNetUnit
@@ -59,7 +60,7 @@ def _unit_controls(services: Services, tab: GenerationTab, unit: int) -> None:
                                                             sources=["upload", "clipboard"], height=240)))
     with gr.Row():
         add(field(unit, "model"), gr.Dropdown(label="Model", choices=model_choices(services), value=NO_MODEL))
-        add(field(unit, "refresh"), icon("🔄", "refresh-controlnets"), request_field=False)
+        add(field(unit, "refresh"), icon(REFRESH_GLYPH, "refresh-controlnets"), request_field=False)
     built = build_preprocessor_controls(image, services.engine.controlnets.models_dir,
                                         elem_prefix=f"{tab.task}-controlnet-{unit}")
     for name in ("module", "processor_res", "threshold_a", "threshold_b"):

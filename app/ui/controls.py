@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from app.ui import choices, token_count
-from app.ui.accessible import icon_button
+from app.ui.accessible import DICE_GLYPH, REFRESH_GLYPH, REUSE_GLYPH, icon_button
 from app.ui.following import TabFollowers
 from app.ui.form import SESSION, Form, Values
 from app.ui.generate import generation_events, interrupt, skip
@@ -96,7 +96,7 @@ def model_row(services: Services, tab: GenerationTab) -> None:
                                      allow_custom_value=True))
         tab.add("vae", gr.Dropdown(label="SD VAE", choices=choices.vae_names(services), value=choices.AUTOMATIC_VAE,
                                    scale=2))
-        tab.add("refresh_models", icon("🔄", "refresh-models"), request_field=False)
+        tab.add("refresh_models", icon(REFRESH_GLYPH, "refresh-models"), request_field=False)
 
 
 def prompt_row(services: Services, tab: GenerationTab, interrogate: bool = False) -> None:
@@ -161,12 +161,12 @@ def sampling_controls(services: Services, tab: GenerationTab, size_note: str) ->
                                    value=setting(services, "cfg_scale")))
     with gr.Row(equal_height=True):
         tab.add("seed", gr.Number(label="Seed", value=-1, precision=0, info="-1 = random", scale=4))
-        tab.add("seed_random", icon("🎲", "random-seed"), request_field=False)
-        tab.add("seed_reuse", icon("♻️", "reuse-seed"), request_field=False)
+        tab.add("seed_random", icon(DICE_GLYPH, "random-seed"), request_field=False)
+        tab.add("seed_reuse", icon(REUSE_GLYPH, "reuse-seed"), request_field=False)
     with gr.Accordion("Variation seed", open=False):
         with gr.Row(equal_height=True):
             tab.add("subseed", gr.Number(label="Variation seed", value=-1, precision=0, scale=4))
-            tab.add("subseed_random", icon("🎲", "random-subseed"), request_field=False)
+            tab.add("subseed_random", icon(DICE_GLYPH, "random-subseed"), request_field=False)
         tab.add("subseed_strength", gr.Slider(0, 1, step=0.01, value=0, label="Variation strength"))
     tab.add("clip_skip", gr.Slider(1, 12, step=1, precision=0, value=1, label="Clip skip"))
 
@@ -251,7 +251,7 @@ def paste_tab(services: Services, names: list[str], values: Values) -> Values:
 
 
 def refresh_models(services: Services, values: Values) -> Values:
-    """🔄: rescan the checkpoint folders; keep the selection when it is still installed."""
+    """↻: rescan the checkpoint folders; keep the selection when it is still installed."""
     services.engine.registry.refresh()
     titles = choices.model_titles(services)
     current = values.get("model")

@@ -1,6 +1,6 @@
 """A tab's memory of its last result: what each gallery item is, its infotext and seed, and which one is selected.
 
-Kept in a per-session ``gr.State`` (one per tab), so selecting an image, ♻️ "reuse seed" and "send to" act on
+Kept in a per-session ``gr.State`` (one per tab), so selecting an image, ♻ "reuse seed" and "send to" act on
 what this user sees, never on a global "last generation". Items follow the gallery's order: the grid first when
 there is one (as A1111 shows it), then the images.
 """
@@ -55,7 +55,7 @@ def select_image(values: Values, index: Any) -> Values:
 
 
 def reuse_seed(values: Values) -> Values:
-    """♻️: the seed of the selected image (the first image's when the grid is selected) into the seed box."""
+    """♻: the seed of the selected image (the first image's when the grid is selected) into the seed box."""
     state = values.get("result")
     item = selected_item(state)
     if item is None:
@@ -66,7 +66,7 @@ def reuse_seed(values: Values) -> Values:
 
 
 def random_seed(_values: Values) -> Values:
-    """🎲: -1 asks the engine for a random seed, which it then reports per image."""
+    """⚄: -1 asks the engine for a random seed, which it then reports per image."""
     return {"seed": -1}
 
 

@@ -1,7 +1,7 @@
 """The Upscale tab (A1111's Extras): one image, several, or a folder, through the upscale kind of job.
 
 Upscalers come from the studio's list (Lanczos, Nearest and the models in models/ESRGAN, RealESRGAN, SwinIR, DAT,
-HAT), re-read when the tab's 🔄 is pressed; a second upscaler can be blended over the first. Each click queues
+HAT), re-read when the tab's ↻ is pressed; a second upscaler can be blended over the first. Each click queues
 one job like a generation, with its progress, interrupt and history, and the results land in
 ``outputs/extras-images`` with their parameters.
 """
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from app.ui import choices
-from app.ui.accessible import icon_button
+from app.ui.accessible import REFRESH_GLYPH, icon_button
 from app.ui.form import Form, Values
 from app.ui.generate import failure, follow_job, interrupt, skip
 from app.ui.request_form import load_image
@@ -55,7 +55,7 @@ def build_upscale(services: Services) -> Form:
                 form["crop"] = gr.Checkbox(label="Crop to fit", value=True)
             with gr.Row():
                 form["upscaler"] = gr.Dropdown(names, value=_first_model(names), label="Upscaler", scale=4)
-                form["refresh"] = gr.Button("🔄", size="sm", scale=0, min_width=40,
+                form["refresh"] = gr.Button(REFRESH_GLYPH, size="sm", scale=0, min_width=40,
                                              **icon_button("refresh-upscalers"))
             with gr.Row():
                 form["upscaler_2"] = gr.Dropdown(names, value="None", label="Upscaler 2")

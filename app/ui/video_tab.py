@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.ui.accessible import icon_button
+from app.ui.accessible import REFRESH_GLYPH, icon_button
 from app.ui.form import Form, Values
 from app.ui.generate import failure, follow_job, interrupt, status_html
 from app.ui.request_form import load_image
@@ -83,7 +83,8 @@ def build_video(services: Services) -> Form:
                 form["model"] = gr.Dropdown(models, value=start.get("model"), label="Video model", scale=4,
                                             info="AnimateDiff motion adapters (models/animatediff), SVD and Wan "
                                                  "folders (models/video)")
-                form["refresh"] = gr.Button("🔄", size="sm", scale=0, min_width=40, **icon_button("refresh-video"))
+                form["refresh"] = gr.Button(REFRESH_GLYPH, size="sm", scale=0, min_width=40,
+                                            **icon_button("refresh-video"))
             form["checkpoint"] = gr.Dropdown(checkpoints(services), value=AUTOMATIC, label="Image checkpoint",
                                              info="the image model an AnimateDiff motion adapter animates")
             form["prompt"] = gr.Textbox(label="Prompt", lines=3, placeholder="a red circle moving to the right")

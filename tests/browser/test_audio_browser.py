@@ -1,4 +1,4 @@
-"""The Audio tab in a real browser: a model folder dropped into models/audio appears after 🔄, its defaults fill
+"""The Audio tab in a real browser: a model folder dropped into models/audio appears after ↻, its defaults fill
 the fields, and Generate ends with a clip the page's audio element can play, with its waveform picture."""
 
 from __future__ import annotations
