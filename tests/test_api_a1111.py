@@ -464,12 +464,13 @@ def test_unload_frees_the_model_and_the_next_request_loads_it_again(studio):
     first = httpx.post(studio.url("txt2img"), json=payload, timeout=120)
     assert first.status_code == 200 and pipelines.loaded_titles()
     loads = pipelines.load_count
-    assert httpx.post(studio.url("unload-checkpoint")).status_code == 200
+    assert httpx.post(studio.url("unload-checkpoint"), timeout=60).status_code == 200
     assert pipelines.loaded_titles() == []
     again = httpx.post(studio.url("txt2img"), json=payload, timeout=120)
     assert again.status_code == 200 and pipelines.load_count == loads + 1
     assert again.json()["images"] == first.json()["images"]  # the same model from its file: the same pixels
-    assert httpx.post(studio.url("reload-checkpoint")).status_code == 200 and pipelines.loaded_titles() == []
+    assert httpx.post(studio.url("reload-checkpoint"), timeout=60).status_code == 200
+    assert pipelines.loaded_titles() == []
     assert httpx.post(studio.url("refresh-vae")).status_code == 200
     modules = httpx.get(studio.url("sd-modules")).json()
     assert modules == [{"model_name": v["model_name"], "filename": v["filename"]}

@@ -143,6 +143,27 @@ def test_a_page_that_cannot_be_built_is_reported_and_the_api_keeps_answering(run
     assert httpx.get(ui.url + "/", headers=HTML).status_code == 503
 
 
+def test_the_page_and_its_config_travel_gzipped_and_the_event_stream_does_not(running_ui):
+    """The studio's page and config are ~1 MB of text: a visitor through a share link gets them compressed."""
+    ui = running_ui(api=True)
+    ui.release.set()
+    assert ui.app.state.sfumato_ui.wait_served(120)
+    for path, headers in (("/", HTML), ("/config", {}), ("/openapi.json", {})):
+        plain = httpx.get(ui.url + path, headers={**headers, "Accept-Encoding": "identity"})
+        packed = httpx.get(ui.url + path, headers={**headers, "Accept-Encoding": "gzip"})
+        assert plain.status_code == packed.status_code == 200, path
+        assert "content-encoding" not in plain.headers, path
+        assert packed.headers["content-encoding"] == "gzip", path
+        assert int(packed.headers["content-length"]) < len(plain.content) / 2, path
+        assert packed.content == plain.content, path  # httpx decodes: the same bytes arrive
+    submitted = httpx.post(f"{ui.url}/gradio_api/call/reverse", json={"data": ["abc"]})
+    stream = f"{ui.url}/gradio_api/call/reverse/{submitted.json()['event_id']}"
+    with httpx.stream("GET", stream, headers={"Accept-Encoding": "gzip"}, timeout=120) as events:
+        assert events.headers["content-type"].startswith("text/event-stream")
+        assert "content-encoding" not in events.headers  # compressed, its messages would wait in the buffer
+        assert '["cba"]' in events.read().decode()
+
+
 def call_event(url: str, api_name: str, data: list) -> list:
     """Gradio's two-step HTTP call: submit, then read the event stream to its ``complete`` message."""
     submitted = httpx.post(f"{url}/gradio_api/call/{api_name}", json={"data": data}, timeout=30)

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 
 from app.api.body_limit import BodyLimitMiddleware
+from app.api.compression import compression_middleware, compression_options
 from app.api.context import ApiContext
 from app.api.errors import finite_json_body, install_error_handlers
 
@@ -49,7 +51,8 @@ def attach_api(app: FastAPI, services: Services, context: ApiContext | None = No
     context = context or ApiContext.from_services(services)
     app.state.sfumato = context
     install_error_handlers(app)
-    if policy is None:  # else the app was built with both middlewares (server_middleware)
+    if policy is None:  # else the app was built with its middlewares (server_middleware)
+        app.add_middleware(GZipMiddleware, **compression_options())
         app.add_middleware(BodyLimitMiddleware, max_bytes=context.max_body_bytes)
     install_access(app, context, policy)
     for module in (a1111, a1111_extras, a1111_interrogate, controlnet, controlnet_units, native, openai_images,
@@ -63,12 +66,13 @@ def attach_api(app: FastAPI, services: Services, context: ApiContext | None = No
 
 
 def server_middleware(context: ApiContext, policy: AccessPolicy) -> list[Middleware]:
-    """The access rules, then the body limit, for an app that takes its middleware when it is built (Gradio's,
-    through ``app_kwargs``), so nothing is served before they are in place. Access is outermost: a caller without
-    credentials is refused before any of its body is read."""
+    """The access rules, then the body limit, then gzip of text answers, for an app that takes its middleware when it
+    is built, so nothing is served before they are in place. Access is outermost: a caller without credentials is
+    refused before any of its body is read."""
     from app.api.access import access_middleware
 
-    return [access_middleware(policy), Middleware(BodyLimitMiddleware, max_bytes=context.max_body_bytes)]
+    return [access_middleware(policy), Middleware(BodyLimitMiddleware, max_bytes=context.max_body_bytes),
+            compression_middleware()]
 
 
 def create_api(services: Services, context: ApiContext | None = None) -> FastAPI:
