@@ -3,6 +3,7 @@ the files they write decode to the asked duration and sample rate with their par
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -97,6 +98,12 @@ def test_defaults_come_from_the_family_and_the_embedded_model_is_preferred(audio
     resolved = kind.resolve(AudioRequest(prompt="a whistle"))
     assert (resolved.model, resolved.steps, resolved.cfg_scale) == ("sfumato-sounds", 100, 7.0)
     assert resolved.duration == 2.0  # the family's 10 s, cut to what this model can make
+    # a model that says what it was made for (its training script's "recommended") gets that over the family's
+    (audio_services.config.models_dir / "audio" / "sfumato-sounds" / "training_config.json").write_text(
+        json.dumps({"recommended": {"steps": 20, "guidance": 4.0, "seconds": 2.048}}), encoding="utf-8")
+    resolved = kind.resolve(AudioRequest(prompt="a whistle"))
+    assert (resolved.model, resolved.steps, resolved.cfg_scale) == ("sfumato-sounds", 20, 4.0)
+    assert kind.resolve(AudioRequest(prompt="a whistle", steps=7, cfg_scale=0.0)).cfg_scale == 0.0
 
 
 def _wav(seconds: float = 0.5) -> bytes:

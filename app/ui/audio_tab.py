@@ -118,7 +118,8 @@ def build_audio(services: Services) -> Form:
 
 
 def _family(info: AudioModelInfo | None, name: str, fallback: float) -> float:
-    value = getattr(info.family, name) if info is not None else None
+    own = {"steps": "default_steps", "cfg_scale": "default_cfg_scale"}  # the model's recommendation, else family's
+    value = (getattr(info, own[name])() if name in own else getattr(info.family, name)) if info is not None else None
     return fallback if value is None else value
 
 

@@ -70,8 +70,8 @@ class AudioRunner:
 
     # -- at submission ---------------------------------------------------------------------------------------------
     def resolve(self, request: AudioRequest) -> AudioRequest:
-        """The model (the task's default when none is named), its family's steps/CFG/duration/voice for the fields
-        left out, and a seed for -1."""
+        """The model (the task's default when none is named), its own or its family's steps/CFG, duration and voice
+        for the fields left out, and a seed for -1."""
         from modules.image.noise import resolve_seed
 
         changes: dict[str, Any] = {}
@@ -81,10 +81,10 @@ class AudioRunner:
             info = self.registry.find(request.model, request.task)
         except RequestError:
             return request.replace(**changes)  # validate says what is wrong
-        family = info.family
         changes["model"] = info.name
         if request.task == TEXT_TO_AUDIO:
-            defaults = {"steps": family.steps, "cfg_scale": family.cfg_scale, "duration": info.default_duration()}
+            defaults = {"steps": info.default_steps(), "cfg_scale": info.default_cfg_scale(),
+                        "duration": info.default_duration()}
             changes.update({name: value for name, value in defaults.items() if getattr(request, name) is None})
         elif request.voice is None and info.voices:
             changes["voice"] = info.voices[0]

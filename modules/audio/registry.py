@@ -62,6 +62,10 @@ class AudioModelInfo:
     max_duration: float | None = None  # the longest clip the model can make (Stable Audio: its latent length)
     min_duration: float = 0.0  # the shortest (AudioLDM2: one latent row of spectrogram frames)
     voices: tuple[str, ...] = ()
+    # The model's own recommendation (the ``recommended`` block of the ``training_config.json`` Sfumato's training
+    # scripts write), over the family's.
+    recommended_steps: int | None = None
+    recommended_cfg_scale: float | None = None
 
     @property
     def shown(self) -> str:
@@ -70,6 +74,12 @@ class AudioModelInfo:
     @property
     def task(self) -> str:
         return self.family.task
+
+    def default_steps(self) -> int | None:
+        return self.recommended_steps or self.family.steps
+
+    def default_cfg_scale(self) -> float | None:
+        return self.recommended_cfg_scale if self.recommended_cfg_scale is not None else self.family.cfg_scale
 
     def default_duration(self) -> float | None:
         if self.family.duration is None:
@@ -166,8 +176,18 @@ def _stable_audio(folder: Path) -> AudioModelInfo:
     longest = int(transformer.get("sample_size", 1024)) * hop / rate
     if projection.get("max_value") is not None:
         longest = min(longest, float(projection["max_value"]))
+    recommended = (_json(folder / "training_config.json") or {}).get("recommended")
+    recommended = recommended if isinstance(recommended, dict) else {}
     return AudioModelInfo(folder.name, folder, STABLE_AUDIO, rate, int(vae.get("audio_channels", 2)),
-                          max_duration=longest)
+                          max_duration=longest, recommended_steps=_positive(recommended.get("steps"), int),
+                          recommended_cfg_scale=_positive(recommended.get("guidance"), float))
+
+
+def _positive(value: Any, kind: type) -> Any:
+    """``value`` as ``kind`` when it is a positive number, else None (a hand-edited file cannot break listing)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return kind(value)
+    return None
 
 
 def voice_index(info: AudioModelInfo, voice: str) -> int:

@@ -20,6 +20,10 @@ def write_card(out: Path, record: dict[str, Any]) -> None:
         f" (stopped by time; the same weights: `{record['reproduce']}`)"
     grammar = (world.__doc__ or "").split("Caption grammar", 1)[1].split("Held out:", 1)[0]
     held = (world.__doc__ or "").split("Held out:", 1)[1].strip()
+    measured = record.get("autoencoder_check") or {}
+    check = "" if not measured else (
+        "- Autoencoder alone (48 held-out clips encoded and decoded, measured like the table above): "
+        + ", ".join(f"{name} {100 * value:.1f} %" for name, value in measured.items()) + ".\n")
     text = f"""---
 license: mit
 library_name: diffusers
@@ -55,6 +59,6 @@ Held out: {held}
 - Text encoder: {record['t5_layers']}-layer T5 of width {record['t5_width']}
   ({'trained with the transformer' if record['train_text_encoder'] else 'frozen random; only the projection learns'});
   tokenizer: a Unigram model whose pieces are the caption words (characters as fallback), built by the script.
-- Everything it was trained with is in `training_config.json`.
+{check}- Everything it was trained with is in `training_config.json`.
 """
     path.write_text(text, encoding="utf-8")

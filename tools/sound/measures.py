@@ -90,6 +90,8 @@ def frame_pitch(frame: np.ndarray) -> float:
     if not peaks:
         return 0.0
     best = max(window[i] for i in peaks)
+    if best <= 0:  # no lag repeats the frame: nothing periodic (a decoded clip can be this far off)
+        return 0.0
     lag = next(i for i in peaks if window[i] >= 0.85 * best)
     a, b, c = window[lag - 1], window[lag], window[lag + 1]
     shift = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c else 0.0
