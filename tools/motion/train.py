@@ -10,6 +10,15 @@ motion modules learn, on 16-frame clips of ``tools/motion/clips.py`` (training c
 noise schedule and prediction type, the base trainer's loss weighting (Min-SNR with high-noise steps at full
 weight, more weight on the shape's latent pixels) and its EMA.
 
+The motion modules are temporal self-attention: they read the caption only through the features the UNet's
+spatial cross-attention made of it, and the base's text encoder has never seen the motion words ("moving", "up",
+"down", "growing", "shrinking", "still": their input embeddings are still the random ones it started with, and
+"a red circle moving up" and "... moving down" come out of it 0.05 apart, against 0.37 for two colours; see
+``tools/motion/text_probe.py``). So a small LoRA on the UNet's cross-attention keys and values (``lora_rank``)
+learns with the motion modules, to make those words readable; it is saved beside the adapter as
+``pytorch_lora_weights.safetensors`` (diffusers' LoRA format: an ordinary LoRA for the base model, the way
+AnimateDiff v3 ships its adapter LoRA with its motion module), and the studio's video path loads it with the adapter.
+
 What makes motion learnable fast at this size: each motion module's output projection starts at zero (the frozen
 base is undisturbed at step 0); the motion is decided at high noise, so half the timesteps are drawn from the
 noisier half of the schedule (``high_noise_share``); one temporal transformer layer per module; the clips' latents
@@ -32,9 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modules.video.pipelines import MOTION_LORA_FILE
+from tools.motion.clips import MOTIONS
 from tools.training_cli import BASE_HELP, MAX_MINUTES_HELP, trainer_parser
 
 STATE_DIR = ".train-state"
+# The base UNet's spatial cross-attention key and value projections (not the motion modules' attention).
+LORA_TARGETS = r".*attentions\.\d+\.transformer_blocks\.\d+\.attn2\.(to_k|to_v)"
 CAPTION_LENGTH = 77
 # The markers bench/eval_motion.py --card writes its table between.
 EVAL_START = "<!-- motion-eval:start (bench/eval_motion.py --card) -->"
@@ -61,6 +74,8 @@ class MotionConfig:
     transformer_layers: int = 1
     mid_block: bool = True
     max_seq_length: int = 32
+    lora_rank: int = 8  # LoRA on the base UNet's cross-attention keys/values, learning the motion words; 0: none
+    motions: tuple[str, ...] = MOTIONS  # a subset trains on those motions only (quick experiments)
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -113,6 +128,29 @@ def build_adapter(base_unet_config: dict[str, Any], config: MotionConfig):
     return adapter
 
 
+def add_text_lora(unet, config: MotionConfig) -> None:
+    """Put a LoRA (zero at the start: the base is unchanged) on the spatial cross-attention keys and values of a
+    ``UNetMotionModel`` whose base is frozen; the LoRA and the motion modules are what learns."""
+    from peft import LoraConfig
+
+    unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_rank, target_modules=LORA_TARGETS,
+                                init_lora_weights=True))
+    unet.freeze_unet2d_params()  # peft froze everything but the LoRA; the motion modules learn too
+    for name, parameter in unet.named_parameters():
+        if ".lora_" in name:
+            parameter.requires_grad_(True)
+
+
+def text_lora_state(unet) -> dict:
+    """The LoRA's weights in diffusers' naming (what ``save_lora_weights`` writes), empty when there is none."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    if not getattr(unet, "peft_config", None):
+        return {}
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+
+
 @dataclass
 class ClipSet:
     """The fixed training clips: latent mean / std (F x 4 x h x w each), shape masks at the latents' size, specs."""
@@ -136,7 +174,7 @@ def build_clip_set(vae, config: MotionConfig, progress: bool = True) -> ClipSet:
     with torch.no_grad():
         for index in tqdm(range(config.clips), desc="clips", disable=not progress, dynamic_ncols=True,
                           mininterval=2.0):
-            frames, coverages, spec = training_clip(config.seed, index, config.frames)
+            frames, coverages, spec = training_clip(config.seed, index, config.frames, tuple(config.motions))
             pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
             posterior = vae.encode(pixels).latent_dist
             means.append(posterior.mean.to(torch.float16))
@@ -186,11 +224,13 @@ def _load_state(out: Path) -> dict[str, Any] | None:
 
 @dataclass
 class Trained:
-    """What ``train`` returns: the adapter (EMA weights), how long each part took, the steps done."""
+    """What ``train`` returns: the adapter (EMA weights), how long each part took, the steps done, and the
+    cross-attention LoRA's weights (diffusers' naming; empty without one)."""
 
     adapter: Any
     seconds: dict[str, float]
     steps: int
+    lora: dict = dataclasses.field(default_factory=dict)
 
 
 def train(base, config: MotionConfig, out: Path, *, resume: bool = False, threads: int = 2,
@@ -223,6 +263,8 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
     adapter = build_adapter(dict(unet2d.config), config)
     unet = UNetMotionModel.from_unet2d(unet2d, adapter)
     unet.freeze_unet2d_params()
+    if config.lora_rank:
+        add_text_lora(unet, config)
     unet.train()
     parameters = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=0.0, fused=True)
@@ -308,7 +350,8 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
     motion_state = {k: v for k, v in unet.state_dict().items() if "motion_modules." in k}
     adapter.load_state_dict(motion_state)
     adapter.eval()
-    return Trained(adapter, {"prepare": prepared, "total": earlier + time.perf_counter() - clock}, done)
+    lora = {k: v.detach().clone() for k, v in text_lora_state(unet).items()}
+    return Trained(adapter, {"prepare": prepared, "total": earlier + time.perf_counter() - clock}, done, lora)
 
 
 def save(trained: Trained, out: Path, base, config: MotionConfig, *, command: str, threads: int,
@@ -323,6 +366,11 @@ def save(trained: Trained, out: Path, base, config: MotionConfig, *, command: st
     if staging.exists():
         shutil.rmtree(staging)
     trained.adapter.save_pretrained(str(staging), safe_serialization=True)
+    if trained.lora:
+        from diffusers import AnimateDiffPipeline
+
+        AnimateDiffPipeline.save_lora_weights(str(staging), unet_lora_layers=trained.lora, weight_name=MOTION_LORA_FILE,
+                                              safe_serialization=True)
     if half:
         halve_weights(staging)
     out.mkdir(parents=True, exist_ok=True)
