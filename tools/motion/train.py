@@ -76,6 +76,7 @@ class MotionConfig:
     max_seq_length: int = 32
     lora_rank: int = 8  # LoRA on the base UNet's cross-attention keys/values, learning the motion words; 0: none
     motions: tuple[str, ...] = MOTIONS  # a subset trains on those motions only (quick experiments)
+    readable_weight: float = 0.0  # weight of the training-only loss that makes the motion readable per pixel
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -139,6 +140,55 @@ def add_text_lora(unet, config: MotionConfig) -> None:
     for name, parameter in unet.named_parameters():
         if ".lora_" in name:
             parameter.requires_grad_(True)
+
+
+class MotionReadout:
+    """Training only: a linear head per spatial transformer of the UNet that reads the asked motion from every
+    pixel of that transformer's output (what the motion module after it sees). Its cross-entropy, added to the loss,
+    gives the cross-attention LoRA a gradient from the first step: up and down (growing and shrinking) clips have
+    the same frames, so the denoising loss alone asks the LoRA to tell them apart only through motion modules that
+    start at zero. The heads are not saved."""
+
+    def __init__(self, unet, motions: tuple[str, ...]) -> None:
+        import re
+
+        import torch
+
+        self.motions = motions
+        self.features: dict[int, Any] = {}
+        self.heads = torch.nn.ModuleList()
+        self.hooks = []
+        for name, module in unet.named_modules():
+            if re.fullmatch(r"(down_blocks\.\d+|up_blocks\.\d+|mid_block)\.attentions\.\d+", name):
+                channels = module.proj_out.out_features if hasattr(module.proj_out, "out_features") \
+                    else module.proj_out.out_channels
+                self.hooks.append(module.register_forward_hook(self._keeper(len(self.heads))))
+                self.heads.append(torch.nn.Linear(channels, len(motions)))
+
+    def _keeper(self, at: int):
+        def keep(_module, _inputs, out) -> None:
+            self.features[at] = out[0] if isinstance(out, tuple) else out.sample
+        return keep
+
+    def parameters(self) -> list:
+        return list(self.heads.parameters())
+
+    def loss(self, asked: list[str | None], frames: int):
+        """Mean cross-entropy of every head over every pixel of the frames whose caption named a motion."""
+        import torch
+        import torch.nn.functional as F
+
+        features, self.features = self.features, {}
+        labels = torch.tensor([self.motions.index(m) if m is not None else -100 for m in asked]).repeat_interleave(
+            frames)
+        if bool((labels < 0).all()):
+            return torch.zeros(())
+        losses = []
+        for at, head in enumerate(self.heads):
+            logits = head(features[at].permute(0, 2, 3, 1))  # (images, h, w, motions)
+            pixel_labels = labels[:, None, None].expand(logits.shape[:-1])
+            losses.append(F.cross_entropy(logits.reshape(-1, len(self.motions)), pixel_labels.reshape(-1)))
+        return torch.stack(losses).mean()
 
 
 def text_lora_state(unet) -> dict:
@@ -267,6 +317,10 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
         add_text_lora(unet, config)
     unet.train()
     parameters = [p for p in unet.parameters() if p.requires_grad]
+    readout = None
+    if config.readable_weight:
+        readout = MotionReadout(unet, tuple(config.motions))
+        parameters += readout.parameters()
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=0.0, fused=True)
     ema = _Ema(parameters, config.ema_decay) if config.ema_decay else None
     start, earlier = 0, 0.0
@@ -325,6 +379,9 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
         error = (prediction.float() - target.float()).square() * weights
         per_clip = error.unflatten(0, (config.batch, frames)).mean(dim=(1, 2, 3, 4))
         loss = (per_clip * loss_weights(alphas_cumprod, timesteps, base.prediction_type, config.snr_gamma)).mean()
+        if readout is not None:
+            asked = [None if drop[i] else data.specs[int(j)].motion for i, j in enumerate(index.tolist())]
+            loss = loss + config.readable_weight * readout.loss(asked, frames)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
