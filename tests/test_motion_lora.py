@@ -69,7 +69,7 @@ def clip(services, model: str) -> np.ndarray:
 
 def picture(services) -> np.ndarray:
     request = GenerationRequest(prompt="a red circle moving up", seed=5, steps=2, width=64, height=64)
-    return np.asarray(services.run(request, timeout=300).images[0], dtype=np.int16)
+    return np.asarray(services.run(request, timeout=300).images[0].image, dtype=np.int16)
 
 
 def test_the_lora_beside_the_adapter_changes_the_clip_and_leaves_the_image_model_alone(lora_services):
