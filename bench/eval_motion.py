@@ -3,8 +3,8 @@
 Builds diffusers' ``AnimateDiffPipeline`` from the base model's folder and the adapter's (offline; with the LoRA
 the adapter's folder ships, loaded as the studio loads it), generates one clip per held-out prompt (a (shape, colour,
 background, motion) combination training never drew; see ``tools/motion/clips.py``) with a fixed seed each, follows
-the shape through the frames (``tools/motion/track.py``) and reports: motion right, colours right (foreground and background), shape right, and the shape keeping its colour
-in every frame; then the time of one clip. Usage:
+the shape through the frames (``tools/motion/track.py``) and reports: motion right, colours right (foreground and
+background), shape right, and the shape keeping its colour in every frame; then the time of one clip. Usage:
 
     python bench/eval_motion.py ADAPTER_DIR [--base models/Stable-diffusion/sfumato-shapes] [--prompts 112]
                                 [--frames 16] [--steps 20] [--guidance 4.5] [--sampler Euler] [--batch-size 4]
