@@ -53,6 +53,11 @@ def write_card(out: Path, record: dict[str, Any]) -> Path:
             "tell \"moving up\"\n  from \"moving down\" or \"growing\" from \"shrinking\"; the LoRA makes them "
             "readable to the motion modules\n  (`python -m tools.motion.text_probe --readable --lora MODEL` measures "
             "it). Like AnimateDiff v3's adapter\n  LoRA, it belongs to this motion model: use the two together.")
+    readout = ""
+    if record.get("readable_weight"):
+        readout = (f" A training-only readout (a linear head per spatial transformer, not saved) adds "
+                   f"{record['readable_weight']:g} x the cross-entropy of reading the asked motion from every pixel "
+                   "of the UNet's features, so the LoRA learns from the first step to make the motion words readable.")
     phrases = "\n".join(f"                | \"{p}\"" for p in clips.MOTION_PHRASES.values())
     phrases = phrases.replace("                |", "    motion     :=", 1)
     text = f"""---
@@ -107,7 +112,7 @@ steps of {record["batch"]} clips, AdamW {record["lr"]:g} after {record["warmup"]
 {base["prediction_type"]} loss weighted as its trainer does (Min-SNR gamma {record["snr_gamma"]:g}, high-noise steps
 at full weight, 1 + {record["object_loss_weight"]:g} on the shape's latent pixels), and
 {record["high_noise_share"]:.0%} of the timesteps drawn from the noisier half of the schedule, where motion is laid
-out.
+out.{readout}
 
 Held-out split: 1 in {clips.HELDOUT_MODULUS} combinations of (shape, colour, background, motion) by CRC-32 of its
 name ({len(clips.heldout_specs())} of {len(clips.all_specs())}); training never drew them, the evaluator asks only

@@ -76,7 +76,7 @@ class MotionConfig:
     max_seq_length: int = 32
     lora_rank: int = 8  # LoRA on the base UNet's cross-attention keys/values, learning the motion words; 0: none
     motions: tuple[str, ...] = MOTIONS  # a subset trains on those motions only (quick experiments)
-    readable_weight: float = 0.0  # weight of the training-only loss that makes the motion readable per pixel
+    readable_weight: float = 0.1  # weight of the training-only readout loss (MotionReadout); 1.0 hurt colours
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
