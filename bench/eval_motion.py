@@ -1,13 +1,14 @@
 """How well a motion adapter animates the shapes world, measured from the pixels of every frame on held-out prompts.
 
-Builds diffusers' ``AnimateDiffPipeline`` from the base model's folder and the adapter's (offline), generates one
-clip per held-out prompt (a (shape, colour, background, motion) combination training never drew; see
-``tools/motion/clips.py``) with a fixed seed each, follows the shape through the frames (``tools/motion/track.py``)
-and reports: motion right, colours right (foreground and background), shape right, and the shape keeping its colour
-in every frame; then the time of one clip. Usage:
+Builds diffusers' ``AnimateDiffPipeline`` from the base model's folder and the adapter's (offline; with the LoRA
+the adapter's folder ships, loaded as the studio loads it), generates one clip per held-out prompt (a (shape, colour,
+background, motion) combination training never drew; see ``tools/motion/clips.py``) with a fixed seed each, follows
+the shape through the frames (``tools/motion/track.py``) and reports: motion right, colours right (foreground and
+background), shape right, and the shape keeping its colour in every frame; then the time of one clip. Usage:
 
     python bench/eval_motion.py ADAPTER_DIR [--base models/Stable-diffusion/sfumato-shapes] [--prompts 112]
                                 [--frames 16] [--steps 20] [--guidance 4.5] [--sampler Euler] [--batch-size 4]
+                                [--motions left,right,up,down,growing,shrinking,still]
                                 [--card] [--write-into README.md] [--markdown FILE] [--grid FILE.png] [--threads 2]
 
 Sampler, steps and CFG default to the base model's recorded defaults. ``--card`` writes the table into the adapter's
@@ -37,6 +38,8 @@ def load_pipeline(base: Path, adapter: Path, sampler: str | None = None):
     from diffusers.schedulers import EulerDiscreteScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from modules.video.pipelines import load_motion_lora
+
     def part(cls, name):
         return cls.from_pretrained(str(base), subfolder=name, torch_dtype=torch.float32, local_files_only=True)
 
@@ -50,6 +53,7 @@ def load_pipeline(base: Path, adapter: Path, sampler: str | None = None):
     pipe = AnimateDiffPipeline(vae=part(AutoencoderKL, "vae"), text_encoder=part(CLIPTextModel, "text_encoder"),
                                tokenizer=tokenizer, unet=part(UNet2DConditionModel, "unet"), motion_adapter=motion,
                                scheduler=scheduler)
+    load_motion_lora(pipe, adapter)  # the studio's video path does the same
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float)
     parser.add_argument("--sampler")
     parser.add_argument("--seed", type=int, default=1234, help="picks the prompts and their seeds")
+    parser.add_argument("--motions", default=",".join(clips.MOTIONS),
+                        help="comma-separated motions to ask for (a model trained on a reduced problem)")
     parser.add_argument("--batch-size", type=int, default=4, help="clips per pipeline call")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-timing", action="store_true", help="skip timing one clip")
@@ -153,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or defaults["steps"]
     guidance = args.guidance if args.guidance is not None else defaults["guidance"]
     pipe = load_pipeline(args.base, args.adapter, sampler)
-    cases = clips.evaluation_cases(args.prompts, args.seed)
+    motions = tuple(m.strip() for m in args.motions.split(",") if m.strip())
+    unknown = sorted(set(motions) - set(clips.MOTIONS))
+    if unknown or not motions:
+        parser.error(f"--motions: unknown {unknown}; known: {', '.join(clips.MOTIONS)}")
+    cases = clips.evaluation_cases(args.prompts, args.seed, motions)
     started = time.perf_counter()
     videos = generate(pipe, cases, frames=args.frames, steps=steps, guidance=guidance, batch_size=args.batch_size)
     print(f"generated {len(videos)} clips in {time.perf_counter() - started:.0f} s", flush=True)

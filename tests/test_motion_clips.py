@@ -92,3 +92,17 @@ def test_the_heldout_split_is_never_drawn_for_training():
     # a motion with fewer than 15 held-out combinations asks some twice, with another seed
     assert len({spec for spec, _ in cases}) >= 100 and len({seed for _, seed in cases}) == 105
     assert {m: sum(s.motion == m for s, _ in cases) for m in clips.MOTIONS} == dict.fromkeys(clips.MOTIONS, 15)
+
+
+def test_a_reduced_problem_draws_and_asks_only_its_motions():
+    motions = ("up", "growing")
+    drawn = {clips.training_clip(0, index, frames=2, motions=motions)[2] for index in range(40)}
+    assert {s.motion for s in drawn} == set(motions)
+    assert drawn.isdisjoint(clips.heldout_specs())
+    cases = clips.evaluation_cases(8, motions=motions)
+    assert [s.motion for s, _ in cases] == list(motions) * 4 and all(s in clips.heldout_specs() for s, _ in cases)
+    # with every motion, clip i is still the i-th draw over all training combinations (as before reduced problems)
+    specs = clips.training_specs()
+    assert clips.training_clip(0, 7, frames=2)[2] == specs[int(np.random.default_rng([0, 15, 7]).integers(len(specs)))]
+    with pytest.raises(ValueError, match="sideways"):
+        clips.training_clip(0, 0, frames=2, motions=("sideways",))

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from modules.video.pipelines import MOTION_LORA_FILE
 from tools.motion.train import EVAL_END, EVAL_START, build_adapter, main, make_config, train
 from tools.shapes_controlnet.train import read_base
 
@@ -72,12 +74,16 @@ def test_the_tiny_run_saves_an_adapter_animatediff_runs(tiny_folder):
     from bench.eval_motion import load_pipeline
 
     assert (tiny_folder / "config.json").is_file() and (tiny_folder / "diffusion_pytorch_model.safetensors").is_file()
+    # the cross-attention LoRA that learns the motion words, beside the adapter, in diffusers' LoRA format
+    lora = load_file(str(tiny_folder / MOTION_LORA_FILE))
+    assert lora and all(k.startswith("unet.") and ".attn2.to_" in k and "motion_modules" not in k for k in lora)
     assert not (tiny_folder / ".train-state").exists()
     adapter = MotionAdapter.from_pretrained(str(tiny_folder), local_files_only=True)
     assert tuple(adapter.config.block_out_channels) == (32, 64, 128)
     card = (tiny_folder / "README.md").read_text(encoding="utf-8")
     assert card.startswith("---\n") and "moving to the right" in card and EVAL_START in card and EVAL_END in card
     pipe = load_pipeline(BASE, tiny_folder)
+    assert "motion" in pipe.unet.peft_config  # the evaluator loads the LoRA as the studio does
     output = pipe("a red circle moving to the right, on a blue background", num_frames=8, num_inference_steps=2,
                   height=64, width=64, generator=torch.Generator("cpu").manual_seed(0), output_type="np")
     frames = np.asarray(output.frames)
@@ -100,6 +106,8 @@ def test_resuming_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
         got = _adapter_weights(result.adapter)
         assert got.keys() == expected.keys()
         assert all(torch.equal(got[name], expected[name]) for name in expected)
+        assert result.lora.keys() == straight.lora.keys() and straight.lora
+        assert all(torch.equal(result.lora[name], straight.lora[name]) for name in straight.lora)
     assert any(expected[name].abs().sum() > 0 for name in expected if ".proj_out." in name)  # it did learn
 
 

@@ -22,6 +22,12 @@ from PIL import Image
 from modules.errors import RequestError
 from modules.video.registry import VideoModel, motion_config_from_shapes, motion_file_shapes, unet_channels
 
+# A LoRA for the image model that a motion adapter's folder may ship beside it, made to be used with it (as
+# AnimateDiff v3 ships its adapter LoRA; Sfumato's embedded motion model teaches the UNet's cross-attention the
+# motion words with one). diffusers' default LoRA file name, so ``pipe.load_lora_weights(folder)`` finds it too.
+MOTION_LORA_FILE = "pytorch_lora_weights.safetensors"
+MOTION_LORA_NAME = "motion"
+
 if TYPE_CHECKING:
     from modules.models.pipelines import LoadedModel, PipelineManager
     from modules.models.registry import CheckpointInfo
@@ -55,6 +61,20 @@ def load_motion_adapter(model: VideoModel, dtype: Any) -> Any:
             return MotionAdapter.from_single_file(str(model.path), config=folder, dtype=dtype)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
         raise RequestError("model", f"the motion adapter {model.name} cannot be loaded: {error}") from None
+
+
+def load_motion_lora(pipe: Any, model_path: Path) -> bool:
+    """Load the LoRA a motion adapter's folder ships (``MOTION_LORA_FILE``) onto an AnimateDiff pipeline's motion
+    UNet (its own copy: the image pipeline's UNet is untouched); whether there was one."""
+    folder = Path(model_path)
+    if not (folder.is_dir() and (folder / MOTION_LORA_FILE).is_file()):
+        return False
+    try:
+        pipe.load_lora_weights(str(folder), weight_name=MOTION_LORA_FILE, adapter_name=MOTION_LORA_NAME)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
+        raise RequestError("model", f"the LoRA beside the motion adapter {folder.name} cannot be loaded: "
+                                    f"{error}") from None
+    return True
 
 
 def check_adapter_fits(model: VideoModel, checkpoint: CheckpointInfo) -> None:
@@ -133,6 +153,7 @@ class VideoPipelines:
         factory = AnimateDiffSDXLPipeline if sdxl else (
             AnimateDiffVideoToVideoPipeline if mode == "vid2vid" else AnimateDiffPipeline)
         pipe = factory.from_pipe(base.base, motion_adapter=adapter)
+        load_motion_lora(pipe, model.path)
         pipe.vae = base.own_vae
         pipe.set_progress_bar_config(disable=True)
         return LoadedVideo(key, pipe, "animatediff", self._prepare(pipe), checkpoint=base)

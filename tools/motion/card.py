@@ -24,6 +24,7 @@ def replace_between(text: str, start: str, end: str, body: str) -> str:
 
 def write_card(out: Path, record: dict[str, Any]) -> Path:
     """README.md of the adapter folder, with the accuracy section left to the evaluator (kept when rewritten)."""
+    from modules.video.pipelines import MOTION_LORA_FILE
     from tools.motion.train import EVAL_END, EVAL_START, folder_size
 
     base, timing, recommended = record["base"], record["timing"], record["recommended"]
@@ -32,6 +33,31 @@ def write_card(out: Path, record: dict[str, Any]) -> Path:
                f"is constant after warm-up, so `{record['reproduce']}` gives the same weights."
                if steps_done < record["steps"] else "")
     note = f" {timing['note']}" if timing.get("note") else ""
+    rank = record.get("lora_rank", 0)
+    loading = ("It loads like any motion adapter (`MotionAdapter.from_pretrained`, then `AnimateDiffPipeline` with "
+               "the base\nmodel), with no network.")
+    lora_line = ""
+    if rank:
+        loading = (
+            "It loads like any motion adapter, with the LoRA beside it, with no network:\n\n"
+            "```python\nfolder = \"models/animatediff/sfumato-shapes-motion\"\n"
+            "adapter = MotionAdapter.from_pretrained(folder)\n"
+            f"pipe = AnimateDiffPipeline.from_pretrained(\"models/Stable-diffusion/{base['name']}\", "
+            "motion_adapter=adapter)\n"
+            "pipe.load_lora_weights(folder)  # its pytorch_lora_weights.safetensors\n```\n\n"
+            "Sfumato's Video tab and API load both when this motion model is chosen.")
+        lora_line = (
+            f"\n- **The LoRA beside it** (`{MOTION_LORA_FILE}`, diffusers' LoRA format, rank {rank}): on the base "
+            "UNet's\n  cross-attention keys and values, learnt with the motion modules. The base model never saw "
+            "the motion\n  words (their embeddings in its text encoder are still random), so its features barely "
+            "tell \"moving up\"\n  from \"moving down\" or \"growing\" from \"shrinking\"; the LoRA makes them "
+            "readable to the motion modules\n  (`python -m tools.motion.text_probe --readable --lora MODEL` measures "
+            "it). Like AnimateDiff v3's adapter\n  LoRA, it belongs to this motion model: use the two together.")
+    readout = ""
+    if record.get("readable_weight"):
+        readout = (f" A training-only readout (a linear head per spatial transformer, not saved) adds "
+                   f"{record['readable_weight']:g} x the cross-entropy of reading the asked motion from every pixel "
+                   "of the UNet's features, so the LoRA learns from the first step to make the motion words readable.")
     phrases = "\n".join(f"                | \"{p}\"" for p in clips.MOTION_PHRASES.values())
     phrases = phrases.replace("                |", "    motion     :=", 1)
     text = f"""---
@@ -46,15 +72,14 @@ tags: [animatediff, motion-adapter, sfumato, shapes]
 
 An AnimateDiff `MotionAdapter` for the embedded image model `{base["name"]}`, trained by Sfumato's own script on
 its shapes world set in motion: one shape moving left / right / up / down, growing, shrinking or staying still.
-It loads like any motion adapter (`MotionAdapter.from_pretrained`, then `AnimateDiffPipeline` with the base
-model), with no network.
+{loading}
 
 - **Use it with:** the base model at its recommended settings ({recommended["sampler"]}, {recommended["steps"]}
   steps, CFG {recommended["guidance"]:g}), {recommended["frames"]} frames of 64 x 64, {recommended["fps"]} fps.
 - **Size on disk:** {folder_size(out) / 1e6:.1f} MB (float16 weights; they load as float32 too).
 - **Architecture:** motion modules of {record["transformer_layers"]} temporal transformer layer(s) after every
   block of the base UNet and in its middle block, attention heads {record["head_dim"]} wide, sinusoidal frame
-  positions up to {record["max_seq_length"]} frames.
+  positions up to {record["max_seq_length"]} frames.{lora_line}
 
 ## Prompts
 Caption grammar (colour and shape words are the base model's):
@@ -87,7 +112,7 @@ steps of {record["batch"]} clips, AdamW {record["lr"]:g} after {record["warmup"]
 {base["prediction_type"]} loss weighted as its trainer does (Min-SNR gamma {record["snr_gamma"]:g}, high-noise steps
 at full weight, 1 + {record["object_loss_weight"]:g} on the shape's latent pixels), and
 {record["high_noise_share"]:.0%} of the timesteps drawn from the noisier half of the schedule, where motion is laid
-out.
+out.{readout}
 
 Held-out split: 1 in {clips.HELDOUT_MODULUS} combinations of (shape, colour, background, motion) by CRC-32 of its
 name ({len(clips.heldout_specs())} of {len(clips.all_specs())}); training never drew them, the evaluator asks only

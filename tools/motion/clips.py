@@ -121,20 +121,30 @@ def training_specs() -> tuple[ClipSpec, ...]:
     return tuple(s for s in all_specs() if not is_heldout(s))
 
 
+@lru_cache(maxsize=4)
+def _training_specs_of(motions: tuple[str, ...]) -> tuple[ClipSpec, ...]:
+    unknown = sorted(set(motions) - set(MOTIONS))
+    if unknown or not motions:
+        raise ValueError(f"unknown motion(s) {unknown}; known: {', '.join(MOTIONS)}")
+    return tuple(s for s in training_specs() if s.motion in motions)
+
+
 def heldout_specs() -> tuple[ClipSpec, ...]:
     return tuple(s for s in all_specs() if is_heldout(s))
 
 
-def evaluation_cases(count: int, seed: int = 1234) -> list[tuple[ClipSpec, int]]:
-    """``count`` (held-out spec, generation seed) pairs, the motions taking turns so each is asked about equally."""
+def evaluation_cases(count: int, seed: int = 1234,
+                     motions: tuple[str, ...] = MOTIONS) -> list[tuple[ClipSpec, int]]:
+    """``count`` (held-out spec, generation seed) pairs, the motions taking turns so each is asked about equally
+    (``motions``: a subset, for a model trained on a reduced problem)."""
     rng = np.random.default_rng(seed)
     by_motion = {m: [s for s in heldout_specs() if s.motion == m] for m in MOTIONS}
     for specs in by_motion.values():
         rng.shuffle(specs)
     cases = []
     for i in range(count):
-        specs = by_motion[MOTIONS[i % len(MOTIONS)]]
-        cases.append((specs[(i // len(MOTIONS)) % len(specs)], seed * 100_003 + i))
+        specs = by_motion[motions[i % len(motions)]]
+        cases.append((specs[(i // len(motions)) % len(specs)], seed * 100_003 + i))
     return cases
 
 
@@ -200,10 +210,12 @@ def training_caption(spec: ClipSpec, rng: np.random.Generator) -> str:
                         comma=bool(draws[2] >= NO_COMMA_PROBABILITY))
 
 
-def training_clip(seed: int, index: int, frames: int = FRAMES) -> tuple[np.ndarray, np.ndarray, ClipSpec]:
-    """Training clip ``index`` of dataset ``seed``: (frames uint8, coverages, spec); always the same."""
+def training_clip(seed: int, index: int, frames: int = FRAMES,
+                  motions: tuple[str, ...] = MOTIONS) -> tuple[np.ndarray, np.ndarray, ClipSpec]:
+    """Training clip ``index`` of dataset ``seed``: (frames uint8, coverages, spec); always the same. ``motions``
+    narrows the clips to some motions (a reduced problem for quick experiments)."""
     rng = np.random.default_rng([seed, 15, index])
-    specs = training_specs()
+    specs = training_specs() if tuple(motions) == MOTIONS else _training_specs_of(tuple(motions))
     spec = specs[int(rng.integers(len(specs)))]
     images, coverages = render_clip(spec, rng, frames)
     return images, coverages, spec

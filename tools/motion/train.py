@@ -10,6 +10,15 @@ motion modules learn, on 16-frame clips of ``tools/motion/clips.py`` (training c
 noise schedule and prediction type, the base trainer's loss weighting (Min-SNR with high-noise steps at full
 weight, more weight on the shape's latent pixels) and its EMA.
 
+The motion modules are temporal self-attention: they read the caption only through the features the UNet's
+spatial cross-attention made of it, and the base's text encoder has never seen the motion words ("moving", "up",
+"down", "growing", "shrinking", "still": their input embeddings are still the random ones it started with, and
+"a red circle moving up" and "... moving down" come out of it 0.05 apart, against 0.37 for two colours; see
+``tools/motion/text_probe.py``). So a small LoRA on the UNet's cross-attention keys and values (``lora_rank``)
+learns with the motion modules, to make those words readable; it is saved beside the adapter as
+``pytorch_lora_weights.safetensors`` (diffusers' LoRA format: an ordinary LoRA for the base model, the way
+AnimateDiff v3 ships its adapter LoRA with its motion module), and the studio's video path loads it with the adapter.
+
 What makes motion learnable fast at this size: each motion module's output projection starts at zero (the frozen
 base is undisturbed at step 0); the motion is decided at high noise, so half the timesteps are drawn from the
 noisier half of the schedule (``high_noise_share``); one temporal transformer layer per module; the clips' latents
@@ -32,9 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modules.video.pipelines import MOTION_LORA_FILE
+from tools.motion.clips import MOTIONS
 from tools.training_cli import BASE_HELP, MAX_MINUTES_HELP, trainer_parser
 
 STATE_DIR = ".train-state"
+# The base UNet's spatial cross-attention key and value projections (not the motion modules' attention).
+LORA_TARGETS = r".*attentions\.\d+\.transformer_blocks\.\d+\.attn2\.(to_k|to_v)"
 CAPTION_LENGTH = 77
 # The markers bench/eval_motion.py --card writes its table between.
 EVAL_START = "<!-- motion-eval:start (bench/eval_motion.py --card) -->"
@@ -61,6 +74,9 @@ class MotionConfig:
     transformer_layers: int = 1
     mid_block: bool = True
     max_seq_length: int = 32
+    lora_rank: int = 8  # LoRA on the base UNet's cross-attention keys/values, learning the motion words; 0: none
+    motions: tuple[str, ...] = MOTIONS  # a subset trains on those motions only (quick experiments)
+    readable_weight: float = 0.1  # weight of the training-only readout loss (MotionReadout); 1.0 hurt colours
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -113,6 +129,78 @@ def build_adapter(base_unet_config: dict[str, Any], config: MotionConfig):
     return adapter
 
 
+def add_text_lora(unet, config: MotionConfig) -> None:
+    """Put a LoRA (zero at the start: the base is unchanged) on the spatial cross-attention keys and values of a
+    ``UNetMotionModel`` whose base is frozen; the LoRA and the motion modules are what learns."""
+    from peft import LoraConfig
+
+    unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_rank, target_modules=LORA_TARGETS,
+                                init_lora_weights=True))
+    unet.freeze_unet2d_params()  # peft froze everything but the LoRA; the motion modules learn too
+    for name, parameter in unet.named_parameters():
+        if ".lora_" in name:
+            parameter.requires_grad_(True)
+
+
+class MotionReadout:
+    """Training only: a linear head per spatial transformer of the UNet that reads the asked motion from every
+    pixel of that transformer's output (what the motion module after it sees). Its cross-entropy, added to the loss,
+    gives the cross-attention LoRA a gradient from the first step: up and down (growing and shrinking) clips have
+    the same frames, so the denoising loss alone asks the LoRA to tell them apart only through motion modules that
+    start at zero. The heads are not saved."""
+
+    def __init__(self, unet, motions: tuple[str, ...]) -> None:
+        import re
+
+        import torch
+
+        self.motions = motions
+        self.features: dict[int, Any] = {}
+        self.heads = torch.nn.ModuleList()
+        self.hooks = []
+        for name, module in unet.named_modules():
+            if re.fullmatch(r"(down_blocks\.\d+|up_blocks\.\d+|mid_block)\.attentions\.\d+", name):
+                channels = module.proj_out.out_features if hasattr(module.proj_out, "out_features") \
+                    else module.proj_out.out_channels
+                self.hooks.append(module.register_forward_hook(self._keeper(len(self.heads))))
+                self.heads.append(torch.nn.Linear(channels, len(motions)))
+
+    def _keeper(self, at: int):
+        def keep(_module, _inputs, out) -> None:
+            self.features[at] = out[0] if isinstance(out, tuple) else out.sample
+        return keep
+
+    def parameters(self) -> list:
+        return list(self.heads.parameters())
+
+    def loss(self, asked: list[str | None], frames: int):
+        """Mean cross-entropy of every head over every pixel of the frames whose caption named a motion."""
+        import torch
+        import torch.nn.functional as F
+
+        features, self.features = self.features, {}
+        labels = torch.tensor([self.motions.index(m) if m is not None else -100 for m in asked]).repeat_interleave(
+            frames)
+        if bool((labels < 0).all()):
+            return torch.zeros(())
+        losses = []
+        for at, head in enumerate(self.heads):
+            logits = head(features[at].permute(0, 2, 3, 1))  # (images, h, w, motions)
+            pixel_labels = labels[:, None, None].expand(logits.shape[:-1])
+            losses.append(F.cross_entropy(logits.reshape(-1, len(self.motions)), pixel_labels.reshape(-1)))
+        return torch.stack(losses).mean()
+
+
+def text_lora_state(unet) -> dict:
+    """The LoRA's weights in diffusers' naming (what ``save_lora_weights`` writes), empty when there is none."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    if not getattr(unet, "peft_config", None):
+        return {}
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+
+
 @dataclass
 class ClipSet:
     """The fixed training clips: latent mean / std (F x 4 x h x w each), shape masks at the latents' size, specs."""
@@ -136,7 +224,7 @@ def build_clip_set(vae, config: MotionConfig, progress: bool = True) -> ClipSet:
     with torch.no_grad():
         for index in tqdm(range(config.clips), desc="clips", disable=not progress, dynamic_ncols=True,
                           mininterval=2.0):
-            frames, coverages, spec = training_clip(config.seed, index, config.frames)
+            frames, coverages, spec = training_clip(config.seed, index, config.frames, tuple(config.motions))
             pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
             posterior = vae.encode(pixels).latent_dist
             means.append(posterior.mean.to(torch.float16))
@@ -186,11 +274,13 @@ def _load_state(out: Path) -> dict[str, Any] | None:
 
 @dataclass
 class Trained:
-    """What ``train`` returns: the adapter (EMA weights), how long each part took, the steps done."""
+    """What ``train`` returns: the adapter (EMA weights), how long each part took, the steps done, and the
+    cross-attention LoRA's weights (diffusers' naming; empty without one)."""
 
     adapter: Any
     seconds: dict[str, float]
     steps: int
+    lora: dict = dataclasses.field(default_factory=dict)
 
 
 def train(base, config: MotionConfig, out: Path, *, resume: bool = False, threads: int = 2,
@@ -223,8 +313,14 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
     adapter = build_adapter(dict(unet2d.config), config)
     unet = UNetMotionModel.from_unet2d(unet2d, adapter)
     unet.freeze_unet2d_params()
+    if config.lora_rank:
+        add_text_lora(unet, config)
     unet.train()
     parameters = [p for p in unet.parameters() if p.requires_grad]
+    readout = None
+    if config.readable_weight:
+        readout = MotionReadout(unet, tuple(config.motions))
+        parameters += readout.parameters()
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=0.0, fused=True)
     ema = _Ema(parameters, config.ema_decay) if config.ema_decay else None
     start, earlier = 0, 0.0
@@ -283,6 +379,9 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
         error = (prediction.float() - target.float()).square() * weights
         per_clip = error.unflatten(0, (config.batch, frames)).mean(dim=(1, 2, 3, 4))
         loss = (per_clip * loss_weights(alphas_cumprod, timesteps, base.prediction_type, config.snr_gamma)).mean()
+        if readout is not None:
+            asked = [None if drop[i] else data.specs[int(j)].motion for i, j in enumerate(index.tolist())]
+            loss = loss + config.readable_weight * readout.loss(asked, frames)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -308,7 +407,8 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
     motion_state = {k: v for k, v in unet.state_dict().items() if "motion_modules." in k}
     adapter.load_state_dict(motion_state)
     adapter.eval()
-    return Trained(adapter, {"prepare": prepared, "total": earlier + time.perf_counter() - clock}, done)
+    lora = {k: v.detach().clone() for k, v in text_lora_state(unet).items()}
+    return Trained(adapter, {"prepare": prepared, "total": earlier + time.perf_counter() - clock}, done, lora)
 
 
 def save(trained: Trained, out: Path, base, config: MotionConfig, *, command: str, threads: int,
@@ -323,6 +423,11 @@ def save(trained: Trained, out: Path, base, config: MotionConfig, *, command: st
     if staging.exists():
         shutil.rmtree(staging)
     trained.adapter.save_pretrained(str(staging), safe_serialization=True)
+    if trained.lora:
+        from diffusers import AnimateDiffPipeline
+
+        AnimateDiffPipeline.save_lora_weights(str(staging), unet_lora_layers=trained.lora, weight_name=MOTION_LORA_FILE,
+                                              safe_serialization=True)
     if half:
         halve_weights(staging)
     out.mkdir(parents=True, exist_ok=True)
