@@ -146,3 +146,22 @@ def test_bad_pivotal_requests_are_refused_naming_the_field(services, hearts, fie
         services.queue.submit(pivotal_request(hearts, **fields))
     assert caught.value.field == field and words in caught.value.message
     assert services.queue.jobs() == []
+
+
+def test_the_train_tab_and_the_native_api_ask_for_it():
+    from app.api.training import TrainJobBody, to_train_request
+    from app.ui.train_tab import request_from_values
+
+    numbers = dict(prior_loss_weight=1, num_class_images=5, resolution=64, steps=2, batch_size=1,
+                   gradient_accumulation=1, learning_rate=1e-4, lr_warmup_steps=0, seed=0, lora_rank=4, lora_alpha=4,
+                   ti_vectors=1, checkpoint_every=1, checkpoint_limit=1, sample_every=0)
+    tab = request_from_values({**numbers, "method": "LoRA", "output_name": "x", "data_dir": "/data",
+                               "instance_prompt": "a sks", "rare_token": "sks", "train_token_embedding": True,
+                               "embedding_learning_rate": 0.02, "token_init_text": " circle "})
+    wire = to_train_request(TrainJobBody(kind="train", output_name="x", data_dir="/data", train_token_embedding=True,
+                                         embedding_learning_rate=0.02, token_init_text="circle"))
+    for request in (tab, wire):
+        assert (request.train_token_embedding, request.embedding_learning_rate, request.token_init_text) == (
+            True, 0.02, "circle")
+    assert not request_from_values({**numbers, "output_name": "x", "embedding_learning_rate": 5e-3}
+                                   ).train_token_embedding
