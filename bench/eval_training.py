@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="pivotal tuning: also train the token's embedding at this rate (0: the LoRA alone)")
     parser.add_argument("--token-init", default="", help="pivotal tuning: the word the token's embedding starts "
                                                           "from (default: the token's own)")
+    parser.add_argument("--targets", default="", help="the LoRA's UNet layers, comma-separated (default: every "
+                                                        "attention projection); e.g. attn2.to_k,attn2.to_v")
     parser.add_argument("--name", default="", help="the LoRA's name (default heart / heart-noprior)")
     parser.add_argument("--prompts", type=int, default=50)
     parser.add_argument("--known", type=int, default=64, help="held-out prompts of the four known shapes")
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             num_class_images=args.class_images, prior_loss_weight=args.prior_weight, batch_size=args.batch_size,
             train_text_encoder=args.text_encoder, train_token_embedding=args.embedding_lr > 0,
             embedding_learning_rate=args.embedding_lr or 5e-3, token_init_text=args.token_init,
+            **({"lora_targets": tuple(t.strip() for t in args.targets.split(",") if t.strip())}
+               if args.targets else {}),
             checkpoint_every=max(1, args.steps // 4), resume=False),
             timeout=None)
         minutes = (time.perf_counter() - started) / 60
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
               "settings": {"rank": args.rank, "lr": args.lr, "batch_size": args.batch_size,
                            "prior_weight": args.prior_weight, "text_encoder": args.text_encoder,
                            "class_images": args.class_images, "embedding_lr": args.embedding_lr,
-                           "token_init": args.token_init},
+                           "token_init": args.token_init, "targets": args.targets or "all attention"},
               "heart": hits / args.prompts,
               "colours": colours / args.prompts, "mean_heart_iou": float(np.mean(ious)),
               "known_shapes_base": known["base"], "known_shapes_with_lora": known["with LoRA"],
