@@ -165,3 +165,15 @@ def test_the_train_tab_and_the_native_api_ask_for_it():
             True, 0.02, "circle")
     assert not request_from_values({**numbers, "output_name": "x", "embedding_learning_rate": 5e-3}
                                    ).train_token_embedding
+
+
+def test_a_run_saved_before_the_pivotal_fields_existed_is_still_the_same_run(tmp_path):
+    from modules.training.kind import run_config
+    from modules.training.run_folder import identity
+
+    config = run_config(pivotal_request(tmp_path, train_token_embedding=False, embedding_learning_rate=5e-3),
+                        tmp_path / "inputs", None)
+    older = {key: value for key, value in config.items()
+             if key not in ("train_token_embedding", "embedding_learning_rate", "token_init_text")}
+    assert identity(older) == identity(config)
+    assert identity(older) != identity({**config, "train_token_embedding": True})
