@@ -12,7 +12,7 @@ the rare token "sks", and measure what it learnt with a pixel checker.
 4. The four known shapes on held-out prompts with and without the LoRA (``metrics.evaluate``), so forgetting shows.
 
 Usage (a run of several minutes: on the shared machine inside ``flock /tmp/train/full-run.lock``):
-    python -m bench.eval_training --out /tmp/train/heart --steps 400 --threads 2 [--no-prior]
+    python -m bench.eval_training --out /tmp/train/heart --steps 400 --threads 2 [--no-prior] [--embedding-lr 0.01]
 """
 
 from __future__ import annotations
@@ -116,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prior-weight", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--text-encoder", action="store_true", help="also train a LoRA on the text encoder")
+    parser.add_argument("--embedding-lr", type=float, default=0.0,
+                        help="pivotal tuning: also train the token's embedding at this rate (0: the LoRA alone)")
+    parser.add_argument("--token-init", default="", help="pivotal tuning: the word the token's embedding starts "
+                                                          "from (default: the token's own)")
+    parser.add_argument("--targets", default="", help="the LoRA's UNet layers, comma-separated (default: every "
+                                                        "attention projection); e.g. attn2.to_k,attn2.to_v")
+    parser.add_argument("--name", default="", help="the LoRA's name (default heart / heart-noprior)")
     parser.add_argument("--prompts", type=int, default=50)
     parser.add_argument("--known", type=int, default=64, help="held-out prompts of the four known shapes")
     parser.add_argument("--threads", type=int, default=2)
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     services = build_services(AppConfig(models_dir=models, data_dir=args.out / "data", outdir=args.out / "outputs",
                                         default_ckpt="sfumato-shapes"))
     services.start()
-    name = "heart-noprior" if args.no_prior else "heart"
+    name = args.name or ("heart-noprior" if args.no_prior else "heart")
     class_prompt = known_shape_prompts(args.class_images) if args.class_prompt == "known-shapes" else args.class_prompt
     try:
         started = time.perf_counter()
@@ -150,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps, learning_rate=args.lr, lora_rank=args.rank, lora_alpha=args.rank, seed=0,
             prior_preservation=not args.no_prior, class_prompt=class_prompt,
             num_class_images=args.class_images, prior_loss_weight=args.prior_weight, batch_size=args.batch_size,
-            train_text_encoder=args.text_encoder, checkpoint_every=max(1, args.steps // 4), resume=False),
+            train_text_encoder=args.text_encoder, train_token_embedding=args.embedding_lr > 0,
+            embedding_learning_rate=args.embedding_lr or 5e-3, token_init_text=args.token_init,
+            **({"lora_targets": tuple(t.strip() for t in args.targets.split(",") if t.strip())}
+               if args.targets else {}),
+            checkpoint_every=max(1, args.steps // 4), resume=False),
             timeout=None)
         minutes = (time.perf_counter() - started) / 60
         hits, colours, ious = 0, 0, []
@@ -179,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
               "prior_preservation": not args.no_prior,
               "settings": {"rank": args.rank, "lr": args.lr, "batch_size": args.batch_size,
                            "prior_weight": args.prior_weight, "text_encoder": args.text_encoder,
-                           "class_images": args.class_images},
+                           "class_images": args.class_images, "embedding_lr": args.embedding_lr,
+                           "token_init": args.token_init, "targets": args.targets or "all attention"},
               "heart": hits / args.prompts,
               "colours": colours / args.prompts, "mean_heart_iou": float(np.mean(ious)),
               "known_shapes_base": known["base"], "known_shapes_with_lora": known["with LoRA"],

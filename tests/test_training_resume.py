@@ -1,5 +1,6 @@
 """A training run killed with SIGKILL, or cut short by a queue shutdown, resumes from its newest checkpoint and
-ends with exactly the weights and loss curve of a run that was never interrupted."""
+ends with exactly the weights and loss curve of a run that was never interrupted (the LoRA on the UNet and the text
+encoder, and the rare token's embedding trained with them)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ STEPS = 30
 def _request(data: Path, name: str = "killed") -> TrainRequest:
     return TrainRequest(output_name=name, base_model="tiny-sd1", data_dir=str(data),
                         instance_prompt="a sks on a plain background", resolution=64, steps=STEPS,
-                        checkpoint_every=1, checkpoint_limit=2, learning_rate=2e-3, seed=5, train_text_encoder=True)
+                        checkpoint_every=1, checkpoint_limit=2, learning_rate=2e-3, seed=5, train_text_encoder=True,
+                        train_token_embedding=True, embedding_learning_rate=1e-2)  # pivotal: the token's vector too
 
 
 def _train(config: Path, models: Path, data: Path, log: Path, resume: bool = False) -> subprocess.Popen:
@@ -78,6 +80,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights_and_losses(tmp_pa
     a = load_file(str(roots["killed"] / "models" / "Lora" / "killed.safetensors"))
     b = load_file(str(roots["whole"] / "models" / "Lora" / "killed.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    assert "bundle_emb.sks.string_to_param.*" in a  # the trained token vector resumed with the LoRA
     # the limit held: only the newest two checkpoints are kept
     assert len([p for p in checkpoints.iterdir() if p.name.startswith("checkpoint-")]) == 2
 

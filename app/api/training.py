@@ -64,6 +64,9 @@ class TrainJobBody(BaseModel):
     lora_alpha: float | None = None
     lora_targets: list[str] | None = None
     train_text_encoder: bool | None = None
+    train_token_embedding: bool | None = None
+    embedding_learning_rate: float | None = None
+    token_init_text: str | None = None
     ema: bool | None = None
     ema_decay: float | None = None
     ti_vectors: int | None = None

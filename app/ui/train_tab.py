@@ -83,6 +83,14 @@ def build_train(services: Services) -> Form:
                     form["lora_targets"] = gr.Textbox(label="Target modules", value="to_q, to_k, to_v, to_out.0")
                 form["train_text_encoder"] = gr.Checkbox(label="Train the text encoder too", value=False)
                 with gr.Row():
+                    form["train_token_embedding"] = gr.Checkbox(
+                        label="Train the token's embedding with the LoRA (pivotal tuning)", value=False,
+                        info="the LoRA file bundles it; <lora:name:1> brings the token along")
+                    form["embedding_learning_rate"] = gr.Number(label="Embedding learning rate", value=5e-3,
+                                                                minimum=0)
+                    form["token_init_text"] = gr.Textbox(label="Token starts from", value="",
+                                                         placeholder="a word, e.g. the class (empty: the token)")
+                with gr.Row():
                     form["ti_vectors"] = gr.Number(label="Embedding vectors", value=1, precision=0, minimum=1)
                     form["ti_init_text"] = gr.Textbox(label="Embedding starts from", value="*")
             with gr.Accordion("Checkpoints, samples, logs", open=False):
@@ -156,6 +164,9 @@ def request_from_values(values: Values) -> TrainRequest:
         lora_alpha=number("lora_alpha", float),
         lora_targets=tuple(part.strip() for part in str(values.get("lora_targets") or "").split(",") if part.strip()),
         train_text_encoder=bool(values.get("train_text_encoder")), ema=bool(values.get("ema")),
+        train_token_embedding=bool(values.get("train_token_embedding")),
+        embedding_learning_rate=number("embedding_learning_rate", float),
+        token_init_text=str(values.get("token_init_text") or "").strip(),
         ti_vectors=number("ti_vectors"), ti_init_text=str(values.get("ti_init_text") or "*"),
         checkpoint_every=number("checkpoint_every"), checkpoint_limit=number("checkpoint_limit"),
         sample_every=number("sample_every"),

@@ -12,6 +12,10 @@ every targeted module is looked up and its shape compared, so a LoRA for another
 through diffusers' ``load_lora_into_unet``; the text encoders are injected with PEFT directly, as transformers'
 ``load_adapter`` would, because that one demands a PEFT newer than the one diffusers needs. SD3 and Flux.1
 LoRAs go through diffusers' ``load_lora_weights``, which knows their many formats.
+
+A LoRA file may bundle embeddings (A1111's and kohya's ``bundle_emb.<name>.string_to_param.*``, SDXL's
+``bundle_emb.<name>.clip_l`` / ``.clip_g``), e.g. the rare token a pivotal-tuning run trained with the LoRA: while
+the LoRA is in a job, ``<name>`` in its prompts is that embedding, as if it were a file in ``models/embeddings``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import os
 import re
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,7 @@ EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 SHORT_HASH_LEN = 12  # A1111's "Lora hashes" / "TI hashes" use 12 hex digits
 ADAPTER_PREFIX = "sfumato_lora_"
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+BUNDLE_PREFIX = "bundle_emb."  # embeddings bundled in a LoRA file (A1111, kohya)
 
 
 class NetworkLoadError(RuntimeError):
@@ -207,14 +212,18 @@ def read_state_dict(path: Path, what: str) -> dict[str, Any]:
 
 
 def _lora_state_dict(pipe: Any, info: NetworkFile) -> tuple[dict[str, Any], dict[str, float] | None]:
-    """The file in diffusers/PEFT keys (``unet.…lora_A.weight``), kohya files converted, with network alphas."""
+    """The file in diffusers/PEFT keys (``unet.…lora_A.weight``), kohya files converted, with network alphas;
+    ({}, None) for a file that holds nothing but bundled embeddings."""
     from diffusers.utils import (
         convert_state_dict_to_diffusers,
         convert_state_dict_to_peft,
         convert_unet_state_dict_to_peft,
     )
 
-    raw = read_state_dict(info.path, "LoRA")
+    whole = read_state_dict(info.path, "LoRA")
+    raw = {key: value for key, value in whole.items() if not key.startswith(BUNDLE_PREFIX)}
+    if whole and not raw:  # only bundled embeddings, which are applied as embeddings
+        return {}, None
     try:
         state, alphas = type(pipe).lora_state_dict(raw, unet_config=pipe.unet.config)
         unet = convert_unet_state_dict_to_peft({k: v for k, v in state.items() if k.startswith("unet.")})
@@ -311,6 +320,10 @@ def applied_loras(pipe: Any, registry: NetworkRegistry, uses: tuple[LoraUse, ...
         for index, use in enumerate(uses):
             info = registry.find_lora(use.name)
             state, alphas = _lora_state_dict(pipe, info)
+            alias = use.name.replace(":", "").replace(",", "")
+            if not state:  # embeddings only (applied_embeddings adds them)
+                hashes.append(f"{alias}: {registry.short_hash(info.path)}")
+                continue
             check_lora_fits(pipe, info, state)
             adapter = f"{ADAPTER_PREFIX}{index}"
             touched = True
@@ -329,7 +342,6 @@ def applied_loras(pipe: Any, registry: NetworkRegistry, uses: tuple[LoraUse, ...
             names.append(adapter)
             te_weights.append(use.te_weight)
             unet_weights.append(use.unet_weight)
-            alias = use.name.replace(":", "").replace(",", "")
             hashes.append(f"{alias}: {registry.short_hash(info.path)}")
         for component, weights in (("unet", unet_weights), *((name, te_weights) for name in TEXT_ENCODERS)):
             model = getattr(pipe, component, None)
@@ -356,7 +368,8 @@ def _applied_transformer_loras(pipe: Any, registry: NetworkRegistry, uses: tuple
     try:
         for index, use in enumerate(uses):
             info = registry.find_lora(use.name)
-            state = read_state_dict(info.path, "LoRA")
+            state = {key: value for key, value in read_state_dict(info.path, "LoRA").items()
+                     if not key.startswith(BUNDLE_PREFIX)}  # bundled embeddings: not applied on these families
             adapter = f"{ADAPTER_PREFIX}{index}"
             try:
                 with warnings.catch_warnings():
@@ -435,6 +448,65 @@ def read_embedding(info: NetworkFile) -> dict[str, Any]:
             for key, value in found.items()}
 
 
+def read_bundled_embeddings(info: NetworkFile) -> dict[str, dict[str, Any]]:
+    """The embeddings a LoRA file bundles: name -> vectors by text encoder (as ``read_embedding`` gives them).
+    ``bundle_emb.<name>.string_to_param.<key>`` (or any other part but ``clip_l``/``clip_g``) is the one CLIP
+    encoder's vectors, ``bundle_emb.<name>.clip_l`` / ``.clip_g`` SDXL's pair. Only those tensors are read from a
+    .safetensors file."""
+    if info.path.name.lower().endswith(".safetensors"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(info.path), framework="pt") as handle:
+                names = [key for key in handle.keys() if key.startswith(BUNDLE_PREFIX)]  # noqa: SIM118 (no __iter__)
+                tensors = {key: handle.get_tensor(key) for key in names}
+        except Exception as error:  # truncated, not a safetensors file
+            raise NetworkLoadError(f"LoRA {info.filename} could not be read ({info.path}): {error}. The file may "
+                                   f"be truncated or not a LoRA; download it again") from None
+    else:
+        tensors = {key: value for key, value in read_state_dict(info.path, "LoRA").items()
+                   if key.startswith(BUNDLE_PREFIX) and hasattr(value, "shape")}
+    found: dict[str, dict[str, Any]] = {}
+    for key in sorted(tensors):
+        name, _, part = key[len(BUNDLE_PREFIX):].partition(".")
+        value = tensors[key]
+        if not name or value.dim() == 0:
+            continue
+        slot = part if part in ("clip_l", "clip_g") else "clip_l"
+        found.setdefault(name, {})[slot] = (value if value.dim() == 2 else value.reshape(-1, value.shape[-1])).float()
+    return found
+
+
+@dataclass(frozen=True)
+class EmbeddingSource:
+    """One embedding a job applies: ``name`` is the word its prompts write, ``label`` what an error calls it,
+    ``read`` gives its vectors, ``hash_entry`` its infotext ``TI hashes`` entry (None: recorded with its LoRA)."""
+
+    name: str
+    label: str
+    read: Callable[[], dict[str, Any]]
+    hash_entry: str | None = None
+
+
+def file_embedding(registry: NetworkRegistry, info: NetworkFile) -> EmbeddingSource:
+    """An embedding file of ``models/embeddings`` as a job's source."""
+    return EmbeddingSource(info.name, f"embedding {info.filename}", lambda: read_embedding(info),
+                           f"{info.name.replace(':', '').replace(',', '')}: {registry.short_hash(info.path)}")
+
+
+def bundled_sources(registry: NetworkRegistry, uses: tuple[LoraUse, ...], prompts: tuple[str, ...]
+                    ) -> list[EmbeddingSource]:
+    """The embeddings bundled in the job's LoRAs that its prompts name (the first LoRA's wins a shared name)."""
+    sources: dict[str, EmbeddingSource] = {}
+    for use in uses:
+        info = registry.find_lora(use.name)
+        for name, vectors in read_bundled_embeddings(info).items():
+            if name.lower() not in sources and any(_mention(name).search(text) for text in prompts):
+                sources[name.lower()] = EmbeddingSource(name, f"embedding {name} bundled in {info.filename}",
+                                                        lambda vectors=vectors: vectors)
+    return list(sources.values())
+
+
 def describe_embedding(info: NetworkFile) -> dict[str, Any]:
     """A1111's /sdapi/v1/embeddings entry: training step and checkpoint (A1111 .pt files record them), the
     vector width and count."""
@@ -486,32 +558,36 @@ class AppliedNetworks:
 
 
 @contextmanager
-def applied_embeddings(pipe: Any, registry: NetworkRegistry, infos: list[NetworkFile]
-                       ) -> Iterator[tuple[list[str], dict[str, str]]]:
-    """The embeddings a job's prompts name, added to ``pipe``'s tokenizers and text encoders for the ``with``
-    block and removed after, so a model switch or the next job never finds stale or doubled tokens. Each gets a
-    token of our own (``<sfumato-ti-0>``), not its name: a name can be a word the tokenizer already knows.
-    Yields the infotext's ``name: hash`` entries and name -> token."""
-    if not infos:
+def applied_embeddings(pipe: Any, registry: NetworkRegistry, infos: list[NetworkFile],
+                       bundled: list[EmbeddingSource] = ()) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """The embeddings a job's prompts name (files ``infos`` and LoRA-bundled ``bundled``, which win a shared name),
+    added to ``pipe``'s tokenizers and text encoders for the ``with`` block and removed after, so a model switch or
+    the next job never finds stale or doubled tokens. Each gets a token of our own (``<sfumato-ti-0>``), not its
+    name: a name can be a word the tokenizer already knows (``sks``). Yields the infotext's ``name: hash`` entries
+    and name -> token."""
+    taken = {source.name.lower() for source in bundled}
+    sources = [*bundled, *(file_embedding(registry, info) for info in infos if info.name.lower() not in taken)]
+    if not sources:
         yield [], {}
         return
     loaded: list[tuple[list[str], Any, Any]] = []
     hashes: list[str] = []
     tokens: dict[str, str] = {}
     try:
-        for index, info in enumerate(infos):
-            vectors = read_embedding(info)
+        for index, source in enumerate(sources):
+            vectors = source.read()
             problem = embedding_fits(pipe, vectors)
             if problem:
-                raise NetworkLoadError(f"embedding {info.filename} does not fit this model: {problem}")
+                raise NetworkLoadError(f"{source.label} does not fit this model: {problem}")
             token = f"<sfumato-ti-{index}>"
             for key, tokenizer, encoder in _embedding_targets(pipe):
                 tensor = vectors[key].to(dtype=encoder.dtype)
                 added = [token] + [f"{token}_{i}" for i in range(1, tensor.shape[0])]
                 pipe.load_textual_inversion(tensor, token=token, tokenizer=tokenizer, text_encoder=encoder)
                 loaded.append((added, tokenizer, encoder))
-            tokens[info.name] = token
-            hashes.append(f"{info.name.replace(':', '').replace(',', '')}: {registry.short_hash(info.path)}")
+            tokens[source.name] = token
+            if source.hash_entry is not None:
+                hashes.append(source.hash_entry)
         yield hashes, tokens
     finally:
         for added, tokenizer, encoder in reversed(loaded):
@@ -521,13 +597,15 @@ def applied_embeddings(pipe: Any, registry: NetworkRegistry, infos: list[Network
 @contextmanager
 def applied_networks(pipe: Any, registry: NetworkRegistry, loras: tuple[LoraUse, ...], prompts: tuple[str, ...]
                      ) -> Iterator[AppliedNetworks]:
-    """LoRAs and the embeddings ``prompts`` name, applied to ``pipe`` for one job (``with`` block)."""
+    """LoRAs and the embeddings ``prompts`` name (files, and those the LoRAs bundle), applied to ``pipe`` for one
+    job (``with`` block)."""
     from modules.models.speedups import plain_denoiser
 
     # A LoRA's layers would make a compiled denoiser recompile per job: it runs uncompiled (modules.models.speedups).
     with (plain_denoiser(pipe) if loras else contextlib.nullcontext()), \
             applied_loras(pipe, registry, loras) as lora_hashes, \
-            applied_embeddings(pipe, registry, registry.mentioned_embeddings(*prompts)) as (ti_hashes, tokens):
+            applied_embeddings(pipe, registry, registry.mentioned_embeddings(*prompts),
+                               bundled_sources(registry, loras, prompts)) as (ti_hashes, tokens):
         applied = AppliedNetworks(tokens=tokens)
         if lora_hashes:
             applied.params["Lora hashes"] = ", ".join(lora_hashes)

@@ -94,6 +94,9 @@ class TrainRunner:
                                              f"trains SD 1.x, 2.x and SDXL models")
         if info.family == "sdxl" and request.method == "textual_inversion":
             raise RequestError("method", "textual inversion trains SD 1.x/2.x embeddings; on SDXL use LoRA")
+        if info.family == "sdxl" and request.train_token_embedding:
+            raise RequestError("train_token_embedding", "training the token's embedding with the LoRA is done for "
+                                                        "SD 1.x/2.x models; on SDXL train the LoRA alone")
         folder = self._folder(request)
         read_examples(request.images, request.captions, folder, request.instance_prompt)
         if request.mixed_precision == "fp16" and not str(self.device()).startswith("cuda"):
@@ -277,6 +280,8 @@ class TrainRunner:
                 request.lora_alpha, xl=xl, layers_per_block=int(models["unet"].config.layers_per_block))
             metadata = outputs.lora_metadata(request.output_name, request.lora_rank, request.lora_alpha, info.title,
                                              info.family or "sd1", outcome.step)
+            if "vectors" in models:  # pivotal tuning: the token travels with the LoRA
+                state.update(outputs.bundled_embedding(request.rare_token, models["vectors"].vectors))
             return outputs.write_safetensors(self.models_dir / LORA_DIR / f"{request.output_name}.safetensors",
                                              state, metadata)
         if request.method == "textual_inversion":

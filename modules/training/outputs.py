@@ -4,7 +4,9 @@ A LoRA goes to ``models/Lora/<name>.safetensors`` in kohya's key layout, the one
 ComfyUI read: ``lora_unet_<module path with _>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` for the UNet
 (diffusers module names, e.g. ``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q``) and
 ``lora_te_text_model_encoder_layers_<n>_self_attn_q_proj`` for the text encoder. An embedding goes to
-``models/embeddings/<name>.pt`` in A1111's own layout (``string_to_param``). Every file is written to a
+``models/embeddings/<name>.pt`` in A1111's own layout (``string_to_param``). A token embedding trained with a LoRA
+(pivotal tuning) travels inside the LoRA file as A1111 and kohya bundle it: ``bundle_emb.<token>.string_to_param.*``
+(SD 1.x/2.x; SDXL would be ``bundle_emb.<token>.clip_l`` and ``.clip_g``). Every file is written to a
 temporary name in the same folder and renamed over the target, so a failure (a full disk, a kill) leaves the old
 file or none, never a half-written one.
 """
@@ -112,3 +114,9 @@ def embedding_payload(name: str, vectors: Any, step: int, checkpoint_hash: str |
     """A1111's embedding .pt layout: ``string_to_token`` / ``string_to_param`` under the key ``*``."""
     return {"string_to_token": {"*": 265}, "string_to_param": {"*": vectors.detach().float().cpu().clone()},
             "name": name, "step": int(step), "sd_checkpoint": checkpoint_hash, "sd_checkpoint_name": checkpoint_name}
+
+
+def bundled_embedding(token: str, vectors: Any) -> dict[str, Any]:
+    """The tensors that bundle an SD 1.x/2.x embedding named ``token`` into a LoRA file (A1111 reads
+    ``bundle_emb.<name>.string_to_param.<key>`` as that embedding's ``string_to_param``)."""
+    return {f"bundle_emb.{token}.string_to_param.*": vectors.detach().float().cpu().clone().contiguous()}

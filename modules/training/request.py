@@ -34,7 +34,10 @@ class TrainRequest:
     for the new embedding). ``prior_preservation`` mixes in ``num_class_images`` pictures of ``class_prompt``
     (one prompt, or several one per line that the pictures cycle through) made by the base model itself, weighted
     by ``prior_loss_weight``. ``steps`` count optimizer updates (each of ``gradient_accumulation`` batches).
-    ``resume`` continues from the newest checkpoint of an identical run."""
+    ``resume`` continues from the newest checkpoint of an identical run. ``train_token_embedding`` (LoRA only:
+    "pivotal tuning") also trains the rare token's input embedding, at ``embedding_learning_rate``, starting from
+    the embedding of ``token_init_text`` ("" = the token's own); the LoRA file then bundles it as A1111 and kohya
+    do (``bundle_emb.<token>.string_to_param.*``), and a prompt that uses the LoRA gets the token with it."""
 
     output_name: str = ""
     method: str = "lora"
@@ -67,6 +70,9 @@ class TrainRequest:
     lora_targets: tuple[str, ...] = UNET_TARGETS
     train_text_encoder: bool = False
     text_encoder_targets: tuple[str, ...] = TEXT_TARGETS
+    train_token_embedding: bool = False  # LoRA: pivotal tuning, the rare token's embedding trained with the LoRA
+    embedding_learning_rate: float = 5e-3  # embeddings want a higher rate than LoRA layers
+    token_init_text: str = ""  # pivotal tuning: the word(s) the token's vector starts from ("" = the token itself)
     ema: bool = False
     ema_decay: float = 0.999
     ti_vectors: int = 1  # textual inversion: vectors per token
@@ -130,6 +136,13 @@ def validate_fields(request: TrainRequest) -> None:
             raise RequestError("lora_alpha", f"must be above 0 and at most {4 * MAX_RANK}, got {request.lora_alpha:g}")
         if not request.lora_targets:
             raise RequestError("lora_targets", "name at least one UNet layer for the LoRA (e.g. to_q)")
+    if request.train_token_embedding:
+        if request.method != "lora":
+            raise RequestError("train_token_embedding", "training the token's embedding with the weights (pivotal "
+                                                        "tuning) is a LoRA option; textual inversion trains it alone")
+        if not 0 < request.embedding_learning_rate <= 1:  # NaN fails too
+            raise RequestError("embedding_learning_rate", f"must be above 0 and at most 1, got "
+                                                          f"{request.embedding_learning_rate:g}")
     if request.ema:
         check_range("ema_decay", request.ema_decay, 0.0, 1.0)
     if request.method == "textual_inversion":

@@ -21,6 +21,8 @@ CHECKPOINT = re.compile(r"^checkpoint-(\d+)\.pt$")
 # what does not change the weights a run reaches, so a run asked again with other values of these still resumes
 NOT_IDENTITY = ("resume", "checkpoint_every", "checkpoint_limit", "sample_every", "sample_prompts", "sample_steps",
                 "tensorboard")
+# fields added after runs were already written, at their defaults: an older config.json without them is the same run
+ADDED_DEFAULTS = {"train_token_embedding": False, "embedding_learning_rate": 5e-3, "token_init_text": ""}
 
 
 @dataclass(frozen=True)
@@ -89,4 +91,4 @@ class RunFolder:
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """The part of a run's configuration that decides its weights."""
-    return {key: value for key, value in config.items() if key not in NOT_IDENTITY}
+    return {key: value for key, value in {**ADDED_DEFAULTS, **config}.items() if key not in NOT_IDENTITY}

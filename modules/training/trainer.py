@@ -116,6 +116,8 @@ class Trainer:
                     parameter.requires_grad_("lora_" in name)
             if not any(p.requires_grad for p in pipe.unet.parameters()):
                 raise RequestError("lora_targets", f"no UNet layer is named {', '.join(request.lora_targets)}")
+            if request.train_token_embedding:  # pivotal tuning: the token's vector learns with the LoRA
+                trained["vectors"] = TokenVectors.make(self._token_vector())
         elif request.method == "dreambooth":
             pipe.unet.requires_grad_(True)
             trained["unet"] = pipe.unet
@@ -132,6 +134,15 @@ class Trainer:
                     encoder.gradient_checkpointing_enable()
         return trained
 
+    def _token_vector(self) -> Any:
+        """Pivotal tuning's one vector: the embedding of ``token_init_text`` (the mean of its tokens), or of the rare
+        token itself when that is empty."""
+        tokenizer, encoder = self.pipe.tokenizer, self.pipe.text_encoder
+        text = self.request.token_init_text.strip() or self.request.rare_token
+        ids = tokenizer(text, add_special_tokens=False).input_ids or [tokenizer.eos_token_id]
+        table = encoder.get_input_embeddings().weight.detach()
+        return table[ids].float().mean(dim=0, keepdim=True)
+
     def _initial_vectors(self) -> Any:
         """Textual inversion starts from the embedding of ``ti_init_text`` (repeated to the asked count)."""
         import torch
@@ -144,6 +155,18 @@ class Trainer:
         table = encoder.get_input_embeddings().weight.detach()
         rows = [table[ids[index % len(ids)]] for index in range(self.request.ti_vectors)]
         return torch.stack(rows).float()
+
+    def _parameter_groups(self, trained: dict[str, Any]) -> list[dict[str, Any]]:
+        """The optimizer's groups: the weights at ``learning_rate``; a token vector trained beside a LoRA at its
+        own ``embedding_learning_rate`` (textual inversion's vectors, alone, take ``learning_rate``)."""
+        request = self.request
+        weights = [p for name, model in trained.items() if name != "vectors"
+                   for p in model.parameters() if p.requires_grad]
+        groups = [{"params": weights, "lr": request.learning_rate}] if weights else []
+        if "vectors" in trained:
+            rate = request.embedding_learning_rate if request.method == "lora" else request.learning_rate
+            groups.append({"params": list(trained["vectors"].parameters()), "lr": rate})
+        return groups
 
     # -- text ------------------------------------------------------------------------------------------------------
     @property
@@ -233,7 +256,7 @@ class Trainer:
         trained = self._prepare_models()
         pipe.to(accelerator.device)
         parameters = [p for model in trained.values() for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=request.learning_rate)
+        optimizer = torch.optim.AdamW(self._parameter_groups(trained), lr=request.learning_rate)
         schedule = get_scheduler(request.lr_schedule, optimizer=optimizer,
                                  num_warmup_steps=request.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=request.steps * accelerator.num_processes)
