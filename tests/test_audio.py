@@ -126,6 +126,7 @@ def _wav(seconds: float = 0.5) -> bytes:
     ({"prompt": "x", "model": "tiny-stable-audio", "init_audio": b"RIFF not really a wave file"}, "init_audio"),
     ({"prompt": "x", "model": "tiny-audioldm2", "init_audio": b"RIFF"}, "init_audio"),  # no audio-to-audio
     ({"prompt": "x", "steps": 0}, "steps"),
+    ({"prompt": "x", "model": "tiny-stable-audio", "steps": 1}, "steps"),  # its sampler would return the noise
     ({"prompt": "x", "waveforms": 99}, "waveforms"),
     ({"task": "music", "prompt": "x"}, "task"),
 ])

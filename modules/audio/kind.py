@@ -15,7 +15,7 @@ from typing import Any
 
 from modules.audio.encode import FORMATS, decode, encode
 from modules.audio.engine import AudioInterrupted, AudioModels, make_sound
-from modules.audio.registry import AudioModelInfo, AudioModelRegistry, voice_index
+from modules.audio.registry import STABLE_AUDIO, AudioModelInfo, AudioModelRegistry, voice_index
 from modules.audio.request import SPEECH, TEXT_TO_AUDIO, AudioLimits, AudioRequest, validate_fields
 from modules.errors import RequestError
 from modules.jobs.artifacts import Artifact
@@ -102,6 +102,10 @@ class AudioRunner:
                                            f"({info.max_duration:g} s at most)")
         if request.duration is not None and request.duration < info.min_duration:
             raise RequestError("duration", f"{info.name} makes clips of at least {info.min_duration:g} s")
+        if info.family is STABLE_AUDIO and request.steps is not None and request.steps < 2:
+            # diffusers' cosine DPM-Solver puts a 1-step schedule at its smallest sigma: the noise comes back as is
+            raise RequestError("steps", f"{info.family.label} models need at least 2 steps (with 1, the sampler "
+                                        "takes the starting noise for a finished sound)")
         if request.init_audio is not None:
             if not info.family.init_audio:
                 raise RequestError("init_audio", f"{info.family.label} models cannot start from a sound; remove the "
