@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -47,3 +52,16 @@ def studio_services(tmp_path, runner=None, **config):
         services = dataclasses.replace(services, queue=image_queue(runner))
     return services
 
+
+
+@contextmanager
+def running_services(root: Path, model_store: Path, **config) -> Iterator:
+    """Started real services over a copy of ``model_store`` (the session's shared model folder, which tests must
+    not change) in ``root``; stopped when the block ends."""
+    shutil.copytree(model_store, root / "models")
+    services = studio_services(root, **config)
+    services.start()
+    try:
+        yield services
+    finally:
+        services.stop()

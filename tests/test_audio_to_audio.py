@@ -9,14 +9,13 @@ this model renders it (its VAE's decoding of the clip's latents), less what the 
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from modules.audio.encode import decode, encode, read_parameters
 from modules.audio.request import SPEECH, AudioRequest
 from modules.errors import RequestError
+from tests.helpers import running_services
 from tools.tiny_audio import SAMPLE_RATE
 
 SECONDS = 1.0
@@ -25,15 +24,8 @@ SAMPLES = int(SECONDS * SAMPLE_RATE)
 
 @pytest.fixture
 def audio_services(tmp_path, tiny_audio_store, one_thread):
-    from modules.runtime.config import AppConfig
-    from modules.runtime.services import build_services
-
-    shutil.copytree(tiny_audio_store, tmp_path / "models")
-    services = build_services(AppConfig(models_dir=tmp_path / "models", outdir=tmp_path / "outputs",
-                                        data_dir=tmp_path / "data"))
-    services.start()
-    yield services
-    services.stop()
+    with running_services(tmp_path, tiny_audio_store) as services:
+        yield services
 
 
 def _init_clip() -> np.ndarray:

@@ -10,19 +10,13 @@ import pytest
 from app.ui.audio_tab import audio_events, model_changed, task_changed
 from modules.audio.encode import decode, read_parameters
 from modules.audio.request import SPEECH, TEXT_TO_AUDIO, AudioRequest
+from tests.helpers import running_services
 
 
 @pytest.fixture
 def audio_services(tmp_path, tiny_audio_store, one_thread):
-    from modules.runtime.config import AppConfig
-    from modules.runtime.services import build_services
-
-    shutil.copytree(tiny_audio_store, tmp_path / "models")
-    services = build_services(AppConfig(models_dir=tmp_path / "models", outdir=tmp_path / "outputs",
-                                        data_dir=tmp_path / "data"))
-    services.start()
-    yield services
-    services.stop()
+    with running_services(tmp_path, tiny_audio_store) as services:
+        yield services
 
 
 def _values(**changes):

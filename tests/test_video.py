@@ -4,8 +4,6 @@ frame count, size and rate asked for, the parameters readable from the file, the
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,20 +11,14 @@ from PIL import Image
 from modules.errors import RequestError
 from modules.video.encode import probe, read_frames, read_video_infotext, read_video_parameters
 from modules.video.request import VideoRequest
+from tests.helpers import running_services
 
 
 @pytest.fixture(scope="module")
 def video_services(tmp_path_factory, video_model_store, one_thread):
-    from modules.runtime.config import AppConfig
-    from modules.runtime.services import build_services
-
-    root = tmp_path_factory.mktemp("video-studio")
-    shutil.copytree(video_model_store, root / "models")
-    services = build_services(AppConfig(models_dir=root / "models", outdir=root / "outputs", data_dir=root / "data",
-                                        default_ckpt="tiny-sd1"))
-    services.start()
-    yield services
-    services.stop()
+    with running_services(tmp_path_factory.mktemp("video-studio"), video_model_store,
+                          default_ckpt="tiny-sd1") as services:
+        yield services
 
 
 def run(services, **fields):

@@ -6,8 +6,6 @@ worker goes on."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,6 +16,7 @@ from app.ui.video_reuse import reuse_job, send_infotext
 from app.ui.video_tab import checkpoints, video_events
 from modules.video.encode import probe, read_frames
 from modules.video.request import VideoRequest
+from tests.helpers import running_services
 
 # The Video tab's values a user leaves as they are; a test sets the rest.
 TAB = {"model": "tiny-motion", "checkpoint": "Automatic", "prompt": "", "negative_prompt": "", "init_image": None,
@@ -28,16 +27,9 @@ TAB = {"model": "tiny-motion", "checkpoint": "Automatic", "prompt": "", "negativ
 
 @pytest.fixture(scope="module")
 def video_services(tmp_path_factory, video_model_store, one_thread):
-    from modules.runtime.config import AppConfig
-    from modules.runtime.services import build_services
-
-    root = tmp_path_factory.mktemp("video-history")
-    shutil.copytree(video_model_store, root / "models")
-    services = build_services(AppConfig(models_dir=root / "models", outdir=root / "outputs", data_dir=root / "data",
-                                        default_ckpt="tiny-sd1"))
-    services.start()
-    yield services
-    services.stop()
+    with running_services(tmp_path_factory.mktemp("video-history"), video_model_store,
+                          default_ckpt="tiny-sd1") as services:
+        yield services
 
 
 def generate(services, **values) -> dict:

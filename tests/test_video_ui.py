@@ -4,25 +4,17 @@ PNG info reads a clip's parameters back."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from app.ui.video_tab import fill_defaults, video_events
+from tests.helpers import running_services
 
 
 @pytest.fixture(scope="module")
 def video_services(tmp_path_factory, video_model_store, one_thread):
-    from modules.runtime.config import AppConfig
-    from modules.runtime.services import build_services
-
-    root = tmp_path_factory.mktemp("video-ui")
-    shutil.copytree(video_model_store, root / "models")
-    services = build_services(AppConfig(models_dir=root / "models", outdir=root / "outputs", data_dir=root / "data",
-                                        default_ckpt="tiny-sd1"))
-    services.start()
-    yield services
-    services.stop()
+    with running_services(tmp_path_factory.mktemp("video-ui"), video_model_store,
+                          default_ckpt="tiny-sd1") as services:
+        yield services
 
 
 def test_the_tab_builds_with_the_default_motion_model_and_its_checkpoints_size(video_services):
