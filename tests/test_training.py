@@ -165,6 +165,8 @@ def torch_equal(a, b) -> bool:
     (dict(instance_prompt="a heart"), "instance_prompt", "sks"),
     (dict(output_name="../escape"), "output_name", "name"),
     (dict(prior_preservation=True), "class_prompt", "class prompt"),
+    (dict(class_data_dir="/tmp"), "class_data_dir", "prior preservation"),
+    (dict(prior_preservation=True, class_data_dir="/no/such/folder"), "class_data_dir", "does not exist"),
     (dict(base_model="nothing-like-this"), "base_model", "nothing-like-this"),
     (dict(data_dir="/no/such/folder"), "data_dir", "does not exist"),
     (dict(mixed_precision="fp16"), "mixed_precision", "CUDA"),
@@ -231,6 +233,48 @@ def test_prior_preservation_class_images_come_from_the_generation_path_and_are_r
     assert second.output is not None
     assert [path.stat().st_mtime_ns for path in made] == stamps  # reused, not made again
     assert second.losses == first.losses  # the same run under another name
+
+
+def class_folder_of(folder, colours: list[tuple[int, int, int]], captioned: bool = True):
+    """A folder of plain class pictures, one per colour, each captioned "a shape" (or not)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for index, colour in enumerate(colours):
+        Image.new("RGB", (64, 64), colour).save(folder / f"class-{index}.png")
+        if captioned:
+            (folder / f"class-{index}.txt").write_text("a shape", encoding="utf-8")
+    return folder
+
+
+def test_own_class_images_are_trained_on_and_topped_up_with_generated_ones(services, hearts, tmp_path, one_thread):
+    cache_root = services.config.data_dir / "training" / "class-images"
+    red = class_folder_of(tmp_path / "red", [(200, 30, 30), (180, 20, 20)])
+    blue = class_folder_of(tmp_path / "blue", [(30, 30, 200), (20, 20, 180)])
+    request = train_request(hearts, output_name="own-prior", steps=2, prior_preservation=True,
+                            class_data_dir=str(red), num_class_images=2, class_steps=2)
+    on_red = services.run(request, timeout=600)
+    on_blue = services.run(request.replace(class_data_dir=str(blue)), timeout=600)
+    assert on_red.output is not None and on_blue.output is not None
+    assert on_red.losses != on_blue.losses  # the folder's pictures are what the prior loss sees
+    assert not cache_root.exists()  # enough pictures of its own: nothing generated
+    # with a class prompt and fewer pictures than asked, only the missing ones are made by the model
+    services.run(request.replace(class_prompt="a shape", num_class_images=3), timeout=600)
+    made = [path.name for cache in cache_root.iterdir() for path in cache.glob("*.png")]
+    assert made == ["00000.png"]
+
+
+def test_own_class_images_without_captions_need_a_class_prompt(services, hearts, tmp_path):
+    bare = class_folder_of(tmp_path / "bare", [(200, 30, 30)], captioned=False)
+    request = train_request(hearts, prior_preservation=True, class_data_dir=str(bare))
+    with pytest.raises(RequestError, match="class-0.png") as caught:
+        services.queue.submit(request)
+    assert caught.value.field == "class_prompt"
+    (bare / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(RequestError, match="broken.png cannot be read") as caught:
+        services.queue.submit(request.replace(class_prompt="a shape"))
+    assert caught.value.field == "class_data_dir"
+    assert services.queue.jobs() == []
 
 
 def test_dreambooth_writes_a_model_the_checkpoint_list_loads(services, hearts, one_thread):

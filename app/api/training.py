@@ -43,6 +43,7 @@ class TrainJobBody(BaseModel):
     instance_prompt: str | None = None
     rare_token: str | None = None
     class_prompt: str | None = None
+    class_data_dir: str | None = None
     prior_preservation: bool | None = None
     prior_loss_weight: float | None = None
     num_class_images: int | None = None

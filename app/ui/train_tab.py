@@ -56,6 +56,10 @@ def build_train(services: Services) -> Form:
             with gr.Row():
                 form["num_class_images"] = gr.Number(label="Class images", value=50, precision=0, minimum=1)
                 form["prior_loss_weight"] = gr.Number(label="Prior loss weight", value=1.0, minimum=0)
+                form["class_data_dir"] = gr.Textbox(
+                    label="Class image folder", placeholder="/path/to/class/images", scale=2,
+                    info="optional: your own class pictures (with optional <name>.txt captions); topped up with "
+                         "generated ones to the count above when a class prompt is given")
             with gr.Accordion("Training", open=True):
                 with gr.Row():
                     form["steps"] = gr.Number(label="Steps", value=500, precision=0, minimum=1)
@@ -152,6 +156,7 @@ def request_from_values(values: Values) -> TrainRequest:
         images=images, captions=captions if any(captions) else (),
         instance_prompt=str(values.get("instance_prompt") or ""), rare_token=str(values.get("rare_token") or ""),
         class_prompt=str(values.get("class_prompt") or ""),
+        class_data_dir=str(values.get("class_data_dir") or "").strip() or None,
         prior_preservation=bool(values.get("prior_preservation")),
         prior_loss_weight=number("prior_loss_weight", float), num_class_images=number("num_class_images"),
         resolution=number("resolution"), buckets=bool(values.get("buckets")), flip=bool(values.get("flip")),

@@ -37,7 +37,7 @@ def folder_images(folder: Path) -> list[Path]:
 
 
 def read_examples(images: tuple[Image.Image, ...], captions: tuple[str, ...], folder: Path | None,
-                  instance_prompt: str) -> list[Example]:
+                  instance_prompt: str, field: str = "data_dir") -> list[Example]:
     """The uploads, then the folder's images by name; a missing or empty caption means ``instance_prompt``.
     An image that cannot be read is a ``RequestError`` naming it (a run on fewer images than asked is not
     what the user wanted)."""
@@ -48,14 +48,14 @@ def read_examples(images: tuple[Image.Image, ...], captions: tuple[str, ...], fo
     if folder is not None:
         paths = folder_images(folder)
         if not paths:
-            raise RequestError("data_dir", f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}")
+            raise RequestError(field, f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}")
         for path in paths:
             try:
                 with Image.open(path) as opened:
                     opened.load()
                     image = _rgb(ImageOps.exif_transpose(opened))
             except (OSError, UnidentifiedImageError, ValueError) as error:
-                raise RequestError("data_dir", f"{path.name} cannot be read as an image: {error}") from None
+                raise RequestError(field, f"{path.name} cannot be read as an image: {error}") from None
             caption_file = path.with_suffix(".txt")
             caption = ""
             if caption_file.is_file():

@@ -99,6 +99,7 @@ class TrainRunner:
                                                         "SD 1.x/2.x models; on SDXL train the LoRA alone")
         folder = self._folder(request)
         read_examples(request.images, request.captions, folder, request.instance_prompt)
+        self._own_class_images(request)
         if request.mixed_precision == "fp16" and not str(self.device()).startswith("cuda"):
             raise RequestError("mixed_precision", f"fp16 needs a CUDA GPU; this studio runs on {self.device()} "
                                                   f"(use bf16 or no)")
@@ -113,6 +114,18 @@ class TrainRunner:
             return self.folders.check(request.data_dir)
         except RequestError as error:
             raise RequestError("data_dir", error.message) from None
+
+    def _own_class_images(self, request: TrainRequest) -> list[tuple[Image.Image, str]]:
+        """The class image folder's pictures with their captions (none without prior preservation)."""
+        from modules.training.prior import own_class_images
+
+        if not (request.prior_preservation and request.class_data_dir):
+            return []
+        try:
+            folder = self.folders.check(request.class_data_dir)
+        except RequestError as error:
+            raise RequestError("class_data_dir", error.message) from None
+        return own_class_images(folder, request.class_prompt)
 
     # -- running ---------------------------------------------------------------------------------------------------
     def run_folder(self, request: TrainRequest) -> RunFolder:
@@ -251,6 +264,10 @@ class TrainRunner:
 
         if not request.prior_preservation:
             return []
+        own = self._own_class_images(request)
+        missing = request.num_class_images - len(own) if request.class_prompt.strip() else 0
+        if missing <= 0:
+            return [Example(image, prompt, f"class-{index}") for index, (image, prompt) in enumerate(own)]
         info = self.registry.ensure_hash(info) if hasattr(self.registry, "ensure_hash") else info
         cache = class_folder(self.training_root / "class-images", info.sha256 or info.title, request.class_prompt,
                              request.resolution, request.class_steps)
@@ -264,8 +281,8 @@ class TrainRunner:
             progress.text = f"Class images {done}/{count}"
             control.report(progress)
 
-        images = class_images(cache, request.num_class_images, info.title, request.class_prompt, request.resolution,
-                              request.class_steps, request.seed, generate, on_progress)
+        images = own + class_images(cache, missing, info.title, request.class_prompt, request.resolution,
+                                    request.class_steps, request.seed, generate, on_progress)
         return [Example(image, prompt, f"class-{index}") for index, (image, prompt) in enumerate(images)]
 
     def _write_result(self, request: TrainRequest, info: Any, outcome: Any) -> Path:

@@ -26,6 +26,24 @@ def class_prompts(class_prompt: str) -> list[str]:
     return [line.strip() for line in class_prompt.splitlines() if line.strip()]
 
 
+def own_class_images(folder: Path, class_prompt: str) -> list[tuple[Image.Image, str]]:
+    """The user's own class pictures (``class_data_dir``), by name, each with its ``<stem>.txt`` caption or else the
+    class prompt (its lines in turn). A picture that cannot be read, or one without a caption when there is no class
+    prompt, is a ``RequestError`` naming it."""
+    from modules.errors import RequestError
+    from modules.training.data import read_examples
+
+    prompts = class_prompts(class_prompt)
+    pairs = []
+    for index, example in enumerate(read_examples((), (), folder, "", field="class_data_dir")):
+        caption = example.caption or (prompts[index % len(prompts)] if prompts else "")
+        if not caption:
+            raise RequestError("class_prompt", f"{example.name} in the class image folder has no caption "
+                                               f"({Path(example.name).stem}.txt); give a class prompt for it")
+        pairs.append((example.image, caption))
+    return pairs
+
+
 def class_images(folder: Path, count: int, model: str, class_prompt: str, resolution: int, steps: int, seed: int,
                  generate: Callable[[GenerationRequest], list[Image.Image]],
                  on_progress: Callable[[int, int], None] = lambda _done, _count: None,

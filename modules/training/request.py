@@ -33,7 +33,10 @@ class TrainRequest:
     caption is trained on ``instance_prompt``, which holds ``rare_token`` (for textual inversion the token stands
     for the new embedding). ``prior_preservation`` mixes in ``num_class_images`` pictures of ``class_prompt``
     (one prompt, or several one per line that the pictures cycle through) made by the base model itself, weighted
-    by ``prior_loss_weight``. ``steps`` count optimizer updates (each of ``gradient_accumulation`` batches).
+    by ``prior_loss_weight``; ``class_data_dir`` gives your own class pictures instead (kohya's "regularisation
+    images": a folder, each picture with an optional ``<stem>.txt`` caption, else the class prompt), topped up
+    with generated ones to ``num_class_images`` when a class prompt is given. ``steps`` count optimizer updates
+    (each of ``gradient_accumulation`` batches).
     ``resume`` continues from the newest checkpoint of an identical run. ``train_token_embedding`` (LoRA only:
     "pivotal tuning") also trains the rare token's input embedding, at ``embedding_learning_rate``, starting from
     the embedding of ``token_init_text`` ("" = the token's own); the LoRA file then bundles it as A1111 and kohya
@@ -48,6 +51,7 @@ class TrainRequest:
     instance_prompt: str = "a photo of sks"
     rare_token: str = "sks"
     class_prompt: str = ""
+    class_data_dir: str | None = None
     prior_preservation: bool = False
     prior_loss_weight: float = 1.0
     num_class_images: int = 50
@@ -110,9 +114,13 @@ def validate_fields(request: TrainRequest) -> None:
     if not re.search(rf"(?<!\w){re.escape(request.rare_token)}(?!\w)", request.instance_prompt):
         raise RequestError("instance_prompt", f"the instance prompt must contain the rare token "
                                               f"{request.rare_token!r}, e.g. 'a photo of {request.rare_token} dog'")
+    if request.class_data_dir and not request.prior_preservation:
+        raise RequestError("class_data_dir", "class images are used for prior preservation: turn it on, or leave "
+                                             "the class image folder empty")
     if request.prior_preservation:
-        if not request.class_prompt.strip():
-            raise RequestError("class_prompt", "prior preservation needs a class prompt (e.g. 'a photo of a dog')")
+        if not request.class_prompt.strip() and not request.class_data_dir:
+            raise RequestError("class_prompt", "prior preservation needs a class prompt (e.g. 'a photo of a dog') "
+                                               "or a folder of class images")
         check_range("num_class_images", request.num_class_images, 1, 10000)
         check_range("prior_loss_weight", request.prior_loss_weight, 0.0, 100.0)
         check_range("class_steps", request.class_steps, 1, 150)
