@@ -91,13 +91,36 @@ def known_shape_prompts(count: int) -> str:
                      for (colour, background), shape in chosen)
 
 
-def training_caption_prompts(count: int) -> str:
-    """The class "shape" as the known-shapes evaluation asks for it: full captions (size, colour, shape, position,
-    background) of combinations the base model was trained on (never the held-out ones the evaluation uses), one
-    per line."""
+def training_class_specs(count: int) -> list[world.ShapeSpec]:
+    """Combinations the base model was trained on (never the held-out ones the evaluation uses), in a fixed order."""
     specs = world.training_specs()
     order = np.random.default_rng(11).permutation(len(specs))
-    return "\n".join(specs[int(order[k % len(specs)])].caption() for k in range(count))
+    return [specs[int(order[k % len(specs)])] for k in range(count)]
+
+
+def training_caption_prompts(count: int) -> str:
+    """The class "shape" as the known-shapes evaluation asks for it: full captions (size, colour, shape, position,
+    background) of the base's training combinations, one per line."""
+    return "\n".join(spec.caption() for spec in training_class_specs(count))
+
+
+def checked_class_folder(services, folder: Path, count: int) -> int:
+    """Class pictures the base model draws right: ``count`` full training captions generated as the trainer would
+    (64 px, 20 steps, seeds 0..), kept only where the pixel checker reads every asked attribute, written with
+    their captions into ``folder`` (the request's ``class_data_dir``). Returns how many were kept."""
+    from modules.image.request import GenerationRequest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = 0
+    for index, spec in enumerate(training_class_specs(count)):
+        picture = services.run(GenerationRequest(prompt=spec.caption(), width=world.IMAGE_SIZE,
+                                                 height=world.IMAGE_SIZE, steps=20, seed=index, save_images=False,
+                                                 make_grid=False)).images[0].image
+        if all(metrics.score(picture, spec).values()):
+            picture.save(folder / f"class-{index:04d}.png")
+            (folder / f"class-{index:04d}.txt").write_text(spec.caption(), encoding="utf-8")
+            kept += 1
+    return kept
 
 
 def heart_caption(colour: str, background: str) -> str:
@@ -122,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                         help='"known-shapes" (default): the base model\'s four shapes in the captions\' grammar, one '
                              'prompt per class image; "training-captions": full captions (size and position too) '
                              'of the base\'s training combinations; anything else is used as the class prompt')
+    parser.add_argument("--checked-class-images", action="store_true",
+                        help="class pictures: --class-images of the base's training captions, kept only where the "
+                             "pixel checker reads what was asked (given to the trainer as class_data_dir)")
     parser.add_argument("--no-prior", action="store_true")
     parser.add_argument("--prior-weight", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=1)
@@ -164,11 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     class_prompt = {"known-shapes": known_shape_prompts, "training-captions": training_caption_prompts}.get(
         args.class_prompt, lambda _count: args.class_prompt)(args.class_images)
     try:
+        class_dir, kept, checking = None, None, time.perf_counter()
+        if args.checked_class_images and not args.no_prior:
+            class_dir = args.out / "class-checked"
+            shutil.rmtree(class_dir, ignore_errors=True)
+            kept = checked_class_folder(services, class_dir, args.class_images)
+            print(f"class pictures drawn right: {kept} of {args.class_images}", flush=True)
+        class_minutes = (time.perf_counter() - checking) / 60
         started = time.perf_counter()
         result = services.run(TrainRequest(
             output_name=name, data_dir=str(images), instance_prompt="a sks", rare_token="sks", resolution=64,
             steps=args.steps, learning_rate=args.lr, lora_rank=args.rank, lora_alpha=args.rank, seed=0,
-            prior_preservation=not args.no_prior, class_prompt=class_prompt,
+            prior_preservation=not args.no_prior, class_prompt="" if class_dir else class_prompt,
+            class_data_dir=str(class_dir) if class_dir else None,
             num_class_images=args.class_images, prior_loss_weight=args.prior_weight, batch_size=args.batch_size,
             train_text_encoder=args.text_encoder, train_token_embedding=args.embedding_lr > 0,
             embedding_learning_rate=args.embedding_lr or 5e-3, token_init_text=args.token_init,
@@ -200,11 +234,13 @@ def main(argv: list[str] | None = None) -> int:
             known[label] = right / len(specs)
     finally:
         services.stop()
-    report = {"lora": str(result.output), "train_minutes": round(minutes, 2), "steps": args.steps,
+    report = {"lora": str(result.output), "train_minutes": round(minutes, 2),
+              "class_check_minutes": round(class_minutes, 2), "steps": args.steps,
               "prior_preservation": not args.no_prior,
               "settings": {"rank": args.rank, "lr": args.lr, "batch_size": args.batch_size,
                            "prior_weight": args.prior_weight, "text_encoder": args.text_encoder,
-                           "class_images": args.class_images, "embedding_lr": args.embedding_lr,
+                           "class_images": args.class_images, "checked_class_images": kept,
+                           "class_prompt": args.class_prompt, "embedding_lr": args.embedding_lr,
                            "token_init": args.token_init, "targets": args.targets or "all attention"},
               "heart": hits / args.prompts,
               "colours": colours / args.prompts, "mean_heart_iou": float(np.mean(ious)),

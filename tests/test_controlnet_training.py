@@ -210,3 +210,16 @@ def test_a_time_capped_run_is_reproduced_by_the_steps_it_reached(tmp_path):
     assert same(weights(capped.controlnet), weights(exact.controlnet))
     command = "python -m tools.shapes_controlnet.train --out x --max-minutes 29 --steps 3000 --seed 0"
     assert reproduce_command(command, 1234) == "python -m tools.shapes_controlnet.train --out x --seed 0 --steps 1234"
+
+
+def test_small_shapes_weigh_more_in_the_loss_up_to_the_limit():
+    from tools.shapes.train import object_masks
+    from tools.shapes_controlnet.train import object_boost
+
+    examples = [data.training_example(0, index, 3, data.ExampleRecipe()) for index in range(120)]
+    masks = object_masks(np.stack([e.image for e in examples]), [e.spec for e in examples], 16)
+    boost = object_boost(masks, 4.0).flatten()
+    small = np.median([float(b) for b, e in zip(boost, examples, strict=True) if e.spec.size == "small"])
+    large = np.median([float(b) for b, e in zip(boost, examples, strict=True) if e.spec.size == "large"])
+    assert small >= 2.0 and large < 1.5 and float(boost.max()) <= 4.0 and float(boost.min()) >= 1.0
+    assert torch.equal(object_boost(masks, 1.0), torch.ones_like(object_boost(masks, 1.0)))  # 1: off
