@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                              "pixel checker reads what was asked (given to the trainer as class_data_dir)")
     parser.add_argument("--no-prior", action="store_true")
     parser.add_argument("--prior-weight", type=float, default=1.0)
+    parser.add_argument("--prior-target", choices=("images", "base_model"), default="images",
+                        help="the class half's target: the class pictures, or the base model's own prediction")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--text-encoder", action="store_true", help="also train a LoRA on the text encoder")
     parser.add_argument("--embedding-lr", type=float, default=0.0,
@@ -203,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps, learning_rate=args.lr, lora_rank=args.rank, lora_alpha=args.rank, seed=0,
             prior_preservation=not args.no_prior, class_prompt="" if class_dir else class_prompt,
             class_data_dir=str(class_dir) if class_dir else None,
-            num_class_images=args.class_images, prior_loss_weight=args.prior_weight, batch_size=args.batch_size,
+            num_class_images=args.class_images, prior_loss_weight=args.prior_weight,
+            prior_target=args.prior_target, batch_size=args.batch_size,
             train_text_encoder=args.text_encoder, train_token_embedding=args.embedding_lr > 0,
             embedding_learning_rate=args.embedding_lr or 5e-3, token_init_text=args.token_init,
             **({"lora_targets": tuple(t.strip() for t in args.targets.split(",") if t.strip())}
@@ -238,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
               "class_check_minutes": round(class_minutes, 2), "steps": args.steps,
               "prior_preservation": not args.no_prior,
               "settings": {"rank": args.rank, "lr": args.lr, "batch_size": args.batch_size,
-                           "prior_weight": args.prior_weight, "text_encoder": args.text_encoder,
+                           "prior_weight": args.prior_weight, "prior_target": args.prior_target,
+                           "text_encoder": args.text_encoder,
                            "class_images": args.class_images, "checked_class_images": kept,
                            "class_prompt": args.class_prompt, "embedding_lr": args.embedding_lr,
                            "token_init": args.token_init, "targets": args.targets or "all attention"},

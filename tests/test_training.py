@@ -166,6 +166,9 @@ def torch_equal(a, b) -> bool:
     (dict(output_name="../escape"), "output_name", "name"),
     (dict(prior_preservation=True), "class_prompt", "class prompt"),
     (dict(class_data_dir="/tmp"), "class_data_dir", "prior preservation"),
+    (dict(prior_preservation=True, class_prompt="a shape", prior_target="model"), "prior_target", "base_model"),
+    (dict(prior_preservation=True, class_prompt="a shape", prior_target="base_model", method="dreambooth"),
+     "prior_target", "LoRA"),
     (dict(prior_preservation=True, class_data_dir="/no/such/folder"), "class_data_dir", "does not exist"),
     (dict(base_model="nothing-like-this"), "base_model", "nothing-like-this"),
     (dict(data_dir="/no/such/folder"), "data_dir", "does not exist"),
@@ -262,6 +265,24 @@ def test_own_class_images_are_trained_on_and_topped_up_with_generated_ones(servi
     services.run(request.replace(class_prompt="a shape", num_class_images=3), timeout=600)
     made = [path.name for cache in cache_root.iterdir() for path in cache.glob("*.png")]
     assert made == ["00000.png"]
+
+
+def test_with_the_base_models_output_as_prior_target_the_untrained_lora_owes_the_prior_nothing(
+        services, hearts, tmp_path, one_thread):
+    # At step 1 the LoRA's up-projections are still zero, so the model is the base: its prediction on the class
+    # pictures is exactly the base model's, and the prior half's loss is 0 whatever its weight. With the class
+    # pictures' own noise as the target (DreamBooth's prior) it is not.
+    class_dir = class_folder_of(tmp_path / "class", [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)])
+    request = train_request(hearts, steps=1, checkpoint_every=1, prior_preservation=True,
+                            class_data_dir=str(class_dir))
+    first = {}
+    for target in ("images", "base_model"):
+        for weight in (0.0, 100.0):
+            result = services.run(request.replace(output_name=f"p-{target}-{weight:g}", prior_target=target,
+                                                  prior_loss_weight=weight), timeout=600)
+            first[target, weight] = result.losses[0]
+    assert first["base_model", 100.0] == pytest.approx(first["base_model", 0.0], rel=1e-6)
+    assert first["images", 100.0] > 2 * first["images", 0.0]
 
 
 def test_own_class_images_without_captions_need_a_class_prompt(services, hearts, tmp_path):

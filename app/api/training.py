@@ -46,6 +46,7 @@ class TrainJobBody(BaseModel):
     class_data_dir: str | None = None
     prior_preservation: bool | None = None
     prior_loss_weight: float | None = None
+    prior_target: Literal["images", "base_model"] | None = None
     num_class_images: int | None = None
     class_steps: int | None = None
     resolution: int | None = None

@@ -56,6 +56,11 @@ def build_train(services: Services) -> Form:
             with gr.Row():
                 form["num_class_images"] = gr.Number(label="Class images", value=50, precision=0, minimum=1)
                 form["prior_loss_weight"] = gr.Number(label="Prior loss weight", value=1.0, minimum=0)
+                form["prior_target"] = gr.Dropdown(
+                    label="Prior target", choices=[("Class pictures (DreamBooth)", "images"),
+                                                   ("Base model's output (LoRA)", "base_model")], value="images",
+                    info="base model's output: without the rare token, the LoRA is pulled back to what the base "
+                         "model does")
                 form["class_data_dir"] = gr.Textbox(
                     label="Class image folder", placeholder="/path/to/class/images", scale=2,
                     info="optional: your own class pictures (with optional <name>.txt captions); topped up with "
@@ -158,7 +163,8 @@ def request_from_values(values: Values) -> TrainRequest:
         class_prompt=str(values.get("class_prompt") or ""),
         class_data_dir=str(values.get("class_data_dir") or "").strip() or None,
         prior_preservation=bool(values.get("prior_preservation")),
-        prior_loss_weight=number("prior_loss_weight", float), num_class_images=number("num_class_images"),
+        prior_loss_weight=number("prior_loss_weight", float),
+        prior_target=str(values.get("prior_target") or "images"), num_class_images=number("num_class_images"),
         resolution=number("resolution"), buckets=bool(values.get("buckets")), flip=bool(values.get("flip")),
         random_crop=bool(values.get("random_crop")), steps=number("steps"), batch_size=number("batch_size"),
         gradient_accumulation=number("gradient_accumulation"),

@@ -24,6 +24,7 @@ TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}$")
 MIN_RESOLUTION, MAX_RESOLUTION = 64, 2048
 MAX_RANK = 256
+PRIOR_TARGETS: tuple[str, ...] = ("images", "base_model")
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,7 +36,11 @@ class TrainRequest:
     (one prompt, or several one per line that the pictures cycle through) made by the base model itself, weighted
     by ``prior_loss_weight``; ``class_data_dir`` gives your own class pictures instead (kohya's "regularisation
     images": a folder, each picture with an optional ``<stem>.txt`` caption, else the class prompt), topped up
-    with generated ones to ``num_class_images`` when a class prompt is given. ``steps`` count optimizer updates
+    with generated ones to ``num_class_images`` when a class prompt is given. ``prior_target`` "images" trains
+    the class half on the class pictures as DreamBooth does; "base_model" makes the frozen base model's own
+    prediction on them the target (output preservation, as ai-toolkit's "differential output preservation" does),
+    every second one with an empty caption, so what the trained weights change without the rare token, the
+    unconditional half of CFG included, is pulled back to what the base did. ``steps`` count optimizer updates
     (each of ``gradient_accumulation`` batches).
     ``resume`` continues from the newest checkpoint of an identical run. ``train_token_embedding`` (LoRA only:
     "pivotal tuning") also trains the rare token's input embedding, at ``embedding_learning_rate``, starting from
@@ -54,6 +59,7 @@ class TrainRequest:
     class_data_dir: str | None = None
     prior_preservation: bool = False
     prior_loss_weight: float = 1.0
+    prior_target: str = "images"
     num_class_images: int = 50
     class_steps: int = 20  # sampling steps of the generated class images
     resolution: int = 512
@@ -124,6 +130,11 @@ def validate_fields(request: TrainRequest) -> None:
         check_range("num_class_images", request.num_class_images, 1, 10000)
         check_range("prior_loss_weight", request.prior_loss_weight, 0.0, 100.0)
         check_range("class_steps", request.class_steps, 1, 150)
+        if request.prior_target not in PRIOR_TARGETS:
+            raise RequestError("prior_target", f"one of {', '.join(PRIOR_TARGETS)}, got {request.prior_target!r}")
+        if request.prior_target == "base_model" and request.method != "lora":
+            raise RequestError("prior_target", "the base model's output is the LoRA switched off, so this target is "
+                                               "for LoRA training; use images")
     check_range("resolution", request.resolution, MIN_RESOLUTION, MAX_RESOLUTION)
     if request.resolution % 8:
         raise RequestError("resolution", f"must be a multiple of 8, got {request.resolution}")

@@ -23,7 +23,7 @@ NOT_IDENTITY = ("resume", "checkpoint_every", "checkpoint_limit", "sample_every"
                 "tensorboard")
 # fields added after runs were already written, at their defaults: an older config.json without them is the same run
 ADDED_DEFAULTS = {"train_token_embedding": False, "embedding_learning_rate": 5e-3, "token_init_text": "",
-                  "class_data_dir": None}
+                  "class_data_dir": None, "prior_target": "images"}
 
 
 @dataclass(frozen=True)

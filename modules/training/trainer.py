@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,23 @@ def step_generator(seed: int, micro: int) -> Any:
     import torch
 
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, micro]).generate_state(1)[0]))
+
+
+@contextmanager
+def adapters_off(*models: Any) -> Iterator[None]:
+    """The models as the base was: every PEFT LoRA layer in them bypassed for the block (the trained token vector is
+    not used by captions without the token)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [module for model in models if hasattr(model, "modules") for module in model.modules()
+              if isinstance(module, BaseTunerLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
 
 
 class Trainer:
@@ -351,6 +369,11 @@ class Trainer:
                                   generator=generator).to(device)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         captions = [example.caption for example in chosen]
+        preserve = bool(self.class_examples) and request.prior_target == "base_model"
+        if preserve:  # every second class picture speaks for the unconditional half of CFG
+            half = len(indices)
+            captions[half:] = ["" if (micro * request.batch_size + j) % 2 else caption
+                               for j, caption in enumerate(captions[half:])]
         vectors = models["vectors"].vectors if "vectors" in models else None
         if any(name in models for name in self.text_encoders) or vectors is not None:
             states, pooled = self.conditioning(captions, vectors)
@@ -370,6 +393,16 @@ class Trainer:
             target = noise
         if not self.class_examples:
             return F.mse_loss(prediction.float(), target.float())
+        if preserve:
+            half = len(indices)
+            with torch.no_grad(), adapters_off(*models.values()):
+                base_states, base_pooled = self.conditioning(captions[half:])
+                base_extra = {}
+                if base_pooled is not None:
+                    base_extra["added_cond_kwargs"] = {"text_embeds": base_pooled,
+                                                       "time_ids": extra["added_cond_kwargs"]["time_ids"][half:]}
+                base = pipe.unet(noisy[half:], timesteps[half:], base_states, **base_extra).sample
+            target = torch.cat([target[:half], base.to(target.dtype)])
         own, prior = prediction.float().chunk(2), target.float().chunk(2)
         return F.mse_loss(own[0], prior[0]) + request.prior_loss_weight * F.mse_loss(own[1], prior[1])
 
