@@ -65,3 +65,18 @@ def running_services(root: Path, model_store: Path, **config) -> Iterator:
         yield services
     finally:
         services.stop()
+
+
+@contextmanager
+def services_with_committed(root: Path, *folders: Path) -> Iterator:
+    """Started real services whose models folder holds copies of committed model folders (each under the same
+    ``<kind>/<name>`` it has in the repository's ``models/``); stopped when the block ends."""
+    repository_models = Path(__file__).resolve().parent.parent / "models"
+    for folder in folders:
+        shutil.copytree(folder, root / "models" / folder.relative_to(repository_models))
+    services = studio_services(root)
+    services.start()
+    try:
+        yield services
+    finally:
+        services.stop()

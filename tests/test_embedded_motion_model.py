@@ -5,7 +5,6 @@ card recommends, and the clip moves the way the prompt asks, measured by trackin
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from PIL import Image
 
 from modules.video.request import VideoRequest
+from tests.helpers import services_with_committed
 from tools.motion import track
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,16 +31,8 @@ PROMPTS = [
 
 @pytest.fixture
 def motion_services(tmp_path, one_thread):
-    from modules.runtime.config import AppConfig
-    from modules.runtime.services import build_services
-
-    shutil.copytree(BASE, tmp_path / "models" / "Stable-diffusion" / BASE.name)
-    shutil.copytree(COMMITTED, tmp_path / "models" / "animatediff" / COMMITTED.name)
-    services = build_services(AppConfig(models_dir=tmp_path / "models", outdir=tmp_path / "outputs",
-                                        data_dir=tmp_path / "data"))
-    services.start()
-    yield services
-    services.stop()
+    with services_with_committed(tmp_path, BASE, COMMITTED) as services:
+        yield services
 
 
 def test_a_video_job_with_no_model_named_moves_the_shape_the_asked_way(motion_services):

@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from modules.audio.encode import decode
 from modules.audio.request import AudioRequest
+from tests.helpers import services_with_committed
 from tools.sound import measures, world
 
 COMMITTED = Path(__file__).resolve().parent.parent / "models" / "audio" / "sfumato-sounds"
@@ -31,15 +31,8 @@ PROMPTS = [
 
 @pytest.fixture
 def sound_services(tmp_path, one_thread):
-    from modules.runtime.config import AppConfig
-    from modules.runtime.services import build_services
-
-    shutil.copytree(COMMITTED, tmp_path / "models" / "audio" / COMMITTED.name)
-    services = build_services(AppConfig(models_dir=tmp_path / "models", outdir=tmp_path / "outputs",
-                                        data_dir=tmp_path / "data"))
-    services.start()
-    yield services
-    services.stop()
+    with services_with_committed(tmp_path, COMMITTED) as services:
+        yield services
 
 
 def test_a_sound_job_with_no_model_named_sounds_like_its_prompt(sound_services):
