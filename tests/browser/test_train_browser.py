@@ -22,7 +22,7 @@ def test_a_tiny_run_shows_its_loss_curve_and_lands_in_models(page, studio, tmp_p
     page.get_by_role("tab", name="Train", exact=True).click()
     tab = page.get_by_role("tabpanel").filter(visible=True).first
     tab.get_by_label("Output name").fill("browserheart")
-    tab.get_by_label("Image folder", exact=True).fill(str(folder))
+    tab.get_by_placeholder("/path/to/images", exact=True).fill(str(folder))  # not the class image folder
     tab.get_by_label("Instance prompt").fill("a sks on a plain background")
     for label, value in (("Steps", 12), ("Resolution", 64), ("Learning rate", 0.002)):
         box = tab.get_by_label(label, exact=True)
