@@ -59,12 +59,8 @@ def running_services(root: Path, model_store: Path, **config) -> Iterator:
     """Started real services over a copy of ``model_store`` (the session's shared model folder, which tests must
     not change) in ``root``; stopped when the block ends."""
     shutil.copytree(model_store, root / "models")
-    services = studio_services(root, **config)
-    services.start()
-    try:
+    with _started(studio_services(root, **config)) as services:
         yield services
-    finally:
-        services.stop()
 
 
 @contextmanager
@@ -74,7 +70,13 @@ def services_with_committed(root: Path, *folders: Path) -> Iterator:
     repository_models = Path(__file__).resolve().parent.parent / "models"
     for folder in folders:
         shutil.copytree(folder, root / "models" / folder.relative_to(repository_models))
-    services = studio_services(root)
+    with _started(studio_services(root)) as services:
+        yield services
+
+
+@contextmanager
+def _started(services) -> Iterator:
+    """``services`` started for the block and stopped after it, whatever happens in it."""
     services.start()
     try:
         yield services

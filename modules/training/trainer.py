@@ -370,8 +370,8 @@ class Trainer:
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         captions = [example.caption for example in chosen]
         preserve = bool(self.class_examples) and request.prior_target == "base_model"
+        half = len(indices)  # the class pictures, when there are any, are the second half of the batch
         if preserve:  # every second class picture speaks for the unconditional half of CFG
-            half = len(indices)
             captions[half:] = ["" if (micro * request.batch_size + j) % 2 else caption
                                for j, caption in enumerate(captions[half:])]
         vectors = models["vectors"].vectors if "vectors" in models else None
@@ -394,7 +394,6 @@ class Trainer:
         if not self.class_examples:
             return F.mse_loss(prediction.float(), target.float())
         if preserve:
-            half = len(indices)
             with torch.no_grad(), adapters_off(*models.values()):
                 base_states, base_pooled = self.conditioning(captions[half:])
                 base_extra = {}
