@@ -91,9 +91,16 @@ def known_shape_prompts(count: int) -> str:
                      for (colour, background), shape in chosen)
 
 
+def base_rows(base: Path = BASE) -> int:
+    """The rows of the world the base model was trained on (its ``training_config.json``): the known shapes are
+    asked only at positions it knows (sfumato-shapes knows 1 row: left, centre, right)."""
+    config = base / "training_config.json"
+    return int(json.loads(config.read_text(encoding="utf-8")).get("rows", 3)) if config.exists() else 3
+
+
 def training_class_specs(count: int) -> list[world.ShapeSpec]:
     """Combinations the base model was trained on (never the held-out ones the evaluation uses), in a fixed order."""
-    specs = world.training_specs()
+    specs = world.training_specs(base_rows())
     order = np.random.default_rng(11).permutation(len(specs))
     return [specs[int(order[k % len(specs)])] for k in range(count)]
 
@@ -228,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         known = {}
         known["base"] = None
         for label, suffix in (("base", ""), ("with LoRA", f" <lora:{name}:1>"))[1 if args.no_base else 0:]:
-            specs = world.evaluation_cases(args.known)
+            specs = world.evaluation_cases(args.known, rows=base_rows())
             right = 0
             for spec, seed in specs:
                 picture = services.run(GenerationRequest(prompt=spec.caption() + suffix, seed=seed,
