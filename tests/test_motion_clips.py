@@ -106,3 +106,24 @@ def test_a_reduced_problem_draws_and_asks_only_its_motions():
     assert clips.training_clip(0, 7, frames=2)[2] == specs[int(np.random.default_rng([0, 15, 7]).integers(len(specs)))]
     with pytest.raises(ValueError, match="sideways"):
         clips.training_clip(0, 0, frames=2, motions=("sideways",))
+
+
+def test_motion_weights_show_the_hard_motions_more_often():
+    weights = (1, 1, 1, 1, 3, 3, 1)  # growing and shrinking three times as often as each other motion
+    drawn = [clips.training_clip(0, index, frames=2, weights=weights)[2] for index in range(330)]
+    counts = {motion: sum(spec.motion == motion for spec in drawn) for motion in clips.MOTIONS}
+    share = (counts["growing"] + counts["shrinking"]) / len(drawn)  # 6 in 11 asked; all alike would give 2 in 7
+    assert 0.45 < share < 0.65, counts
+    assert all(counts.values()) and not set(drawn) & set(clips.heldout_specs())
+    assert drawn[:5] == [clips.training_clip(0, index, frames=2, weights=weights)[2] for index in range(5)]
+    for bad in ((1, 1), (1, 1, 1, 1, -1, 1, 1), (0,) * 7, (1, 1, 1, 1, float("nan"), 1, 1)):
+        with pytest.raises(ValueError, match="motion_weights"):
+            clips.training_clip(0, 0, frames=2, weights=bad)
+
+
+def test_the_trainer_refuses_bad_motion_weights_before_it_starts():
+    from tools.motion.train import make_config
+
+    assert make_config(overrides=["motion_weights=[1,1,1,1,2,2,1]"]).motion_weights == (1, 1, 1, 1, 2, 2, 1)
+    with pytest.raises(SystemExit, match="motion_weights has 2 weight"):
+        make_config(overrides=["motion_weights=[1,2]"])

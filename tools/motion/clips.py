@@ -210,12 +210,29 @@ def training_caption(spec: ClipSpec, rng: np.random.Generator) -> str:
                         comma=bool(draws[2] >= NO_COMMA_PROBABILITY))
 
 
-def training_clip(seed: int, index: int, frames: int = FRAMES,
-                  motions: tuple[str, ...] = MOTIONS) -> tuple[np.ndarray, np.ndarray, ClipSpec]:
+def motion_odds(motions: tuple[str, ...], weights: tuple[float, ...]) -> np.ndarray:
+    """The probability of each motion from its weight; a ValueError names what is wrong with the weights."""
+    if len(weights) != len(motions):
+        raise ValueError(f"motion_weights has {len(weights)} weight(s) for {len(motions)} motions "
+                         f"({', '.join(motions)})")
+    odds = np.asarray(weights, dtype=np.float64)
+    if not np.all(np.isfinite(odds)) or np.any(odds < 0) or odds.sum() <= 0:
+        raise ValueError(f"motion_weights must be finite, at least 0 and not all 0, got {list(weights)}")
+    return odds / odds.sum()
+
+
+def training_clip(seed: int, index: int, frames: int = FRAMES, motions: tuple[str, ...] = MOTIONS,
+                  weights: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray, ClipSpec]:
     """Training clip ``index`` of dataset ``seed``: (frames uint8, coverages, spec); always the same. ``motions``
-    narrows the clips to some motions (a reduced problem for quick experiments)."""
+    narrows the clips to some motions (a reduced problem for quick experiments); ``weights`` (one per motion, empty:
+    every training combination equally likely) draws the motion first with those odds, so the motions a model
+    finds hard can be shown more often."""
     rng = np.random.default_rng([seed, 15, index])
-    specs = training_specs() if tuple(motions) == MOTIONS else _training_specs_of(tuple(motions))
+    if weights:
+        odds = motion_odds(tuple(motions), tuple(weights))
+        specs = _training_specs_of((motions[int(rng.choice(len(motions), p=odds))],))
+    else:
+        specs = training_specs() if tuple(motions) == MOTIONS else _training_specs_of(tuple(motions))
     spec = specs[int(rng.integers(len(specs)))]
     images, coverages = render_clip(spec, rng, frames)
     return images, coverages, spec

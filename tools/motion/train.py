@@ -76,6 +76,7 @@ class MotionConfig:
     max_seq_length: int = 32
     lora_rank: int = 8  # LoRA on the base UNet's cross-attention keys/values, learning the motion words; 0: none
     motions: tuple[str, ...] = MOTIONS  # a subset trains on those motions only (quick experiments)
+    motion_weights: tuple[float, ...] = ()  # one per motion: how often its clips are drawn (empty: all alike)
     readable_weight: float = 0.1  # weight of the training-only readout loss (MotionReadout); 1.0 hurt colours
 
     def to_json(self) -> dict[str, Any]:
@@ -105,7 +106,15 @@ def make_config(preset: str = "default", seed: int = 0, steps: int | None = None
         if key not in fields:
             raise SystemExit(f"--set: unknown setting {key!r}")
         values[key] = tuple(value) if isinstance(value, list) else value
-    return MotionConfig(**values)
+    config = MotionConfig(**values)
+    if config.motion_weights:
+        from tools.motion.clips import motion_odds
+
+        try:
+            motion_odds(tuple(config.motions), tuple(config.motion_weights))
+        except ValueError as error:
+            raise SystemExit(f"--set: {error}") from None
+    return config
 
 
 def build_adapter(base_unet_config: dict[str, Any], config: MotionConfig):
@@ -224,7 +233,8 @@ def build_clip_set(vae, config: MotionConfig, progress: bool = True) -> ClipSet:
     with torch.no_grad():
         for index in tqdm(range(config.clips), desc="clips", disable=not progress, dynamic_ncols=True,
                           mininterval=2.0):
-            frames, coverages, spec = training_clip(config.seed, index, config.frames, tuple(config.motions))
+            frames, coverages, spec = training_clip(config.seed, index, config.frames, tuple(config.motions),
+                                                   tuple(config.motion_weights))
             pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
             posterior = vae.encode(pixels).latent_dist
             means.append(posterior.mean.to(torch.float16))
