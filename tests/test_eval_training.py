@@ -22,3 +22,13 @@ def test_the_known_shapes_are_asked_in_the_base_models_own_world(tmp_path):
     (other / "training_config.json").write_text(json.dumps({"rows": 3}), encoding="utf-8")
     assert eval_training.base_rows(other) == 3
     assert eval_training.base_rows(tmp_path / "no-config") == 3
+
+
+def test_the_heart_prompts_never_repeat_and_avoid_the_trained_colour_pairs():
+    cases = eval_training.eval_pairs(120)
+    assert len(cases) == 120 and len(set(cases)) == 120
+    pairs = {(colour, background) for colour, background, _seed in cases}
+    assert len(pairs) == 51 and not pairs & set(eval_training.TRAIN_PAIRS)
+    assert all(colour != background for colour, background in pairs)
+    assert cases[:50] == eval_training.eval_pairs(50)  # 50 prompts: the first 50 of a longer run
+    assert {seed for *_pair, seed in cases[:51]} == {1} and {seed for *_pair, seed in cases[51:102]} == {2}
