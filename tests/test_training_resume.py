@@ -1,6 +1,6 @@
 """A training run killed with SIGKILL, or cut short by a queue shutdown, resumes from its newest checkpoint and
 ends with exactly the weights and loss curve of a run that was never interrupted (the LoRA on the UNet and the text
-encoder, and the rare token's embedding trained with them)."""
+encoder, and the rare token's embedding trained with them; a textual inversion's vectors)."""
 
 from __future__ import annotations
 
@@ -25,11 +25,22 @@ ROOT = Path(__file__).resolve().parent.parent
 STEPS = 30
 
 
-def _request(data: Path, name: str = "killed") -> TrainRequest:
-    return TrainRequest(output_name=name, base_model="tiny-sd1", data_dir=str(data),
-                        instance_prompt="a sks on a plain background", resolution=64, steps=STEPS,
-                        checkpoint_every=1, checkpoint_limit=2, learning_rate=2e-3, seed=5, train_text_encoder=True,
-                        train_token_embedding=True, embedding_learning_rate=1e-2)  # pivotal: the token's vector too
+def _request(data: Path, name: str = "killed", method: str = "lora") -> TrainRequest:
+    common = dict(output_name=name, base_model="tiny-sd1", data_dir=str(data),
+                  instance_prompt="a sks on a plain background", resolution=64, steps=STEPS, checkpoint_every=1,
+                  checkpoint_limit=2, seed=5)
+    if method == "textual_inversion":
+        return TrainRequest(method=method, learning_rate=5e-2, ti_vectors=2, **common)
+    return TrainRequest(learning_rate=2e-3, train_text_encoder=True, train_token_embedding=True,
+                        embedding_learning_rate=1e-2, **common)  # pivotal: the token's vector too
+
+
+def _trained(models: Path, method: str) -> dict:
+    """The run's result file as tensors by name: the LoRA's, or the embedding's vectors."""
+    if method == "textual_inversion":
+        data = torch.load(models / "embeddings" / "killed.pt", weights_only=False)
+        return {"string_to_param": data["string_to_param"]["*"], "step": torch.tensor(data["step"])}
+    return load_file(str(models / "Lora" / "killed.safetensors"))
 
 
 def _train(config: Path, models: Path, data: Path, log: Path, resume: bool = False) -> subprocess.Popen:
@@ -46,7 +57,8 @@ def _finish(process: subprocess.Popen, log: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_a_run_killed_with_sigkill_resumes_to_the_same_weights_and_losses(tmp_path, tiny_model_store):
+@pytest.mark.parametrize("method", ["lora", "textual_inversion"])
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights_and_losses(tmp_path, tiny_model_store, method):
     hearts = heart_folder(tmp_path / "hearts")
     roots = {}
     for name in ("whole", "killed"):
@@ -54,7 +66,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights_and_losses(tmp_pa
         shutil.copytree(tiny_model_store / "Stable-diffusion", roots[name] / "models" / "Stable-diffusion")
     config = tmp_path / "run" / "config.json"
     config.parent.mkdir()
-    config.write_text(json.dumps(run_config(_request(hearts), config.parent / "inputs", None)), encoding="utf-8")
+    request = _request(hearts, method=method)
+    config.write_text(json.dumps(run_config(request, config.parent / "inputs", None)), encoding="utf-8")
 
     whole = _train(config, roots["whole"] / "models", roots["whole"] / "data", tmp_path / "whole.log")
     killed_log = tmp_path / "killed.log"
@@ -69,7 +82,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights_and_losses(tmp_pa
     assert victim.wait(60) == -signal.SIGKILL
     left = sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("checkpoint-"))
     assert left and left[-1] < f"checkpoint-{STEPS:07d}.pt", "the run ended before it was killed"
-    assert not (roots["killed"] / "models" / "Lora" / "killed.safetensors").exists()
+    assert not any((roots["killed"] / "models" / folder).glob("killed.*") for folder in ("Lora", "embeddings"))
 
     resumed = _finish(_train(config, roots["killed"] / "models", roots["killed"] / "data", killed_log, resume=True),
                       killed_log)
@@ -77,10 +90,12 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights_and_losses(tmp_pa
     assert resumed["step"] == reference["step"] == STEPS
     assert resumed["resumed_from"] == int(left[-1][len("checkpoint-"):-3]) and reference["resumed_from"] == 0
     assert resumed["losses"] == reference["losses"]
-    a = load_file(str(roots["killed"] / "models" / "Lora" / "killed.safetensors"))
-    b = load_file(str(roots["whole"] / "models" / "Lora" / "killed.safetensors"))
+    a, b = _trained(roots["killed"] / "models", method), _trained(roots["whole"] / "models", method)
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
-    assert "bundle_emb.sks.string_to_param.*" in a  # the trained token vector resumed with the LoRA
+    if method == "lora":
+        assert "bundle_emb.sks.string_to_param.*" in a  # the trained token vector resumed with the LoRA
+    else:
+        assert a["string_to_param"].shape == (2, 64) and int(a["step"]) == STEPS
     # the limit held: only the newest two checkpoints are kept
     assert len([p for p in checkpoints.iterdir() if p.name.startswith("checkpoint-")]) == 2
 
