@@ -82,7 +82,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights_and_losses(tmp_pa
     assert victim.wait(60) == -signal.SIGKILL
     left = sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("checkpoint-"))
     assert left and left[-1] < f"checkpoint-{STEPS:07d}.pt", "the run ended before it was killed"
-    assert not any((roots["killed"] / "models" / folder).glob("killed.*") for folder in ("Lora", "embeddings"))
+    models = roots["killed"] / "models"
+    assert not [path for folder in ("Lora", "embeddings") for path in (models / folder).glob("killed.*")]
 
     resumed = _finish(_train(config, roots["killed"] / "models", roots["killed"] / "data", killed_log, resume=True),
                       killed_log)

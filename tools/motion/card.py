@@ -33,6 +33,10 @@ def write_card(out: Path, record: dict[str, Any]) -> Path:
                f"is constant after warm-up, so `{record['reproduce']}` gives the same weights."
                if steps_done < record["steps"] else "")
     note = f" {timing['note']}" if timing.get("note") else ""
+    weights = record.get("motion_weights") or ()
+    odds = ("; each clip's motion drawn with the odds " + ", ".join(
+        f"{motion} {weight:g}" for motion, weight in zip(record.get("motions", ()), weights, strict=False))
+        if weights else "")
     rank = record.get("lora_rank", 0)
     loading = ("It loads like any motion adapter (`MotionAdapter.from_pretrained`, then `AnimateDiffPipeline` with "
                "the base\nmodel), with no network.")
@@ -106,7 +110,7 @@ give the same weights; `--resume` continues from `.train-state/` after an interr
 
 The base model's autoencoder, text encoder and UNet are frozen; only the motion modules learn (each starts with a
 zero output projection, so at step 0 the base's images are unchanged). {record["clips"]} fixed clips of
-{record["frames"]} frames (`tools/motion/clips.py`, training combinations only) encoded once; {record["steps"]}
+{record["frames"]} frames (`tools/motion/clips.py`, training combinations only{odds}) encoded once; {record["steps"]}
 steps of {record["batch"]} clips, AdamW {record["lr"]:g} after {record["warmup"]} warm-up steps, EMA
 {record["ema_decay"]:g}, {record["caption_dropout"]:.0%} empty captions (for classifier-free guidance), the base's
 {base["prediction_type"]} loss weighted as its trainer does (Min-SNR gamma {record["snr_gamma"]:g}, high-noise steps
