@@ -105,7 +105,9 @@ def follow_job(services: Services, job: Job, poll: float = POLL_SECONDS,
             if changed and preview is not None and preview is not shown:
                 update["preview"] = shown = preview
             if update:  # an unchanged running job's page gets nothing
-                yield update
+                # The job again with each update: a page that missed the first one (a busy machine; messages of
+                # a generator may be merged) still gets its Interrupt and Skip and knows which job they stop.
+                yield {**update, "job": job.id}
                 time.sleep(poll)  # at most one page update per ``poll`` seconds, however fast the steps come
     if following.shows(job.id):
         yield finished(job)
