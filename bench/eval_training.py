@@ -242,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             ious.append(iou)
         known = {}
         known["base"] = None
+        specs = world.evaluation_cases(args.known, rows=base_rows())
         for label, suffix in (("base", ""), ("with LoRA", f" <lora:{name}:1>"))[1 if args.no_base else 0:]:
-            specs = world.evaluation_cases(args.known, rows=base_rows())
             right = 0
             for spec, seed in specs:
                 picture = services.run(GenerationRequest(prompt=spec.caption() + suffix, seed=seed,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -121,7 +121,7 @@ def training_specs() -> tuple[ClipSpec, ...]:
     return tuple(s for s in all_specs() if not is_heldout(s))
 
 
-@lru_cache(maxsize=4)
+@cache  # a handful of keys: the subsets asked and, with motion_weights, each motion alone
 def _training_specs_of(motions: tuple[str, ...]) -> tuple[ClipSpec, ...]:
     unknown = sorted(set(motions) - set(MOTIONS))
     if unknown or not motions:
