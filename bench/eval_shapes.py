@@ -91,6 +91,13 @@ def save_grid(images: list, path: Path, columns: int = 16) -> None:
         Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
+def world_cases(count: int, seed: int, rows: int) -> list:
+    """The held-out (spec, seed) cases ``metrics.evaluate`` draws for these arguments."""
+    from tools.shapes import dataset as world
+
+    return world.evaluation_cases(count, seed, rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", type=Path)
@@ -108,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--card", action="store_true", help="write the table into MODEL/README.md")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--grid", type=Path, help="save the first run's images as one PNG")
+    parser.add_argument("--by-kind", action="store_true",
+                        help="also tabulate the first run's shapes by asked size and shape (what the checker read)")
     parser.add_argument("--forms", action="store_true", help="report every prompt form separately")
     parser.add_argument("--per-form", type=int, default=200, help="prompts per form and CFG with --forms")
     parser.add_argument("--form", action="append", help="with --forms: only this form (repeatable)")
@@ -147,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.grid and images:
             save_grid(images, args.grid)
         return 0
-    rows, first_images = {}, None
+    rows, first_images, first_cases = {}, None, None
     for sampler in args.sampler or [defaults["sampler"]]:
         for steps in args.steps or [defaults["steps"]]:
             for guidance in args.guidance or [defaults["guidance"]]:
@@ -159,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"{sampler}, {steps} steps, CFG {guidance:g}"
                 rows[name] = result
                 first_images = first_images or images
+                first_cases = first_cases or world_cases(args.prompts, args.seed, defaults["rows"])
                 print(f"{name}: {seconds / args.prompts * 1000:.0f} ms per image (batches of {args.batch_size})",
                       flush=True)
     table = metrics.markdown_table(rows)
@@ -167,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.write_text(table + "\n", encoding="utf-8")
     if args.card:
         replace_table(args.model / "README.md", table)
+    if args.by_kind and first_images:
+        print(metrics.readings_table(metrics.shape_readings(first_images, [spec for spec, _ in first_cases])))
     if args.grid and first_images:
         save_grid(first_images, args.grid)
     return 0

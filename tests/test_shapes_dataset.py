@@ -161,3 +161,30 @@ def test_training_smoke_run_saves_a_loadable_model_and_resumes_exactly(tmp_path)
         actual = load_file(str(resumed / f"{part}.safetensors"))
         assert expected.keys() == actual.keys()
         assert all(torch.equal(expected[k], actual[k]) for k in expected), part
+
+
+def test_example_weights_draw_the_named_kind_that_much_more_often():
+    from tools.shapes import train as train_shapes
+
+    config = train_shapes.make_config(overrides=['example_weights=[["small", "star", 3]]'])
+    specs = world.training_specs(1)
+    assert train_shapes.example_odds(specs, train_shapes.TrainConfig().example_weights) is None  # an even draw
+    odds = train_shapes.example_odds(specs, config.example_weights)
+    small_stars = [i for i, spec in enumerate(specs) if (spec.size, spec.shape) == ("small", "star")]
+    others = [i for i, spec in enumerate(specs) if (spec.size, spec.shape) != ("small", "star")]
+    assert small_stars and others
+    assert abs(float(odds.sum()) - 1.0) < 1e-9
+    assert float(odds[small_stars[0]]) == pytest.approx(3 * float(odds[others[0]]))
+
+
+def test_shape_readings_say_what_each_asked_kind_was_read_as():
+    images, _, specs = world.training_batch(seed=5, start=0, count=160)
+    blank = np.full_like(images[0], 255)
+    readings = metrics.shape_readings([*images, blank], [*specs, specs[0]])
+    asked = (specs[0].size, specs[0].shape)
+    for kind, counts in readings.items():
+        drawn = sum((spec.size, spec.shape) == kind for spec in specs)
+        assert counts[kind[1]] == drawn  # every dataset image is read as what it shows
+    assert readings[asked]["none"] == 1  # the blank picture: no object found
+    table = metrics.readings_table(readings)
+    assert f"| {asked[0]} {asked[1]} |" in table and "read as star" in table

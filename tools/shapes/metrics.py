@@ -178,6 +178,29 @@ def tally(images: Iterable, specs: Iterable[world.ShapeSpec]) -> Tally:
     return result
 
 
+def shape_readings(images: Iterable, specs: Iterable[world.ShapeSpec]) -> dict[tuple[str, str], dict[str, int]]:
+    """(asked size, asked shape) -> how often the checker read each shape (plus "none" where it found no object):
+    where the shape figure is lost (the first retrained model drew small stars as blobs read as circles)."""
+    readings: dict[tuple[str, str], dict[str, int]] = {
+        (size, shape): dict.fromkeys((*world.SHAPES, "none"), 0) for size in world.SIZES for shape in world.SHAPES}
+    for image, spec in zip(images, specs, strict=True):
+        reading = measure(image)
+        readings[(spec.size, spec.shape)][reading.shape if reading.found else "none"] += 1
+    return readings
+
+
+def readings_table(readings: dict[tuple[str, str], dict[str, int]]) -> str:
+    """A markdown table of ``shape_readings``: one row per asked size and shape."""
+    lines = ["| asked | images | right | " + " | ".join(f"read as {s}" for s in (*world.SHAPES, "none")) + " |",
+             "|---|---:|---:|" + "---:|" * (len(world.SHAPES) + 1)]
+    for (size, shape), counts in readings.items():
+        total = sum(counts.values())
+        right = f"{100 * counts[shape] / total:.1f} %" if total else "—"
+        cells = " | ".join(str(counts[s]) for s in (*world.SHAPES, "none"))
+        lines.append(f"| {size} {shape} | {total} | {right} | {cells} |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows: dict[str, Tally], all_label: str = "all five") -> str:
     """A markdown table: one row per named run, one column per attribute (percent), plus the image count."""
     header = f"| | background | foreground | shape | size | position | {all_label} | images |"

@@ -85,6 +85,10 @@ class TrainConfig:
     # a tenth of the latents, so an even weighting spends the model on flat background and leaves round circles
     # and five-pointed stars to chance (the autoencoder's ``vae_edge_weight`` is the same idea one stage earlier).
     object_loss_weight: float = 2.0
+    # How often stage 2 draws each kind of example: (size, shape, weight) rows, every other kind weighing 1. Small
+    # stars are the hardest thing in the world (five points within four latent pixels): the model trained with an
+    # even draw made 17 % of them right, against 95-100 % of every other size and shape.
+    example_weights: tuple[tuple[str, str, float], ...] = ()
     prediction_type: str = "v_prediction"
     latent_cache: int = 32768
     # Scheduler saved with the model, and the defaults the card recommends.
@@ -387,6 +391,17 @@ class _Ema:
                 param.copy_(shadow)
 
 
+def example_odds(specs: Sequence[ShapeSpec], weights: Sequence[Sequence[Any]]):
+    """Each cached example's chance of being drawn, from ``TrainConfig.example_weights`` (None: an even draw)."""
+    import torch
+
+    if not weights:
+        return None
+    by_kind = {(str(size), str(shape)): float(weight) for size, shape, weight in weights}
+    odds = torch.tensor([by_kind.get((spec.size, spec.shape), 1.0) for spec in specs], dtype=torch.float64)
+    return odds / odds.sum()
+
+
 def loss_weights(alphas_cumprod, timesteps, config: TrainConfig):
     """Per-sample loss weights: Min-SNR-gamma, with the high-noise steps kept at full weight.
 
@@ -437,6 +452,7 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
     means, stds = means.to(device), stds.to(device)
     # Per latent pixel: 1 on the background, 1 + object_loss_weight on and around the shape.
     pixel_weights = (1.0 + config.object_loss_weight * masks).to(device)
+    draw_odds = example_odds(specs, config.example_weights)
     token_cache: dict[str, list[int]] = {}
 
     def tokens(captions: list[str]):
@@ -452,7 +468,10 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
     for step in bar:
         generator = _generator(config.seed, 2, step)
         rng = np.random.default_rng([config.seed, 2, step])
-        index = torch.randint(len(specs), (config.batch,), generator=generator)
+        if draw_odds is None:
+            index = torch.randint(len(specs), (config.batch,), generator=generator)
+        else:
+            index = torch.multinomial(draw_odds, config.batch, replacement=True, generator=generator)
         shape = (config.batch, *means.shape[1:])
         latent_noise = torch.randn(shape, generator=generator).to(device)
         noise = torch.randn(shape, generator=generator).to(device)
