@@ -697,6 +697,14 @@ def _command_line(out: Path, config: TrainConfig, threads: int) -> str:
     return " ".join(parts)
 
 
+def _draw_odds_note(config: TrainConfig) -> str:
+    """The card's sentence on ``example_weights`` (empty for an even draw)."""
+    if not config.example_weights:
+        return ""
+    kinds = ", ".join(f"{size} {shape}s {float(weight):g}x" for size, shape, weight in config.example_weights)
+    return f"\n   Examples drawn more often than the others (`example_weights`): {kinds}."
+
+
 def write_model_card(out: Path, config: TrainConfig, command: str, timing: dict[str, Any],
                      report: dict[str, Any] | None, recommended: dict[str, Any]) -> Path:
     """README.md of the model folder: how it was made, what it knows, how well it does."""
@@ -763,7 +771,8 @@ and PyTorch version give the same weights; `--resume` continues from `.train-sta
    captions (for classifier-free guidance), {config.prediction_type} loss weighted by Min-SNR (gamma
    {config.snr_gamma:g}) on the predicted latents, never below the plain v loss, and by 1 + \
 {config.object_loss_weight:g} on the latent
-   pixels of the shape and its edge. Captions are drawn in every prompt form (see the grammar below).
+   pixels of the shape and its edge. Captions are drawn in every prompt form (see the grammar below).\
+{_draw_odds_note(config)}
 
 The tokenizer is the real, unmodified CLIP BPE tokenizer, so the text encoder keeps the full 49,408-row embedding;
 only the rows of the grammar's words are trained. Stored as float16 that table is 6.3 MB, which keeps the whole
