@@ -91,13 +91,6 @@ def save_grid(images: list, path: Path, columns: int = 16) -> None:
         Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
-def world_cases(count: int, seed: int, rows: int) -> list:
-    """The held-out (spec, seed) cases ``metrics.evaluate`` draws for these arguments."""
-    from tools.shapes import dataset as world
-
-    return world.evaluation_cases(count, seed, rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", type=Path)
@@ -156,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.grid and images:
             save_grid(images, args.grid)
         return 0
-    rows, first_images, first_cases = {}, None, None
+    rows, first_images = {}, None
     for sampler in args.sampler or [defaults["sampler"]]:
         for steps in args.steps or [defaults["steps"]]:
             for guidance in args.guidance or [defaults["guidance"]]:
@@ -168,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"{sampler}, {steps} steps, CFG {guidance:g}"
                 rows[name] = result
                 first_images = first_images or images
-                first_cases = first_cases or world_cases(args.prompts, args.seed, defaults["rows"])
                 print(f"{name}: {seconds / args.prompts * 1000:.0f} ms per image (batches of {args.batch_size})",
                       flush=True)
     table = metrics.markdown_table(rows)
@@ -178,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.card:
         replace_table(args.model / "README.md", table)
     if args.by_kind and first_images:
-        print(metrics.readings_table(metrics.shape_readings(first_images, [spec for spec, _ in first_cases])))
+        from tools.shapes import dataset as world
+
+        # the cases metrics.evaluate drew for the first run (the same count, seed and rows every run)
+        cases = world.evaluation_cases(args.prompts, args.seed, defaults["rows"])
+        print(metrics.readings_table(metrics.shape_readings(first_images, [spec for spec, _ in cases])))
     if args.grid and first_images:
         save_grid(first_images, args.grid)
     return 0
