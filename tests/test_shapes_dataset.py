@@ -188,3 +188,42 @@ def test_shape_readings_say_what_each_asked_kind_was_read_as():
     assert readings[asked]["none"] == 1  # the blank picture: no object found
     table = metrics.readings_table(readings)
     assert f"| {asked[0]} {asked[1]} |" in table and "read as star" in table
+
+
+def _caption_kinds(config, specs, steps: int = 120) -> dict[str, float]:
+    """Stage 2's captions over ``steps`` batches: the share of small stars among captions that leave the size
+    open, and among captions that name it."""
+    import torch
+
+    from tools.shapes import train as train_shapes
+
+    odds = train_shapes.example_odds(specs, config.example_weights)
+    shares = (train_shapes.extra_draw_shares(specs, config.example_weights)
+              if config.extra_draws_name_size else None)
+    counts = {"open": [0, 0], "sized": [0, 0]}
+    for step in range(steps):
+        generator = torch.Generator().manual_seed(step)
+        index = (torch.randint(len(specs), (64,), generator=generator) if odds is None else
+                 torch.multinomial(odds, 64, replacement=True, generator=generator)).tolist()
+        captions = train_shapes.batch_captions(config, specs, index, step, np.random.default_rng([0, 2, step]), shares)
+        for j, caption in zip(index, captions, strict=True):
+            if caption:
+                kind = "sized" if {"small", "large"} & set(caption.split()) else "open"
+                counts[kind][0] += (specs[j].size, specs[j].shape) == ("small", "star")
+                counts[kind][1] += 1
+    return {kind: hit / total for kind, (hit, total) in counts.items()}
+
+
+def test_added_draws_name_the_size_so_an_open_size_keeps_the_even_odds():
+    from tools.shapes import train as train_shapes
+
+    specs = world.training_specs(1)
+    even = _caption_kinds(train_shapes.make_config(), specs)
+    weighted = _caption_kinds(train_shapes.make_config(overrides=['example_weights=[["small", "star", 3]]']), specs)
+    unnamed = _caption_kinds(train_shapes.make_config(
+        overrides=['example_weights=[["small", "star", 3]]', "extra_draws_name_size=false"]), specs)
+    # "a red star on a blue background" must not learn that stars are mostly small ...
+    assert abs(weighted["open"] - even["open"]) < 0.03
+    assert unnamed["open"] > even["open"] + 0.10  # (what session 12's runs taught it)
+    # ... while "a small red star" is seen far more often than under an even draw.
+    assert weighted["sized"] > 2 * even["sized"]

@@ -425,13 +425,15 @@ def _form_table() -> tuple[tuple[tuple[bool, bool, bool], ...], np.ndarray]:
     return forms, cumulative
 
 
-def caption_for(spec: ShapeSpec, rng: np.random.Generator, rows: int = 3) -> str:
+def caption_for(spec: ShapeSpec, rng: np.random.Generator, rows: int = 3, name_size: bool = False) -> str:
     """A training caption of a training combination: a form drawn from ``FORM_WEIGHTS``, either word order and
     spelling of centre, with or without the comma; a form whose named combination is held out gives way to the full
-    caption (so no held-out prompt of any form is ever a training caption)."""
+    caption (so no held-out prompt of any form is ever a training caption). ``name_size`` keeps the size word in
+    whatever form is drawn (the same draws are made either way)."""
     forms, cumulative = _form_table()
     draws = rng.random(4)  # always four draws, so that one caption's choices never shift the next one's
     size, where, background = forms[min(int(np.searchsorted(cumulative, draws[3], side="right")), len(forms) - 1)]
+    size = size or name_size
     form = PromptForm("training", size=size, where=where, background=background,
                       background_first=background and bool(draws[0] < BACKGROUND_FIRST_PROBABILITY),
                       comma=bool(draws[1] >= NO_COMMA_PROBABILITY), center_spelling=bool(draws[2] < 0.5))

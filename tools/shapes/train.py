@@ -89,6 +89,11 @@ class TrainConfig:
     # stars are the hardest thing in the world (five points within four latent pixels): the model trained with an
     # even draw made 17 % of them right, against 95-100 % of every other size and shape.
     example_weights: tuple[tuple[str, str, float], ...] = ()
+    # The draws a weight adds (a share of 1 - 1 / weight of that kind's draws) always name the size and are never
+    # captionless. Otherwise the model also learns that an unnamed size is more often small: with small stars drawn
+    # 2x, "a red star on a blue background" came out small 16 times in 41 (the even draw: 2 in 41), and small stars
+    # are the ones drawn wrong. False: every draw gets the usual caption (session 12's runs).
+    extra_draws_name_size: bool = True
     prediction_type: str = "v_prediction"
     latent_cache: int = 32768
     # Scheduler saved with the model, and the defaults the card recommends.
@@ -397,9 +402,43 @@ def example_odds(specs: Sequence[ShapeSpec], weights: Sequence[Sequence[Any]]):
 
     if not weights:
         return None
-    by_kind = {(str(size), str(shape)): float(weight) for size, shape, weight in weights}
-    odds = torch.tensor([by_kind.get((spec.size, spec.shape), 1.0) for spec in specs], dtype=torch.float64)
+    odds = torch.tensor(_example_weight_of(specs, weights), dtype=torch.float64)
     return odds / odds.sum()
+
+
+def extra_draw_shares(specs: Sequence[ShapeSpec], weights: Sequence[Sequence[Any]]) -> np.ndarray | None:
+    """Per cached example, the share of its draws that ``example_weights`` added (1 - 1 / weight; 0 for weight <= 1).
+
+    A drawn example counts as one of those extra draws with this probability; the rest are distributed exactly
+    as under an even draw, so captions that leave the size open keep the even draw's odds.
+    """
+    import numpy as np
+
+    if not weights:
+        return None
+    weight = np.asarray(_example_weight_of(specs, weights), dtype=np.float64)
+    return np.where(weight > 1.0, 1.0 - 1.0 / np.maximum(weight, 1.0), 0.0)
+
+
+def batch_captions(config: TrainConfig, specs: Sequence[ShapeSpec], index: Sequence[int], step: int,
+                   rng: np.random.Generator, extra_shares: np.ndarray | None) -> list[str]:
+    """Stage 2's captions for the drawn examples ``index``: some empty (for classifier-free guidance), the rest in
+    a drawn prompt form; the draws ``example_weights`` added name the size and are never empty."""
+    import numpy as np
+
+    from tools.shapes.dataset import caption_for
+
+    drop = rng.random(len(index)) < config.caption_dropout
+    extra = np.zeros(len(index), dtype=bool)
+    if extra_shares is not None:  # its own generator: the even draw's captions stay exactly as they were
+        extra = np.random.default_rng([config.seed, 2, step, 1]).random(len(index)) < extra_shares[np.asarray(index)]
+    return ["" if drop[i] and not extra[i] else caption_for(specs[j], rng, config.rows, bool(extra[i]))
+            for i, j in enumerate(index)]
+
+
+def _example_weight_of(specs: Sequence[ShapeSpec], weights: Sequence[Sequence[Any]]) -> list[float]:
+    by_kind = {(str(size), str(shape)): float(weight) for size, shape, weight in weights}
+    return [by_kind.get((spec.size, spec.shape), 1.0) for spec in specs]
 
 
 def loss_weights(alphas_cumprod, timesteps, config: TrainConfig):
@@ -425,7 +464,6 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
     from tqdm import tqdm
 
     from modules.models.clip_vocab import load_clip_tokenizer
-    from tools.shapes.dataset import caption_for
 
     means, stds, specs, masks = encode_training_set(vae, config, device, progress)
     scaling = vae.config.scaling_factor
@@ -453,6 +491,7 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
     # Per latent pixel: 1 on the background, 1 + object_loss_weight on and around the shape.
     pixel_weights = (1.0 + config.object_loss_weight * masks).to(device)
     draw_odds = example_odds(specs, config.example_weights)
+    extra_shares = extra_draw_shares(specs, config.example_weights) if config.extra_draws_name_size else None
     token_cache: dict[str, list[int]] = {}
 
     def tokens(captions: list[str]):
@@ -479,9 +518,7 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
                                   generator=generator).to(device)
         index_d = index.to(device)
         latents = (means[index_d] + stds[index_d] * latent_noise) * scaling
-        drop = rng.random(config.batch) < config.caption_dropout
-        captions = ["" if drop[i] else caption_for(specs[int(j)], rng, config.rows)
-                    for i, j in enumerate(index.tolist())]
+        captions = batch_captions(config, specs, index.tolist(), step, rng, extra_shares)
         noisy = noise_schedule.add_noise(latents, noise, timesteps)
         if config.prediction_type == "v_prediction":
             target = noise_schedule.get_velocity(latents, noise, timesteps)
@@ -702,7 +739,9 @@ def _draw_odds_note(config: TrainConfig) -> str:
     if not config.example_weights:
         return ""
     kinds = ", ".join(f"{size} {shape}s {float(weight):g}x" for size, shape, weight in config.example_weights)
-    return f"\n   Examples drawn more often than the others (`example_weights`): {kinds}."
+    named = (" The added draws always name the size (and are never captionless), so a prompt that leaves the size open"
+             " keeps the even draw's odds." if config.extra_draws_name_size else "")
+    return f"\n   Examples drawn more often than the others (`example_weights`): {kinds}.{named}"
 
 
 def write_model_card(out: Path, config: TrainConfig, command: str, timing: dict[str, Any],
