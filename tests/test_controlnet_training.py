@@ -212,6 +212,21 @@ def test_a_time_capped_run_is_reproduced_by_the_steps_it_reached(tmp_path):
     assert reproduce_command(command, 1234) == "python -m tools.shapes_controlnet.train --out x --seed 0 --steps 1234"
 
 
+def test_a_card_command_with_a_json_setting_pastes_into_a_shell_as_it_ran():
+    """A --set value with brackets, quotes and spaces stays one shell word, in the card's command and in the
+    command a time-capped run is reproduced by."""
+    import shlex
+
+    from tools.shapes_controlnet.train import reproduce_command
+    from tools.training_cli import card_command
+
+    setting = 'example_weights=[["small", "star", 2]]'
+    command = card_command("tools.shapes.train", ["--out", "x", "--set", setting, "--max-minutes", "9", "--resume"])
+    assert shlex.split(command) == ["python", "-m", "tools.shapes.train", "--out", "x", "--set", setting,
+                                    "--max-minutes", "9"]
+    assert shlex.split(reproduce_command(command, 77))[3:] == ["--out", "x", "--set", setting, "--steps", "77"]
+
+
 def test_small_shapes_weigh_more_in_the_loss_up_to_the_limit():
     from tools.shapes.train import object_masks
     from tools.shapes_controlnet.train import object_boost

@@ -4,8 +4,15 @@ so the trainers in tools/ read alike and a new option lands in all of them."""
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Iterable
 from pathlib import Path
+
+
+def card_command(module: str, arguments: Iterable[str]) -> str:
+    """The command a model card prints to reproduce a run: shell-quoted, so a ``--set`` value with brackets,
+    quotes or spaces pastes back as the one argument it was; ``--resume`` is left out (it changes nothing)."""
+    return shlex.join(["python", "-m", module, *(a for a in arguments if a != "--resume")])
 
 
 def trainer_parser(prog: str, description: str, out_help: str, presets: Iterable[str], *, steps_help: str,

@@ -43,7 +43,7 @@ from typing import Any
 
 from modules.video.pipelines import MOTION_LORA_FILE
 from tools.motion.clips import MOTIONS
-from tools.training_cli import BASE_HELP, MAX_MINUTES_HELP, trainer_parser
+from tools.training_cli import BASE_HELP, MAX_MINUTES_HELP, card_command, trainer_parser
 
 STATE_DIR = ".train-state"
 # The base UNet's spatial cross-attention key and value projections (not the motion modules' attention).
@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out / STATE_DIR)
     trained = train(base, config, out, resume=args.resume, threads=args.threads,
                     checkpoint_every=args.checkpoint_every, progress=not args.quiet, max_minutes=args.max_minutes)
-    command = "python -m tools.motion.train " + " ".join(a for a in arguments if a != "--resume")
+    command = card_command("tools.motion.train", arguments)
     save(trained, out, base, config, command=command, threads=args.threads, half=not args.full_precision)
     if not args.keep_state and (out / STATE_DIR).exists():
         shutil.rmtree(out / STATE_DIR)

@@ -907,7 +907,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = make_config(args.preset, args.seed, args.steps, args.vae_steps, args.set)
-    command = "python -m tools.shapes.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    from tools.training_cli import card_command
+
+    command = card_command("tools.shapes.train", sys.argv[1:] if argv is None else argv)
     out = train(args.out, config, resume=args.resume, threads=args.threads, device=args.device,
                 checkpoint_every=args.checkpoint_every, eval_prompts=args.eval_prompts,
                 keep_state=args.keep_state, half=not args.full_precision, command=command,

@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.shapes_controlnet.data import ExampleRecipe
-from tools.training_cli import BASE_HELP, MAX_MINUTES_HELP, trainer_parser
+from tools.training_cli import BASE_HELP, MAX_MINUTES_HELP, card_command, trainer_parser
 
 STATE_DIR = ".train-state"
 CAPTION_LENGTH = 77
@@ -435,7 +436,7 @@ def save(trained: Trained, out: Path, base: Base, config: ControlNetConfig, *, c
 
 def reproduce_command(command: str, steps: int) -> str:
     """``command`` with its time cap replaced by the steps it reached (what gives the same weights anywhere)."""
-    words, kept, skip = command.split(), [], False
+    words, kept, skip = shlex.split(command), [], False
     for word in words:
         if skip:
             skip = False
@@ -446,7 +447,7 @@ def reproduce_command(command: str, steps: int) -> str:
         if word.startswith(("--max-minutes=", "--steps=")):
             continue
         kept.append(word)
-    return " ".join([*kept, "--steps", str(steps)])
+    return shlex.join([*kept, "--steps", str(steps)])
 
 
 def folder_size(folder: Path) -> int:
@@ -476,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out / STATE_DIR)
     trained = train(base, config, out, resume=args.resume, threads=args.threads,
                     checkpoint_every=args.checkpoint_every, progress=not args.quiet, max_minutes=args.max_minutes)
-    command = "python -m tools.shapes_controlnet.train " + " ".join(a for a in arguments if a != "--resume")
+    command = card_command("tools.shapes_controlnet.train", arguments)
     save(trained, out, base, config, command=command, threads=args.threads, half=not args.full_precision)
     if not args.keep_state and (out / STATE_DIR).exists():
         shutil.rmtree(out / STATE_DIR)

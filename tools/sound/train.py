@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.sound import world
-from tools.training_cli import trainer_parser
+from tools.training_cli import card_command, trainer_parser
 
 STATE_DIR = ".train-state"
 EVAL_START = "<!-- sound-eval:start (bench/eval_sound.py --card) -->"
@@ -604,7 +605,7 @@ def folder_size(folder: Path) -> int:
 
 def reproduce_command(command: str, steps: int) -> str:
     """``command`` with its time cap replaced by the steps it reached (what gives the same weights anywhere)."""
-    words, kept, skip = command.split(), [], False
+    words, kept, skip = shlex.split(command), [], False
     for word in words:
         if skip:
             skip = False
@@ -613,7 +614,7 @@ def reproduce_command(command: str, steps: int) -> str:
             skip = True
             continue
         kept.append(word)
-    return " ".join([*kept, "--steps", str(steps)])
+    return shlex.join([*kept, "--steps", str(steps)])
 
 
 def save(trained: Trained, out: Path, config: SoundConfig, *, command: str, threads: int, half: bool = True) -> Path:
@@ -673,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out / STATE_DIR)
     trained = train(out, config, resume=args.resume, threads=args.threads, checkpoint_every=args.checkpoint_every,
                     progress=not args.quiet, max_minutes=args.max_minutes)
-    command = "python -m tools.sound.train " + " ".join(a for a in arguments if a != "--resume")
+    command = card_command("tools.sound.train", arguments)
     save(trained, out, config, command=command, threads=args.threads, half=not args.full_precision)
     if not args.keep_state and (out / STATE_DIR).exists():
         shutil.rmtree(out / STATE_DIR)
