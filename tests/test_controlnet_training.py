@@ -199,7 +199,7 @@ def test_the_committed_controlnet_puts_the_shape_where_the_scribble_is():
 
 
 def test_a_time_capped_run_is_reproduced_by_the_steps_it_reached(tmp_path):
-    from tools.shapes_controlnet.train import reproduce_command
+    from tools.training_cli import reproduce_command
 
     base = read_base(BASE)
     capped = train(base, make_config("tiny", seed=0), tmp_path / "a", threads=1, checkpoint_every=0,
@@ -217,8 +217,7 @@ def test_a_card_command_with_a_json_setting_pastes_into_a_shell_as_it_ran():
     command a time-capped run is reproduced by."""
     import shlex
 
-    from tools.shapes_controlnet.train import reproduce_command
-    from tools.training_cli import card_command
+    from tools.training_cli import card_command, reproduce_command
 
     setting = 'example_weights=[["small", "star", 2]]'
     command = card_command("tools.shapes.train", ["--out", "x", "--set", setting, "--max-minutes", "9", "--resume"])

@@ -15,6 +15,22 @@ def card_command(module: str, arguments: Iterable[str]) -> str:
     return shlex.join(["python", "-m", module, *(a for a in arguments if a != "--resume")])
 
 
+def reproduce_command(command: str, steps: int) -> str:
+    """``command`` with its time cap replaced by the steps it reached (what gives the same weights anywhere)."""
+    words, kept, skip = shlex.split(command), [], False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        if word in ("--max-minutes", "--steps"):
+            skip = True
+            continue
+        if word.startswith(("--max-minutes=", "--steps=")):
+            continue
+        kept.append(word)
+    return shlex.join([*kept, "--steps", str(steps)])
+
+
 def trainer_parser(prog: str, description: str, out_help: str, presets: Iterable[str], *, steps_help: str,
                    checkpoint_every: int, set_example: str, max_minutes_help: str) -> argparse.ArgumentParser:
     """A parser with ``--out --steps --seed --threads --resume --checkpoint-every --preset --set --keep-state

@@ -43,7 +43,7 @@ from typing import Any
 
 from modules.video.pipelines import MOTION_LORA_FILE
 from tools.motion.clips import MOTIONS
-from tools.training_cli import BASE_HELP, MAX_MINUTES_HELP, card_command, trainer_parser
+from tools.training_cli import BASE_HELP, MAX_MINUTES_HELP, card_command, reproduce_command, trainer_parser
 
 STATE_DIR = ".train-state"
 # The base UNet's spatial cross-attention key and value projections (not the motion modules' attention).
@@ -426,7 +426,7 @@ def save(trained: Trained, out: Path, base, config: MotionConfig, *, command: st
     """Write the diffusers MotionAdapter folder (config.json + safetensors), training_config.json and the card."""
     import torch
 
-    from tools.shapes_controlnet.train import halve_weights, reproduce_command
+    from tools.shapes_controlnet.train import halve_weights
 
     out = Path(out)
     staging = out.parent / f".{out.name}.saving"

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tools.training_cli import card_command
+
 if TYPE_CHECKING:  # torch and numpy load lazily (the CLI's --help and the card writer need neither)
     import numpy as np
     import torch
@@ -907,8 +909,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = make_config(args.preset, args.seed, args.steps, args.vae_steps, args.set)
-    from tools.training_cli import card_command
-
     command = card_command("tools.shapes.train", sys.argv[1:] if argv is None else argv)
     out = train(args.out, config, resume=args.resume, threads=args.threads, device=args.device,
                 checkpoint_every=args.checkpoint_every, eval_prompts=args.eval_prompts,

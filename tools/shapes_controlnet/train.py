@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.shapes_controlnet.data import ExampleRecipe
-from tools.training_cli import BASE_HELP, MAX_MINUTES_HELP, card_command, trainer_parser
+from tools.training_cli import BASE_HELP, MAX_MINUTES_HELP, card_command, reproduce_command, trainer_parser
 
 STATE_DIR = ".train-state"
 CAPTION_LENGTH = 77
@@ -432,22 +431,6 @@ def save(trained: Trained, out: Path, base: Base, config: ControlNetConfig, *, c
 
     write_card(out, record)
     return out
-
-
-def reproduce_command(command: str, steps: int) -> str:
-    """``command`` with its time cap replaced by the steps it reached (what gives the same weights anywhere)."""
-    words, kept, skip = shlex.split(command), [], False
-    for word in words:
-        if skip:
-            skip = False
-            continue
-        if word in ("--max-minutes", "--steps"):
-            skip = True
-            continue
-        if word.startswith(("--max-minutes=", "--steps=")):
-            continue
-        kept.append(word)
-    return shlex.join([*kept, "--steps", str(steps)])
 
 
 def folder_size(folder: Path) -> int:

@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.sound import world
-from tools.training_cli import card_command, trainer_parser
+from tools.training_cli import card_command, reproduce_command, trainer_parser
 
 STATE_DIR = ".train-state"
 EVAL_START = "<!-- sound-eval:start (bench/eval_sound.py --card) -->"
@@ -601,20 +600,6 @@ def halve_weights(folder: Path) -> None:
 
 def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and STATE_DIR not in p.parts)
-
-
-def reproduce_command(command: str, steps: int) -> str:
-    """``command`` with its time cap replaced by the steps it reached (what gives the same weights anywhere)."""
-    words, kept, skip = shlex.split(command), [], False
-    for word in words:
-        if skip:
-            skip = False
-            continue
-        if word in ("--max-minutes", "--steps"):
-            skip = True
-            continue
-        kept.append(word)
-    return shlex.join([*kept, "--steps", str(steps)])
 
 
 def save(trained: Trained, out: Path, config: SoundConfig, *, command: str, threads: int, half: bool = True) -> Path:
