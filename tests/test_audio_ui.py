@@ -32,6 +32,10 @@ def test_the_model_fills_the_fields_with_its_family_defaults(audio_services):
     assert update["duration"]["maximum"] == 2.0 and update["steps"]["value"] == 100
     assert update["cfg_scale"]["value"] == 7.0 and update["init_audio"]["visible"] is True
     assert update["strength"]["visible"] is True and "value" not in update["init_audio"]  # an upload is kept
+    assert update["filled_for"] == "tiny-stable-audio"
+    # choosing the same model again keeps what was typed into its fields since
+    assert model_changed(audio_services, {"task": TEXT_TO_AUDIO, "model": "tiny-stable-audio",
+                                          "filled_for": "tiny-stable-audio"}) == {}
     update = model_changed(audio_services, {"task": TEXT_TO_AUDIO, "model": "tiny-audioldm2"})
     assert (update["steps"]["value"], update["cfg_scale"]["value"]) == (200, 3.5)
     # no audio-to-audio: the upload and its strength are hidden, and a sound uploaded before is dropped

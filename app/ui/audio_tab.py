@@ -94,6 +94,7 @@ def build_audio(services: Services) -> Form:
             form["job"] = gr.State(None)
             form["progress"] = gr.HTML("")
             form["preview"] = gr.State(None)  # follow_job's preview slot: sounds have none
+            form["filled_for"] = gr.State(default.name if default else None)  # whose defaults the fields hold
             form["audio"] = gr.Audio(label="Result", type="filepath", interactive=False, elem_id="audio-result")
             form["picture"] = gr.Image(label="Waveform and spectrogram", type="pil", interactive=False, height=260,
                                          elem_id="audio-picture")
@@ -108,12 +109,14 @@ def build_audio(services: Services) -> Form:
     form.connect(form["interrupt"].click, partial(interrupt, services), ["job"], [], api_name=False, queue=False)
     form.connect(form["skip"].click, partial(skip, services), ["job"], [], api_name=False, queue=False)
     fields = ["model", "notice", "prompt", "negative_prompt", "text", "duration", "steps", "cfg_scale", "voice",
-              "speed", "init_audio", "strength"]
+              "speed", "init_audio", "strength", "filled_for"]
     form.connect(form["task"].change, partial(task_changed, services), ["task"], fields, api_name=False)
     form.connect(form["refresh"].click, partial(task_changed, services), ["task", "model"], fields, api_name=False)
-    form.connect(form["model"].change, partial(model_changed, services), ["task", "model"],
-                 ["notice", "duration", "steps", "cfg_scale", "voice", "init_audio", "strength", "negative_prompt"],
-                 api_name=False)
+    # ``input``, not ``change``: a model that task_changed sets already comes with its defaults, and a second,
+    # later fill from ``change`` would overwrite what the user typed meanwhile.
+    form.connect(form["model"].input, partial(model_changed, services), ["task", "model", "filled_for"],
+                 ["notice", "duration", "steps", "cfg_scale", "voice", "init_audio", "strength", "negative_prompt",
+                  "filled_for"], api_name=False)
     return form
 
 
@@ -159,11 +162,14 @@ def task_changed(services: Services, values: Values) -> Values:
 
 
 def model_changed(services: Services, values: Values) -> Values:
-    """The chosen model's family defaults fill the fields it uses."""
+    """The chosen model's family defaults fill the fields it uses; choosing the model the fields were already
+    filled for keeps what the user typed since."""
     task = values.get("task") or TEXT_TO_AUDIO
+    if values.get("model") and values.get("model") == values.get("filled_for"):
+        return {}
     info = _find(services, task, values.get("model"))
     limits = AudioLimits()
-    update: Values = {"notice": _notice(info, task)}
+    update: Values = {"notice": _notice(info, task), "filled_for": info.name if info else None}
     if task == SPEECH:
         voices = list(info.voices) if info is not None else []
         update["voice"] = gr.update(choices=voices, value=voices[0] if voices else None, visible=len(voices) > 1)

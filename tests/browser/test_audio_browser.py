@@ -31,6 +31,7 @@ def test_generate_a_short_clip_and_play_it(page, studio, tiny_audio_store):
     tab.get_by_label("Prompt", exact=True).fill("two short beeps")
     set_number(tab, "Duration (seconds)", 0.5)
     set_number(tab, "Steps", 2)
+    choose(tab, "Model", "tiny-stable-audio (Stable Audio)")  # the same model again keeps what was typed
     tab.get_by_role("button", name="Generate", exact=True).click()
     expect(tab.get_by_text(re.compile(r"1 clip in [\d.]+ s"))).to_be_visible()
     player = page.locator("#audio-result").get_by_test_id("waveform-Result").locator("audio")  # Gradio's player
