@@ -9,7 +9,9 @@ colours. ``tools/shapes/metrics.py`` reads the result from the pixels: shape, si
 the control image, the two colours against the prompt. Extra rows (no targets) try hand-drawn scribbles, the
 studio's canny preprocessor (on the image at 64 px, and at 512 px resized to 64) and silhouettes with the
 disagreeing prompt, and the base model alone (control weight 0) as the baseline; a sanity line checks that
-weight 0 gives the base model's pixels. Usage::
+weight 0 gives the base model's pixels. The control mode column is the sd-webui-controlnet extension's, applied by
+the studio's own hooks (``modules/controlnet/apply.py``): "ControlNet is more important" is the mode an A1111 user
+picks when the prompt and the control image disagree at a high CFG, so its rows are held to the targets too. Usage::
 
     python bench/eval_controlnet.py MODEL_CONTROLNET --base models/Stable-diffusion/sfumato-shapes [--cases 200]
                                     [--card] [--markdown FILE] [--threads 2] [--batch-size 16]
@@ -41,6 +43,8 @@ from tools.shapes_controlnet.data import heldout_conflict  # noqa: E402
 TARGETS: dict[str, float] = {"position": 95.0, "size": 95.0, "shape": 90.0, "foreground": 97.0,
                              "background": 97.0}
 HIGH_CFG = 7.0
+BALANCED = "Balanced"
+CONTROL_WINS = "ControlNet is more important"
 COLUMNS = ("background", "foreground", "shape", "size", "position", "all")
 
 
@@ -94,17 +98,23 @@ def control_image(case: Case, kind: str):
 
 
 def generate(pipe, cases: Sequence[Case], kind: str, *, steps: int, guidance: float, weight: float = 1.0,
-             batch_size: int = 16) -> list:
-    """Images (PIL) for the cases, each from its own seeded generator."""
+             batch_size: int = 16, mode: str = BALANCED) -> list:
+    """Images (PIL) for the cases, each from its own seeded generator, in the given control mode."""
     import torch
+
+    from modules.controlnet.apply import mode_hook
 
     images = []
     for start in range(0, len(cases), batch_size):
         chunk = cases[start:start + batch_size]
-        output = pipe([c.prompt_spec.caption() for c in chunk], image=[control_image(c, kind) for c in chunk],
-                      num_inference_steps=steps, guidance_scale=guidance, controlnet_conditioning_scale=weight,
-                      generator=[torch.Generator("cpu").manual_seed(c.seed) for c in chunk],
-                      height=world.IMAGE_SIZE, width=world.IMAGE_SIZE, output_type="pil")
+        hook = pipe.controlnet.register_forward_hook(mode_hook([mode], len(chunk)))
+        try:
+                output = pipe([c.prompt_spec.caption() for c in chunk], image=[control_image(c, kind) for c in chunk],
+                          num_inference_steps=steps, guidance_scale=guidance, controlnet_conditioning_scale=weight,
+                          generator=[torch.Generator("cpu").manual_seed(c.seed) for c in chunk],
+                          height=world.IMAGE_SIZE, width=world.IMAGE_SIZE, output_type="pil")
+        finally:
+            hook.remove()
         images += output.images
     return images
 
@@ -122,7 +132,8 @@ def box_iou(a: tuple[float, float, float, float] | None, b: tuple[float, float, 
 
 @dataclass
 class Row:
-    """One (prompt group, control kind, CFG) run: its tally, mean box IoU with the control, targets, timing."""
+    """One (prompt group, control kind, CFG, control mode) run: its tally, mean box IoU with the control,
+    targets, timing."""
 
     group: str
     kind: str
@@ -131,6 +142,7 @@ class Row:
     iou: float
     targets: dict[str, float]
     seconds_per_image: float
+    mode: str = BALANCED
 
     def failures(self) -> list[str]:
         acc = self.tally.accuracy()
@@ -160,9 +172,9 @@ def table(rows: Sequence[Row], sampler: str, steps: int) -> str:
     targets = ", ".join(f"{a} ≥ {t:g} %" for a, t in TARGETS.items())
     lines = [f"{sampler}, {steps} steps. Shape, size and position are scored against the control image, "
              f"background and foreground against the prompt. Targets (issue 13, rows marked ✓ / ✗): {targets}.", "",
-             "| prompt | control image | CFG | background | foreground | shape | size | position | all five "
-             "| box IoU | images | targets |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| prompt | control image | control mode | CFG | background | foreground | shape | size | position "
+             "| all five | box IoU | images | targets |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         acc = row.tally.accuracy()
         cells = []
@@ -171,7 +183,8 @@ def table(rows: Sequence[Row], sampler: str, steps: int) -> str:
             cells.append(f"{100 * acc[name]:.1f} %{mark}")
         verdict = ("met" if not row.failures() else "missed: " + ", ".join(
             f"{a} by {row.targets[a] - 100 * acc[a]:.1f} pt" for a in row.failures())) if row.targets else "—"
-        lines.append(f"| {row.group} | {row.kind} | {row.guidance:g} | {' | '.join(cells)} | {row.iou:.2f} | "
+        lines.append(f"| {row.group} | {row.kind} | {row.mode} | {row.guidance:g} | {' | '.join(cells)} | "
+                     f"{row.iou:.2f} | "
                      f"{row.tally.total} | {verdict} |")
     return "\n".join(lines)
 
@@ -252,23 +265,26 @@ def main(argv: list[str] | None = None) -> int:
     conflict = make_cases(args.cases, args.seed, defaults["rows"], conflict=True)
     changed = {a: sum(getattr(c.prompt_spec, a) != getattr(c.control_spec, a) for c in conflict)
                for a in ("shape", "size", "position")}
-    runs = [("(a) agrees", agree, "scribble", g, 1.0, True) for g in dict.fromkeys([guidance, HIGH_CFG])]
-    runs += [("(b) disagrees", conflict, "scribble", g, 1.0, True) for g in dict.fromkeys([guidance, HIGH_CFG])]
+    cfgs = list(dict.fromkeys([guidance, HIGH_CFG]))
+    runs = [("(a) agrees", agree, "scribble", g, 1.0, True, BALANCED) for g in cfgs]
+    runs += [("(b) disagrees", conflict, "scribble", g, 1.0, True, BALANCED) for g in cfgs]
+    runs += [("(a) agrees", agree, "scribble", g, 1.0, True, CONTROL_WINS) for g in cfgs]
+    runs += [("(b) disagrees", conflict, "scribble", g, 1.0, True, CONTROL_WINS) for g in cfgs]
     if not args.no_extras:
-        runs += [("(b) disagrees", conflict, kind, guidance, 1.0, False) for kind in EXTRA_KINDS]
-        runs.append(("(b) disagrees", conflict, "none (weight 0: the base model)", guidance, 0.0, False))
+        runs += [("(b) disagrees", conflict, kind, guidance, 1.0, False, BALANCED) for kind in EXTRA_KINDS]
+        runs.append(("(b) disagrees", conflict, "none (weight 0: the base model)", guidance, 0.0, False, BALANCED))
     rows, kept = [], {}
-    for group, cases, kind, cfg, weight, held in runs:
+    for group, cases, kind, cfg, weight, held, mode in runs:
         clock = time.perf_counter()
         images = generate(pipe, cases, "scribble" if weight == 0 else kind, steps=steps, guidance=cfg,
-                          weight=weight, batch_size=args.batch_size)
+                          weight=weight, batch_size=args.batch_size, mode=mode)
         tally, iou = score(images, cases)
         row = Row(group, kind, cfg, tally, iou, dict(TARGETS) if held else {},
-                  (time.perf_counter() - clock) / max(1, len(cases)))
+                  (time.perf_counter() - clock) / max(1, len(cases)), mode)
         rows.append(row)
         kept.setdefault((group, kind), images)
         acc = tally.accuracy()
-        print(f"{group}, {kind}, CFG {cfg:g}: " + ", ".join(f"{a} {100 * acc[a]:.1f}" for a in COLUMNS) +
+        print(f"{group}, {kind}, {mode}, CFG {cfg:g}: " + ", ".join(f"{a} {100 * acc[a]:.1f}" for a in COLUMNS) +
               f", box IoU {iou:.2f} ({row.seconds_per_image * 1000:.0f} ms per image)", flush=True)
     difference, checked = weight_zero_check(pipe, agree[:8], steps=steps, guidance=guidance)
     minutes = (time.perf_counter() - started) / 60

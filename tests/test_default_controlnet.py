@@ -63,3 +63,15 @@ def test_the_scribble_decides_shape_and_place_and_the_prompt_the_colours(studio)
     assert share("size", "large") >= 0.75, [r.size for r in readings]
     assert share("shape", "star") >= 0.75, [r.shape for r in readings]
     assert share("foreground", "red") >= 0.75 and share("background", "blue") >= 0.75
+
+
+def test_at_cfg_7_controlnet_is_more_important_keeps_the_drawing_against_the_prompt(studio):
+    """The card's advice for A1111's habitual CFG 7: the control mode that lets the drawing win."""
+    drawn = world.ShapeSpec("triangle", "red", "blue", "large", "middle right")
+    scribble = Image.fromarray(ctl.to_rgb(ctl.scribble(drawn.shape, world.box_for(drawn, side=33.0))))
+    unit = ControlNetUnit(model=CONTROLNET_NAME, image=scribble, control_mode="ControlNet is more important")
+    readings = [metrics.measure(studio.run(GenerationRequest(
+        prompt="a large yellow square on the left, on a purple background", seed=seed, cfg_scale=7,
+        controlnet=(unit,))).images[0].image) for seed in (1, 2, 3, 4)]
+    assert sum(r.shape == "triangle" and r.position == "middle right" for r in readings) >= 3, readings
+    assert sum(r.foreground == "yellow" and r.background == "purple" for r in readings) >= 3, readings

@@ -99,7 +99,7 @@ class ControlPlan:
                 modes = by_model.pop(id(planned.model), None)
                 if modes is None or all(mode == "Balanced" for mode in modes):
                     continue
-                handles.append(planned.model.register_forward_hook(_mode_hook(modes, images_per_batch)))
+                handles.append(planned.model.register_forward_hook(mode_hook(modes, images_per_batch)))
             yield
         finally:
             for handle in handles:
@@ -121,7 +121,7 @@ class ControlPlan:
         return params
 
 
-def _mode_hook(modes: list[str], images_per_batch: int):
+def mode_hook(modes: list[str], images_per_batch: int) -> Any:
     """A forward hook for one ControlNet used by ``len(modes)`` units (called in unit order each step)."""
     calls = {"count": 0}
 
