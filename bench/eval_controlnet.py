@@ -109,7 +109,7 @@ def generate(pipe, cases: Sequence[Case], kind: str, *, steps: int, guidance: fl
         chunk = cases[start:start + batch_size]
         hook = pipe.controlnet.register_forward_hook(mode_hook([mode], len(chunk)))
         try:
-                output = pipe([c.prompt_spec.caption() for c in chunk], image=[control_image(c, kind) for c in chunk],
+            output = pipe([c.prompt_spec.caption() for c in chunk], image=[control_image(c, kind) for c in chunk],
                           num_inference_steps=steps, guidance_scale=guidance, controlnet_conditioning_scale=weight,
                           generator=[torch.Generator("cpu").manual_seed(c.seed) for c in chunk],
                           height=world.IMAGE_SIZE, width=world.IMAGE_SIZE, output_type="pil")
@@ -184,8 +184,7 @@ def table(rows: Sequence[Row], sampler: str, steps: int) -> str:
         verdict = ("met" if not row.failures() else "missed: " + ", ".join(
             f"{a} by {row.targets[a] - 100 * acc[a]:.1f} pt" for a in row.failures())) if row.targets else "—"
         lines.append(f"| {row.group} | {row.kind} | {row.mode} | {row.guidance:g} | {' | '.join(cells)} | "
-                     f"{row.iou:.2f} | "
-                     f"{row.tally.total} | {verdict} |")
+                     f"{row.iou:.2f} | {row.tally.total} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -266,10 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     changed = {a: sum(getattr(c.prompt_spec, a) != getattr(c.control_spec, a) for c in conflict)
                for a in ("shape", "size", "position")}
     cfgs = list(dict.fromkeys([guidance, HIGH_CFG]))
-    runs = [("(a) agrees", agree, "scribble", g, 1.0, True, BALANCED) for g in cfgs]
-    runs += [("(b) disagrees", conflict, "scribble", g, 1.0, True, BALANCED) for g in cfgs]
-    runs += [("(a) agrees", agree, "scribble", g, 1.0, True, CONTROL_WINS) for g in cfgs]
-    runs += [("(b) disagrees", conflict, "scribble", g, 1.0, True, CONTROL_WINS) for g in cfgs]
+    runs = [(group, cases, "scribble", g, 1.0, True, mode) for mode in (BALANCED, CONTROL_WINS)
+            for group, cases in (("(a) agrees", agree), ("(b) disagrees", conflict)) for g in cfgs]
     if not args.no_extras:
         runs += [("(b) disagrees", conflict, kind, guidance, 1.0, False, BALANCED) for kind in EXTRA_KINDS]
         runs.append(("(b) disagrees", conflict, "none (weight 0: the base model)", guidance, 0.0, False, BALANCED))

@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 import statistics  # noqa: E402
 import time  # noqa: E402
 
+from bench.cpu_precision import interleaved  # noqa: E402
+
 EMBEDDED = ROOT / "models" / "Stable-diffusion" / "sfumato-shapes"
 
 
@@ -76,20 +78,25 @@ class DenoiserClock:
 
 def interleaved_with_denoiser(runs: dict, clock: DenoiserClock, repeats: int) -> dict[str, dict[str, float]]:
     """Per run name: median total seconds and median seconds inside / outside the denoiser, the runs taking turns
-    ``repeats`` times after one warm-up each."""
-    for run in runs.values():
-        run()
-    samples: dict[str, dict[str, list[float]]] = {name: {"total": [], "inside": [], "outside": []} for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
+    as ``interleaved`` has them (one warm-up each, not counted)."""
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+
+    def timed(name: str, run):
+        def call() -> None:
             clock.reset()
             start = time.perf_counter()
             run()
-            total = time.perf_counter() - start
-            for key, value in (("total", total), ("inside", clock.seconds), ("outside", total - clock.seconds)):
-                samples[name][key].append(value)
-    return {name: {key: statistics.median(values) for key, values in parts.items()}
-            for name, parts in samples.items()}
+            samples[name].append((time.perf_counter() - start, clock.seconds))
+        return call
+
+    interleaved({name: timed(name, run) for name, run in runs.items()}, repeats)
+    medians = {}
+    for name, measured in samples.items():
+        kept = measured[1:]  # the warm-up's
+        medians[name] = {"total": statistics.median(total for total, _ in kept),
+                         "inside": statistics.median(inside for _, inside in kept),
+                         "outside": statistics.median(total - inside for total, inside in kept)}
+    return medians
 
 
 def compare(studio, model: str, folder: Path, size: int, steps: int, cfg: float, repeats: int) -> dict:
