@@ -62,6 +62,9 @@ KEYS_ONLY_UI = (
 
 def build_app(services: Services) -> gr.Blocks:
     """The studio's Blocks without launching it (for tests and for mounting into another server)."""
+    from app.gradio_import import import_gradio
+
+    import_gradio()  # before app.ui imports it: the quick way, without Gradio's stub rewriting
     from app.ui import build_ui
 
     return build_ui(services)
