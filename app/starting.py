@@ -145,8 +145,9 @@ class DeferredUi:
                 self.on_failure(error)
 
     def _build_and_mount(self) -> gr.Blocks:
-        import gradio as gr
+        from app.gradio_import import import_gradio
 
+        gr = import_gradio()  # the quick way (without Gradio's stub rewriting), before anything imports it
         blocks = self.build()
         gr.mount_gradio_app(self._shell, blocks, path="/", **self.mount())
         return blocks
