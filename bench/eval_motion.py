@@ -7,11 +7,14 @@ the shape through the frames (``tools/motion/track.py``) and reports: motion rig
 background), shape right, and the shape keeping its colour in every frame; then the time of one clip. Usage:
 
     python bench/eval_motion.py ADAPTER_DIR [--base models/Stable-diffusion/sfumato-shapes] [--prompts 112]
-                                [--frames 16] [--steps 20] [--guidance 4.5] [--sampler Euler] [--batch-size 4]
+                                [--frames 16] [--steps 20] [--guidance 4.5] [--sampler Euler] [--motion-end 0.65]
+                                [--no-full-motion-row] [--batch-size 4]
                                 [--motions left,right,up,down,growing,shrinking,still]
                                 [--card] [--write-into README.md] [--markdown FILE] [--grid FILE.png] [--threads 2]
 
-Sampler, steps and CFG default to the base model's recorded defaults. ``--card`` writes the table into the adapter's
+Sampler, steps and CFG default to the base model's recorded defaults, ``--motion-end`` (the share of the steps the
+motion adapter acts in, ``modules/video/motion_end.py``) to the adapter's recommended one; below 1, a second row
+shows the same prompts with the adapter acting in every step. ``--card`` writes the table into the adapter's
 README.md between its markers; ``--write-into`` into another file's (e.g. the repository README).
 """
 
@@ -38,7 +41,8 @@ def load_pipeline(base: Path, adapter: Path, sampler: str | None = None):
     from diffusers.schedulers import EulerDiscreteScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from modules.video.pipelines import load_motion_lora
+    from modules.video.motion_end import MotionSwitch
+    from modules.video.pipelines import MOTION_LORA_NAME, load_motion_lora
 
     def part(cls, name):
         return cls.from_pretrained(str(base), subfolder=name, torch_dtype=torch.float32, local_files_only=True)
@@ -53,25 +57,48 @@ def load_pipeline(base: Path, adapter: Path, sampler: str | None = None):
     pipe = AnimateDiffPipeline(vae=part(AutoencoderKL, "vae"), text_encoder=part(CLIPTextModel, "text_encoder"),
                                tokenizer=tokenizer, unet=part(UNet2DConditionModel, "unet"), motion_adapter=motion,
                                scheduler=scheduler)
-    load_motion_lora(pipe, adapter)  # the studio's video path does the same
+    has_lora = load_motion_lora(pipe, adapter)  # the studio's video path does the same
     pipe.set_progress_bar_config(disable=True)
+    pipe.motion_switch = MotionSwitch(pipe, MOTION_LORA_NAME if has_lora else None)  # as the studio's LoadedVideo
     return pipe
 
 
-def generate(pipe, cases, *, frames: int, steps: int, guidance: float, batch_size: int = 4) -> list:
-    """Clips (uint8 F x H x W x 3 arrays) for (spec, seed) cases, each from its own seeded generator."""
+def generate(pipe, cases, *, frames: int, steps: int, guidance: float, batch_size: int = 4,
+             motion_end: float = 1.0) -> list:
+    """Clips (uint8 F x H x W x 3 arrays) for (spec, seed) cases, each from its own seeded generator; the motion
+    adapter acts in the first ``motion_end`` of the steps (the studio's ``MotionSwitch``)."""
     import numpy as np
     import torch
+
+    switch = pipe.motion_switch
+
+    def after_step(pipeline, step, _timestep, tensors):
+        switch.after_step(step + 1, pipeline.num_timesteps)
+        return tensors
 
     result = []
     for start in range(0, len(cases), batch_size):
         chunk = cases[start:start + batch_size]
         generators = [torch.Generator("cpu").manual_seed(seed) for _, seed in chunk]
-        output = pipe([spec.caption() for spec, _ in chunk], num_frames=frames, num_inference_steps=steps,
-                      guidance_scale=guidance, generator=generators, height=64, width=64, output_type="np")
+        with switch.run(motion_end):
+            output = pipe([spec.caption() for spec, _ in chunk], num_frames=frames, num_inference_steps=steps,
+                          guidance_scale=guidance, generator=generators, height=64, width=64, output_type="np",
+                          callback_on_step_end=after_step)
         videos = np.asarray(output.frames)
         result += [np.clip(np.rint(v * 255.0), 0, 255).astype(np.uint8) for v in videos]
     return result
+
+
+def recommended_motion_end(adapter: Path) -> float:
+    """The adapter's recommended ``motion_end`` (its training record's ``recommended`` block), else 1."""
+    import json
+
+    try:
+        recommended = json.loads((adapter / "training_config.json").read_text(encoding="utf-8"))["recommended"]
+        value = float(recommended["motion_end"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1.0
+    return value if 0.0 < value <= 1.0 else 1.0
 
 
 def tally(videos, cases) -> track.ClipTally:
@@ -135,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--guidance", type=float)
     parser.add_argument("--sampler")
+    parser.add_argument("--motion-end", type=float, help="default: the adapter's recommended motion_end, else 1")
+    parser.add_argument("--no-full-motion-row", action="store_true",
+                        help="skip the comparison row with the adapter acting in every step")
     parser.add_argument("--seed", type=int, default=1234, help="picks the prompts and their seeds")
     parser.add_argument("--motions", default=",".join(clips.MOTIONS),
                         help="comma-separated motions to ask for (a model trained on a reduced problem)")
@@ -158,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     sampler = args.sampler or defaults["sampler"]
     steps = args.steps or defaults["steps"]
     guidance = args.guidance if args.guidance is not None else defaults["guidance"]
+    motion_end = args.motion_end if args.motion_end is not None else recommended_motion_end(args.adapter)
+    if not 0.0 <= motion_end <= 1.0:
+        parser.error(f"--motion-end must be between 0 and 1, got {motion_end:g}")
     pipe = load_pipeline(args.base, args.adapter, sampler)
     motions = tuple(m.strip() for m in args.motions.split(",") if m.strip())
     unknown = sorted(set(motions) - set(clips.MOTIONS))
@@ -165,16 +198,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--motions: unknown {unknown}; known: {', '.join(clips.MOTIONS)}")
     cases = clips.evaluation_cases(args.prompts, args.seed, motions)
     started = time.perf_counter()
-    videos = generate(pipe, cases, frames=args.frames, steps=steps, guidance=guidance, batch_size=args.batch_size)
+    videos = generate(pipe, cases, frames=args.frames, steps=steps, guidance=guidance, batch_size=args.batch_size,
+                      motion_end=motion_end)
     print(f"generated {len(videos)} clips in {time.perf_counter() - started:.0f} s", flush=True)
-    settings = f"{sampler}, {steps} steps, CFG {guidance:g}, {args.frames} frames of 64 x 64"
-    name = f"generated ({sampler}, {steps} steps, CFG {guidance:g})"
-    rows = {name: tally(videos, cases), "dataset clips (metric check)": tally(dataset_clips(cases, args.frames), cases)}
+    ending = f", motion end {motion_end:g}" if motion_end < 1 else ""
+    settings = f"{sampler}, {steps} steps, CFG {guidance:g}{ending}, {args.frames} frames of 64 x 64"
+    name = f"generated ({sampler}, {steps} steps, CFG {guidance:g}{ending})"
+    rows = {name: tally(videos, cases)}
+    if motion_end < 1 and not args.no_full_motion_row:
+        full = generate(pipe, cases, frames=args.frames, steps=steps, guidance=guidance, batch_size=args.batch_size)
+        rows["the same, motion adapter in every step (motion end 1)"] = tally(full, cases)
+    rows["dataset clips (metric check)"] = tally(dataset_clips(cases, args.frames), cases)
     seconds = None
     if not args.no_timing:
         one = cases[:1]
         started = time.perf_counter()
-        generate(pipe, one, frames=clips.FRAMES, steps=steps, guidance=guidance, batch_size=1)
+        generate(pipe, one, frames=clips.FRAMES, steps=steps, guidance=guidance, batch_size=1, motion_end=motion_end)
         seconds = time.perf_counter() - started
     table = markdown(rows, name, settings, seconds, args.threads)
     print(table)

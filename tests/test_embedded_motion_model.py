@@ -20,12 +20,12 @@ COMMITTED = ROOT / "models" / "animatediff" / "sfumato-shapes-motion"
 BASE = ROOT / "models" / "Stable-diffusion" / "sfumato-shapes"
 pytestmark = pytest.mark.skipif(not (COMMITTED / "config.json").is_file(), reason="the motion model is not committed")
 
-# (prompt, motion, colour, background): prompts a user would type, in the grammar of the model's card.
+# (prompt, motion, shape, colour, background): prompts a user would type, in the grammar of the model's card.
 PROMPTS = [
-    ("a red circle moving to the left, on a blue background", "left", "red", "blue"),
-    ("a yellow square moving to the right, on a purple background", "right", "yellow", "purple"),
-    ("a white triangle moving up, on a green background", "up", "white", "green"),
-    ("a black star moving down, on a yellow background", "down", "black", "yellow"),
+    ("a red circle moving to the left, on a blue background", "left", "circle", "red", "blue"),
+    ("a yellow square moving to the right, on a purple background", "right", "square", "yellow", "purple"),
+    ("a white triangle moving up, on a green background", "up", "triangle", "white", "green"),
+    ("a black star moving down, on a yellow background", "down", "star", "black", "yellow"),
 ]
 
 
@@ -35,21 +35,41 @@ def motion_services(tmp_path, one_thread):
         yield services
 
 
+def clip_readings(services, motion_end: float | None, seeds=(5, 6)) -> list[tuple[track.Track, tuple]]:
+    """Each prompt at each seed through the queue, its frames tracked; with the job's parameters checked."""
+    recommended = json.loads((COMMITTED / "training_config.json").read_text(encoding="utf-8"))["recommended"]
+    readings = []
+    for seed in seeds:
+        for prompt, *asked in PROMPTS:
+            result = services.run(VideoRequest(prompt=prompt, seed=seed, save_frames=True, motion_end=motion_end),
+                                  timeout=300)
+            assert result.parameters["Video model"] == COMMITTED.name
+            assert (result.parameters["Steps"], result.parameters["CFG scale"]) == (recommended["steps"],
+                                                                                    recommended["guidance"])
+            assert result.parameters.get("Motion end", 1.0) == (recommended["motion_end"] if motion_end is None
+                                                                else motion_end)
+            frames = [np.asarray(Image.open(path).convert("RGB")) for path in result.frames]
+            assert len(frames) == recommended["frames"] and frames[0].shape == (64, 64, 3)
+            assert result.videos[0].path.suffix == ".mp4" and result.videos[0].path.stat().st_size > 0
+            readings.append((track.track(frames), tuple(asked)))
+    return readings
+
+
+@pytest.mark.slow  # 16 clips through the queue, about a minute
 def test_a_video_job_with_no_model_named_moves_the_shape_the_asked_way(motion_services):
     recommended = json.loads((COMMITTED / "training_config.json").read_text(encoding="utf-8"))["recommended"]
-    moved, coloured = 0, 0
-    for prompt, motion, colour, background in PROMPTS:
-        result = motion_services.run(VideoRequest(prompt=prompt, seed=5, save_frames=True), timeout=300)
-        assert result.parameters["Video model"] == COMMITTED.name
-        assert (result.parameters["Steps"], result.parameters["CFG scale"]) == (recommended["steps"],
-                                                                                recommended["guidance"])
-        frames = [np.asarray(Image.open(path).convert("RGB")) for path in result.frames]
-        assert len(frames) == recommended["frames"] and frames[0].shape == (64, 64, 3)
-        assert result.videos[0].path.suffix == ".mp4" and result.videos[0].path.stat().st_size > 0
-        measured = track.track(frames)
-        moved += measured.motion == motion
-        coloured += (measured.foreground, measured.background) == (colour, background)
-    # The card measures motion right in 70 % of held-out clips (left 100 %, up and down 93 %, right 80 %), short of
-    # issue 15's 90 %, so the bar is three of these four: what this model does, far above chance (one in seven).
-    assert moved >= 3, moved
-    assert coloured >= 3, coloured
+    assert recommended["motion_end"] < 1  # the card's recommendation, which a job that leaves it unset gets
+    readings = clip_readings(motion_services, None)
+    moved = sum(measured.motion == motion for measured, (motion, _shape, _c, _b) in readings)
+    shaped = sum(measured.shape == shape for measured, (_m, shape, _c, _b) in readings)
+    coloured = sum((measured.foreground, measured.background) == (colour, background)
+                   for measured, (_m, _s, colour, background) in readings)
+    # The card measures, on held-out clips at these settings, motion right in about 94 %, colours in 100 % and
+    # shapes in about 89 % (moving stars are the weak ones: about two in three). Eight clips are a small sample:
+    # the bars sit below those rates and far above chance (one in seven motions, one in four shapes).
+    assert moved >= 6, moved
+    assert coloured >= 6, coloured
+    assert shaped >= 5, shaped
+    # With the adapter acting in every step, the same clips lose shapes to blur (the card: 70.5 % of held-out clips).
+    every_step = clip_readings(motion_services, 1.0)
+    assert sum(measured.shape == shape for measured, (_m, shape, _c, _b) in every_step) < shaped

@@ -89,3 +89,25 @@ def test_a_broken_lora_beside_the_adapter_names_the_model_and_the_worker_goes_on
         clip(lora_services, "tiny-motion-broken-lora")
     assert raised.value.field == "model" and "tiny-motion-broken-lora" in str(raised.value)
     assert clip(lora_services, "tiny-motion").shape == (4, 64, 64, 3)
+
+
+def ended_clip(services, model: str, motion_end: float) -> tuple[np.ndarray, str]:
+    result = services.run(VideoRequest(model=model, prompt="a red circle moving up", frames=4, fps=8, steps=4,
+                                       width=64, height=64, seed=5, motion_end=motion_end), timeout=300)
+    frames = np.stack([np.asarray(frame, dtype=np.int16) for frame in read_frames(result.videos[0].path)])
+    return frames, result.infotext
+
+
+def test_motion_end_stops_the_adapter_and_its_lora_then_puts_both_back(lora_services):
+    full, full_text = ended_clip(lora_services, "tiny-motion-lora", 1.0)
+    half, half_text = ended_clip(lora_services, "tiny-motion-lora", 0.5)
+    assert np.abs(full - half).mean() > 1.0
+    assert "Motion end: 0.5" in half_text and "Motion end" not in full_text
+    # at 0 neither the motion modules nor the LoRA act: with or without the LoRA, the image model alone
+    off_with_lora, _ = ended_clip(lora_services, "tiny-motion-lora", 0.0)
+    off_without, _ = ended_clip(lora_services, "tiny-motion", 0.0)
+    assert np.abs(off_with_lora - off_without).mean() < 0.5
+    assert np.abs(off_with_lora - full).mean() > 1.0
+    # and the next clip has the whole adapter again
+    again, _ = ended_clip(lora_services, "tiny-motion-lora", 1.0)
+    assert np.abs(again - full).mean() < 0.5

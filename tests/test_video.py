@@ -141,6 +141,8 @@ def test_other_formats_and_frames_as_pngs_carry_the_parameters(video_services):
     (dict(model="no-such-model"), "model"),
     (dict(checkpoint="missing.safetensors"), "checkpoint"),
     (dict(frames=40), "frames"),  # over the motion adapter's longest sequence
+    (dict(motion_end=1.5), "motion_end"),
+    (dict(model="tiny-wan", motion_end=0.5), "motion_end"),  # no motion adapter to end
     (dict(checkpoint="tiny-sdxl", init_video=(Image.new("RGB", (64, 64)),) * 2), "init_video"),  # SD 1.x only
 ])
 def test_bad_input_is_refused_naming_the_field_and_nothing_is_queued(video_services, fields, field):
@@ -179,8 +181,10 @@ def test_the_embedded_motion_model_leads_and_brings_its_recommended_settings(tmp
         (folder / "config.json").write_text(json.dumps({"_class_name": "MotionAdapter",
                                                         "block_out_channels": [32, 64]}))
     (tmp_path / "animatediff" / "sfumato-shapes-motion" / "training_config.json").write_text(json.dumps(
-        {"recommended": {"sampler": "Euler", "steps": 20, "guidance": 4.5, "frames": 16, "fps": 8}}))
+        {"recommended": {"sampler": "Euler", "steps": 20, "guidance": 4.5, "frames": 16, "fps": 8,
+                         "motion_end": 0.6}}))
     registry = VideoModelRegistry(tmp_path)
     assert [model.name for model in registry.list()] == ["sfumato-shapes-motion", "another"]
-    assert model_defaults(registry.find("sfumato-shapes-motion"), 64) == VideoDefaults(16, 8, 20, 4.5, 64, 64, "Euler")
+    expected = VideoDefaults(16, 8, 20, 4.5, 64, 64, "Euler", motion_end=0.6)
+    assert model_defaults(registry.find("sfumato-shapes-motion"), 64) == expected
     assert model_defaults(registry.find("another"), 64) == VideoDefaults(16, 8, 25, 7.5, 64, 64, None)

@@ -22,9 +22,10 @@ def test_the_tab_builds_with_the_default_motion_model_and_its_checkpoints_size(v
 
     build_layout(video_services)
     assert fill_defaults(video_services, {"model": "tiny-motion", "checkpoint": "Automatic"}) == {
-        "width": 64, "height": 64, "frames": 16, "fps": 8, "steps": 25, "cfg_scale": 7.5}
+        "width": 64, "height": 64, "frames": 16, "fps": 8, "steps": 25, "cfg_scale": 7.5, "motion_end": 1.0}
     assert fill_defaults(video_services, {"model": "tiny-svd", "checkpoint": "Automatic"}) == {
-        "width": 1024, "height": 576, "frames": 14, "fps": 7, "steps": 25, "cfg_scale": 3.0}
+        "width": 1024, "height": 576, "frames": 14, "fps": 7, "steps": 25, "cfg_scale": 3.0,
+        "motion_end": 1.0}
     assert fill_defaults(video_services, {"model": "tiny-wan", "checkpoint": "Automatic"})["frames"] == 81
 
 
@@ -44,6 +45,22 @@ def test_generate_follows_the_job_to_a_clip_and_png_info_reads_it_back(video_ser
     read = read_video_info({"video": final["files"][1]})  # the GIF
     assert read["parameters"]["Seed"] == "21" and read["parameters"]["Prompt"] == "a yellow star"
     assert read["parameters"]["Frames"] == "4" and read["parameters"]["Video model"] == "tiny-motion"
+
+
+def test_the_motion_end_slider_reaches_the_clip_and_comes_back_from_its_parameters(video_services):
+    from app.ui.video_reuse import fields_from_infotext
+    from modules.image.infotext import parse_infotext
+
+    values = {"model": "tiny-motion", "checkpoint": "Automatic", "prompt": "a red circle moving up", "width": 64,
+              "height": 64, "frames": 4, "fps": 8, "steps": 4, "cfg_scale": 7, "seed": 3, "motion_end": 0.5,
+              "output_formats": ["mp4"]}
+    final = list(video_events(video_services, values))[-1]
+    assert "Motion end: 0.5" in final["infotext"], final
+    assert fields_from_infotext(parse_infotext(final["infotext"]))["motion_end"] == 0.5
+    # a clip made with the adapter in every step says nothing, and reusing it sets the slider back to 1
+    whole = list(video_events(video_services, {**values, "motion_end": 1.0}))[-1]
+    assert "Motion end" not in whole["infotext"]
+    assert fields_from_infotext(parse_infotext(whole["infotext"]))["motion_end"] == 1.0
 
 
 def test_a_bad_field_is_a_notice_naming_it(video_services):

@@ -50,7 +50,7 @@ _names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFou
 
 # The tags of bodies that hold one of several kinds of request (the native ``POST /api/v1/jobs``): pydantic puts
 # the tag in an error's location ("body", "upscale", "scale"), but the client never wrote it.
-KIND_TAGS = ("image", "upscale", "interrogate")
+KIND_TAGS = ("image", "upscale", "interrogate", "audio", "train", "video")
 
 
 def field_of(location: tuple) -> str:

@@ -199,7 +199,8 @@ class VideoJobBody(BaseModel):
     """A ``VideoRequest`` on the wire (``"kind": "video"``). Left out, the model, checkpoint, frames, fps, size,
     steps and CFG are the chosen model family's defaults. ``init_image`` (base64) makes image-to-video,
     ``init_video`` (a base64 MP4 / WebM / GIF) video-to-video; the clip is ``result.artifacts[0]`` (MP4 unless
-    ``output_formats`` says otherwise)."""
+    ``output_formats`` says otherwise). ``motion_end`` (AnimateDiff) is the fraction of the steps the motion adapter
+    acts in, the image model alone finishing the frames (default: the adapter's recommendation, else 1)."""
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["video"]
@@ -221,6 +222,7 @@ class VideoJobBody(BaseModel):
     motion_bucket_id: int | None = None
     noise_aug_strength: float | None = None
     decode_chunk_size: int | None = None
+    motion_end: float | None = None
     output_formats: list[str] | None = None
     save_frames: bool | None = None
     webhook_url: str | None = None

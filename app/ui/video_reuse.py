@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 # The Video tab's fields a job's request fills, each straight from the request field of the same name.
 REQUEST_FIELDS = ("model", "checkpoint", "prompt", "negative_prompt", "width", "height", "frames", "fps", "steps",
                   "cfg_scale", "seed", "sampler", "motion_bucket_id", "noise_aug_strength", "decode_chunk_size",
-                  "strength", "save_frames")
+                  "strength", "save_frames", "motion_end")
 # Infotext key -> (Video tab field, how to read it), as ``VideoRunner.parameters`` writes them.
 INFOTEXT_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Prompt": ("prompt", str), "Negative prompt": ("negative_prompt", str), "Video model": ("model", str),
@@ -35,7 +35,7 @@ INFOTEXT_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CFG scale": ("cfg_scale", float), "Seed": ("seed", int), "Size-1": ("width", int), "Size-2": ("height", int),
     "Frames": ("frames", int), "FPS": ("fps", int), "Motion bucket": ("motion_bucket_id", int),
     "Noise augmentation": ("noise_aug_strength", float), "Decode chunk size": ("decode_chunk_size", int),
-    "Denoising strength": ("strength", float),
+    "Denoising strength": ("strength", float), "Motion end": ("motion_end", float),
 }
 
 
@@ -44,6 +44,7 @@ def fields_from_request(request: VideoRequest) -> Values:
     put back into the upload box, so the caller says so)."""
     fields: Values = {name: getattr(request, name) for name in REQUEST_FIELDS}
     fields["decode_chunk_size"] = request.decode_chunk_size or 0  # the tab's 0 = the family's default
+    fields["motion_end"] = 1.0 if request.motion_end is None else request.motion_end
     fields["output_formats"] = list(request.output_formats)
     fields["init_image"] = request.init_image
     fields["init_video"] = None
@@ -61,6 +62,8 @@ def fields_from_infotext(parameters: dict[str, Any]) -> Values:
                 continue
     if str(fields.get("sampler", "")).endswith("Scheduler"):  # a class name: the clip ran on the model's own
         fields["sampler"] = None  # scheduler, which is what the tab's "Automatic" picks
+    if parameters.get("Video family") == "animatediff" and "Motion end" not in parameters:
+        fields["motion_end"] = 1.0  # written only below 1: the adapter acted in every step
     if parameters.get("Video mode") == "txt2vid":  # a text-to-video clip: nothing uploaded may turn it into another
         fields["init_image"] = None
         fields["init_video"] = None

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from modules.runtime.services import Services
 
 AUTOMATIC = "Automatic"
-DEFAULT_FIELDS = ("width", "height", "frames", "fps", "steps", "cfg_scale")
+DEFAULT_FIELDS = ("width", "height", "frames", "fps", "steps", "cfg_scale", "motion_end")
 FOLLOWED = ("job", "progress", "preview", "status")
 
 
@@ -60,7 +60,10 @@ def resolved_defaults(services: Services, model: str | None, checkpoint: str | N
         resolved = kind.resolve(probe)
     except RequestError:
         return {}
-    return {"model": resolved.model, **{name: getattr(resolved, name) for name in DEFAULT_FIELDS}}
+    found = {"model": resolved.model, **{name: getattr(resolved, name) for name in DEFAULT_FIELDS}}
+    if found["motion_end"] is None:  # a family without a motion adapter: the slider shows "acts throughout"
+        found["motion_end"] = 1.0
+    return found
 
 
 def _PROBE_IMAGE() -> Any:  # noqa: N802 - a stand-in image only for asking which model makes image-to-video
@@ -108,6 +111,10 @@ def build_video(services: Services) -> Form:
                 form["seed"] = gr.Number(label="Seed", value=-1, precision=0, info="-1 = random")
             form["sampler"] = gr.Dropdown(_samplers(), value=AUTOMATIC, label="Sampler",
                                           info="AnimateDiff only; SVD and Wan use their own scheduler")
+            form["motion_end"] = gr.Slider(0, 1, step=0.05, value=start.get("motion_end", 1.0),
+                                           label="Motion end (AnimateDiff)",
+                                           info="the share of the steps the motion adapter acts in; the image "
+                                                "model alone finishes the frames after it (sharper subjects)")
             with gr.Accordion("Stable Video Diffusion", open=False):
                 form["motion_bucket_id"] = gr.Slider(1, 255, step=1, value=127, label="Motion bucket",
                                                      info="more motion above 127, less below")
@@ -132,8 +139,8 @@ def build_video(services: Services) -> Form:
             form["infotext"] = gr.Textbox(label="Parameters", lines=3, interactive=False, buttons=["copy"])
             form["status"] = gr.HTML("")
     inputs = ["model", "checkpoint", "prompt", "negative_prompt", "init_image", "width", "height", "frames", "fps",
-              "steps", "cfg_scale", "seed", "sampler", "motion_bucket_id", "noise_aug_strength", "decode_chunk_size",
-              "init_video", "strength", "output_formats", "save_frames"]
+              "steps", "cfg_scale", "seed", "sampler", "motion_end", "motion_bucket_id", "noise_aug_strength",
+              "decode_chunk_size", "init_video", "strength", "output_formats", "save_frames"]
     outputs = ["job", "progress", "preview", "video", "files", "infotext", "status"]
     form.connect(form["generate"].click, partial(video_events, services), inputs, outputs, api_name="video",
                  concurrency_limit=None)
@@ -205,6 +212,7 @@ def request_from_values(values: Values) -> VideoRequest:
         motion_bucket_id=int(values.get("motion_bucket_id") or 127),
         noise_aug_strength=float(values.get("noise_aug_strength") or 0.0),
         decode_chunk_size=chunk or None,
+        motion_end=_float(values.get("motion_end"), "motion_end"),  # 1 on SVD / Wan: accepted, nothing to end
         output_formats=tuple(values.get("output_formats") or ()),
         save_frames=bool(values.get("save_frames")),
     )

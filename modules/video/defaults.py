@@ -3,8 +3,9 @@
 The published models were trained at very different shapes: AnimateDiff animates 16 frames at its checkpoint's
 size, SVD makes 14 (SVD-XT 25) frames at 1024x576 conditioned on fps 7, Wan 2.x 81 frames at 832x480 at 16 fps.
 A motion adapter folder may say what it was made for: the ``recommended`` block of its ``training_config.json``
-(``frames``, ``fps``, ``steps``, ``guidance``, ``sampler``, as Sfumato's own training scripts write it) or a
-``video_defaults.json`` (``frames``, ``fps``, ``steps``, ``cfg_scale``, ``width``, ``height``, ``sampler``).
+(``frames``, ``fps``, ``steps``, ``guidance``, ``sampler``, ``motion_end``, as Sfumato's own training scripts
+write it) or a ``video_defaults.json`` (``frames``, ``fps``, ``steps``, ``cfg_scale``, ``width``, ``height``,
+``sampler``, ``motion_end``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class VideoDefaults:
     width: int
     height: int
     sampler: str | None = None  # AnimateDiff only; None = the checkpoint's own scheduler
+    motion_end: float = 1.0  # AnimateDiff only: the fraction of the steps the motion adapter acts in
 
 
 ANIMATEDIFF = VideoDefaults(frames=16, fps=8, steps=25, cfg_scale=7.5, width=512, height=512)
@@ -70,4 +72,7 @@ def model_defaults(model: VideoModel, checkpoint_size: int | None = None) -> Vid
         elif key in ("frames", "fps", "steps", "cfg_scale", "width", "height") and isinstance(value, (int, float)) \
                 and not isinstance(value, bool) and value > 0:
             values[key] = float(value) if key == "cfg_scale" else int(value)
+        elif key == "motion_end" and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and 0.0 < value <= 1.0:
+            values[key] = float(value)
     return dataclasses.replace(chosen, **values)

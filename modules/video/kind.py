@@ -169,6 +169,8 @@ class VideoRunner:
             changes["seed"] = random.randrange(2**32)
         if request.sampler is None and defaults.sampler and model.is_motion_adapter:
             changes["sampler"] = defaults.sampler
+        if request.motion_end is None and model.is_motion_adapter:
+            changes["motion_end"] = defaults.motion_end
         if model.family == "svd" and request.decode_chunk_size is None:
             changes["decode_chunk_size"] = SVD_DECODE_CHUNK
         return request.replace(**changes)
@@ -191,9 +193,13 @@ class VideoRunner:
             if request.mode == "vid2vid" and checkpoint.family == "sdxl":
                 raise RequestError("init_video", "video-to-video with AnimateDiff runs on SD 1.x checkpoints only; "
                                                  f"{checkpoint.title} is SDXL")
-        elif request.sampler:
-            raise RequestError("sampler", f"{FAMILY_LABELS[model.family]} samples with its own scheduler; leave "
-                                          "the sampler empty")
+        else:
+            if request.sampler:
+                raise RequestError("sampler", f"{FAMILY_LABELS[model.family]} samples with its own scheduler; "
+                                              "leave the sampler empty")
+            if request.motion_end is not None and request.motion_end != 1.0:
+                raise RequestError("motion_end", f"{FAMILY_LABELS[model.family]} has no motion adapter to end "
+                                                 "early; motion_end is for AnimateDiff")
         if request.sampler:
             from modules.image.samplers import UnknownSamplerError, resolve_sampler
 
@@ -261,6 +267,8 @@ class VideoRunner:
                            "Decode chunk size": request.decode_chunk_size})
         elif request.decode_chunk_size:
             values["Decode chunk size"] = request.decode_chunk_size
+        if model.is_motion_adapter and request.motion_end is not None and request.motion_end < 1.0:
+            values["Motion end"] = request.motion_end
         if request.mode == "vid2vid":
             values["Denoising strength"] = request.strength
         return values

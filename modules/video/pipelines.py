@@ -9,6 +9,7 @@ with one model at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import threading
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from modules.errors import RequestError
+from modules.video.motion_end import MotionSwitch
 from modules.video.registry import VideoModel, motion_config_from_shapes, motion_file_shapes, unet_channels
 
 # A LoRA for the image model that a motion adapter's folder may ship beside it, made to be used with it (as
@@ -45,6 +47,7 @@ class LoadedVideo:
     family: str
     memory_report: list[str] = field(default_factory=list)
     checkpoint: LoadedModel | None = None  # the image model an AnimateDiff pipeline was made from
+    motion: MotionSwitch | None = None  # AnimateDiff: ends the motion adapter's work at the request's motion_end
 
 
 def load_motion_adapter(model: VideoModel, dtype: Any) -> Any:
@@ -153,10 +156,11 @@ class VideoPipelines:
         factory = AnimateDiffSDXLPipeline if sdxl else (
             AnimateDiffVideoToVideoPipeline if mode == "vid2vid" else AnimateDiffPipeline)
         pipe = factory.from_pipe(base.base, motion_adapter=adapter)
-        load_motion_lora(pipe, model.path)
+        has_lora = load_motion_lora(pipe, model.path)
         pipe.vae = base.own_vae
         pipe.set_progress_bar_config(disable=True)
-        return LoadedVideo(key, pipe, "animatediff", self._prepare(pipe), checkpoint=base)
+        switch = MotionSwitch(pipe, MOTION_LORA_NAME if has_lora else None)
+        return LoadedVideo(key, pipe, "animatediff", self._prepare(pipe), checkpoint=base, motion=switch)
 
 
 def set_sampler(loaded: LoadedVideo, sampler: str | None) -> str:
@@ -181,18 +185,28 @@ def make_frames(loaded: LoadedVideo, request: VideoRequest,
     last one); ``should_stop`` is asked between steps and raises ``VideoInterrupted``."""
     import torch
 
-    pipe = loaded.pipe
     generator = torch.Generator("cpu").manual_seed(int(request.seed))
+
+    switch = loaded.motion if loaded.family == "animatediff" else None
 
     def callback(pipeline: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         if should_stop():
             raise VideoInterrupted
         total = int(getattr(pipeline, "num_timesteps", 0) or getattr(pipeline, "_num_timesteps", 0) or 0)
+        if switch is not None:
+            switch.after_step(step + 1, total)
         on_step(step + 1, total)
         return tensors
 
     if should_stop():
         raise VideoInterrupted
+    motion_end = 1.0 if request.motion_end is None else float(request.motion_end)
+    with switch.run(motion_end) if switch is not None else contextlib.nullcontext():
+        return _run_pipeline(loaded, request, generator, callback)
+
+
+def _run_pipeline(loaded: LoadedVideo, request: VideoRequest, generator: Any, callback: Any) -> list[Image.Image]:
+    pipe = loaded.pipe
     size = (int(request.width), int(request.height))
     common: dict[str, Any] = {"num_inference_steps": int(request.steps), "generator": generator,
                               "callback_on_step_end": callback, "output_type": "pil",

@@ -38,7 +38,8 @@ class VideoRequest:
 
     The mode follows from the inputs: ``init_video`` frames make video-to-video (AnimateDiff, at ``strength``),
     an ``init_image`` image-to-video (SVD, Wan image-to-video), neither text-to-video. ``motion_bucket_id``,
-    ``noise_aug_strength`` and ``decode_chunk_size`` are Stable Video Diffusion's conditioning; ``sampler`` is
+    ``noise_aug_strength`` and ``decode_chunk_size`` are Stable Video Diffusion's conditioning; ``sampler`` and
+    ``motion_end`` (the fraction of the steps the motion adapter acts in; see ``modules/video/motion_end.py``) are
     for AnimateDiff only (the other families sample with their own scheduler). ``output_formats`` lists the
     files to write (the first is the main one); ``save_frames`` adds each frame as a PNG.
     """
@@ -61,6 +62,7 @@ class VideoRequest:
     motion_bucket_id: int = 127
     noise_aug_strength: float = 0.02
     decode_chunk_size: int | None = None
+    motion_end: float | None = None
     output_formats: tuple[str, ...] = ("mp4",)
     save_frames: bool = False
 
@@ -100,6 +102,8 @@ def validate_fields(request: VideoRequest, limits: VideoLimits) -> None:
     check_range("strength", request.strength, 0.0, 1.0)
     check_range("motion_bucket_id", request.motion_bucket_id, 0, 1023)
     check_range("noise_aug_strength", request.noise_aug_strength, 0.0, 1.0)
+    if request.motion_end is not None:
+        check_range("motion_end", request.motion_end, 0.0, 1.0)
     if request.decode_chunk_size is not None:
         check_range("decode_chunk_size", request.decode_chunk_size, 1, limits.max_frames)
     if len(request.init_video) > limits.max_init_frames:

@@ -57,6 +57,11 @@ def write_card(out: Path, record: dict[str, Any]) -> Path:
             "tell \"moving up\"\n  from \"moving down\" or \"growing\" from \"shrinking\"; the LoRA makes them "
             "readable to the motion modules\n  (`python -m tools.motion.text_probe --readable --lora MODEL` measures "
             "it). Like AnimateDiff v3's adapter\n  LoRA, it belongs to this motion model: use the two together.")
+    ending = ""
+    if recommended.get("motion_end", 1.0) < 1.0:
+        ending = (f", motion end {recommended['motion_end']:g} (the adapter acts in the first "
+                  f"{100 * recommended['motion_end']:.0f} %\n  of the steps; the image model alone finishes the "
+                  "frames, which keeps moving shapes sharp: the\n  Evaluation table shows both)")
     readout = ""
     if record.get("readable_weight"):
         readout = (f" A training-only readout (a linear head per spatial transformer, not saved) adds "
@@ -79,7 +84,7 @@ its shapes world set in motion: one shape moving left / right / up / down, growi
 {loading}
 
 - **Use it with:** the base model at its recommended settings ({recommended["sampler"]}, {recommended["steps"]}
-  steps, CFG {recommended["guidance"]:g}), {recommended["frames"]} frames of 64 x 64, {recommended["fps"]} fps.
+  steps, CFG {recommended["guidance"]:g}), {recommended["frames"]} frames of 64 x 64, {recommended["fps"]} fps{ending}.
 - **Size on disk:** {folder_size(out) / 1e6:.1f} MB (float16 weights; they load as float32 too).
 - **Architecture:** motion modules of {record["transformer_layers"]} temporal transformer layer(s) after every
   block of the base UNet and in its middle block, attention heads {record["head_dim"]} wide, sinusoidal frame

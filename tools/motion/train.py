@@ -78,6 +78,10 @@ class MotionConfig:
     motions: tuple[str, ...] = MOTIONS  # a subset trains on those motions only (quick experiments)
     motion_weights: tuple[float, ...] = ()  # one per motion: how often its clips are drawn (empty: all alike)
     readable_weight: float = 0.1  # weight of the training-only readout loss (MotionReadout); 1.0 hurt colours
+    # Recommended sampling (recorded, not trained): the share of the steps the adapter acts in before the image
+    # model alone finishes the frames (modules/video/motion_end.py). Chosen with bench/eval_motion.py
+    # --motion-end on held-out prompts: 0.7 kept the motion and brought the shapes back (see the card).
+    motion_end: float = 0.7
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -451,7 +455,7 @@ def save(trained: Trained, out: Path, base, config: MotionConfig, *, command: st
         **config.to_json(),
         "base": {"name": base.path.name, "unet_sha256": base.unet_sha256,
                  "prediction_type": base.prediction_type},
-        "recommended": {**base.recommended, "frames": 16, "fps": 8},
+        "recommended": {**base.recommended, "frames": 16, "fps": 8, "motion_end": config.motion_end},
         "timing": {"threads": threads, "torch": torch.__version__, "minutes": trained.seconds["total"] / 60,
                    "prepare_minutes": trained.seconds["prepare"] / 60},
         "command": command,
