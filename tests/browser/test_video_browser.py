@@ -64,6 +64,10 @@ def test_the_video_tab_makes_a_clip_that_plays(page):
     for label, value in (("Frames", "4"), ("FPS", "8"), ("Sampling steps", "2"), ("Seed", "5")):
         number(tab, label).fill(value)
         number(tab, label).press("Tab")
+    ending = tab.get_by_role("spinbutton", name="Motion end (AnimateDiff)")
+    expect(ending).to_have_value("1")  # tiny-motion recommends nothing: the adapter acts in every step
+    ending.fill("0.5")
+    ending.press("Tab")
     tab.get_by_role("button", name="Generate", exact=True).click()
     # the first clip loads the checkpoint and the motion adapter: minutes on a busy 2-core machine
     expect(tab.get_by_text(re.compile(r"4 frames at 8 fps in [\d.]+ s · seed 5"))).to_be_visible(timeout=240_000)
@@ -74,6 +78,7 @@ def test_the_video_tab_makes_a_clip_that_plays(page):
     size = video.evaluate("element => [element.videoWidth, element.videoHeight, element.duration]")
     assert size[:2] == [64, 64] and size[2] == pytest.approx(0.5, abs=0.05), size  # 4 frames at 8 fps
     expect(tab.get_by_label("Parameters")).to_have_value(re.compile(r"Seed: 5.*Video model: tiny-motion"))
+    expect(tab.get_by_label("Parameters")).to_have_value(re.compile(r"Motion end: 0\.5"))
 
     page.get_by_role("tab", name="Queue", exact=True).click()
     queue = page.get_by_role("tabpanel").filter(visible=True).first
