@@ -41,8 +41,7 @@ def load_pipeline(base: Path, adapter: Path, sampler: str | None = None):
     from diffusers.schedulers import EulerDiscreteScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from modules.video.motion_end import MotionSwitch
-    from modules.video.pipelines import MOTION_LORA_NAME, load_motion_lora
+    from modules.video.pipelines import load_motion_lora
 
     def part(cls, name):
         return cls.from_pretrained(str(base), subfolder=name, torch_dtype=torch.float32, local_files_only=True)
@@ -57,9 +56,8 @@ def load_pipeline(base: Path, adapter: Path, sampler: str | None = None):
     pipe = AnimateDiffPipeline(vae=part(AutoencoderKL, "vae"), text_encoder=part(CLIPTextModel, "text_encoder"),
                                tokenizer=tokenizer, unet=part(UNet2DConditionModel, "unet"), motion_adapter=motion,
                                scheduler=scheduler)
-    has_lora = load_motion_lora(pipe, adapter)  # the studio's video path does the same
+    load_motion_lora(pipe, adapter)  # the studio's video path does the same
     pipe.set_progress_bar_config(disable=True)
-    pipe.motion_switch = MotionSwitch(pipe, MOTION_LORA_NAME if has_lora else None)  # as the studio's LoadedVideo
     return pipe
 
 
@@ -70,7 +68,10 @@ def generate(pipe, cases, *, frames: int, steps: int, guidance: float, batch_siz
     import numpy as np
     import torch
 
-    switch = pipe.motion_switch
+    from modules.video.motion_end import MotionSwitch
+    from modules.video.pipelines import MOTION_LORA_NAME
+
+    switch = MotionSwitch(pipe, MOTION_LORA_NAME)  # as the studio's video path makes it
 
     def after_step(pipeline, step, _timestep, tensors):
         switch.after_step(step + 1, pipeline.num_timesteps)
@@ -87,18 +88,6 @@ def generate(pipe, cases, *, frames: int, steps: int, guidance: float, batch_siz
         videos = np.asarray(output.frames)
         result += [np.clip(np.rint(v * 255.0), 0, 255).astype(np.uint8) for v in videos]
     return result
-
-
-def recommended_motion_end(adapter: Path) -> float:
-    """The adapter's recommended ``motion_end`` (its training record's ``recommended`` block), else 1."""
-    import json
-
-    try:
-        recommended = json.loads((adapter / "training_config.json").read_text(encoding="utf-8"))["recommended"]
-        value = float(recommended["motion_end"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 1.0
-    return value if 0.0 < value <= 1.0 else 1.0
 
 
 def tally(videos, cases) -> track.ClipTally:
@@ -188,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     sampler = args.sampler or defaults["sampler"]
     steps = args.steps or defaults["steps"]
     guidance = args.guidance if args.guidance is not None else defaults["guidance"]
-    motion_end = args.motion_end if args.motion_end is not None else recommended_motion_end(args.adapter)
+    if args.motion_end is None:
+        from modules.video.defaults import adapter_folder_defaults
+
+        motion_end = adapter_folder_defaults(args.adapter).motion_end
+    else:
+        motion_end = args.motion_end
     if not 0.0 <= motion_end <= 1.0:
         parser.error(f"--motion-end must be between 0 and 1, got {motion_end:g}")
     pipe = load_pipeline(args.base, args.adapter, sampler)

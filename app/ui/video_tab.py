@@ -60,10 +60,7 @@ def resolved_defaults(services: Services, model: str | None, checkpoint: str | N
         resolved = kind.resolve(probe)
     except RequestError:
         return {}
-    found = {"model": resolved.model, **{name: getattr(resolved, name) for name in DEFAULT_FIELDS}}
-    if found["motion_end"] is None:  # a family without a motion adapter: the slider shows "acts throughout"
-        found["motion_end"] = 1.0
-    return found
+    return {"model": resolved.model, **{name: getattr(resolved, name) for name in DEFAULT_FIELDS}}
 
 
 def _PROBE_IMAGE() -> Any:  # noqa: N802 - a stand-in image only for asking which model makes image-to-video

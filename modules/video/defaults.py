@@ -58,13 +58,22 @@ def model_defaults(model: VideoModel, checkpoint_size: int | None = None) -> Vid
     side = checkpoint_size or ANIMATEDIFF.width
     chosen = dataclasses.replace(ANIMATEDIFF, width=side, height=side)
     if model.path.is_dir():
-        recommended = _read_json(model.path / "training_config.json").get("recommended")
-        overrides = dict(recommended) if isinstance(recommended, dict) else {}
-        if "guidance" in overrides:
-            overrides["cfg_scale"] = overrides.pop("guidance")
-        overrides.update(_read_json(model.path / DEFAULTS_FILE))
-    else:
-        overrides = _read_json(model.path.with_suffix(".json"))
+        return adapter_folder_defaults(model.path, chosen)
+    return _with_overrides(chosen, _read_json(model.path.with_suffix(".json")))
+
+
+def adapter_folder_defaults(folder: Path, chosen: VideoDefaults = ANIMATEDIFF) -> VideoDefaults:
+    """``chosen`` with what a motion adapter folder recommends (its training record's ``recommended`` block, then
+    its ``video_defaults.json``); values that make no sense are ignored."""
+    recommended = _read_json(folder / "training_config.json").get("recommended")
+    overrides = dict(recommended) if isinstance(recommended, dict) else {}
+    if "guidance" in overrides:
+        overrides["cfg_scale"] = overrides.pop("guidance")
+    overrides.update(_read_json(folder / DEFAULTS_FILE))
+    return _with_overrides(chosen, overrides)
+
+
+def _with_overrides(chosen: VideoDefaults, overrides: dict) -> VideoDefaults:
     values: dict = {}
     for key, value in overrides.items():
         if key == "sampler" and isinstance(value, str) and value.strip():

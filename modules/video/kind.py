@@ -169,8 +169,8 @@ class VideoRunner:
             changes["seed"] = random.randrange(2**32)
         if request.sampler is None and defaults.sampler and model.is_motion_adapter:
             changes["sampler"] = defaults.sampler
-        if request.motion_end is None and model.is_motion_adapter:
-            changes["motion_end"] = defaults.motion_end
+        if request.motion_end is None:
+            changes["motion_end"] = defaults.motion_end  # 1 for families without a motion adapter
         if model.family == "svd" and request.decode_chunk_size is None:
             changes["decode_chunk_size"] = SVD_DECODE_CHUNK
         return request.replace(**changes)

@@ -38,8 +38,9 @@ class MotionSwitch:
     """Turns an AnimateDiff pipeline's motion adapter (motion modules and its LoRA) on and off between steps."""
 
     def __init__(self, pipe: Any, lora_name: str | None = None) -> None:
+        """``lora_name``: the adapter's LoRA, switched with the modules when it is loaded on ``pipe.unet``."""
         self.pipe = pipe
-        self.lora_name = lora_name
+        self.lora_name = lora_name if lora_name in (getattr(pipe.unet, "peft_config", None) or {}) else None
         self.modules = [module for module in pipe.unet.modules() if type(module).__name__ in MOTION_MODULE_CLASSES]
         self.on = True
         self.motion_end = 1.0

@@ -156,11 +156,11 @@ class VideoPipelines:
         factory = AnimateDiffSDXLPipeline if sdxl else (
             AnimateDiffVideoToVideoPipeline if mode == "vid2vid" else AnimateDiffPipeline)
         pipe = factory.from_pipe(base.base, motion_adapter=adapter)
-        has_lora = load_motion_lora(pipe, model.path)
+        load_motion_lora(pipe, model.path)
         pipe.vae = base.own_vae
         pipe.set_progress_bar_config(disable=True)
-        switch = MotionSwitch(pipe, MOTION_LORA_NAME if has_lora else None)
-        return LoadedVideo(key, pipe, "animatediff", self._prepare(pipe), checkpoint=base, motion=switch)
+        return LoadedVideo(key, pipe, "animatediff", self._prepare(pipe), checkpoint=base,
+                           motion=MotionSwitch(pipe, MOTION_LORA_NAME))
 
 
 def set_sampler(loaded: LoadedVideo, sampler: str | None) -> str:
@@ -187,7 +187,7 @@ def make_frames(loaded: LoadedVideo, request: VideoRequest,
 
     generator = torch.Generator("cpu").manual_seed(int(request.seed))
 
-    switch = loaded.motion if loaded.family == "animatediff" else None
+    switch = loaded.motion
 
     def callback(pipeline: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         if should_stop():
