@@ -9,6 +9,7 @@ contour only where the prompt names them: not for noise). Usage::
                                [--write-into README.md] [--markdown FILE] [--threads 2]
     python bench/eval_sound.py --ground-truth [--prompts 240]   # the measures on the synthesised clips themselves
     python bench/eval_sound.py MODEL_DIR --reconstruct            # the clips through the model's autoencoder only
+    python bench/eval_sound.py MODEL_DIR --card --with-reconstruction  # both rows, as in the card
 
 Without ``--steps`` / ``--guidance`` it uses the defaults recorded in the model's ``training_config.json``.
 ``--card`` puts the table between the markers of the model's README.md, ``--write-into`` into other files too.
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ground-truth", action="store_true", help="measure the synthesised clips instead")
     parser.add_argument("--reconstruct", action="store_true",
                         help="measure the synthesised clips after the model's autoencoder instead of generating")
+    parser.add_argument("--with-reconstruction", action="store_true",
+                        help="add the autoencoder's row to the generated ones (the card's table)")
     parser.add_argument("--card", action="store_true", help="write the table into MODEL/README.md")
     parser.add_argument("--write-into", type=Path, action="append", default=[],
                         help="also put the table between the markers of this file (repeatable)")
@@ -186,8 +189,6 @@ def main(argv: list[str] | None = None) -> int:
         defaults = recorded_defaults(args.model)
         pipe = DiffusionPipeline.from_pretrained(str(args.model), torch_dtype=torch.float32, local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
-        if args.reconstruct:
-            rows["autoencoder reconstruction"] = (evaluate_reconstruction(pipe, prompts, args.batch_size), None)
         for steps in [] if args.reconstruct else args.steps or [defaults["steps"]]:
             for guidance in args.guidance or [defaults["guidance"]]:
                 started = time.perf_counter()
@@ -197,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows[name] = (tally, seconds)
                 print(f"{name}: " + ", ".join(f"{p} {100 * tally.accuracy(p):.1f}" for p in (*PROPERTIES, "all"))
                       + f" ({time.perf_counter() - started:.0f} s)", flush=True)
+        if args.reconstruct or args.with_reconstruction:
+            rows["autoencoder reconstruction"] = (evaluate_reconstruction(pipe, prompts, args.batch_size), None)
     table = markdown_table(rows, len(prompts))
     print(table)
     if args.markdown:

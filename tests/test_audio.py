@@ -100,6 +100,22 @@ def test_defaults_come_from_the_family_and_the_embedded_model_is_preferred(audio
     assert kind.resolve(AudioRequest(prompt="a whistle", steps=7, cfg_scale=0.0)).cfg_scale == 0.0
 
 
+def test_a_model_that_asks_for_float32_keeps_it_on_an_accelerator(tiny_audio_store, tmp_path):
+    import torch
+
+    from modules.audio.engine import AudioModels
+    from modules.audio.registry import AudioModelRegistry
+
+    folder = tmp_path / "audio" / "sfumato-sounds"
+    shutil.copytree(tiny_audio_store / "audio" / "tiny-stable-audio", folder)
+    registry, models = AudioModelRegistry(tmp_path), AudioModels("cuda", dtype=lambda: torch.float16)
+    assert models.dtype(registry.find("sfumato-sounds", "text-to-audio")) == torch.float16
+    (folder / "training_config.json").write_text(json.dumps({"recommended": {"precision": "float32"}}),
+                                                 encoding="utf-8")
+    assert models.dtype(registry.find("sfumato-sounds", "text-to-audio")) == torch.float32
+    assert AudioModels("cpu", dtype=lambda: torch.float16).dtype() == torch.float32
+
+
 def _wav(seconds: float = 0.5) -> bytes:
     return encode(_sine(seconds), SAMPLE_RATE, "wav")
 

@@ -50,11 +50,11 @@ class AudioModels:
     def device(self) -> str:
         return self._device() if callable(self._device) else self._device
 
-    def dtype(self) -> Any:
-        """float32 on the CPU; the studio's precision on an accelerator."""
+    def dtype(self, info: AudioModelInfo | None = None) -> Any:
+        """float32 on the CPU or where the model asks for it; the studio's precision on an accelerator."""
         import torch
 
-        if self.device.split(":", 1)[0] == "cpu" or self._dtype is None:
+        if self.device.split(":", 1)[0] == "cpu" or self._dtype is None or (info is not None and info.full_precision):
             return torch.float32
         return self._dtype()
 
@@ -82,7 +82,7 @@ class AudioModels:
                 from diffusers import StableAudioPipeline as Pipeline
             else:
                 from diffusers import AudioLDM2Pipeline as Pipeline
-            pipe = Pipeline.from_pretrained(info.path, local_files_only=True, dtype=self.dtype())
+            pipe = Pipeline.from_pretrained(info.path, local_files_only=True, dtype=self.dtype(info))
             pipe.set_progress_bar_config(disable=True)
             return pipe.to(self.device), None
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:

@@ -66,6 +66,9 @@ class AudioModelInfo:
     # scripts write), over the family's.
     recommended_steps: int | None = None
     recommended_cfg_scale: float | None = None
+    # True where the model asks to run in float32 on any device (the embedded sound model's oscillator decoder
+    # computes phases of hundreds of radians, which half precision scrambles).
+    full_precision: bool = False
 
     @property
     def shown(self) -> str:
@@ -180,7 +183,8 @@ def _stable_audio(folder: Path) -> AudioModelInfo:
     recommended = recommended if isinstance(recommended, dict) else {}
     return AudioModelInfo(folder.name, folder, STABLE_AUDIO, rate, int(vae.get("audio_channels", 2)),
                           max_duration=longest, recommended_steps=_positive(recommended.get("steps"), int),
-                          recommended_cfg_scale=_positive(recommended.get("guidance"), float))
+                          recommended_cfg_scale=_positive(recommended.get("guidance"), float),
+                          full_precision=recommended.get("precision") == "float32")
 
 
 def _positive(value: Any, kind: type) -> Any:

@@ -24,6 +24,7 @@ def write_card(out: Path, record: dict[str, Any]) -> None:
     check = "" if not measured else (
         "- Autoencoder alone (48 held-out clips encoded and decoded, measured like the table above): "
         + ", ".join(f"{name} {100 * value:.1f} %" for name, value in measured.items()) + ".\n")
+    notes = "".join(f"- {note}\n" for note in record.get("notes", []))
     text = f"""---
 license: mit
 library_name: diffusers
@@ -39,6 +40,17 @@ waveform, `T5EncoderModel` + `T5Tokenizer`, `StableAudioProjectionModel`, `Stabl
 synthesised world of beeps, buzzes and noise bursts, so the Audio tab works with no download. It makes
 {world.CLIP_SECONDS:g}-second mono clips at {world.SAMPLE_RATE} Hz (shorter requests are cut from them).
 
+Its autoencoder's decoder is not learnt: it is a small synthesiser written into the Oobleck layers
+(`tools/sound/oscillators.py`). Each latent frame (256 samples, 32 ms) holds the frequency and the amplitudes of a
+sine, a three-harmonic buzz and noise; the transposed convolution turns the frequency into a phase ramp, and the
+snake activation (`x + sin^2 x`) of a pair of channels turns that ramp into a cosine whose amplitude follows the
+envelope. So any pitch and any sweep can be made, which a learnt decoder of this size could not (its pitch kept to
+a few values and sweeps came out steady). The encoder is learnt: it reads those controls back from a waveform
+(audio-to-audio). Run it in float32 (its phases reach hundreds of radians); `training_config.json` says so and
+Sfumato loads it that way on any device. The phase restarts at each frame's centre (a cosine, so a steady tone
+stays continuous): measured 10 ms at a time, a low tone's pitch wobbles by up to 18 %, which is heard as a slight
+roughness; over 0.2 s it is within 3 % of the asked pitch.
+
 Recommended: {record['recommended']['steps']} steps, CFG {record['recommended']['guidance']:g}.
 
 ## Caption grammar
@@ -53,12 +65,13 @@ Held out: {held}
 
 ## Training
 - Command: `{record['command']}`{stopped}
-- {record['steps_done']} transformer steps, batch {record['batch']}; autoencoder {record['ae_steps']} steps;
-  {timing['minutes']:.1f} min in all ({timing['autoencoder_minutes']:.1f} for the autoencoder) on {timing['threads']}
+- {record['steps_done']} steps of a {record['dit_layers']}-layer transformer, batch {record['batch']}, on the exact
+  controls of {record['examples']} training sounds; encoder {record['ae_steps']} steps, batch {record['ae_batch']};
+  {timing['minutes']:.1f} min in all ({timing['autoencoder_minutes']:.1f} for the encoder) on {timing['threads']}
   CPU threads, torch {timing['torch']}.
 - Text encoder: {record['t5_layers']}-layer T5 of width {record['t5_width']}
   ({'trained with the transformer' if record['train_text_encoder'] else 'frozen random; only the projection learns'});
   tokenizer: a Unigram model whose pieces are the caption words (characters as fallback), built by the script.
-{check}- Everything it was trained with is in `training_config.json`.
+{check}{notes}- Everything it was trained with is in `training_config.json`.
 """
     path.write_text(text, encoding="utf-8")

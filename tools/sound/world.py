@@ -168,3 +168,8 @@ def example(seed: int, index: int, held_out: bool = False) -> tuple[SoundSpec, n
     rng = np.random.default_rng([seed, index, int(held_out)])
     spec = draw_spec(rng, held_out)
     return spec, render(spec, seed=int(rng.integers(2**31)))
+
+
+def example_spec(seed: int, index: int, held_out: bool = False) -> SoundSpec:
+    """The sound of ``example(seed, index, held_out)`` without rendering it."""
+    return draw_spec(np.random.default_rng([seed, index, int(held_out)]), held_out)
