@@ -76,7 +76,7 @@ def test_the_evaluator_writes_its_table_into_the_card(tiny_folder, tmp_path):
                             "--threads", "1", "--card", "--write-into", str(readme)]) == 0
     for text in ((tiny_folder / "README.md").read_text(encoding="utf-8"), readme.read_text(encoding="utf-8")):
         table = text.split(EVAL_START, 1)[1].split(EVAL_END, 1)[0]
-        assert "| 2 steps, CFG 4 |" in table and "old" not in table and "| target |" in table
+        assert "| 2 steps, CFG 2 |" in table and "old" not in table and "| target |" in table
     assert readme.read_text(encoding="utf-8").endswith("after\n")
     # Stage 1 alone: the synthesised clips through the autoencoder, measured the same way.
     pipe = DiffusionPipeline.from_pretrained(str(tiny_folder), local_files_only=True)
@@ -117,8 +117,8 @@ def test_the_committed_model_makes_what_its_prompt_says():
     defaults = eval_sound.recorded_defaults(COMMITTED)
     prompts = [p for p in eval_sound.held_out_prompts(40, 99) if p[0].timbre != "noise"][:8]
     tally = eval_sound.evaluate_model(pipe, prompts, defaults["steps"], defaults["guidance"], batch_size=8)
-    # At the level the card measures (pitch 77 %, timbre 75 % held out; the targets are 90 %): chance is 1/3.
-    assert tally.accuracy("pitch") >= 0.75 and tally.accuracy("timbre") >= 0.5
+    # The card measures 98-100 % on each property held out; tolerant: one miss in eight allowed (chance: 1/3).
+    assert all(tally.accuracy(name) >= 7 / 8 for name in ("pitch", "timbre", "count", "contour")), tally
     audio = pipe("a burst of noise", audio_end_in_s=1.0, num_inference_steps=defaults["steps"],
                  generator=torch.Generator().manual_seed(0)).audios
     assert audio.shape == (1, 1, world.SAMPLE_RATE)
