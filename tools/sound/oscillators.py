@@ -80,14 +80,19 @@ def control_statistics(seed: int, count: int = 1024) -> tuple[np.ndarray, np.nda
     return stacked.mean(axis=(0, 2)), stacked.std(axis=(0, 2))
 
 
+def _weight_norm_parts(module: Any) -> tuple[Any, Any]:
+    """A weight-normed layer's (magnitude, direction) parameters, in the old or the parametrization API."""
+    if hasattr(module, "parametrizations"):
+        return module.parametrizations.weight.original0, module.parametrizations.weight.original1
+    return module.weight_g, module.weight_v
+
+
 def _set_weight_normed(module: Any, weight: np.ndarray, bias: np.ndarray | None = None) -> None:
     """Give a weight-normed layer this effective weight (a zero slice keeps a direction and gets magnitude 0)."""
     import torch
 
     weight = torch.as_tensor(weight, dtype=torch.float32)
-    parts = module.parametrizations.weight if hasattr(module, "parametrizations") else None
-    magnitude, direction = (parts.original0, parts.original1) if parts is not None else \
-        (module.weight_g, module.weight_v)
+    magnitude, direction = _weight_norm_parts(module)
     norms = weight.flatten(1).norm(dim=1).reshape(-1, *([1] * (weight.dim() - 1)))
     with torch.no_grad():
         direction.copy_(torch.where(norms > 0, weight, torch.ones_like(weight)))
@@ -139,8 +144,7 @@ def build_vae(mean: np.ndarray, spread: np.ndarray, seed: int = 0):
         block.snake1.alpha.zero_()
         block.snake1.beta.fill_(IDENTITY_BETA)
         for unit in (block.res_unit1, block.res_unit2, block.res_unit3):
-            unit.conv2.weight_g.zero_() if hasattr(unit.conv2, "weight_g") else \
-                unit.conv2.parametrizations.weight.original0.zero_()
+            _weight_norm_parts(unit.conv2)[0].zero_()
             unit.conv2.bias.zero_()
         decoder.snake1.alpha.zero_()
         decoder.snake1.beta.zero_()
@@ -154,9 +158,7 @@ def build_vae(mean: np.ndarray, spread: np.ndarray, seed: int = 0):
         half = len(CHANNELS)
         bias = encoder_out.bias.detach().clone()
         bias[half:] = -10.0
-        weight = encoder_out.weight_g if hasattr(encoder_out, "weight_g") else \
-            encoder_out.parametrizations.weight.original0
-        weight[half:] = 0.0
+        _weight_norm_parts(encoder_out)[0][half:] = 0.0
         encoder_out.bias.copy_(bias)
     vae.decoder.requires_grad_(False)
     return vae

@@ -245,15 +245,15 @@ def _encoder_batch(config: SoundConfig, step: int, mean, spread):
             torch.from_numpy(np.stack(tonal)))
 
 
-def train_autoencoder(config: SoundConfig, state: _StateFolder, resume: bool, checkpoint_every: int,
-                      progress: bool):
+def train_autoencoder(config: SoundConfig, statistics: tuple, state: _StateFolder, resume: bool,
+                      checkpoint_every: int, progress: bool):
     """Stage 1: the autoencoder whose decoder is the oscillator bank, with its encoder fitted to the controls
     (mean squared error; the frequency only where a tone sounds). Returns it (eval mode) and the seconds its
     steps took (over every resumed turn)."""
     import torch
     from tqdm import tqdm
 
-    mean, spread = oscillators.control_statistics(config.seed)
+    mean, spread = statistics
     vae = oscillators.build_vae(mean, spread, config.seed).train()
     encoder = [p for p in vae.encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(encoder, lr=config.ae_lr, weight_decay=0.0)
@@ -300,13 +300,13 @@ class LatentSet:
     specs: list
 
 
-def control_latents(config: SoundConfig) -> LatentSet:
+def control_latents(config: SoundConfig, statistics: tuple) -> LatentSet:
     """The fixed training sounds' latents: their synthesiser controls, standardised as the decoder reads them
     (exact, so the transformer learns the controls themselves rather than an encoder's estimate of them)."""
     import numpy as np
     import torch
 
-    mean, spread = oscillators.control_statistics(config.seed)
+    mean, spread = statistics
     specs = [world.example_spec(config.seed, i) for i in range(config.examples)]
     stacked = np.stack([oscillators.controls(spec) for spec in specs])
     return LatentSet(torch.tensor((stacked - mean[None, :, None]) / spread[None, :, None], dtype=torch.float32),
@@ -478,14 +478,15 @@ def train(out: Path, config: SoundConfig, *, resume: bool = False, threads: int 
     _set_determinism(threads)
     clock = time.perf_counter()
     state = _StateFolder(out)
-    vae, autoencoder_seconds = train_autoencoder(config, state, resume, checkpoint_every, progress)
+    statistics = oscillators.control_statistics(config.seed)  # the latents' standardisation, for both stages
+    vae, autoencoder_seconds = train_autoencoder(config, statistics, state, resume, checkpoint_every, progress)
     preparing = time.perf_counter()
     vae.requires_grad_(False)
     check = autoencoder_check(vae)
     if progress:
         print("autoencoder check (held-out clips through the autoencoder): "
               + ", ".join(f"{k} {100 * v:.1f} %" for k, v in check.items()), flush=True)
-    data = control_latents(config)
+    data = control_latents(config, statistics)
     preparing = time.perf_counter() - preparing
     deadline = clock + 60 * max_minutes if max_minutes is not None else None
     tokenizer, text_encoder, projection, transformer, steps, denoiser_seconds = train_denoiser(
