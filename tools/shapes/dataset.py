@@ -20,7 +20,8 @@ names from ``FORM_WEIGHTS``, so that every subset of them -- down to the bare "a
 
 "center" is accepted for "centre" (training uses either, half the time each); the comma before a trailing backdrop
 is optional ("a red circle on a blue background"), and the backdrop may come first ("on a blue background, a red
-circle"). The two colours always differ.
+circle"). The two colours always differ. A caption without a backdrop asks for a plain grey one
+(``PLAIN_BACKGROUND``; models trained with ``plain_unnamed_background``).
 A world has 1 row (shapes vertically centred; left / centre / right) or 3 rows (a 3 x 3 grid): the ``rows``
 argument of the functions below, recorded in the model's training config.
 
@@ -47,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -94,6 +96,10 @@ FORM_WEIGHTS: dict[tuple[bool, bool, bool], float] = {
 }
 BACKGROUND_FIRST_PROBABILITY = 0.3  # of captions that name the background: "on a blue background, a red circle"
 NO_COMMA_PROBABILITY = 0.5  # of captions with a trailing backdrop: "a red circle on a blue background"
+# The backdrop of a picture whose caption names none: a neutral grey that is none of the palette's colours, so that
+# "a green star" has one plain answer. Drawn among all eight colours instead, the model at low guidance often
+# painted the backdrop in the asked shape's own colour (a green star on green: nothing to see).
+PLAIN_BACKGROUND: tuple[int, int, int] = (128, 128, 128)
 
 
 @dataclass(frozen=True)
@@ -399,8 +405,10 @@ def box_for(spec: ShapeSpec, side: float, dx: float = 0.0, dy: float = 0.0,
     return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
 
 
-def render(spec: ShapeSpec, rng: np.random.Generator | None = None, image_size: int = IMAGE_SIZE) -> np.ndarray:
-    """The image (uint8, HxWx3) of a spec; ``rng`` draws size and position jitter (None: the nominal geometry)."""
+def render(spec: ShapeSpec, rng: np.random.Generator | None = None, image_size: int = IMAGE_SIZE,
+           plain: bool = False) -> np.ndarray:
+    """The image (uint8, HxWx3) of a spec; ``rng`` draws size and position jitter (None: the nominal geometry);
+    ``plain`` draws the backdrop in ``PLAIN_BACKGROUND`` (what a caption without a background asks for)."""
     scale = image_size / IMAGE_SIZE
     low, high = SIZE_RANGES[spec.size]
     if rng is None:
@@ -409,7 +417,7 @@ def render(spec: ShapeSpec, rng: np.random.Generator | None = None, image_size: 
         side = float(rng.integers(low, high + 1)) * scale
         dx, dy = (rng.uniform(-JITTER, JITTER, size=2) * scale).tolist()
     coverage = draw_mask(spec.shape, box_for(spec, side, dx, dy, image_size), image_size)[..., None]
-    background = np.asarray(PALETTE[spec.background], dtype=np.float32)
+    background = np.asarray(PLAIN_BACKGROUND if plain else PALETTE[spec.background], dtype=np.float32)
     foreground = np.asarray(PALETTE[spec.colour], dtype=np.float32)
     image = background + coverage * (foreground - background)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
@@ -425,21 +433,36 @@ def _form_table() -> tuple[tuple[tuple[bool, bool, bool], ...], np.ndarray]:
     return forms, cumulative
 
 
-def caption_for(spec: ShapeSpec, rng: np.random.Generator, rows: int = 3, name_size: bool = False) -> str:
+@dataclass(frozen=True)
+class TrainingCaption:
+    """A drawn training caption and whether it names the background (if not, its picture's backdrop is plain)."""
+
+    text: str
+    names_background: bool
+
+
+def draw_caption(spec: ShapeSpec, rng: np.random.Generator, rows: int = 3, name_size: bool = False,
+                 leave_out_position: bool = False) -> TrainingCaption:
     """A training caption of a training combination: a form drawn from ``FORM_WEIGHTS``, either word order and
     spelling of centre, with or without the comma; a form whose named combination is held out gives way to the full
-    caption (so no held-out prompt of any form is ever a training caption). ``name_size`` keeps the size word in
-    whatever form is drawn (the same draws are made either way)."""
+    caption (so no held-out prompt of any form is ever a training caption). ``name_size`` keeps the size word and
+    ``leave_out_position`` drops the position in whatever form is drawn (the same draws are made either way)."""
     forms, cumulative = _form_table()
     draws = rng.random(4)  # always four draws, so that one caption's choices never shift the next one's
     size, where, background = forms[min(int(np.searchsorted(cumulative, draws[3], side="right")), len(forms) - 1)]
     size = size or name_size
+    where = where and not leave_out_position
     form = PromptForm("training", size=size, where=where, background=background,
                       background_first=background and bool(draws[0] < BACKGROUND_FIRST_PROBABILITY),
                       comma=bool(draws[1] >= NO_COMMA_PROBABILITY), center_spelling=bool(draws[2] < 0.5))
     if is_heldout_for(spec, form.named, rows):
         form = dataclasses.replace(form, size=True, where=True, background=True)
-    return form.caption(spec)
+    return TrainingCaption(form.caption(spec), form.background)
+
+
+def caption_for(spec: ShapeSpec, rng: np.random.Generator, rows: int = 3, name_size: bool = False) -> str:
+    """The text of ``draw_caption`` (the same draws)."""
+    return draw_caption(spec, rng, rows, name_size).text
 
 
 def example_rng(seed: int, index: int) -> np.random.Generator:
@@ -447,20 +470,24 @@ def example_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def training_example(seed: int, index: int, rows: int = 3) -> tuple[np.ndarray, str, ShapeSpec]:
-    """Training example ``index`` of dataset ``seed``: (image uint8 HxWx3, caption, spec); always the same."""
+def training_example(seed: int, index: int, rows: int = 3, plain: bool = False) -> tuple[np.ndarray, str, ShapeSpec]:
+    """Training example ``index`` of dataset ``seed``: (image uint8 HxWx3, caption, spec); always the same.
+    ``plain`` gives the same picture on the plain backdrop (the caption is the same draw either way)."""
     rng = example_rng(seed, index)
     specs = training_specs(rows)
     spec = specs[int(rng.integers(len(specs)))]
-    image = render(spec, rng)
+    image = render(spec, rng, plain=plain)
     return image, caption_for(spec, rng, rows), spec
 
 
-def training_batch(seed: int, start: int, count: int, rows: int = 3) -> tuple[np.ndarray, list[str], list[ShapeSpec]]:
-    """Examples ``start .. start+count-1``: images (uint8, Nx64x64x3), captions and specs."""
+def training_batch(seed: int, start: int, count: int, rows: int = 3,
+                   plain: bool | Sequence[bool] = False) -> tuple[np.ndarray, list[str], list[ShapeSpec]]:
+    """Examples ``start .. start+count-1``: images (uint8, Nx64x64x3), captions and specs; ``plain`` (one flag, or
+    one per example) puts them on the plain backdrop."""
+    flags = [bool(plain)] * count if isinstance(plain, bool) else [bool(f) for f in plain]
     images, captions, specs = [], [], []
-    for index in range(start, start + count):
-        image, caption, spec = training_example(seed, index, rows)
+    for index, flag in zip(range(start, start + count), flags, strict=True):
+        image, caption, spec = training_example(seed, index, rows, flag)
         images.append(image)
         captions.append(caption)
         specs.append(spec)

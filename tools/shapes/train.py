@@ -96,6 +96,14 @@ class TrainConfig:
     # 2x, "a red star on a blue background" came out small 16 times in 41 (the even draw: 2 in 41), and small stars
     # are the ones drawn wrong. False: every draw gets the usual caption (session 12's runs).
     extra_draws_name_size: bool = True
+    # Of those extra draws, the share whose caption also leaves the position out (on top of the forms that drop it
+    # anyway): "a small red star on a blue background" lets the model place the star, and small stars drawn
+    # without a position were the no-position form's misses (read as circles, 13 of its 20 errors).
+    extra_draws_drop_position: float = 0.5
+    # A caption that leaves the background out gets the example drawn on ``dataset.PLAIN_BACKGROUND`` (a second
+    # cached latent per example); the empty caption keeps the example's own colours. False: the background stays
+    # the example's colour whatever the caption says (the runs before session 19).
+    plain_unnamed_background: bool = True
     prediction_type: str = "v_prediction"
     latent_cache: int = 32768
     # Scheduler saved with the model, and the defaults the card recommends.
@@ -279,7 +287,8 @@ def train_vae(config: TrainConfig, state: _StateFolder, resume: bool, device: st
     bar = tqdm(range(start, config.vae_steps), initial=start, total=config.vae_steps, desc="autoencoder",
                disable=not progress, dynamic_ncols=True, mininterval=2.0)
     for step in bar:
-        images, _, _ = training_batch(config.seed, step * config.vae_batch, config.vae_batch, config.rows)
+        images, _, _ = training_batch(config.seed, step * config.vae_batch, config.vae_batch, config.rows,
+                                      plain=vae_plain_flags(config, step * config.vae_batch, config.vae_batch))
         pixels = _to_tensor(images).to(device).contiguous(memory_format=torch.channels_last)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.vae_steps, config.vae_lr, min(200, config.vae_steps // 10 + 1))
@@ -306,6 +315,11 @@ def train_vae(config: TrainConfig, state: _StateFolder, resume: bool, device: st
     vae.register_to_config(scaling_factor=scaling)
     state.save("vae-final", {"config": config.to_json(), "vae": vae.state_dict(), "scaling_factor": scaling})
     return vae
+
+
+def vae_plain_flags(config: TrainConfig, start: int, count: int) -> list[bool]:
+    """Which autoencoder examples are drawn on the plain backdrop: every fourth, when the model uses it at all."""
+    return [config.plain_unnamed_background and index % 4 == 3 for index in range(start, start + count)]
 
 
 def edge_weights(pixels, weight: float):
@@ -352,15 +366,28 @@ def object_masks(images: np.ndarray, specs: Sequence[ShapeSpec], latent_size: in
     return F.max_pool2d(mask, 3, stride=1, padding=1)
 
 
-def encode_training_set(vae, config: TrainConfig, device: str, progress: bool = True):
-    """Latent mean and std of the stage-2 training set (examples 0..latent_cache-1), its specs, and where each
-    image's shape is at the latents' resolution (``object_masks``)."""
+@dataclass
+class CachedLatents:
+    """Stage 2's training set, encoded once: latent mean and std per example (and on the plain backdrop, when the
+    recipe uses it), the examples' specs, and where each shape is at the latents' resolution."""
+
+    means: Any
+    stds: Any
+    specs: list[ShapeSpec]
+    masks: Any
+    plain_means: Any = None
+    plain_stds: Any = None
+
+
+def encode_training_set(vae, config: TrainConfig, device: str, progress: bool = True) -> CachedLatents:
+    """Encode examples 0..latent_cache-1 (``CachedLatents``); masks come from the palette pictures, whose geometry
+    the plain ones share."""
     import torch
     from tqdm import tqdm
 
     from tools.shapes.dataset import training_batch
 
-    means, stds, specs, masks = [], [], [], []
+    means, stds, specs, masks, plain_means, plain_stds = [], [], [], [], [], []
     chunk = 256
     with torch.no_grad():
         for start in tqdm(range(0, config.latent_cache, chunk), desc="encoding", disable=not progress,
@@ -372,7 +399,15 @@ def encode_training_set(vae, config: TrainConfig, device: str, progress: bool = 
             stds.append(posterior.std.float().cpu())
             masks.append(object_masks(images, batch_specs, posterior.mean.shape[-1]))
             specs += batch_specs
-    return torch.cat(means), torch.cat(stds), specs, torch.cat(masks)
+            if config.plain_unnamed_background:
+                plain, _, _ = training_batch(config.seed, start, count, config.rows, plain=True)
+                posterior = vae.encode(_to_tensor(plain).to(device)).latent_dist
+                plain_means.append(posterior.mean.float().cpu())
+                plain_stds.append(posterior.std.float().cpu())
+    cached = CachedLatents(torch.cat(means), torch.cat(stds), specs, torch.cat(masks))
+    if plain_means:
+        cached.plain_means, cached.plain_stds = torch.cat(plain_means), torch.cat(plain_stds)
+    return cached
 
 
 class _Ema:
@@ -423,19 +458,33 @@ def extra_draw_shares(specs: Sequence[ShapeSpec], weights: Sequence[Sequence[Any
 
 
 def batch_captions(config: TrainConfig, specs: Sequence[ShapeSpec], index: Sequence[int], step: int,
-                   rng: np.random.Generator, extra_shares: np.ndarray | None) -> list[str]:
-    """Stage 2's captions for the drawn examples ``index``: some empty (for classifier-free guidance), the rest in
-    a drawn prompt form; the draws ``example_weights`` added name the size and are never empty."""
+                   rng: np.random.Generator, extra_shares: np.ndarray | None) -> tuple[list[str], list[bool]]:
+    """Stage 2's captions for the drawn examples ``index``, and for each whether its picture is the one on the plain
+    backdrop (the caption names no background and ``plain_unnamed_background``). Some captions are empty (for
+    classifier-free guidance; they keep the example's own colours), the rest in a drawn prompt form; the draws
+    ``example_weights`` added name the size, are never empty, and leave the position out
+    ``extra_draws_drop_position`` of the time."""
     import numpy as np
 
-    from tools.shapes.dataset import caption_for
+    from tools.shapes.dataset import draw_caption
 
     drop = rng.random(len(index)) < config.caption_dropout
     extra = np.zeros(len(index), dtype=bool)
-    if extra_shares is not None:  # its own generator: the even draw's captions stay exactly as they were
+    no_position = np.zeros(len(index), dtype=bool)
+    if extra_shares is not None:  # their own generators: the even draw's captions stay exactly as they were
         extra = np.random.default_rng([config.seed, 2, step, 1]).random(len(index)) < extra_shares[np.asarray(index)]
-    return ["" if drop[i] and not extra[i] else caption_for(specs[j], rng, config.rows, bool(extra[i]))
-            for i, j in enumerate(index)]
+        no_position = extra & (np.random.default_rng([config.seed, 2, step, 2]).random(len(index))
+                               < config.extra_draws_drop_position)
+    captions, plain = [], []
+    for i, j in enumerate(index):
+        if drop[i] and not extra[i]:
+            captions.append("")
+            plain.append(False)
+            continue
+        drawn = draw_caption(specs[j], rng, config.rows, bool(extra[i]), bool(no_position[i]))
+        captions.append(drawn.text)
+        plain.append(config.plain_unnamed_background and not drawn.names_background)
+    return captions, plain
 
 
 def _example_weight_of(specs: Sequence[ShapeSpec], weights: Sequence[Sequence[Any]]) -> list[float]:
@@ -467,7 +516,8 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
 
     from modules.models.clip_vocab import load_clip_tokenizer
 
-    means, stds, specs, masks = encode_training_set(vae, config, device, progress)
+    cached = encode_training_set(vae, config, device, progress)
+    means, stds, specs, masks = cached.means, cached.stds, cached.specs, cached.masks
     scaling = vae.config.scaling_factor
     latent_size = means.shape[-1]
     tokenizer = load_clip_tokenizer()
@@ -490,6 +540,8 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
         ema.shadow = [t.to(device) for t in saved["ema"]]
         start = saved["step"]
     means, stds = means.to(device), stds.to(device)
+    if cached.plain_means is not None:
+        plain_means, plain_stds = cached.plain_means.to(device), cached.plain_stds.to(device)
     # Per latent pixel: 1 on the background, 1 + object_loss_weight on and around the shape.
     pixel_weights = (1.0 + config.object_loss_weight * masks).to(device)
     draw_odds = example_odds(specs, config.example_weights)
@@ -519,8 +571,13 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
         timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps, (config.batch,),
                                   generator=generator).to(device)
         index_d = index.to(device)
-        latents = (means[index_d] + stds[index_d] * latent_noise) * scaling
-        captions = batch_captions(config, specs, index.tolist(), step, rng, extra_shares)
+        captions, plain = batch_captions(config, specs, index.tolist(), step, rng, extra_shares)
+        mean, std = means[index_d], stds[index_d]
+        if any(plain):
+            on_plain = torch.tensor(plain, device=device)[:, None, None, None]
+            mean = torch.where(on_plain, plain_means[index_d], mean)
+            std = torch.where(on_plain, plain_stds[index_d], std)
+        latents = (mean + std * latent_noise) * scaling
         noisy = noise_schedule.add_noise(latents, noise, timesteps)
         if config.prediction_type == "v_prediction":
             target = noise_schedule.get_velocity(latents, noise, timesteps)
