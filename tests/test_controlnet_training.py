@@ -103,7 +103,7 @@ def test_examples_keep_the_held_out_split_and_the_colours():
         kinds.add(example.kind)
         rng = np.random.default_rng(index)
         for _ in range(4):
-            caption = data.training_caption(example.spec, rng, rows, recipe)
+            caption = data.training_caption(example.spec, rng, rows, recipe).text
             named = world.parse_caption(caption)
             assert named is not None, caption
             assert named.get("position", "middle").startswith("middle"), "a 1-row world has no top or bottom"
@@ -237,3 +237,20 @@ def test_small_shapes_weigh_more_in_the_loss_up_to_the_limit():
     large = np.median([float(b) for b, e in zip(boost, examples, strict=True) if e.spec.size == "large"])
     assert small >= 2.0 and large < 1.5 and float(boost.max()) <= 4.0 and float(boost.min()) >= 1.0
     assert torch.equal(object_boost(masks, 1.0), torch.ones_like(object_boost(masks, 1.0)))  # 1: off
+
+
+def test_a_base_with_the_plain_backdrop_trains_its_controlnet_on_it(tmp_path):
+    """A caption without a background shows the plain grey backdrop: the ControlNet's pictures follow the base."""
+    example = data.training_example(0, 5, 1, data.ExampleRecipe())
+    plain = example.plain_image()
+    on_shape = np.all(example.image == world.PALETTE[example.spec.colour], axis=-1)
+    assert on_shape.sum() > 30 and np.array_equal(plain[on_shape], example.image[on_shape])
+    assert plain[0, 0].tolist() == list(world.PLAIN_BACKGROUND)
+
+    base = read_base(BASE)
+    config = make_config("tiny", seed=0)
+    palette = weights(train(dataclasses.replace(base, plain_unnamed_background=False), config, tmp_path / "a",
+                            threads=1, checkpoint_every=0, progress=False).controlnet)
+    grey = weights(train(dataclasses.replace(base, plain_unnamed_background=True), config, tmp_path / "b",
+                         threads=1, checkpoint_every=0, progress=False).controlnet)
+    assert not same(palette, grey), "the plain pictures were not used"

@@ -63,7 +63,7 @@ def test_captions_follow_the_grammar_and_name_what_the_clip_shows():
     seen_forms = set()
     for index in range(300):
         _, _, spec = clips.training_clip(3, index, frames=2)
-        caption = clips.training_caption(spec, rng)
+        caption = clips.training_caption(spec, rng).text
         parsed = clips.parse_caption(caption)
         assert parsed is not None, caption
         if isinstance(parsed, clips.ClipSpec):
@@ -127,3 +127,11 @@ def test_the_trainer_refuses_bad_motion_weights_before_it_starts():
     assert make_config(overrides=["motion_weights=[1,1,1,1,2,2,1]"]).motion_weights == (1, 1, 1, 1, 2, 2, 1)
     with pytest.raises(SystemExit, match="motion_weights has 2 weight"):
         make_config(overrides=["motion_weights=[1,2]"])
+
+
+def test_a_caption_says_whether_it_names_the_background():
+    rng = np.random.default_rng(1)
+    spec = clips.ClipSpec("circle", "red", "blue", "right")
+    drawn = [clips.training_caption(spec, rng) for _ in range(200)]
+    assert {d.names_background for d in drawn} == {True, False}
+    assert all(d.names_background == ("background" in d.text) for d in drawn)

@@ -121,3 +121,27 @@ def test_the_committed_motion_model_is_small_and_loads():
     assert folder_size(COMMITTED) <= 20_000_000
     MotionAdapter.from_pretrained(str(COMMITTED), local_files_only=True)
     assert "(not measured yet)" not in (COMMITTED / "README.md").read_text(encoding="utf-8")
+
+
+def test_a_base_with_the_plain_backdrop_trains_its_clips_without_a_background_on_it(tmp_path):
+    """The base draws a caption without a background on plain grey; the motion clips follow, or the adapter
+    would learn to fight the base over the backdrop."""
+    import dataclasses
+
+    from tools.motion import clips
+    from tools.shapes import dataset as world
+
+    frames, coverages, spec = clips.training_clip(0, 3, frames=4)
+    grey, grey_coverages, grey_spec = clips.training_clip(0, 3, frames=4, plain=True)
+    assert grey_spec == spec and np.array_equal(grey_coverages, coverages)
+    assert grey[0, 0, 0].tolist() == list(world.PLAIN_BACKGROUND)
+    assert frames[0, 0, 0].tolist() == list(world.PALETTE[spec.background])
+
+    base = read_base(BASE)
+    config = make_config("tiny", steps=20)  # 40 captions: about 4 leave the background out
+    palette = train(dataclasses.replace(base, plain_unnamed_background=False), config, tmp_path / "a", threads=1,
+                    checkpoint_every=0, progress=False)
+    plain = train(dataclasses.replace(base, plain_unnamed_background=True), config, tmp_path / "b", threads=1,
+                  checkpoint_every=0, progress=False)
+    first, second = _adapter_weights(palette.adapter), _adapter_weights(plain.adapter)
+    assert any(not torch.equal(first[name], second[name]) for name in first), "the plain clips were not used"

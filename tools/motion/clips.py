@@ -189,10 +189,12 @@ def motion_path(spec: ClipSpec, rng: np.random.Generator, frames: int = FRAMES) 
     raise ValueError(f"unknown motion {spec.motion!r}; known: {', '.join(MOTIONS)}")
 
 
-def render_clip(spec: ClipSpec, rng: np.random.Generator, frames: int = FRAMES) -> tuple[np.ndarray, np.ndarray]:
-    """The clip (uint8, F x 64 x 64 x 3) and the shape's coverage in each frame (float32, F x 64 x 64)."""
+def render_clip(spec: ClipSpec, rng: np.random.Generator, frames: int = FRAMES,
+                plain: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The clip (uint8, F x 64 x 64 x 3) and the shape's coverage in each frame (float32, F x 64 x 64); ``plain``
+    draws the backdrop in ``world.PLAIN_BACKGROUND`` (what a caption without a background asks for)."""
     path = motion_path(spec, rng, frames)
-    background = np.asarray(world.PALETTE[spec.background], dtype=np.float32)
+    background = np.asarray(world.PLAIN_BACKGROUND if plain else world.PALETTE[spec.background], dtype=np.float32)
     foreground = np.asarray(world.PALETTE[spec.colour], dtype=np.float32)
     coverages = np.stack([
         world.draw_mask(spec.shape, (x - s / 2, y - s / 2, x + s / 2, y + s / 2))
@@ -201,13 +203,13 @@ def render_clip(spec: ClipSpec, rng: np.random.Generator, frames: int = FRAMES) 
     return np.clip(np.rint(images), 0, 255).astype(np.uint8), coverages
 
 
-def training_caption(spec: ClipSpec, rng: np.random.Generator) -> str:
+def training_caption(spec: ClipSpec, rng: np.random.Generator) -> world.TrainingCaption:
     """A caption of a training clip: the background named 90 % of the time, in either order, comma or not."""
     draws = rng.random(3)  # always three draws, so one caption's choices never shift the next one's
     if draws[0] < NO_BACKGROUND_PROBABILITY:
-        return spec.caption(background=False)
-    return spec.caption(background_first=bool(draws[1] < BACKGROUND_FIRST_PROBABILITY),
-                        comma=bool(draws[2] >= NO_COMMA_PROBABILITY))
+        return world.TrainingCaption(spec.caption(background=False), names_background=False)
+    return world.TrainingCaption(spec.caption(background_first=bool(draws[1] < BACKGROUND_FIRST_PROBABILITY),
+                                              comma=bool(draws[2] >= NO_COMMA_PROBABILITY)), names_background=True)
 
 
 def motion_odds(motions: tuple[str, ...], weights: tuple[float, ...]) -> np.ndarray:
@@ -222,7 +224,7 @@ def motion_odds(motions: tuple[str, ...], weights: tuple[float, ...]) -> np.ndar
 
 
 def training_clip(seed: int, index: int, frames: int = FRAMES, motions: tuple[str, ...] = MOTIONS,
-                  weights: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray, ClipSpec]:
+                  weights: tuple[float, ...] = (), plain: bool = False) -> tuple[np.ndarray, np.ndarray, ClipSpec]:
     """Training clip ``index`` of dataset ``seed``: (frames uint8, coverages, spec); always the same. ``motions``
     narrows the clips to some motions (a reduced problem for quick experiments); ``weights`` (one per motion, empty:
     every training combination equally likely) draws the motion first with those odds, so the motions a model
@@ -234,5 +236,5 @@ def training_clip(seed: int, index: int, frames: int = FRAMES, motions: tuple[st
     else:
         specs = training_specs() if tuple(motions) == MOTIONS else _training_specs_of(tuple(motions))
     spec = specs[int(rng.integers(len(specs)))]
-    images, coverages = render_clip(spec, rng, frames)
+    images, coverages = render_clip(spec, rng, frames, plain)
     return images, coverages, spec

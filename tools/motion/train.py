@@ -222,10 +222,13 @@ class ClipSet:
     stds: Any
     masks: Any
     specs: list
+    plain_means: Any = None  # the same clips on the plain backdrop (when the base draws unnamed backgrounds so)
+    plain_stds: Any = None
 
 
-def build_clip_set(vae, config: MotionConfig, progress: bool = True) -> ClipSet:
-    """Draw the clips and encode their frames once (the autoencoder is frozen)."""
+def build_clip_set(vae, config: MotionConfig, progress: bool = True, plain: bool = False) -> ClipSet:
+    """Draw the clips and encode their frames once (the autoencoder is frozen); ``plain`` also encodes each clip
+    on the plain backdrop (``world.PLAIN_BACKGROUND``), which a caption without a background trains on."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -233,21 +236,34 @@ def build_clip_set(vae, config: MotionConfig, progress: bool = True) -> ClipSet:
 
     from tools.motion.clips import training_clip
 
-    means, stds, masks, specs = [], [], [], []
+    means, stds, masks, specs, plain_means, plain_stds = [], [], [], [], [], []
+
+    def encode(frames):
+        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        return vae.encode(pixels).latent_dist
+
     with torch.no_grad():
         for index in tqdm(range(config.clips), desc="clips", disable=not progress, dynamic_ncols=True,
                           mininterval=2.0):
             frames, coverages, spec = training_clip(config.seed, index, config.frames, tuple(config.motions),
                                                    tuple(config.motion_weights))
-            pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-            posterior = vae.encode(pixels).latent_dist
+            posterior = encode(frames)
             means.append(posterior.mean.to(torch.float16))
             stds.append(posterior.std.to(torch.float16))
             touched = torch.from_numpy((coverages > 0.03).astype(np.float32))[:, None]
             mask = F.max_pool2d(F.adaptive_max_pool2d(touched, posterior.mean.shape[-1]), 3, stride=1, padding=1)
             masks.append(mask.to(torch.bool))
             specs.append(spec)
-    return ClipSet(torch.stack(means), torch.stack(stds), torch.stack(masks), specs)
+            if plain:
+                grey, _, _ = training_clip(config.seed, index, config.frames, tuple(config.motions),
+                                           tuple(config.motion_weights), plain=True)
+                posterior = encode(grey)
+                plain_means.append(posterior.mean.to(torch.float16))
+                plain_stds.append(posterior.std.to(torch.float16))
+    clip_set = ClipSet(torch.stack(means), torch.stack(stds), torch.stack(masks), specs)
+    if plain:
+        clip_set.plain_means, clip_set.plain_stds = torch.stack(plain_means), torch.stack(plain_stds)
+    return clip_set
 
 
 def _step_generator(seed: int, step: int):
@@ -319,7 +335,7 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
     _set_determinism(threads)
     clock = time.perf_counter()
     vae, text_encoder, tokenizer, unet2d = load_base_parts(base)
-    data = build_clip_set(vae, config, progress)
+    data = build_clip_set(vae, config, progress, plain=base.plain_unnamed_background)
     prepared = time.perf_counter() - clock
     schedule = noise_schedule(base)
     alphas_cumprod = schedule.alphas_cumprod
@@ -373,12 +389,16 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
         timesteps = draw_timesteps(config.batch, schedule.config.num_train_timesteps, config.high_noise_share,
                                    generator)
         frame_timesteps = timesteps.repeat_interleave(frames)
-        means = data.means[index].flatten(0, 1).float()
-        stds = data.stds[index].flatten(0, 1).float()
-        latents = (means + stds * latent_noise) * scaling
         drop = rng.random(config.batch) < config.caption_dropout
-        captions = ["" if drop[i] else training_caption(data.specs[int(j)], rng)
-                    for i, j in enumerate(index.tolist())]
+        drawn = [None if drop[i] else training_caption(data.specs[int(j)], rng) for i, j in enumerate(index.tolist())]
+        captions = ["" if d is None else d.text for d in drawn]
+        means, stds = data.means[index], data.stds[index]
+        if data.plain_means is not None:
+            unnamed = [d is not None and not d.names_background for d in drawn]
+            on_plain = torch.tensor(unnamed)[:, None, None, None, None]
+            means = torch.where(on_plain, data.plain_means[index], means)
+            stds = torch.where(on_plain, data.plain_stds[index], stds)
+        latents = (means.flatten(0, 1).float() + stds.flatten(0, 1).float() * latent_noise) * scaling
         noisy = schedule.add_noise(latents, noise, frame_timesteps)
         target = schedule.get_velocity(latents, noise, frame_timesteps) if base.prediction_type == "v_prediction" \
             else noise

@@ -21,7 +21,7 @@ names from ``FORM_WEIGHTS``, so that every subset of them -- down to the bare "a
 "center" is accepted for "centre" (training uses either, half the time each); the comma before a trailing backdrop
 is optional ("a red circle on a blue background"), and the backdrop may come first ("on a blue background, a red
 circle"). The two colours always differ. A caption without a backdrop asks for a plain grey one
-(``PLAIN_BACKGROUND``; models trained with ``plain_unnamed_background``).
+(``PLAIN_BACKGROUND``, RGB 128, 128, 128).
 A world has 1 row (shapes vertically centred; left / centre / right) or 3 rows (a 3 x 3 grid): the ``rows``
 argument of the functions below, recorded in the model's training config.
 

@@ -793,6 +793,15 @@ def _command_line(out: Path, config: TrainConfig, threads: int) -> str:
     return " ".join(parts)
 
 
+def _plain_note(config: TrainConfig) -> str:
+    """The card's sentence on ``plain_unnamed_background`` (empty when the recipe does not use it)."""
+    if not config.plain_unnamed_background:
+        return ""
+    return ("\n   A caption that names no background trains on the same picture drawn on plain grey"
+            " (RGB 128, 128, 128),\n   so \"a green star\" means a green star on grey; the empty caption keeps the"
+            " picture's own colours.")
+
+
 def _draw_odds_note(config: TrainConfig) -> str:
     """The card's sentence on ``example_weights`` (empty for an even draw)."""
     if not config.example_weights:
@@ -800,7 +809,9 @@ def _draw_odds_note(config: TrainConfig) -> str:
     kinds = ", ".join(f"{size} {shape}s {float(weight):g}x" for size, shape, weight in config.example_weights)
     named = (" The added draws always name the size (and are never captionless), so a prompt that leaves the size open"
              " keeps the even draw's odds." if config.extra_draws_name_size else "")
-    return f"\n   Examples drawn more often than the others (`example_weights`): {kinds}.{named}"
+    placed = (f" {config.extra_draws_drop_position:.0%} of them also leave the position out, so the model learns to"
+              " draw those kinds where it likes." if named and config.extra_draws_drop_position else "")
+    return f"\n   Examples drawn more often than the others (`example_weights`): {kinds}.{named}{placed}"
 
 
 def write_model_card(out: Path, config: TrainConfig, command: str, timing: dict[str, Any],
@@ -870,7 +881,7 @@ and PyTorch version give the same weights; `--resume` continues from `.train-sta
    {config.snr_gamma:g}) on the predicted latents, never below the plain v loss, and by 1 + \
 {config.object_loss_weight:g} on the latent
    pixels of the shape and its edge. Captions are drawn in every prompt form (see the grammar below).\
-{_draw_odds_note(config)}
+{_plain_note(config)}{_draw_odds_note(config)}
 
 The tokenizer is the real, unmodified CLIP BPE tokenizer, so the text encoder keeps the full 49,408-row embedding;
 only the rows of the grammar's words are trained. Stored as float16 that table is 6.3 MB, which keeps the whole

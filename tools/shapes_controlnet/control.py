@@ -48,11 +48,11 @@ def draw_box(spec: world.ShapeSpec, rng: np.random.Generator) -> tuple[float, fl
     return world.box_for(spec, side, dx, dy)
 
 
-def render_in_box(spec: world.ShapeSpec, box: tuple[float, float, float, float]) -> np.ndarray:
+def render_in_box(spec: world.ShapeSpec, box: tuple[float, float, float, float], plain: bool = False) -> np.ndarray:
     """The image (uint8 HxWx3) of ``spec``'s shape and colours drawn into ``box`` (px at 64): the dataset's
-    rendering, for a box that need not sit at an anchor."""
+    rendering, for a box that need not sit at an anchor (``plain``: on ``world.PLAIN_BACKGROUND``)."""
     coverage = world.draw_mask(spec.shape, box)[..., None]
-    background = np.asarray(world.PALETTE[spec.background], dtype=np.float32)
+    background = np.asarray(world.PLAIN_BACKGROUND if plain else world.PALETTE[spec.background], dtype=np.float32)
     foreground = np.asarray(world.PALETTE[spec.colour], dtype=np.float32)
     return np.clip(np.rint(background + coverage * (foreground - background)), 0, 255).astype(np.uint8)
 

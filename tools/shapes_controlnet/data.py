@@ -56,6 +56,10 @@ class Example:
     kind: str
     free: bool
 
+    def plain_image(self) -> np.ndarray:
+        """The same picture on the plain backdrop (what a caption without a background asks the base for)."""
+        return ctl.render_in_box(self.spec, self.box, plain=True)
+
 
 def measured_spec(spec: world.ShapeSpec, image: np.ndarray, rows: int) -> world.ShapeSpec:
     """``spec`` with the size and position the evaluator reads from ``image`` (a free box's nearest anchors); in a
@@ -132,13 +136,14 @@ def conflicting_spec(spec: world.ShapeSpec, rng: np.random.Generator, rows: int,
     return candidates[int(rng.integers(len(candidates)))]
 
 
-def training_caption(spec: world.ShapeSpec, rng: np.random.Generator, rows: int, recipe: ExampleRecipe) -> str:
+def training_caption(spec: world.ShapeSpec, rng: np.random.Generator, rows: int,
+                     recipe: ExampleRecipe) -> world.TrainingCaption:
     """A caption of an example: the dataset's prompt forms, naming another (training) combination's shape, size
     and/or position ``conflict_probability`` of the time; the colours are always the image's."""
     named = spec
     if rng.random() < recipe.conflict_probability:
         named = conflicting_spec(spec, rng, rows) or spec
-    return world.caption_for(named, rng, rows)
+    return world.draw_caption(named, rng, rows)
 
 
 def heldout_conflict(spec: world.ShapeSpec, seed: int, rows: int) -> world.ShapeSpec:

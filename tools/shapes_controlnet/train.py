@@ -111,6 +111,9 @@ class Base:
     scheduler: dict[str, Any]
     recommended: dict[str, Any]
     unet_sha256: str
+    # The base draws a caption without a background on the plain grey backdrop (its training config's
+    # ``plain_unnamed_background``): the ControlNet's pictures must agree, or it learns to fight the base over it.
+    plain_unnamed_background: bool = False
 
     @property
     def prediction_type(self) -> str:
@@ -127,7 +130,7 @@ def read_base(path: Path) -> Base:
     digest = hashlib.sha256(weights[0].read_bytes()).hexdigest() if weights else ""
     recommended = {"sampler": "Euler", "steps": 20, "guidance": 3.0, **record.get("recommended", {})}
     return Base(path=path, rows=int(record.get("rows", 3)), scheduler=scheduler, recommended=recommended,
-                unet_sha256=digest)
+                unet_sha256=digest, plain_unnamed_background=bool(record.get("plain_unnamed_background", False)))
 
 
 def noise_schedule(base: Base):
@@ -199,10 +202,14 @@ class TrainingSet:
     specs: list
     masks: Any
     kinds: list
+    plain_means: Any = None  # the same pictures on the plain backdrop (when the base uses it)
+    plain_stds: Any = None
 
 
-def build_training_set(vae, config: ControlNetConfig, rows: int, progress: bool = True) -> TrainingSet:
-    """Draw the examples and encode their images once (the autoencoder is frozen)."""
+def build_training_set(vae, config: ControlNetConfig, rows: int, progress: bool = True,
+                       plain: bool = False) -> TrainingSet:
+    """Draw the examples and encode their images once (the autoencoder is frozen); ``plain`` also encodes each
+    picture on the plain backdrop (``world.PLAIN_BACKGROUND``)."""
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -210,7 +217,7 @@ def build_training_set(vae, config: ControlNetConfig, rows: int, progress: bool 
     from tools.shapes.train import object_masks
     from tools.shapes_controlnet.data import training_example
 
-    means, stds, controls, specs, masks, kinds = [], [], [], [], [], []
+    means, stds, controls, specs, masks, kinds, plain_means, plain_stds = [], [], [], [], [], [], [], []
     chunk = 256
     with torch.no_grad():
         for start in tqdm(range(0, config.examples, chunk), desc="examples", disable=not progress,
@@ -218,15 +225,28 @@ def build_training_set(vae, config: ControlNetConfig, rows: int, progress: bool 
             batch = [training_example(config.seed, i, rows, config.recipe)
                      for i in range(start, min(start + chunk, config.examples))]
             images = np.stack([e.image for e in batch])
-            pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-            posterior = vae.encode(pixels).latent_dist
+            posterior = vae.encode(_pixels(images)).latent_dist
             means.append(posterior.mean.float())
             stds.append(posterior.std.float())
             controls.append(torch.from_numpy(np.stack([e.control for e in batch]))[:, None])
             masks.append(object_masks(images, [e.spec for e in batch], posterior.mean.shape[-1]))
             specs += [e.spec for e in batch]
             kinds += [e.kind for e in batch]
-    return TrainingSet(torch.cat(means), torch.cat(stds), torch.cat(controls), specs, torch.cat(masks), kinds)
+            if plain:
+                posterior = vae.encode(_pixels(np.stack([e.plain_image() for e in batch]))).latent_dist
+                plain_means.append(posterior.mean.float())
+                plain_stds.append(posterior.std.float())
+    data = TrainingSet(torch.cat(means), torch.cat(stds), torch.cat(controls), specs, torch.cat(masks), kinds)
+    if plain:
+        data.plain_means, data.plain_stds = torch.cat(plain_means), torch.cat(plain_stds)
+    return data
+
+
+def _pixels(images):
+    """uint8 NxHxWx3 pictures as the autoencoder's input (float, -1..1, NCHW)."""
+    import torch
+
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def _save_state(out: Path, payload: dict[str, Any]) -> None:
@@ -291,7 +311,7 @@ def train(base: Base, config: ControlNetConfig, out: Path, *, resume: bool = Fal
     _set_determinism(threads)
     clock = time.perf_counter()
     vae, text_encoder, tokenizer, unet = load_base_parts(base)
-    data = build_training_set(vae, config, base.rows, progress)
+    data = build_training_set(vae, config, base.rows, progress, plain=base.plain_unnamed_background)
     prepared = time.perf_counter() - clock
     schedule = noise_schedule(base)
     alphas_cumprod = schedule.alphas_cumprod
@@ -338,10 +358,16 @@ def train(base: Base, config: ControlNetConfig, out: Path, *, resume: bool = Fal
         latent_noise = torch.randn(shape, generator=generator)
         noise = torch.randn(shape, generator=generator)
         timesteps = torch.randint(0, schedule.config.num_train_timesteps, (config.batch,), generator=generator)
-        latents = (data.means[index] + data.stds[index] * latent_noise) * scaling
         drop = rng.random(config.batch) < config.caption_dropout
-        captions = ["" if drop[i] else training_caption(data.specs[int(j)], rng, base.rows, config.recipe)
-                    for i, j in enumerate(index.tolist())]
+        drawn = [None if drop[i] else training_caption(data.specs[int(j)], rng, base.rows, config.recipe)
+                 for i, j in enumerate(index.tolist())]
+        captions = ["" if d is None else d.text for d in drawn]
+        mean, std = data.means[index], data.stds[index]
+        if data.plain_means is not None:
+            on_plain = torch.tensor([d is not None and not d.names_background for d in drawn])[:, None, None, None]
+            mean = torch.where(on_plain, data.plain_means[index], mean)
+            std = torch.where(on_plain, data.plain_stds[index], std)
+        latents = (mean + std * latent_noise) * scaling
         control = data.controls[index].float().div(255.0).expand(-1, 3, -1, -1)
         noisy = schedule.add_noise(latents, noise, timesteps).contiguous(memory_format=torch.channels_last)
         target = schedule.get_velocity(latents, noise, timesteps) if base.prediction_type == "v_prediction" \
