@@ -145,3 +145,28 @@ def test_short_prompts_get_their_colours(shapes_services, prompt, seed, backgrou
     assert reading.foreground == foreground, reading
     if background is not None:
         assert reading.background == background, reading
+
+
+def _trained_with_plain_backdrop() -> bool:
+    import json
+
+    path = MODEL_DIR / "training_config.json"
+    return path.is_file() and bool(json.loads(path.read_text(encoding="utf-8")).get("plain_unnamed_background"))
+
+
+@pytest.mark.skipif(not _trained_with_plain_backdrop(),
+                    reason="the model was trained before unnamed backgrounds meant plain grey")
+@pytest.mark.parametrize(("prompt", "seed", "foreground"), [
+    ("a green star", 41, "green"), ("a black circle on the left", 42, "black"), ("a small white square", 43, "white"),
+])
+def test_a_prompt_without_a_background_gets_plain_grey(shapes_services, prompt, seed, foreground):
+    """The card's promise: a prompt that names no background shows the shape on grey, never on its own colour."""
+    from tools.shapes import dataset as world
+
+    wanted = recommended()
+    request = GenerationRequest(prompt=prompt, seed=seed, steps=wanted["steps"], sampler_name=wanted["sampler"],
+                                cfg_scale=wanted["guidance"])
+    pixels = np.asarray(shapes_services.run(request).images[0].image.convert("RGB"), dtype=np.float32)
+    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3)])
+    assert np.abs(np.median(border, axis=0) - np.asarray(world.PLAIN_BACKGROUND)).max() < 24, np.median(border, 0)
+    assert metrics.measure(pixels).foreground == foreground
