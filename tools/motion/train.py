@@ -330,6 +330,7 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
         load_base_parts,
         loss_weights,
         noise_schedule,
+        on_plain_backdrop,
     )
 
     _set_determinism(threads)
@@ -394,8 +395,8 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
         captions = ["" if d is None else d.text for d in drawn]
         means, stds = data.means[index], data.stds[index]
         if data.plain_means is not None:
-            unnamed = [d is not None and not d.names_background for d in drawn]
-            on_plain = torch.tensor(unnamed)[:, None, None, None, None]
+            plain = on_plain_backdrop(drawn, base, [config.seed, 15, 7, step, 3])
+            on_plain = torch.tensor(plain)[:, None, None, None, None]
             means = torch.where(on_plain, data.plain_means[index], means)
             stds = torch.where(on_plain, data.plain_stds[index], stds)
         latents = (means.flatten(0, 1).float() + stds.flatten(0, 1).float() * latent_noise) * scaling

@@ -101,9 +101,14 @@ class TrainConfig:
     # without a position were the no-position form's misses (read as circles, 13 of its 20 errors).
     extra_draws_drop_position: float = 0.5
     # A caption that leaves the background out gets the example drawn on ``dataset.PLAIN_BACKGROUND`` (a second
-    # cached latent per example); the empty caption keeps the example's own colours. False: the background stays
-    # the example's colour whatever the caption says (the runs before session 19).
+    # cached latent per example). False: the background stays the example's colour whatever the caption says (the
+    # runs before session 19).
     plain_unnamed_background: bool = True
+    # The share of empty captions that train on the plain backdrop too (the rest keep the example's colours). The
+    # unconditional prediction must know grey as well as the eight colours: trained on the colours alone, it turned
+    # a grey backdrop into orange and purple blotches at CFG 7 (guidance amplifies grey minus its nearest colour),
+    # and green shapes on grey came out black (no-background foreground 88.5 % at CFG 7, 98.5 % at CFG 2).
+    plain_empty_caption_share: float = 0.5
     prediction_type: str = "v_prediction"
     latent_cache: int = 32768
     # Scheduler saved with the model, and the defaults the card recommends.
@@ -460,15 +465,17 @@ def extra_draw_shares(specs: Sequence[ShapeSpec], weights: Sequence[Sequence[Any
 def batch_captions(config: TrainConfig, specs: Sequence[ShapeSpec], index: Sequence[int], step: int,
                    rng: np.random.Generator, extra_shares: np.ndarray | None) -> tuple[list[str], list[bool]]:
     """Stage 2's captions for the drawn examples ``index``, and for each whether its picture is the one on the plain
-    backdrop (the caption names no background and ``plain_unnamed_background``). Some captions are empty (for
-    classifier-free guidance; they keep the example's own colours), the rest in a drawn prompt form; the draws
-    ``example_weights`` added name the size, are never empty, and leave the position out
+    backdrop (``plain_unnamed_background``: the caption names no background). Some captions are empty (for
+    classifier-free guidance; ``plain_empty_caption_share`` of them on the plain backdrop), the rest in a drawn
+    prompt form; the draws ``example_weights`` added name the size, are never empty, and leave the position out
     ``extra_draws_drop_position`` of the time."""
     import numpy as np
 
     from tools.shapes.dataset import draw_caption
 
     drop = rng.random(len(index)) < config.caption_dropout
+    empty_on_plain = np.random.default_rng([config.seed, 2, step, 3]).random(len(index)) \
+        < config.plain_empty_caption_share
     extra = np.zeros(len(index), dtype=bool)
     no_position = np.zeros(len(index), dtype=bool)
     if extra_shares is not None:  # their own generators: the even draw's captions stay exactly as they were
@@ -479,7 +486,7 @@ def batch_captions(config: TrainConfig, specs: Sequence[ShapeSpec], index: Seque
     for i, j in enumerate(index):
         if drop[i] and not extra[i]:
             captions.append("")
-            plain.append(False)
+            plain.append(config.plain_unnamed_background and bool(empty_on_plain[i]))
             continue
         drawn = draw_caption(specs[j], rng, config.rows, bool(extra[i]), bool(no_position[i]))
         captions.append(drawn.text)

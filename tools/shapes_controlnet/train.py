@@ -114,6 +114,7 @@ class Base:
     # The base draws a caption without a background on the plain grey backdrop (its training config's
     # ``plain_unnamed_background``): the ControlNet's pictures must agree, or it learns to fight the base over it.
     plain_unnamed_background: bool = False
+    plain_empty_caption_share: float = 0.0  # of the empty captions, the share the base trained on the plain backdrop
 
     @property
     def prediction_type(self) -> str:
@@ -130,7 +131,8 @@ def read_base(path: Path) -> Base:
     digest = hashlib.sha256(weights[0].read_bytes()).hexdigest() if weights else ""
     recommended = {"sampler": "Euler", "steps": 20, "guidance": 3.0, **record.get("recommended", {})}
     return Base(path=path, rows=int(record.get("rows", 3)), scheduler=scheduler, recommended=recommended,
-                unet_sha256=digest, plain_unnamed_background=bool(record.get("plain_unnamed_background", False)))
+                unet_sha256=digest, plain_unnamed_background=bool(record.get("plain_unnamed_background", False)),
+                plain_empty_caption_share=float(record.get("plain_empty_caption_share", 0.0)))
 
 
 def noise_schedule(base: Base):
@@ -240,6 +242,17 @@ def build_training_set(vae, config: ControlNetConfig, rows: int, progress: bool 
     if plain:
         data.plain_means, data.plain_stds = torch.cat(plain_means), torch.cat(plain_stds)
     return data
+
+
+def on_plain_backdrop(drawn: list, base: Base, seed: list[int]) -> list[bool]:
+    """Which examples of a batch train on the plain backdrop, as the base did: a caption that names no background,
+    and ``base.plain_empty_caption_share`` of the empty ones (``drawn`` holds None for those); ``seed`` keys the
+    draws for the empty captions, so the other captions' draws stay as they were."""
+    import numpy as np
+
+    empty_draws = np.random.default_rng(seed).random(len(drawn))
+    return [bool(empty_draws[i] < base.plain_empty_caption_share) if d is None else not d.names_background
+            for i, d in enumerate(drawn)]
 
 
 def _pixels(images):
@@ -364,7 +377,7 @@ def train(base: Base, config: ControlNetConfig, out: Path, *, resume: bool = Fal
         captions = ["" if d is None else d.text for d in drawn]
         mean, std = data.means[index], data.stds[index]
         if data.plain_means is not None:
-            on_plain = torch.tensor([d is not None and not d.names_background for d in drawn])[:, None, None, None]
+            on_plain = torch.tensor(on_plain_backdrop(drawn, base, [config.seed, 7, step, 3]))[:, None, None, None]
             mean = torch.where(on_plain, data.plain_means[index], mean)
             std = torch.where(on_plain, data.plain_stds[index], std)
         latents = (mean + std * latent_noise) * scaling
