@@ -323,14 +323,13 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
     from tqdm import tqdm
 
     from tools.motion.clips import training_caption
-    from tools.shapes.train import _Ema
+    from tools.shapes.train import _Ema, on_plain_backdrop, where_plain
     from tools.shapes_controlnet.train import (
         _set_determinism,
         learning_rate,
         load_base_parts,
         loss_weights,
         noise_schedule,
-        on_plain_backdrop,
     )
 
     _set_determinism(threads)
@@ -395,10 +394,9 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
         captions = ["" if d is None else d.text for d in drawn]
         means, stds = data.means[index], data.stds[index]
         if data.plain_means is not None:
-            plain = on_plain_backdrop(drawn, base, [config.seed, 15, 7, step, 3])
-            on_plain = torch.tensor(plain)[:, None, None, None, None]
-            means = torch.where(on_plain, data.plain_means[index], means)
-            stds = torch.where(on_plain, data.plain_stds[index], stds)
+            plain = on_plain_backdrop(drawn, base.plain_empty_caption_share, [config.seed, 15, 7, step, 3])
+            means = where_plain(plain, data.plain_means[index], means)
+            stds = where_plain(plain, data.plain_stds[index], stds)
         latents = (means.flatten(0, 1).float() + stds.flatten(0, 1).float() * latent_noise) * scaling
         noisy = schedule.add_noise(latents, noise, frame_timesteps)
         target = schedule.get_velocity(latents, noise, frame_timesteps) if base.prediction_type == "v_prediction" \

@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # torch and numpy load lazily (the CLI's --help and the card 
     import numpy as np
     import torch
 
-    from tools.shapes.dataset import ShapeSpec
+    from tools.shapes.dataset import ShapeSpec, TrainingCaption
 
 STATE_DIR = ".train-state"
 # The markers bench/eval_shapes.py --forms --card writes the forms table between (kept in step with it).
@@ -474,24 +474,40 @@ def batch_captions(config: TrainConfig, specs: Sequence[ShapeSpec], index: Seque
     from tools.shapes.dataset import draw_caption
 
     drop = rng.random(len(index)) < config.caption_dropout
-    empty_on_plain = np.random.default_rng([config.seed, 2, step, 3]).random(len(index)) \
-        < config.plain_empty_caption_share
     extra = np.zeros(len(index), dtype=bool)
     no_position = np.zeros(len(index), dtype=bool)
     if extra_shares is not None:  # their own generators: the even draw's captions stay exactly as they were
         extra = np.random.default_rng([config.seed, 2, step, 1]).random(len(index)) < extra_shares[np.asarray(index)]
         no_position = extra & (np.random.default_rng([config.seed, 2, step, 2]).random(len(index))
                                < config.extra_draws_drop_position)
-    captions, plain = [], []
-    for i, j in enumerate(index):
-        if drop[i] and not extra[i]:
-            captions.append("")
-            plain.append(config.plain_unnamed_background and bool(empty_on_plain[i]))
-            continue
-        drawn = draw_caption(specs[j], rng, config.rows, bool(extra[i]), bool(no_position[i]))
-        captions.append(drawn.text)
-        plain.append(config.plain_unnamed_background and not drawn.names_background)
-    return captions, plain
+    drawn = [None if drop[i] and not extra[i] else
+             draw_caption(specs[j], rng, config.rows, bool(extra[i]), bool(no_position[i]))
+             for i, j in enumerate(index)]
+    captions = ["" if d is None else d.text for d in drawn]
+    if not config.plain_unnamed_background:
+        return captions, [False] * len(drawn)
+    return captions, on_plain_backdrop(drawn, config.plain_empty_caption_share, [config.seed, 2, step, 3])
+
+
+def on_plain_backdrop(drawn: Sequence[TrainingCaption | None], empty_share: float, seed: Sequence[int]) -> list[bool]:
+    """Which examples of a batch train on the plain backdrop: a caption that names no background, and
+    ``empty_share`` of the empty ones (None in ``drawn``). ``seed`` keys the draws for the empty captions, so the
+    other captions' draws stay as they were. The base, ControlNet and motion trainers all call this."""
+    import numpy as np
+
+    empty_draws = np.random.default_rng(list(seed)).random(len(drawn))
+    return [bool(empty_draws[i] < empty_share) if d is None else not d.names_background
+            for i, d in enumerate(drawn)]
+
+
+def where_plain(flags: Sequence[bool], plain, usual):
+    """``plain`` for the examples ``flags`` marks, ``usual`` for the rest (tensors of any rank, batch first)."""
+    import torch
+
+    if not any(flags):
+        return usual
+    mask = torch.tensor(list(flags), device=usual.device).view(-1, *([1] * (usual.dim() - 1)))
+    return torch.where(mask, plain, usual)
 
 
 def _example_weight_of(specs: Sequence[ShapeSpec], weights: Sequence[Sequence[Any]]) -> list[float]:
@@ -581,9 +597,7 @@ def train_denoiser(config: TrainConfig, vae, state: _StateFolder, resume: bool, 
         captions, plain = batch_captions(config, specs, index.tolist(), step, rng, extra_shares)
         mean, std = means[index_d], stds[index_d]
         if any(plain):
-            on_plain = torch.tensor(plain, device=device)[:, None, None, None]
-            mean = torch.where(on_plain, plain_means[index_d], mean)
-            std = torch.where(on_plain, plain_stds[index_d], std)
+            mean, std = where_plain(plain, plain_means[index_d], mean), where_plain(plain, plain_stds[index_d], std)
         latents = (mean + std * latent_noise) * scaling
         noisy = noise_schedule.add_noise(latents, noise, timesteps)
         if config.prediction_type == "v_prediction":

@@ -244,17 +244,6 @@ def build_training_set(vae, config: ControlNetConfig, rows: int, progress: bool 
     return data
 
 
-def on_plain_backdrop(drawn: list, base: Base, seed: list[int]) -> list[bool]:
-    """Which examples of a batch train on the plain backdrop, as the base did: a caption that names no background,
-    and ``base.plain_empty_caption_share`` of the empty ones (``drawn`` holds None for those); ``seed`` keys the
-    draws for the empty captions, so the other captions' draws stay as they were."""
-    import numpy as np
-
-    empty_draws = np.random.default_rng(seed).random(len(drawn))
-    return [bool(empty_draws[i] < base.plain_empty_caption_share) if d is None else not d.names_background
-            for i, d in enumerate(drawn)]
-
-
 def _pixels(images):
     """uint8 NxHxWx3 pictures as the autoencoder's input (float, -1..1, NCHW)."""
     import torch
@@ -319,6 +308,7 @@ def train(base: Base, config: ControlNetConfig, out: Path, *, resume: bool = Fal
     import torch
     from tqdm import tqdm
 
+    from tools.shapes.train import on_plain_backdrop, where_plain
     from tools.shapes_controlnet.data import training_caption
 
     _set_determinism(threads)
@@ -377,9 +367,9 @@ def train(base: Base, config: ControlNetConfig, out: Path, *, resume: bool = Fal
         captions = ["" if d is None else d.text for d in drawn]
         mean, std = data.means[index], data.stds[index]
         if data.plain_means is not None:
-            on_plain = torch.tensor(on_plain_backdrop(drawn, base, [config.seed, 7, step, 3]))[:, None, None, None]
-            mean = torch.where(on_plain, data.plain_means[index], mean)
-            std = torch.where(on_plain, data.plain_stds[index], std)
+            plain = on_plain_backdrop(drawn, base.plain_empty_caption_share, [config.seed, 7, step, 3])
+            mean = where_plain(plain, data.plain_means[index], mean)
+            std = where_plain(plain, data.plain_stds[index], std)
         latents = (mean + std * latent_noise) * scaling
         control = data.controls[index].float().div(255.0).expand(-1, 3, -1, -1)
         noisy = schedule.add_noise(latents, noise, timesteps).contiguous(memory_format=torch.channels_last)
