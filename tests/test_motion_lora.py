@@ -20,11 +20,13 @@ from modules.video.pipelines import MOTION_LORA_FILE
 from modules.video.request import VideoRequest
 
 
-def save_lora_for(checkpoint: Path, adapter: Path, folder: Path) -> None:
-    """The adapter's folder copied to ``folder`` with a non-zero cross-attention LoRA for ``checkpoint``'s UNet."""
+def save_lora_for(checkpoint: Path, adapter: Path, folder: Path, text_encoder: bool = False) -> None:
+    """The adapter's folder copied to ``folder`` with a non-zero cross-attention LoRA for ``checkpoint``'s UNet
+    (and, with ``text_encoder``, one for its text encoder's self-attention, as ``text_lora_rank`` trains)."""
     from diffusers import AnimateDiffPipeline, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    from transformers import CLIPTextModel
 
-    from tools.motion.train import add_text_lora, make_config, text_lora_state
+    from tools.motion.train import add_text_encoder_lora, add_text_lora, make_config, text_lora_state
 
     shutil.copytree(adapter, folder)
     unet = UNetMotionModel.from_unet2d(UNet2DConditionModel.from_pretrained(str(checkpoint), subfolder="unet"),
@@ -38,7 +40,18 @@ def save_lora_for(checkpoint: Path, adapter: Path, folder: Path) -> None:
     state = text_lora_state(unet)
     assert state and all(".attn2.to_k." in k or ".attn2.to_v." in k for k in state)
     assert not any("motion_modules" in k for k in state)
-    AnimateDiffPipeline.save_lora_weights(str(folder), unet_lora_layers=state, weight_name=MOTION_LORA_FILE)
+    text_state = None
+    if text_encoder:
+        encoder = CLIPTextModel.from_pretrained(str(checkpoint), subfolder="text_encoder")
+        assert add_text_encoder_lora(encoder, make_config(overrides=["text_lora_rank=4"]))
+        with torch.no_grad():
+            for name, parameter in encoder.named_parameters():
+                if ".lora_B." in name:
+                    parameter.normal_(0.0, 0.5)
+        text_state = text_lora_state(encoder)
+        assert text_state and all(".self_attn." in k for k in text_state)
+    AnimateDiffPipeline.save_lora_weights(str(folder), unet_lora_layers=state, text_encoder_lora_layers=text_state,
+                                          weight_name=MOTION_LORA_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +64,8 @@ def lora_services(tmp_path_factory, video_model_store, one_thread):
     shutil.copytree(video_model_store, models)
     save_lora_for(models / "Stable-diffusion" / "tiny-sd1", models / "animatediff" / "tiny-motion",
                   models / "animatediff" / "tiny-motion-lora")
+    save_lora_for(models / "Stable-diffusion" / "tiny-sd1", models / "animatediff" / "tiny-motion",
+                  models / "animatediff" / "tiny-motion-text-lora", text_encoder=True)
     broken = models / "animatediff" / "tiny-motion-broken-lora"
     shutil.copytree(models / "animatediff" / "tiny-motion", broken)
     (broken / MOTION_LORA_FILE).write_bytes(b"not a safetensors file")
@@ -82,6 +97,20 @@ def test_the_lora_beside_the_adapter_changes_the_clip_and_leaves_the_image_model
     assert np.array_equal(picture(lora_services), before)
     # and going back to the adapter alone gives its clip again
     assert np.abs(clip(lora_services, "tiny-motion") - plain).mean() < 0.5
+
+
+def test_a_text_encoder_lora_beside_the_adapter_reads_the_prompt_for_clips_only(lora_services):
+    before = picture(lora_services)
+    unet_only = clip(lora_services, "tiny-motion-lora")
+    with_text = clip(lora_services, "tiny-motion-text-lora")
+    assert np.abs(with_text - unet_only).mean() > 1.0  # the prompt reads differently in the clip
+    # the video pipeline had its own copy of the text encoder: the checkpoint's pictures are what they were
+    assert np.array_equal(picture(lora_services), before)
+    assert np.abs(clip(lora_services, "tiny-motion-lora") - unet_only).mean() < 0.5
+    # motion_end 0 switches the text-encoder part off with the rest: the image model alone reads the prompt
+    off_with_text, _ = ended_clip(lora_services, "tiny-motion-text-lora", 0.0)
+    off_without, _ = ended_clip(lora_services, "tiny-motion", 0.0)
+    assert np.abs(off_with_text - off_without).mean() < 0.5
 
 
 def test_a_broken_lora_beside_the_adapter_names_the_model_and_the_worker_goes_on(lora_services):

@@ -145,3 +145,21 @@ def test_a_base_with_the_plain_backdrop_trains_its_clips_without_a_background_on
                   checkpoint_every=0, progress=False)
     first, second = _adapter_weights(palette.adapter), _adapter_weights(plain.adapter)
     assert any(not torch.equal(first[name], second[name]) for name in first), "the plain clips were not used"
+
+
+def test_a_text_encoder_lora_learns_with_the_adapter_and_is_saved_beside_it(tmp_path):
+    """``text_lora_rank`` trains a LoRA on the text encoder's self-attention with the motion modules; it goes into
+    the same LoRA file under ``text_encoder.``, which the evaluator (as the studio) loads into its text encoder."""
+    from bench.eval_motion import load_pipeline
+    from tools.motion.train import save
+
+    base = read_base(BASE)
+    config = make_config("tiny", steps=3, overrides=["text_lora_rank=2"])
+    trained = train(base, config, tmp_path, threads=1, checkpoint_every=0, progress=False)
+    assert trained.text_encoder_lora and all(".self_attn." in k for k in trained.text_encoder_lora)
+    assert any(v.abs().sum() > 0 for k, v in trained.text_encoder_lora.items() if ".up." in k)  # it did learn
+    save(trained, tmp_path / "saved", base, config, command="test", threads=1)
+    lora = load_file(str(tmp_path / "saved" / MOTION_LORA_FILE))
+    assert any(k.startswith("text_encoder.") for k in lora) and any(k.startswith("unet.") for k in lora)
+    pipe = load_pipeline(BASE, tmp_path / "saved")
+    assert any(".lora_" in name for name, _ in pipe.text_encoder.named_parameters())

@@ -294,3 +294,17 @@ def test_added_small_star_draws_leave_the_position_out_more_often():
     more = share_without_position(train_shapes.make_config(overrides=[weights]))
     usual = share_without_position(train_shapes.make_config(overrides=[weights, "extra_draws_drop_position=0"]))
     assert more > usual + 0.1, (usual, more)  # about 0.41 against 0.27
+
+
+def test_the_autoencoder_uses_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    """Emulated bf16 ran the autoencoder stage about 15x slower on an AVX2 CPU: the default asks the hardware, and
+    the recipe the card records says what ran; an explicit setting wins."""
+    from modules.runtime import devices
+    from tools.shapes import train as train_shapes
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda *_: frozenset({"avx2", "fma"}))
+    assert train_shapes.with_hardware_choices(train_shapes.TrainConfig(), "cpu").vae_bf16 is False
+    monkeypatch.setattr(devices, "cpu_flags", lambda *_: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert train_shapes.with_hardware_choices(train_shapes.TrainConfig(), "cpu").vae_bf16 is True
+    explicit = train_shapes.TrainConfig(vae_bf16=False)
+    assert train_shapes.with_hardware_choices(explicit, "cpu").vae_bf16 is False

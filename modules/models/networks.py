@@ -275,9 +275,10 @@ def _family_name(pipe: Any) -> str:
     return "SDXL" if getattr(pipe, "text_encoder_2", None) is not None else "SD 1.x/2.x"
 
 
-def _inject_text_encoder(encoder: Any, state: dict[str, Any], alphas: dict[str, float] | None, prefix: str,
+def inject_text_encoder_lora(encoder: Any, state: dict[str, Any], alphas: dict[str, float] | None, prefix: str,
                          adapter: str) -> None:
-    """Add one adapter to a text encoder with PEFT: what transformers' ``load_adapter`` does for diffusers."""
+    """Add one adapter to a text encoder with PEFT: what transformers' ``load_adapter`` does for diffusers. ``state``
+    in PEFT keys (``text_encoder.….lora_A.weight``); only the keys under ``prefix`` are used."""
     from diffusers.utils.peft_utils import _create_lora_config
     from peft import inject_adapter_in_model, set_peft_model_state_dict
 
@@ -335,7 +336,7 @@ def applied_loras(pipe: Any, registry: NetworkRegistry, uses: tuple[LoraUse, ...
                 for prefix in TEXT_ENCODERS:
                     encoder = getattr(pipe, prefix, None)
                     if encoder is not None:
-                        _inject_text_encoder(encoder, state, alphas, prefix, adapter)
+                        inject_text_encoder_lora(encoder, state, alphas, prefix, adapter)
                 if unet_state:
                     type(pipe).load_lora_into_unet(unet_state, alphas, unet=pipe.unet, adapter_name=adapter,
                                                    _pipeline=pipe)
@@ -345,8 +346,8 @@ def applied_loras(pipe: Any, registry: NetworkRegistry, uses: tuple[LoraUse, ...
             hashes.append(f"{alias}: {registry.short_hash(info.path)}")
         for component, weights in (("unet", unet_weights), *((name, te_weights) for name in TEXT_ENCODERS)):
             model = getattr(pipe, component, None)
-            if model is not None and _adapters_of(model) & set(names):
-                present = [(n, w) for n, w in zip(names, weights, strict=True) if n in _adapters_of(model)]
+            if model is not None and adapters_of(model) & set(names):
+                present = [(n, w) for n, w in zip(names, weights, strict=True) if n in adapters_of(model)]
                 set_weights_and_activate_adapters(model, [n for n, _ in present], [w for _, w in present])
         yield hashes
     finally:
@@ -380,7 +381,7 @@ def _applied_transformer_loras(pipe: Any, registry: NetworkRegistry, uses: tuple
                                        f"architecture?): {str(error).splitlines()[0][:300]}") from None
             landed = {component for component in pipe._lora_loadable_modules
                       if getattr(pipe, component, None) is not None
-                      and adapter in _adapters_of(getattr(pipe, component))}
+                      and adapter in adapters_of(getattr(pipe, component))}
             text_only = all(key.startswith(("text_encoder", "lora_te")) for key in state)
             if "transformer" not in landed and not text_only:  # its model part was for a UNet (SD 1.x / SDXL)
                 raise NetworkLoadError(f"LoRA {info.filename} changes no layer of this {label} model's transformer "
@@ -393,12 +394,12 @@ def _applied_transformer_loras(pipe: Any, registry: NetworkRegistry, uses: tuple
         pipe.set_adapters(names, adapter_weights=weights)
         yield hashes
     finally:
-        if any(_adapters_of(getattr(pipe, component)) for component in pipe._lora_loadable_modules
+        if any(adapters_of(getattr(pipe, component)) for component in pipe._lora_loadable_modules
                if getattr(pipe, component, None) is not None):
             pipe.unload_lora_weights()
 
 
-def _adapters_of(model: Any) -> set[str]:
+def adapters_of(model: Any) -> set[str]:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     found: set[str] = set()

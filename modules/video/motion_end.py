@@ -41,6 +41,11 @@ class MotionSwitch:
         """``lora_name``: the adapter's LoRA, switched with the modules when it is loaded on ``pipe.unet``."""
         self.pipe = pipe
         self.lora_name = lora_name if lora_name in (getattr(pipe.unet, "peft_config", None) or {}) else None
+        # a LoRA's text-encoder part is PEFT-injected (modules.video.pipelines.load_motion_lora), not diffusers'
+        from modules.models.networks import adapters_of
+
+        encoder = getattr(pipe, "text_encoder", None)
+        self.text_lora_name = lora_name if encoder is not None and lora_name in adapters_of(encoder) else None
         self.modules = [module for module in pipe.unet.modules() if type(module).__name__ in MOTION_MODULE_CLASSES]
         self.on = True
         self.motion_end = 1.0
@@ -55,6 +60,10 @@ class MotionSwitch:
                 module.forward = _pass_through
         if self.lora_name:
             self.pipe.set_adapters([self.lora_name], [1.0 if on else 0.0])
+        if self.text_lora_name:
+            from diffusers.utils.peft_utils import set_weights_and_activate_adapters
+
+            set_weights_and_activate_adapters(self.pipe.text_encoder, [self.text_lora_name], [1.0 if on else 0.0])
         self.on = on
 
     def after_step(self, done: int, total: int) -> None:

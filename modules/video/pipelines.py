@@ -68,16 +68,46 @@ def load_motion_adapter(model: VideoModel, dtype: Any) -> Any:
 
 def load_motion_lora(pipe: Any, model_path: Path) -> bool:
     """Load the LoRA a motion adapter's folder ships (``MOTION_LORA_FILE``) onto an AnimateDiff pipeline's motion
-    UNet (its own copy: the image pipeline's UNet is untouched); whether there was one."""
+    UNet (its own copy: the image pipeline's UNet is untouched) and, where the LoRA has text-encoder weights, onto
+    a copy of the text encoder made for the video pipeline (``from_pipe`` shares it with the image pipeline, whose
+    prompts must read as before); whether there was one."""
+    from safetensors import SafetensorError
+
     folder = Path(model_path)
     if not (folder.is_dir() and (folder / MOTION_LORA_FILE).is_file()):
         return False
     try:
-        pipe.load_lora_weights(str(folder), weight_name=MOTION_LORA_FILE, adapter_name=MOTION_LORA_NAME)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
+        from diffusers.utils import convert_state_dict_to_peft
+        from safetensors.torch import load_file
+
+        from modules.models.networks import inject_text_encoder_lora
+
+        whole = load_file(str(folder / MOTION_LORA_FILE))
+        text = {key: value for key, value in whole.items() if key.startswith("text_encoder.")}
+        if text:
+            pipe.text_encoder = own_copy(pipe.text_encoder)
+            inject_text_encoder_lora(pipe.text_encoder, convert_state_dict_to_peft(text), None, "text_encoder",
+                                     MOTION_LORA_NAME)
+        unet = {key: value for key, value in whole.items() if key not in text}
+        if unet:
+            pipe.load_lora_weights(unet, adapter_name=MOTION_LORA_NAME)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as error:
         raise RequestError("model", f"the LoRA beside the motion adapter {folder.name} cannot be loaded: "
                                     f"{error}") from None
     return True
+
+
+def own_copy(module: Any) -> Any:
+    """A copy of a model part that shares no weights with the original, without the original's offload hooks
+    (the video pipeline's memory options are applied to it afterwards)."""
+    import copy
+
+    duplicate = copy.deepcopy(module)
+    with contextlib.suppress(ImportError):
+        from accelerate.hooks import remove_hook_from_module
+
+        remove_hook_from_module(duplicate, recurse=True)
+    return duplicate
 
 
 def check_adapter_fits(model: VideoModel, checkpoint: CheckpointInfo) -> None:

@@ -57,6 +57,13 @@ def write_card(out: Path, record: dict[str, Any]) -> Path:
             "tell \"moving up\"\n  from \"moving down\" or \"growing\" from \"shrinking\"; the LoRA makes them "
             "readable to the motion modules\n  (`python -m tools.motion.text_probe --readable --lora MODEL` measures "
             "it). Like AnimateDiff v3's adapter\n  LoRA, it belongs to this motion model: use the two together.")
+        text_rank = record.get("text_lora_rank", 0)
+        if text_rank:
+            lora_line += (
+                f"\n  The same file holds a rank-{text_rank} LoRA on the text encoder's self-attention (keys "
+                "`text_encoder.…`), learnt\n  with them, so the motion words already come out of the text encoder "
+                "apart. The Video tab puts it on its own\n  copy of the text encoder: images made with the base "
+                "model read their prompts as before.")
     ending = ""
     if recommended.get("motion_end", 1.0) < 1.0:
         ending = (f", motion end {recommended['motion_end']:g} (the adapter acts in the first "

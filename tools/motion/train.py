@@ -48,6 +48,8 @@ from tools.training_cli import BASE_HELP, MAX_MINUTES_HELP, card_command, reprod
 STATE_DIR = ".train-state"
 # The base UNet's spatial cross-attention key and value projections (not the motion modules' attention).
 LORA_TARGETS = r".*attentions\.\d+\.transformer_blocks\.\d+\.attn2\.(to_k|to_v)"
+# The text encoder's self-attention projections (CLIPTextModel's names).
+TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 CAPTION_LENGTH = 77
 # The markers bench/eval_motion.py --card writes its table between.
 EVAL_START = "<!-- motion-eval:start (bench/eval_motion.py --card) -->"
@@ -75,6 +77,10 @@ class MotionConfig:
     mid_block: bool = True
     max_seq_length: int = 32
     lora_rank: int = 8  # LoRA on the base UNet's cross-attention keys/values, learning the motion words; 0: none
+    # LoRA on the text encoder's self-attention (0: none): makes the motion words tell apart where the caption is
+    # read, for a base whose text encoder maps them almost alike (saved in the same LoRA file; the studio gives
+    # the video pipeline its own copy of the text encoder for it, so images are untouched).
+    text_lora_rank: int = 0
     motions: tuple[str, ...] = MOTIONS  # a subset trains on those motions only (quick experiments)
     motion_weights: tuple[float, ...] = ()  # one per motion: how often its clips are drawn (empty: all alike)
     readable_weight: float = 0.1  # weight of the training-only readout loss (MotionReadout); 1.0 hurt colours
@@ -204,14 +210,29 @@ class MotionReadout:
         return torch.stack(losses).mean()
 
 
-def text_lora_state(unet) -> dict:
-    """The LoRA's weights in diffusers' naming (what ``save_lora_weights`` writes), empty when there is none."""
+def add_text_encoder_lora(text_encoder, config: MotionConfig) -> list:
+    """Put a LoRA (zero at the start) on the frozen text encoder's self-attention; returns its parameters. PEFT
+    injects it directly (transformers' ``add_adapter`` demands a newer PEFT than diffusers needs, as the studio's
+    LoRA loader notes)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    text_encoder.requires_grad_(False)
+    inject_adapter_in_model(LoraConfig(r=config.text_lora_rank, lora_alpha=config.text_lora_rank,
+                                       target_modules=TEXT_LORA_TARGETS, init_lora_weights=True), text_encoder)
+    parameters = [p for name, p in text_encoder.named_parameters() if ".lora_" in name]
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    return parameters
+
+
+def text_lora_state(model) -> dict:
+    """A model's LoRA weights in diffusers' naming (what ``save_lora_weights`` writes), empty when there is none."""
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    if not getattr(unet, "peft_config", None):
+    if not any(".lora_" in name for name, _ in model.named_parameters()):
         return {}
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
 
 
 @dataclass
@@ -305,12 +326,13 @@ def _load_state(out: Path) -> dict[str, Any] | None:
 @dataclass
 class Trained:
     """What ``train`` returns: the adapter (EMA weights), how long each part took, the steps done, and the
-    cross-attention LoRA's weights (diffusers' naming; empty without one)."""
+    cross-attention LoRA's weights and the text encoder's (diffusers' naming; empty without one)."""
 
     adapter: Any
     seconds: dict[str, float]
     steps: int
     lora: dict = dataclasses.field(default_factory=dict)
+    text_encoder_lora: dict = dataclasses.field(default_factory=dict)
 
 
 def train(base, config: MotionConfig, out: Path, *, resume: bool = False, threads: int = 2,
@@ -347,6 +369,8 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
         add_text_lora(unet, config)
     unet.train()
     parameters = [p for p in unet.parameters() if p.requires_grad]
+    if config.text_lora_rank:
+        parameters += add_text_encoder_lora(text_encoder, config)
     readout = None
     if config.readable_weight:
         readout = MotionReadout(unet, tuple(config.motions))
@@ -372,7 +396,7 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
         if missing:
             ids = tokenizer(missing, padding="max_length", max_length=CAPTION_LENGTH, truncation=True).input_ids
             token_cache.update(zip(missing, ids, strict=True))
-        with torch.no_grad():
+        with torch.set_grad_enabled(bool(config.text_lora_rank)):
             return text_encoder(torch.tensor([token_cache[c] for c in captions], dtype=torch.long))[0]
 
     frames = config.frames
@@ -441,7 +465,9 @@ def train(base, config: MotionConfig, out: Path, *, resume: bool = False, thread
     adapter.load_state_dict(motion_state)
     adapter.eval()
     lora = {k: v.detach().clone() for k, v in text_lora_state(unet).items()}
-    return Trained(adapter, {"prepare": prepared, "total": earlier + time.perf_counter() - clock}, done, lora)
+    text_lora = {k: v.detach().clone() for k, v in text_lora_state(text_encoder).items()}
+    return Trained(adapter, {"prepare": prepared, "total": earlier + time.perf_counter() - clock}, done, lora,
+                   text_lora)
 
 
 def save(trained: Trained, out: Path, base, config: MotionConfig, *, command: str, threads: int,
@@ -456,11 +482,12 @@ def save(trained: Trained, out: Path, base, config: MotionConfig, *, command: st
     if staging.exists():
         shutil.rmtree(staging)
     trained.adapter.save_pretrained(str(staging), safe_serialization=True)
-    if trained.lora:
+    if trained.lora or trained.text_encoder_lora:
         from diffusers import AnimateDiffPipeline
 
-        AnimateDiffPipeline.save_lora_weights(str(staging), unet_lora_layers=trained.lora, weight_name=MOTION_LORA_FILE,
-                                              safe_serialization=True)
+        AnimateDiffPipeline.save_lora_weights(str(staging), unet_lora_layers=trained.lora or None,
+                                              text_encoder_lora_layers=trained.text_encoder_lora or None,
+                                              weight_name=MOTION_LORA_FILE, safe_serialization=True)
     if half:
         halve_weights(staging)
     out.mkdir(parents=True, exist_ok=True)
