@@ -17,7 +17,8 @@ unreadable). Usage::
     python -m tools.motion.text_probe [--base models/Stable-diffusion/sfumato-shapes] [--lora MOTION_MODEL_DIR]
                                       [--readable]
 
-``--lora`` measures the UNet with the LoRA a motion model ships (``pytorch_lora_weights.safetensors``) loaded.
+``--lora`` measures the UNet with the LoRA a motion model ships (``pytorch_lora_weights.safetensors``) loaded, its
+text-encoder part too where it has one.
 """
 
 from __future__ import annotations
@@ -106,6 +107,14 @@ def _load(base: Path, lora: Path | None):
         from modules.video.pipelines import MOTION_LORA_FILE
 
         unet.load_lora_adapter(str(lora), weight_name=MOTION_LORA_FILE, prefix="unet", adapter_name="motion")
+        from diffusers.utils import convert_state_dict_to_peft
+        from safetensors.torch import load_file
+
+        from modules.models.networks import inject_text_encoder_lora
+
+        text = {k: v for k, v in load_file(str(Path(lora) / MOTION_LORA_FILE)).items() if k.startswith("text_encoder.")}
+        if text:  # a text-encoder part (``text_lora_rank``) reads the caption before the UNet does
+            inject_text_encoder_lora(text_encoder, convert_state_dict_to_peft(text), None, "text_encoder", "motion")
     return text_encoder, tokenizer, unet
 
 
