@@ -308,3 +308,35 @@ def test_the_autoencoder_uses_bfloat16_only_where_the_cpu_computes_it(monkeypatc
     assert train_shapes.with_hardware_choices(train_shapes.TrainConfig(), "cpu").vae_bf16 is True
     explicit = train_shapes.TrainConfig(vae_bf16=False)
     assert train_shapes.with_hardware_choices(explicit, "cpu").vae_bf16 is False
+
+
+def test_finish_evaluates_a_saved_model_whose_evaluation_was_cut_off(tmp_path):
+    """The weights are saved before the (long) evaluation; the folder records recipe, timing and command, so
+    ``--finish`` chooses the defaults and writes the card later without training again."""
+    import json
+
+    import torch
+
+    from tools.shapes import train as train_shapes
+
+    config = train_shapes.make_config("tiny", overrides=["choice_prompts_per_form=1", "guidances=[2.0, 4.0]",
+                                                         "samplers=[\"Euler\"]", "sample_steps=2"])
+    threads = torch.get_num_threads()
+    try:
+        out = train_shapes.train(tmp_path / "model", config, threads=1, checkpoint_every=0, eval_prompts=0,
+                                 progress=False, command="python -m tools.shapes.train --preset tiny")
+        recorded = json.loads((out / "training_config.json").read_text(encoding="utf-8"))
+        assert recorded["timing"]["threads"] == 1 and recorded["command"].endswith("--preset tiny")
+        assert "Not measured" in (out / "README.md").read_text(encoding="utf-8")
+        assert train_shapes.main(["--out", str(out), "--finish", "--eval-prompts", "8", "--form-prompts", "1",
+                                  "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "generated (Euler, 2 steps" in card and "Not measured" not in card.split("## Measured accuracy")[1][:400]
+    assert "python -m tools.shapes.train --preset tiny" in card
+    assert json.loads((out / "training_config.json").read_text(encoding="utf-8"))["recommended"]["guidance"] in (2, 4)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="training_config.json is missing"):
+        train_shapes.main(["--out", str(empty), "--finish"])

@@ -641,10 +641,17 @@ def sampler_scheduler(config: TrainConfig, sampler: str):
     return type(scheduler).from_config({k: v for k, v in scheduler.config.items() if not k.startswith("_")})
 
 
-def _record_defaults(out: Path, config: TrainConfig, recommended: dict[str, Any]) -> None:
-    """Save the chosen sampler as the model's scheduler, and the recipe plus the recommendation as JSON."""
+def _record_defaults(out: Path, config: TrainConfig, recommended: dict[str, Any],
+                     timing: dict[str, Any] | None = None, command: str | None = None) -> None:
+    """Save the chosen sampler as the model's scheduler, and the recipe plus the recommendation as JSON (with how
+    long training took and the command, so ``--finish`` can write the card of a folder whose evaluation was cut
+    off)."""
     sampler_scheduler(config, recommended["sampler"]).save_pretrained(str(out / "scheduler"))
     record = {**config.to_json(), "recommended": recommended}
+    if timing is not None:
+        record["timing"] = timing
+    if command is not None:
+        record["command"] = command
     (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
@@ -736,17 +743,46 @@ def train(out: Path, config: TrainConfig, *, resume: bool = False, threads: int 
     for child in staging.iterdir():
         os.replace(child, out / child.name)
     staging.rmdir()
-    recommended = {"sampler": config.samplers[0], "steps": config.sample_steps, "guidance": config.guidances[0]}
-    report = None
-    if eval_prompts:
-        recommended, report = _evaluate_saved(out, config, eval_prompts, device, form_prompts)
-    _record_defaults(out, config, recommended)
     timing = {"threads": threads, "device": device, "vae_minutes": vae_minutes, "minutes": minutes,
               "torch": torch.__version__}
-    write_model_card(out, config, command or _command_line(out, config, threads), timing, report, recommended)
+    command = command or _command_line(out, config, threads)
+    # The weights are saved: record the recipe now, so an evaluation cut off can be redone with --finish.
+    _record_defaults(out, config, _first_candidates(config), timing, command)
+    finish(out, config, timing, command, device=device, eval_prompts=eval_prompts, form_prompts=form_prompts)
     if not keep_state and state.folder.exists():
         shutil.rmtree(state.folder)
     return out
+
+
+def _first_candidates(config: TrainConfig) -> dict[str, Any]:
+    return {"sampler": config.samplers[0], "steps": config.sample_steps, "guidance": config.guidances[0]}
+
+
+def finish(out: Path, config: TrainConfig, timing: dict[str, Any], command: str, *, device: str = "cpu",
+           eval_prompts: int = 256, form_prompts: int = 200) -> Path:
+    """Evaluate a saved model folder: choose its default sampler and guidance, record them, write its card."""
+    recommended, report = _first_candidates(config), None
+    if eval_prompts:
+        recommended, report = _evaluate_saved(out, config, eval_prompts, device, form_prompts)
+    _record_defaults(out, config, recommended, timing, command)
+    write_model_card(out, config, command, timing, report, recommended)
+    return out
+
+
+def read_saved_recipe(out: Path) -> tuple[TrainConfig, dict[str, Any], str]:
+    """The recipe, training time and command a model folder's training_config.json holds (for ``--finish``)."""
+    path = Path(out) / "training_config.json"
+    if not path.is_file():
+        raise SystemExit(f"--finish: {path} is missing (only a folder this trainer saved can be finished)")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if "timing" not in record or "command" not in record:
+        raise SystemExit(f"--finish: {path} has no timing/command (it was saved before --finish existed)")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in fields}
+    values = {k: tuple(bool(x) for x in v) if k == "unet_attention" else v for k, v in values.items()}
+    values = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if k == "example_weights" else v
+              for k, v in values.items()}
+    return TrainConfig(**values), record["timing"], record["command"]
 
 
 def _evaluate_saved(out: Path, config: TrainConfig, count: int, device: str,
@@ -995,6 +1031,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep-state", action="store_true", help="keep .train-state after saving")
     parser.add_argument("--full-precision", action="store_true", help="save float32 weights")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--finish", action="store_true",
+                        help="only evaluate the model already saved in OUT and write its defaults and card (after "
+                             "an evaluation that was cut off; the recipe and timing come from its training_config)")
     return parser.parse_args(argv)
 
 
@@ -1023,6 +1062,13 @@ def make_config(preset: str = "default", seed: int = 0, steps: int | None = None
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.finish:
+        _set_determinism(args.threads)
+        config, timing, command = read_saved_recipe(args.out)
+        finish(args.out, config, timing, command, device=args.device, eval_prompts=args.eval_prompts,
+               form_prompts=args.form_prompts)
+        print(f"Evaluated {args.out}; card written ({folder_size(args.out) / 1e6:.1f} MB)")
+        return 0
     config = make_config(args.preset, args.seed, args.steps, args.vae_steps, args.set)
     command = card_command("tools.shapes.train", sys.argv[1:] if argv is None else argv)
     out = train(args.out, config, resume=args.resume, threads=args.threads, device=args.device,
