@@ -77,17 +77,13 @@ def load_motion_lora(pipe: Any, model_path: Path) -> bool:
     if not (folder.is_dir() and (folder / MOTION_LORA_FILE).is_file()):
         return False
     try:
-        from diffusers.utils import convert_state_dict_to_peft
         from safetensors.torch import load_file
 
-        from modules.models.networks import inject_text_encoder_lora
-
         whole = load_file(str(folder / MOTION_LORA_FILE))
-        text = {key: value for key, value in whole.items() if key.startswith("text_encoder.")}
+        text = text_encoder_part(whole)
         if text:
             pipe.text_encoder = own_copy(pipe.text_encoder)
-            inject_text_encoder_lora(pipe.text_encoder, convert_state_dict_to_peft(text), None, "text_encoder",
-                                     MOTION_LORA_NAME)
+            inject_motion_text_lora(pipe.text_encoder, text)
         unet = {key: value for key, value in whole.items() if key not in text}
         if unet:
             pipe.load_lora_weights(unet, adapter_name=MOTION_LORA_NAME)
@@ -95,6 +91,20 @@ def load_motion_lora(pipe: Any, model_path: Path) -> bool:
         raise RequestError("model", f"the LoRA beside the motion adapter {folder.name} cannot be loaded: "
                                     f"{error}") from None
     return True
+
+
+def text_encoder_part(lora: dict[str, Any]) -> dict[str, Any]:
+    """The text-encoder weights of a LoRA state in diffusers' naming (keys ``text_encoder.…``)."""
+    return {key: value for key, value in lora.items() if key.startswith("text_encoder.")}
+
+
+def inject_motion_text_lora(text_encoder: Any, text: dict[str, Any]) -> None:
+    """Put a motion LoRA's text-encoder part (``text_encoder_part``) on ``text_encoder`` as the ``motion`` adapter."""
+    from diffusers.utils import convert_state_dict_to_peft
+
+    from modules.models.networks import inject_text_encoder_lora
+
+    inject_text_encoder_lora(text_encoder, convert_state_dict_to_peft(text), None, "text_encoder", MOTION_LORA_NAME)
 
 
 def own_copy(module: Any) -> Any:

@@ -107,14 +107,13 @@ def _load(base: Path, lora: Path | None):
         from modules.video.pipelines import MOTION_LORA_FILE
 
         unet.load_lora_adapter(str(lora), weight_name=MOTION_LORA_FILE, prefix="unet", adapter_name="motion")
-        from diffusers.utils import convert_state_dict_to_peft
         from safetensors.torch import load_file
 
-        from modules.models.networks import inject_text_encoder_lora
+        from modules.video.pipelines import inject_motion_text_lora, text_encoder_part
 
-        text = {k: v for k, v in load_file(str(Path(lora) / MOTION_LORA_FILE)).items() if k.startswith("text_encoder.")}
+        text = text_encoder_part(load_file(str(Path(lora) / MOTION_LORA_FILE)))
         if text:  # a text-encoder part (``text_lora_rank``) reads the caption before the UNet does
-            inject_text_encoder_lora(text_encoder, convert_state_dict_to_peft(text), None, "text_encoder", "motion")
+            inject_motion_text_lora(text_encoder, text)
     return text_encoder, tokenizer, unet
 
 
