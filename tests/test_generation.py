@@ -28,7 +28,9 @@ def test_batch_image_i_uses_seed_plus_i_and_random_seed_is_reported(services):
     result = services.run(txt2img(batch_size=2, n_iter=2, seed=500))
     assert result.seeds == [500, 501, 502, 503]
     alone = services.run(txt2img(seed=502)).images[0]
-    assert np.array_equal(pixels(result.images[2].image), pixels(alone.image))
+    # The same picture, not bit for bit: a batch of two takes other BLAS kernels than one image on some CPUs
+    # (AVX2 EPYC: at most one level apart on a few pixels), while another seed is some 40 levels away on average.
+    assert np.abs(pixels(result.images[2].image) - pixels(alone.image)).max() <= 2
     assert result.grid is not None and result.grid.image.size == (128, 128)
     assert a1111_info(result)["all_seeds"] == [500, 501, 502, 503]
 
