@@ -340,3 +340,19 @@ def test_finish_evaluates_a_saved_model_whose_evaluation_was_cut_off(tmp_path):
     empty.mkdir()
     with pytest.raises(SystemExit, match="training_config.json is missing"):
         train_shapes.main(["--out", str(empty), "--finish"])
+
+
+def test_a_finished_folder_reads_back_the_recipe_that_trained_it(tmp_path):
+    """``--finish`` evaluates with the recipe from training_config.json: it must equal what ``--set`` built,
+    nested lists (example_weights) and the attention flags included, or the card would describe another run."""
+    import json
+
+    from tools.shapes import train as train_shapes
+
+    config = train_shapes.make_config(overrides=['example_weights=[["small", "star", 2]]', "vae_bf16=false",
+                                                 "unet_attention=[0, 1, 1]"])
+    record = {**config.to_json(), "timing": {"minutes": 1.0}, "command": "python -m tools.shapes.train"}
+    (tmp_path / "training_config.json").write_text(json.dumps(record), encoding="utf-8")
+    again, timing, command = train_shapes.read_saved_recipe(tmp_path)
+    assert again == config and again.example_weights == (("small", "star", 2),)
+    assert again.unet_attention == (False, True, True) and timing == {"minutes": 1.0}

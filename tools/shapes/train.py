@@ -778,11 +778,21 @@ def read_saved_recipe(out: Path) -> tuple[TrainConfig, dict[str, Any], str]:
     if "timing" not in record or "command" not in record:
         raise SystemExit(f"--finish: {path} has no timing/command (it was saved before --finish existed)")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in fields}
-    values = {k: tuple(bool(x) for x in v) if k == "unet_attention" else v for k, v in values.items()}
-    values = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if k == "example_weights" else v
-              for k, v in values.items()}
-    return TrainConfig(**values), record["timing"], record["command"]
+    return _config_from(**{k: v for k, v in record.items() if k in fields}), record["timing"], record["command"]
+
+
+def _frozen(value: Any) -> Any:
+    """JSON lists as tuples, nested ones too, as the frozen recipe holds them."""
+    return tuple(_frozen(item) for item in value) if isinstance(value, list | tuple) else value
+
+
+def _config_from(**values: Any) -> TrainConfig:
+    """A recipe from JSON-shaped values (``--set`` overrides, a saved training_config.json): one normalisation for
+    both, so a finished folder's recipe equals the one that trained it."""
+    values = {k: _frozen(v) for k, v in values.items()}
+    if "unet_attention" in values:
+        values["unet_attention"] = tuple(bool(x) for x in values["unet_attention"])
+    return TrainConfig(**values)
 
 
 def _evaluate_saved(out: Path, config: TrainConfig, count: int, device: str,
@@ -1054,9 +1064,8 @@ def make_config(preset: str = "default", seed: int = 0, steps: int | None = None
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw  # a bare string, e.g. --set sampler=Euler
-        values[key] = tuple(value) if isinstance(value, list) else value
-    values = {k: tuple(bool(x) for x in v) if k == "unet_attention" else v for k, v in values.items()}
-    return TrainConfig(**values)
+        values[key] = value
+    return _config_from(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
