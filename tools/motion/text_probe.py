@@ -104,13 +104,11 @@ def _load(base: Path, lora: Path | None):
 
     _, text_encoder, tokenizer, unet = load_base_parts(read_base(base))
     if lora is not None:
-        from modules.video.pipelines import MOTION_LORA_FILE
-
-        unet.load_lora_adapter(str(lora), weight_name=MOTION_LORA_FILE, prefix="unet", adapter_name="motion")
         from safetensors.torch import load_file
 
-        from modules.video.pipelines import inject_motion_text_lora, text_encoder_part
+        from modules.video.pipelines import MOTION_LORA_FILE, inject_motion_text_lora, text_encoder_part
 
+        unet.load_lora_adapter(str(lora), weight_name=MOTION_LORA_FILE, prefix="unet", adapter_name="motion")
         text = text_encoder_part(load_file(str(Path(lora) / MOTION_LORA_FILE)))
         if text:  # a text-encoder part (``text_lora_rank``) reads the caption before the UNet does
             inject_motion_text_lora(text_encoder, text)
