@@ -69,13 +69,6 @@ def test_image_shows_what_the_prompt_asks(shapes_services, prompt, seed, backgro
     assert (reading.background, reading.foreground, reading.shape) == (background, foreground, shape), reading
 
 
-# The model retrained for issue 12 (every prompt form) repaints a masked area with a dark, muddy version of the
-# asked colour (measured: "black" on seeds 6-9, at strengths 0.8-1.0 and every fill), where the previous model drew
-# a green circle; txt2img of the same prompt is right. Kept as a known regression until the next retrain.
-INPAINT_REGRESSION = pytest.mark.xfail(strict=False, reason="the retrained embedded model inpaints dark colours")
-
-
-@INPAINT_REGRESSION
 @pytest.mark.parametrize("seed", [6, 7])
 def test_inpainting_a_square_puts_a_green_circle_there_and_keeps_the_rest(shapes_services, seed):
     wanted = recommended()

@@ -64,6 +64,11 @@ def write_card(out: Path, record: dict[str, Any]) -> Path:
                 "`text_encoder.…`), learnt\n  with them, so the motion words already come out of the text encoder "
                 "apart. The Video tab puts it on its own\n  copy of the text encoder: images made with the base "
                 "model read their prompts as before.")
+    learners = ("only the motion modules learn (each starts with a\nzero output projection, so at step 0 the base's "
+                "images are unchanged)")
+    if rank:
+        learners = ("only the motion modules and the LoRA learn (the modules start with a\nzero output projection "
+                    "and the LoRA with zero up-projections, so at step 0 the base's images are unchanged)")
     ending = ""
     if recommended.get("motion_end", 1.0) < 1.0:
         ending = (f", motion end {recommended['motion_end']:g} (the adapter acts in the first "
@@ -120,8 +125,7 @@ Took {timing["minutes"]:.1f} minutes on {timing["threads"]} CPU thread(s) (torch
 clips {timing["prepare_minutes"]:.1f} of them.{stopped}{note} The same command, seed, thread count and PyTorch version
 give the same weights; `--resume` continues from `.train-state/` after an interruption.
 
-The base model's autoencoder, text encoder and UNet are frozen; only the motion modules learn (each starts with a
-zero output projection, so at step 0 the base's images are unchanged). {record["clips"]} fixed clips of
+The base model's autoencoder, text encoder and UNet are frozen; {learners}. {record["clips"]} fixed clips of
 {record["frames"]} frames (`tools/motion/clips.py`, training combinations only{odds}) encoded once; {record["steps"]}
 steps of {record["batch"]} clips, AdamW {record["lr"]:g} after {record["warmup"]} warm-up steps, EMA
 {record["ema_decay"]:g}, {record["caption_dropout"]:.0%} empty captions (for classifier-free guidance), the base's
