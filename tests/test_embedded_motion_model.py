@@ -35,19 +35,19 @@ def motion_services(tmp_path, one_thread):
         yield services
 
 
-def clip_readings(services, motion_end: float | None, seeds=(5, 6)) -> list[tuple[track.Track, tuple]]:
-    """Each prompt at each seed through the queue, its frames tracked; with the job's parameters checked."""
+def clip_readings(services, seeds=(5, 6)) -> list[tuple[track.Track, tuple]]:
+    """Each prompt at each seed through the queue with nothing but the prompt and seed set, its frames tracked;
+    with the job's parameters checked against the card's recommendation."""
     recommended = json.loads((COMMITTED / "training_config.json").read_text(encoding="utf-8"))["recommended"]
     readings = []
     for seed in seeds:
         for prompt, *asked in PROMPTS:
-            result = services.run(VideoRequest(prompt=prompt, seed=seed, save_frames=True, motion_end=motion_end),
+            result = services.run(VideoRequest(prompt=prompt, seed=seed, save_frames=True),
                                   timeout=300)
             assert result.parameters["Video model"] == COMMITTED.name
             assert (result.parameters["Steps"], result.parameters["CFG scale"]) == (recommended["steps"],
                                                                                     recommended["guidance"])
-            assert result.parameters.get("Motion end", 1.0) == (recommended["motion_end"] if motion_end is None
-                                                                else motion_end)
+            assert result.parameters.get("Motion end", 1.0) == recommended["motion_end"]
             frames = [np.asarray(Image.open(path).convert("RGB")) for path in result.frames]
             assert len(frames) == recommended["frames"] and frames[0].shape == (64, 64, 3)
             assert result.videos[0].path.suffix == ".mp4" and result.videos[0].path.stat().st_size > 0
@@ -57,7 +57,7 @@ def clip_readings(services, motion_end: float | None, seeds=(5, 6)) -> list[tupl
 
 @pytest.mark.slow  # 8 clips through the queue, about a minute
 def test_a_video_job_with_no_model_named_moves_the_shape_the_asked_way(motion_services):
-    readings = clip_readings(motion_services, None)
+    readings = clip_readings(motion_services)
     moved = sum(measured.motion == motion for measured, (motion, _shape, _c, _b) in readings)
     shaped = sum(measured.shape == shape for measured, (_m, shape, _c, _b) in readings)
     coloured = sum((measured.foreground, measured.background) == (colour, background)
